@@ -1,0 +1,202 @@
+package txn
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Class says what an error means for the transaction that produced it and so
+// what Run does next. Backends map their driver's errors to a Class with a
+// Classifier; fn can force a class with Retry and Permanent.
+type Class uint8
+
+const (
+	// ClassPermanent errors are returned to the caller as they are. It is the
+	// zero value: an error nobody recognised is never retried.
+	ClassPermanent Class = iota
+	// ClassRetryable errors mean the database rolled the transaction back (or
+	// will, once Run rolls it back): fn is run again in a fresh transaction.
+	ClassRetryable
+	// ClassCommitRetryable errors, returned by a commit, mean the commit may
+	// be sent again on the same transaction (MongoDB's
+	// UnknownTransactionCommitResult). fn is not run again.
+	ClassCommitRetryable
+	// ClassAmbiguous errors mean the commit may or may not have happened. Run
+	// never runs fn again for them unless the call was declared Idempotent;
+	// it returns an error that matches ErrCommitUnknown.
+	ClassAmbiguous
+	// ClassConnLost errors mean the connection failed and the server may or
+	// may not have seen the last request. Before the commit was sent this is
+	// retryable (an uncommitted transaction dies with its connection); during
+	// the commit it is ambiguous. Run decides which from where it happened.
+	ClassConnLost
+)
+
+// String returns the class's name, as used in logs.
+func (c Class) String() string {
+	switch c {
+	case ClassPermanent:
+		return "permanent"
+	case ClassRetryable:
+		return "retryable"
+	case ClassCommitRetryable:
+		return "commit-retryable"
+	case ClassAmbiguous:
+		return "ambiguous"
+	case ClassConnLost:
+		return "connection-lost"
+	}
+	return fmt.Sprintf("Class(%d)", uint8(c))
+}
+
+// A Classifier maps an error to a Class. It must be safe for concurrent use
+// and must return ClassPermanent for errors it does not recognise. Backends
+// export theirs as plain functions so that users can wrap them.
+type Classifier func(err error) Class
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrCommitUnknown is matched by the error Run returns when the outcome
+	// of the commit is unknown: the connection was lost while the commit was
+	// in flight, or commit retries ran out. fn was not run again.
+	ErrCommitUnknown = errors.New("txn: commit outcome unknown")
+	// ErrAttemptsExhausted is matched when Run gave up because the attempt
+	// limit was reached.
+	ErrAttemptsExhausted = errors.New("txn: attempt limit reached")
+	// ErrElapsedExhausted is matched when Run gave up because the next retry
+	// would have ended past the elapsed-time limit.
+	ErrElapsedExhausted = errors.New("txn: elapsed-time limit reached")
+	// ErrBudgetExhausted is matched when Run gave up because the Runner's
+	// retry budget had no token left for another retry.
+	ErrBudgetExhausted = errors.New("txn: retry budget exhausted")
+	// ErrNilFunc is returned when Run or Do is given a nil function.
+	ErrNilFunc = errors.New("txn: nil function")
+	// ErrNilRunner is returned by the methods of a nil *Runner and by a
+	// Runner built over a nil backend or database handle.
+	ErrNilRunner = errors.New("txn: nil runner or database handle")
+	// ErrNilContext is returned when Run is given a nil context.
+	ErrNilContext = errors.New("txn: nil context")
+	// ErrBadOption is matched by the error of a Runner or call configured
+	// with an invalid option (a negative limit, a nil policy, ...).
+	ErrBadOption = errors.New("txn: invalid option")
+	// ErrForeignRunner is returned when Run is called, inside the fn of
+	// another Runner's Run, on a different Runner. Transactions of two
+	// Runners cannot be joined; call the inner Run outside the outer fn, or
+	// use the same Runner.
+	ErrForeignRunner = errors.New("txn: nested Run on a different Runner")
+	// ErrTxDone is wrapped by backends when a commit or rollback finds the
+	// transaction already finished. Run turns it into ErrFnFinishedTx.
+	ErrTxDone = errors.New("txn: transaction already finished")
+	// ErrFnFinishedTx is matched when fn committed or rolled back the
+	// transaction itself. Run owns the transaction's life cycle: fn must
+	// only use it. Run does not retry this error and runs no OnCommit
+	// callbacks; whether fn's own commit succeeded is fn's knowledge.
+	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself")
+	// ErrNoTransaction is returned by OnCommit and Savepoint when the context
+	// carries no transaction of a Runner.
+	ErrNoTransaction = errors.New("txn: no transaction in context")
+	// ErrSavepointUnsupported is returned by Savepoint on a backend that has
+	// no savepoints (MongoDB). A nested Run on such a backend joins the outer
+	// transaction instead.
+	ErrSavepointUnsupported = errors.New("txn: savepoints not supported by this backend")
+)
+
+// markedError carries the class fn asked for through Retry or Permanent.
+type markedError struct {
+	err   error
+	class Class
+}
+
+func (e *markedError) Error() string { return e.err.Error() }
+func (e *markedError) Unwrap() error { return e.err }
+
+// Retry marks err as retryable: when fn returns it (or an error wrapping it),
+// Run rolls back and runs fn again, within the Runner's limits. Use it for
+// conditions the database does not report, such as a failed optimistic
+// version check. Retry(nil) returns nil.
+func Retry(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, class: ClassRetryable}
+}
+
+// Permanent marks err as permanent: Run rolls back and returns it without
+// retrying, even if the database classified it as retryable. Run returns the
+// marked error, which unwraps to err. Permanent(nil) returns nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, class: ClassPermanent}
+}
+
+// marked reports the class set by Retry or Permanent on err's chain.
+func marked(err error) (Class, bool) {
+	var m *markedError
+	if errors.As(err, &m) {
+		return m.class, true
+	}
+	return 0, false
+}
+
+// GiveUpError is returned when Run stops without a commit for a reason other
+// than a permanent error: a limit was reached, the context ended, the retry
+// budget ran out, or the commit outcome became unknown. It matches, through
+// errors.Is and errors.As, both the reason (ErrAttemptsExhausted,
+// ErrElapsedExhausted, ErrBudgetExhausted, ErrCommitUnknown,
+// context.DeadlineExceeded, context.Canceled) and the last database error.
+type GiveUpError struct {
+	// Reason says why Run stopped.
+	Reason error
+	// Ambiguous is true when the last commit's outcome is unknown; the error
+	// then also matches ErrCommitUnknown.
+	Ambiguous bool
+	// Attempts is the number of times fn ran.
+	Attempts int
+	// Elapsed is the time from the start of Run to giving up.
+	Elapsed time.Duration
+	// Last is the last error seen from the database or from fn.
+	Last error
+}
+
+// Error describes why Run stopped, after how many attempts, and the last error.
+func (e *GiveUpError) Error() string {
+	var b strings.Builder
+	b.WriteString("txn: gave up after ")
+	fmt.Fprintf(&b, "%d attempt", e.Attempts)
+	if e.Attempts != 1 {
+		b.WriteByte('s')
+	}
+	fmt.Fprintf(&b, " in %v", e.Elapsed.Round(time.Microsecond))
+	if e.Reason != nil {
+		b.WriteString(": ")
+		b.WriteString(strings.TrimPrefix(e.Reason.Error(), "txn: "))
+	}
+	if e.Ambiguous && !errors.Is(e.Reason, ErrCommitUnknown) {
+		b.WriteString(" (commit outcome unknown)")
+	}
+	if e.Last != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Last.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the reason, ErrCommitUnknown when the outcome is unknown, and
+// the last error, so that errors.Is and errors.As see all of them.
+func (e *GiveUpError) Unwrap() []error {
+	errs := make([]error, 0, 3)
+	if e.Reason != nil {
+		errs = append(errs, e.Reason)
+	}
+	if e.Ambiguous && !errors.Is(e.Reason, ErrCommitUnknown) {
+		errs = append(errs, ErrCommitUnknown)
+	}
+	if e.Last != nil {
+		errs = append(errs, e.Last)
+	}
+	return errs
+}

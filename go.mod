@@ -1,0 +1,3 @@
+module github.com/txnkit/txn
+
+go 1.24

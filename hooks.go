@@ -1,0 +1,193 @@
+package txn
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Observer receives what Run does. Its methods are called synchronously from
+// the goroutine running Run, so they must be quick and safe for concurrent
+// use. Embed NopObserver to implement only some of them.
+type Observer interface {
+	// AttemptStarted is called before each execution of fn.
+	AttemptStarted(ctx context.Context, e AttemptEvent)
+	// RetryScheduled is called after a failed attempt (or commit), before
+	// the backoff sleep.
+	RetryScheduled(ctx context.Context, e RetryEvent)
+	// GaveUp is called when Run returns an error.
+	GaveUp(ctx context.Context, e GiveUpEvent)
+	// Committed is called after the outermost commit succeeded, before the
+	// OnCommit callbacks run.
+	Committed(ctx context.Context, e CommitEvent)
+	// Admitted is called when an attempt had to wait for admission (the
+	// adaptive concurrency limit or a conflict key).
+	Admitted(ctx context.Context, e AdmissionEvent)
+}
+
+// AttemptEvent describes an attempt about to start.
+type AttemptEvent struct {
+	// Attempt is 1 for the first execution of fn.
+	Attempt int
+	// Key is the call's conflict key, or "".
+	Key string
+}
+
+// RetryEvent describes a retry about to be slept for.
+type RetryEvent struct {
+	// Attempt is the attempt that failed.
+	Attempt int
+	// Class is how the error was classified (ClassRetryable,
+	// ClassCommitRetryable, or ClassAmbiguous for an Idempotent call).
+	Class Class
+	// Delay is the backoff before the next attempt or commit.
+	Delay time.Duration
+	// Err is the error that caused the retry.
+	Err error
+}
+
+// GiveUpEvent describes Run returning an error.
+type GiveUpEvent struct {
+	// Attempts is the number of times fn ran.
+	Attempts int
+	// Elapsed is the time since Run started.
+	Elapsed time.Duration
+	// Class is the class of the last error.
+	Class Class
+	// Err is the error Run returns.
+	Err error
+}
+
+// CommitEvent describes a successful outermost commit.
+type CommitEvent struct {
+	// Attempts is the number of times fn ran.
+	Attempts int
+	// Elapsed is the time since Run started.
+	Elapsed time.Duration
+}
+
+// AdmissionEvent describes a wait for admission.
+type AdmissionEvent struct {
+	// Wait is how long the attempt waited.
+	Wait time.Duration
+	// Limit is the adaptive concurrency limit when the attempt was admitted
+	// (0 when adaptive control is off).
+	Limit int
+	// Queue is the number of attempts still waiting after this one.
+	Queue int
+	// Key is the conflict key waited on, or "".
+	Key string
+}
+
+// NopObserver implements Observer with methods that do nothing. Embed it in
+// an observer that needs only some events.
+type NopObserver struct{}
+
+// AttemptStarted does nothing.
+func (NopObserver) AttemptStarted(context.Context, AttemptEvent) {}
+
+// RetryScheduled does nothing.
+func (NopObserver) RetryScheduled(context.Context, RetryEvent) {}
+
+// GaveUp does nothing.
+func (NopObserver) GaveUp(context.Context, GiveUpEvent) {}
+
+// Committed does nothing.
+func (NopObserver) Committed(context.Context, CommitEvent) {}
+
+// Admitted does nothing.
+func (NopObserver) Admitted(context.Context, AdmissionEvent) {}
+
+// Observers returns an Observer that calls each of obs in order. Nil entries
+// are skipped; with no non-nil entry it returns nil.
+func Observers(obs ...Observer) Observer {
+	var list multiObserver
+	for _, o := range obs {
+		if o != nil {
+			list = append(list, o)
+		}
+	}
+	switch len(list) {
+	case 0:
+		return nil
+	case 1:
+		return list[0]
+	}
+	return list
+}
+
+type multiObserver []Observer
+
+func (m multiObserver) AttemptStarted(ctx context.Context, e AttemptEvent) {
+	for _, o := range m {
+		o.AttemptStarted(ctx, e)
+	}
+}
+
+func (m multiObserver) RetryScheduled(ctx context.Context, e RetryEvent) {
+	for _, o := range m {
+		o.RetryScheduled(ctx, e)
+	}
+}
+
+func (m multiObserver) GaveUp(ctx context.Context, e GiveUpEvent) {
+	for _, o := range m {
+		o.GaveUp(ctx, e)
+	}
+}
+
+func (m multiObserver) Committed(ctx context.Context, e CommitEvent) {
+	for _, o := range m {
+		o.Committed(ctx, e)
+	}
+}
+
+func (m multiObserver) Admitted(ctx context.Context, e AdmissionEvent) {
+	for _, o := range m {
+		o.Admitted(ctx, e)
+	}
+}
+
+// SlogObserver returns an Observer that logs to l: retries at Info, give-ups
+// at Warn, admission waits, attempts and commits at Debug. A nil l logs to
+// slog.Default().
+func SlogObserver(l *slog.Logger) Observer {
+	return slogObserver{l: l}
+}
+
+type slogObserver struct{ l *slog.Logger }
+
+func (s slogObserver) logger() *slog.Logger {
+	if s.l == nil {
+		return slog.Default()
+	}
+	return s.l
+}
+
+func (s slogObserver) AttemptStarted(ctx context.Context, e AttemptEvent) {
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn attempt",
+		slog.Int("attempt", e.Attempt), slog.String("key", e.Key))
+}
+
+func (s slogObserver) RetryScheduled(ctx context.Context, e RetryEvent) {
+	s.logger().LogAttrs(ctx, slog.LevelInfo, "txn retry",
+		slog.Int("attempt", e.Attempt), slog.String("class", e.Class.String()),
+		slog.Duration("delay", e.Delay), slog.Any("error", e.Err))
+}
+
+func (s slogObserver) GaveUp(ctx context.Context, e GiveUpEvent) {
+	s.logger().LogAttrs(ctx, slog.LevelWarn, "txn gave up",
+		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed),
+		slog.String("class", e.Class.String()), slog.Any("error", e.Err))
+}
+
+func (s slogObserver) Committed(ctx context.Context, e CommitEvent) {
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn committed",
+		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed))
+}
+
+func (s slogObserver) Admitted(ctx context.Context, e AdmissionEvent) {
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn admitted",
+		slog.Duration("wait", e.Wait), slog.Int("limit", e.Limit),
+		slog.Int("queue", e.Queue), slog.String("key", e.Key))
+}

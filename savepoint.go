@@ -1,0 +1,126 @@
+package txn
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
+
+// Savepointer is implemented by backends that support savepoints. Without
+// it, a nested Run joins the outer transaction and Savepoint returns
+// ErrSavepointUnsupported.
+type Savepointer[T any] interface {
+	// BeginSavepoint opens a savepoint called name inside tx and returns the
+	// handle to use inside it (tx itself, or a nested handle).
+	BeginSavepoint(ctx context.Context, tx T, name string) (T, error)
+	// ReleaseSavepoint keeps the savepoint's work in the enclosing
+	// transaction.
+	ReleaseSavepoint(ctx context.Context, sp T, name string) error
+	// RollbackToSavepoint undoes the savepoint's work, leaving the enclosing
+	// transaction usable.
+	RollbackToSavepoint(ctx context.Context, sp T, name string) error
+}
+
+// nested runs fn of a Run called inside the transaction of frame parent.
+func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(context.Context, T) error) error {
+	if r.sp == nil {
+		err := fn(ctx, parent.tx)
+		if err != nil && r.classify(err) != ClassPermanent {
+			parent.markPoisoned(err)
+		}
+		return err
+	}
+	return r.withSavepoint(ctx, parent, func(child *frame[T]) error { return fn(child, child.tx) })
+}
+
+func (f *frame[T]) savepoint(ctx context.Context, fn func(context.Context) error) error {
+	r := f.runner
+	if r.sp == nil {
+		return ErrSavepointUnsupported
+	}
+	return r.withSavepoint(ctx, f, func(child *frame[T]) error { return fn(child) })
+}
+
+// withSavepoint runs body inside a savepoint of parent's transaction. A
+// permanent error rolls back to the savepoint and is returned; any other
+// error is returned unchanged without touching the savepoint, and marks the
+// transaction as lost, so that the outermost Run restarts it.
+func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body func(*frame[T]) error) error {
+	name := "txn_sp_" + strconv.Itoa(parent.depth+1)
+	spTx, err := r.sp.BeginSavepoint(ctx, parent.tx, name)
+	if err != nil {
+		if r.classify(err) != ClassPermanent {
+			parent.markPoisoned(err)
+		}
+		return fmt.Errorf("txn: savepoint: %w", err)
+	}
+	child := &frame[T]{Context: ctx, runner: r, tx: spTx, parent: parent, depth: parent.depth + 1}
+	returned := false
+	defer func() {
+		if !returned {
+			child.close()
+			r.rollbackTo(ctx, spTx, name)
+		}
+	}()
+	err = body(child)
+	returned = true
+	callbacks := child.close()
+	if err != nil {
+		if r.classify(err) != ClassPermanent {
+			parent.markPoisoned(err)
+			return err
+		}
+		r.rollbackTo(ctx, spTx, name)
+		return err
+	}
+	if err := r.sp.ReleaseSavepoint(ctx, spTx, name); err != nil {
+		if r.classify(err) != ClassPermanent {
+			parent.markPoisoned(err)
+		}
+		return fmt.Errorf("txn: release savepoint: %w", err)
+	}
+	if len(callbacks) > 0 {
+		parent.mu.Lock()
+		parent.callbacks = append(parent.callbacks, callbacks...)
+		parent.mu.Unlock()
+	}
+	return nil
+}
+
+// close ends a frame and returns its callbacks.
+func (f *frame[T]) close() []func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return f.callbacks
+}
+
+// rollbackTo undoes a savepoint on a context detached from cancellation.
+func (r *Runner[T]) rollbackTo(ctx context.Context, sp T, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.rollbackTimeout)
+	defer cancel()
+	if err := r.sp.RollbackToSavepoint(rctx, sp, name); err != nil && r.classify(err) != ClassPermanent {
+		// The enclosing transaction cannot be trusted any more.
+		if f, ok := ctx.Value(frameKey{}).(*frame[T]); ok {
+			f.markPoisoned(err)
+		}
+	}
+}
+
+// Savepoint runs fn inside a savepoint of the transaction carried by ctx. If
+// fn returns a permanent error, the savepoint's work (and its OnCommit
+// callbacks) is undone, the transaction stays usable, and the error is
+// returned. A retryable error is returned unchanged and dooms the
+// transaction: the outermost Run will restart it even if the caller ignores
+// the error. It returns ErrNoTransaction outside a transaction and
+// ErrSavepointUnsupported on backends without savepoints.
+func Savepoint(ctx context.Context, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return ErrNilFunc
+	}
+	f, err := frameOf(ctx)
+	if err != nil {
+		return err
+	}
+	return f.savepoint(ctx, fn)
+}
