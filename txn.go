@@ -54,12 +54,23 @@ type Backend[T any] interface {
 	Classify(err error) Class
 }
 
+// RunScoper is implemented by backends that keep state across all attempts
+// of one outermost Run, such as a MongoDB session. StartRun is called once,
+// before the first attempt; the context it returns replaces the caller's for
+// Begin, fn, Commit and Rollback of every attempt, and end is called once
+// when Run returns, whatever the outcome. An error from StartRun is
+// classified like an error from Begin.
+type RunScoper interface {
+	StartRun(ctx context.Context) (scoped context.Context, end func(), err error)
+}
+
 // Runner runs functions in transactions of one database and retries them.
 // Build it with a backend's constructor (or New) and share it: it is safe
 // for concurrent use, and its retry budget is shared by all its callers.
 type Runner[T any] struct {
 	backend Backend[T]
 	sp      Savepointer[T]
+	scoper  RunScoper
 	cfg     config
 
 	seedMu  sync.Mutex
@@ -76,6 +87,7 @@ func New[T any](b Backend[T], opts ...Option) *Runner[T] {
 		return r
 	}
 	r.sp, _ = b.(Savepointer[T])
+	r.scoper, _ = b.(RunScoper)
 	for _, o := range opts {
 		if o != nil {
 			o(&r.cfg)
@@ -191,6 +203,14 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 	st := runState{cfg: cfg, start: cfg.clock.Now()}
 	if cfg.budget != nil {
 		cfg.budget.deposit()
+	}
+	if r.scoper != nil {
+		scoped, end, err := r.scoper.StartRun(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
+		ctx = scoped
 	}
 	for {
 		st.attempts++
