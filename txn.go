@@ -58,8 +58,8 @@ type Backend[T any] interface {
 // of one outermost Run, such as a MongoDB session. StartRun is called once,
 // before the first attempt; the context it returns replaces the caller's for
 // Begin, fn, Commit and Rollback of every attempt, and end is called once
-// when Run returns, whatever the outcome. An error from StartRun is
-// classified like an error from Begin.
+// when Run returns, whatever the outcome. An error from StartRun is returned
+// as it is.
 type RunScoper interface {
 	StartRun(ctx context.Context) (scoped context.Context, end func(), err error)
 }
