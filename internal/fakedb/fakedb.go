@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/txnkit/txn"
 )
@@ -57,7 +58,7 @@ type DB struct {
 	nextID    int
 	log       []string
 	committed map[string]int
-	rollbackCtx []context.Context
+	rollbacks []RollbackCall
 }
 
 // New returns an empty fake database.
@@ -109,11 +110,18 @@ func (d *DB) Committed(key string) int {
 	return d.committed[key]
 }
 
-// RollbackContexts returns the contexts Rollback was called with.
-func (d *DB) RollbackContexts() []context.Context {
+// RollbackCall is what a Rollback call's context looked like when it was made.
+type RollbackCall struct {
+	Err         error
+	Deadline    time.Time
+	HasDeadline bool
+}
+
+// RollbackCalls returns the state of the contexts Rollback was called with.
+func (d *DB) RollbackCalls() []RollbackCall {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]context.Context(nil), d.rollbackCtx...)
+	return append([]RollbackCall(nil), d.rollbacks...)
 }
 
 func pop(list *[]error) error {
@@ -182,7 +190,8 @@ func asError(err error, target **Error) bool {
 func (d *DB) Rollback(ctx context.Context, tx *Tx) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.rollbackCtx = append(d.rollbackCtx, ctx)
+	dl, ok := ctx.Deadline()
+	d.rollbacks = append(d.rollbacks, RollbackCall{Err: ctx.Err(), Deadline: dl, HasDeadline: ok})
 	if tx.done {
 		d.log = append(d.log, fmt.Sprintf("rollback %d on finished tx", tx.ID))
 		return fmt.Errorf("fakedb: %w", txn.ErrTxDone)
