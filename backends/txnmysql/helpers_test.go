@@ -1,0 +1,252 @@
+package txnmysql_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/require"
+	"github.com/txnkit/txn"
+)
+
+// dsnEnv names the environment variable with the test server's DSN.
+const dsnEnv = "TXN_MYSQL_DSN"
+
+// defaultDSN is the MariaDB of the development machines.
+const defaultDSN = "root@tcp(127.0.0.1:3306)/test"
+
+// testTimeout bounds every test that talks to the server, so that a lock
+// nobody releases fails the test instead of hanging it.
+const testTimeout = 60 * time.Second
+
+// serverConfig returns the parsed DSN of the test server.
+func serverConfig(t testing.TB) *mysql.Config {
+	t.Helper()
+	dsn := os.Getenv(dsnEnv)
+	if dsn == "" {
+		dsn = defaultDSN
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	require.NoError(t, err, "parse %s", dsnEnv)
+	// The driver logs "unexpected EOF" when a test cuts a connection on
+	// purpose; the tests look at the errors themselves.
+	cfg.Logger = &mysql.NopLogger{}
+	return cfg
+}
+
+// openConfig opens a pool on cfg, or skips (fails with TXN_REQUIRE_DBS=1)
+// when the server cannot be reached. The pool is closed when t ends.
+func openConfig(t testing.TB, cfg *mysql.Config) *sql.DB {
+	t.Helper()
+	conn, err := mysql.NewConnector(cfg)
+	require.NoError(t, err)
+	db := sql.OpenDB(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		msg := fmt.Sprintf("MySQL/MariaDB server not reachable at %s (set %s to a DSN, default %q): %v",
+			cfg.Addr, dsnEnv, defaultDSN, err)
+		if os.Getenv("TXN_REQUIRE_DBS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// openDB opens a pool on the test server with the given session variables
+// set on every connection (the driver sends SET name=value on connect).
+func openDB(t testing.TB, sessionVars map[string]string) *sql.DB {
+	t.Helper()
+	cfg := serverConfig(t)
+	if len(sessionVars) > 0 {
+		if cfg.Params == nil {
+			cfg.Params = map[string]string{}
+		}
+		for k, v := range sessionVars {
+			cfg.Params[k] = v
+		}
+	}
+	return openConfig(t, cfg)
+}
+
+// testCtx returns a context bounded by testTimeout.
+func testCtx(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// createTable creates a table with a name unique to this test run from
+// columns (the part between the parentheses of CREATE TABLE) and drops it
+// when t ends. It returns the table's name.
+func createTable(t testing.TB, db *sql.DB, columns string) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	base := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		}
+		return '_'
+	}, strings.TrimPrefix(t.Name(), "Test"))
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	name := "txnmysql_" + base + "_" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	_, err := db.ExecContext(ctx, "CREATE TABLE "+name+" ("+columns+") ENGINE=InnoDB")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+name)
+	})
+	return name
+}
+
+// errNumber returns the server error number in err's chain, or 0.
+func errNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// barrier lets n goroutines wait for each other once.
+type barrier struct {
+	mu   sync.Mutex
+	left int
+	done chan struct{}
+}
+
+func newBarrier(n int) *barrier {
+	return &barrier{left: n, done: make(chan struct{})}
+}
+
+// wait blocks until n goroutines called wait, or ctx ends.
+func (b *barrier) wait(ctx context.Context) error {
+	b.mu.Lock()
+	b.left--
+	if b.left == 0 {
+		close(b.done)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("barrier: %w", ctx.Err())
+	}
+}
+
+// retryRecorder is a txn.Observer that records every retry and commit.
+type retryRecorder struct {
+	txn.NopObserver
+	mu         sync.Mutex
+	retries    []txn.RetryEvent
+	commits    int
+	attempts   int
+	lastGaveUp *txn.GiveUpEvent
+}
+
+func (r *retryRecorder) AttemptStarted(context.Context, txn.AttemptEvent) {
+	r.mu.Lock()
+	r.attempts++
+	r.mu.Unlock()
+}
+
+func (r *retryRecorder) RetryScheduled(_ context.Context, e txn.RetryEvent) {
+	r.mu.Lock()
+	r.retries = append(r.retries, e)
+	r.mu.Unlock()
+}
+
+func (r *retryRecorder) Committed(context.Context, txn.CommitEvent) {
+	r.mu.Lock()
+	r.commits++
+	r.mu.Unlock()
+}
+
+func (r *retryRecorder) GaveUp(_ context.Context, e txn.GiveUpEvent) {
+	r.mu.Lock()
+	r.lastGaveUp = &e
+	r.mu.Unlock()
+}
+
+// retriesWith returns how many retries were caused by server error number n.
+func (r *retryRecorder) retriesWith(n uint16) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := 0
+	for _, e := range r.retries {
+		if errNumber(e.Err) == n {
+			c++
+		}
+	}
+	return c
+}
+
+// events returns a copy of the recorded retries.
+func (r *retryRecorder) events() []txn.RetryEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]txn.RetryEvent(nil), r.retries...)
+}
+
+// connectionID returns the server's id of the connection tx runs on.
+func connectionID(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id)
+	return id, err
+}
+
+// waitFor polls cond every 10ms until it returns true, returns an error, or
+// ctx ends.
+func waitFor(ctx context.Context, cond func() (bool, error)) error {
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// lockWaiting reports whether the connection id is waiting for a row lock.
+func lockWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
+	var n int
+	err := db.QueryRowContext(ctx,
+		"SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'", id).Scan(&n)
+	return n > 0, err
+}
+
+// count returns SELECT COUNT(*) FROM table WHERE where (where may be "").
+func count(t testing.TB, db *sql.DB, table, where string, args ...any) int {
+	t.Helper()
+	q := "SELECT COUNT(*) FROM " + table
+	if where != "" {
+		q += " WHERE " + where
+	}
+	var n int
+	require.NoError(t, db.QueryRowContext(context.Background(), q, args...).Scan(&n))
+	return n
+}
