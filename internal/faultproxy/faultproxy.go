@@ -156,9 +156,11 @@ func (p *Proxy) Disarm() {
 }
 
 // Fired returns a channel that is closed when the fault set by the most
-// recent Arm has fired (for CutAfterReply: once the reply was withheld and
-// both sides closed). Before any Arm it returns a channel that is never
-// closed.
+// recent Arm fires: for CutBeforeForward once the matching chunk was
+// withheld, for CutAfterReply once the reply was read and withheld. It is
+// closed (and Fires counts the fault) before the connection is cut, so a
+// client that has seen its connection fail can rely on it. Before any Arm
+// it returns a channel that is never closed.
 func (p *Proxy) Fired() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,7 +274,7 @@ func (l *link) close() {
 	})
 }
 
-// fire records that f fired.
+// fire records that f fired. It runs before the link is closed.
 func (l *link) fire(f *fault) {
 	l.p.mu.Lock()
 	l.p.fires++
@@ -290,8 +292,8 @@ func (l *link) clientToServer() {
 			chunk := buf[:n]
 			f := l.match(chunk)
 			if f != nil && f.mode == CutBeforeForward {
-				l.close()
 				l.fire(f)
+				l.close()
 				return
 			}
 			if f != nil {
@@ -322,8 +324,8 @@ func (l *link) serverToClient() {
 			f := l.pending
 			l.mu.Unlock()
 			if f != nil {
-				l.close()
 				l.fire(f)
+				l.close()
 				return
 			}
 			if _, werr := l.client.Write(buf[:n]); werr != nil {
@@ -337,8 +339,8 @@ func (l *link) serverToClient() {
 			if f != nil {
 				// The server closed without a reply: the fault still
 				// happened as far as the client can tell.
-				l.close()
 				l.fire(f)
+				l.close()
 			}
 			return
 		}

@@ -1,0 +1,202 @@
+// Package txnpgx runs txn transactions on PostgreSQL (and on CockroachDB and
+// YugabyteDB, which speak its protocol) through pgx v5.
+//
+// A Runner is built over a *pgxpool.Pool, a *pgx.Conn, or anything else
+// that begins a pgx.Tx:
+//
+//	pool, _ := pgxpool.New(ctx, dsn)
+//	r := txnpgx.New(pool, txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
+//	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+//		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - 10 WHERE id = $1", 1)
+//		return err
+//	})
+//
+// Errors are classified by Classify: serialization failures (40001) and
+// deadlocks (40P01) re-run fn in a fresh transaction, a lost connection is
+// retried only when nothing can have been committed, and a connection lost
+// while COMMIT was in flight makes Run return an error matching
+// txn.ErrCommitUnknown. Lock-wait failures (55P03) and cancelled statements
+// (57014) are retried only when asked for with Classifier.
+//
+// Savepoints use pgx's nested transactions (tx.Begin), so txn.Savepoint and a
+// Run nested in fn work; a serialization failure inside a savepoint still
+// restarts the whole transaction, since PostgreSQL's snapshot belongs to the
+// outer one.
+package txnpgx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/txnkit/txn"
+)
+
+// Beginner begins pgx transactions. *pgxpool.Pool and *pgx.Conn implement
+// it.
+type Beginner interface {
+	BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, error)
+}
+
+// Runner is the Runner type this package builds.
+type Runner = txn.Runner[pgx.Tx]
+
+// New returns a Runner over db that classifies errors with Classify. A
+// *pgxpool.Pool gives every attempt a connection from the pool; a *pgx.Conn
+// runs every attempt on that one connection (if it dies, Run stops instead
+// of retrying on a closed connection). A nil db, or a typed nil pointer,
+// yields a Runner whose Run returns txn.ErrNilRunner.
+func New(db Beginner, opts ...txn.Option) *Runner {
+	return NewWithClassifier(db, nil, opts...)
+}
+
+// NewWithClassifier is New with another classifier, typically
+// Classifier(ClassifyOptions{...}) or a function that wraps Classify. A nil
+// classify means Classify. Whatever classify returns ClassPermanent for is
+// still checked against the connection rules of Classify, so that a
+// connection lost during COMMIT is never mistaken for a definite failure.
+func NewWithClassifier(db Beginner, classify txn.Classifier, opts ...txn.Option) *Runner {
+	if isNil(db) {
+		return txn.New[pgx.Tx](nil, opts...)
+	}
+	if classify == nil {
+		classify = Classify
+	}
+	return txn.New[pgx.Tx](&backend{db: db, classify: classify}, opts...)
+}
+
+// TxOptions sets the isolation level, access mode and deferrable mode of
+// the transactions (and, for CockroachDB, BeginQuery such as "BEGIN PRIORITY
+// HIGH"). Given to New it applies to every Run; given to Run or Do it
+// replaces the Runner's for that call.
+func TxOptions(o pgx.TxOptions) txn.Option {
+	return txn.WithBeginOptions(o)
+}
+
+// isNil reports whether db is nil or a typed nil pointer.
+func isNil(db Beginner) bool {
+	if db == nil {
+		return true
+	}
+	v := reflect.ValueOf(db)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Func, reflect.Slice, reflect.Chan:
+		return v.IsNil()
+	}
+	return false
+}
+
+// backend adapts a Beginner to txn.Backend and txn.Savepointer.
+type backend struct {
+	db       Beginner
+	classify txn.Classifier
+}
+
+var (
+	_ txn.Backend[pgx.Tx]     = (*backend)(nil)
+	_ txn.Savepointer[pgx.Tx] = (*backend)(nil)
+)
+
+// Begin starts a transaction with the options set by TxOptions.
+func (b *backend) Begin(ctx context.Context, opts any) (pgx.Tx, error) {
+	var o pgx.TxOptions
+	switch v := opts.(type) {
+	case nil:
+	case pgx.TxOptions:
+		o = v
+	case *pgx.TxOptions:
+		if v != nil {
+			o = *v
+		}
+	default:
+		return nil, fmt.Errorf("%w: txnpgx expects pgx.TxOptions, got %T", txn.ErrBadOption, opts)
+	}
+	tx, err := b.db.BeginTx(ctx, o)
+	if err != nil {
+		if c, ok := b.db.(*pgx.Conn); ok && c.IsClosed() {
+			// Retrying on a single dead connection can only fail again.
+			return nil, txn.Permanent(fmt.Errorf("txnpgx: begin on a closed *pgx.Conn: %w", err))
+		}
+		return nil, err
+	}
+	return tx, nil
+}
+
+// Commit commits tx. An error that carries no answer from the server (the
+// connection failed or the context ended after COMMIT may have been sent)
+// is marked so that Classify reports txn.ClassConnLost for it, which Run
+// treats as an unknown outcome.
+func (b *backend) Commit(ctx context.Context, tx pgx.Tx) error {
+	err := tx.Commit(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgx.ErrTxClosed):
+		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
+	case errors.Is(err, pgx.ErrTxCommitRollback):
+		// The server answered ROLLBACK: an earlier statement failed and fn
+		// went on. The outcome is known, the cause is not.
+		return fmt.Errorf("txnpgx: commit: %w", err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
+		// The server answered, or nothing was sent.
+		return err
+	}
+	return &commitInterruptedError{err: err}
+}
+
+// Rollback rolls tx back.
+func (b *backend) Rollback(ctx context.Context, tx pgx.Tx) error {
+	return txDone(tx.Rollback(ctx))
+}
+
+// Classify applies the Runner's classifier, then the connection rules.
+func (b *backend) Classify(err error) txn.Class {
+	if c := b.classify(err); c != txn.ClassPermanent {
+		return c
+	}
+	return classifyConn(err)
+}
+
+// BeginSavepoint starts a pgx nested transaction (SAVEPOINT). pgx names the
+// savepoint itself; name is not used.
+func (b *backend) BeginSavepoint(ctx context.Context, tx pgx.Tx, _ string) (pgx.Tx, error) {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, txDone(err)
+	}
+	return sp, nil
+}
+
+// ReleaseSavepoint commits the nested transaction (RELEASE SAVEPOINT).
+func (b *backend) ReleaseSavepoint(ctx context.Context, sp pgx.Tx, _ string) error {
+	return txDone(sp.Commit(ctx))
+}
+
+// RollbackToSavepoint rolls the nested transaction back (ROLLBACK TO
+// SAVEPOINT), leaving the enclosing transaction usable.
+func (b *backend) RollbackToSavepoint(ctx context.Context, sp pgx.Tx, _ string) error {
+	return txDone(sp.Rollback(ctx))
+}
+
+// txDone wraps pgx.ErrTxClosed with txn.ErrTxDone.
+func txDone(err error) error {
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
+	}
+	return err
+}
+
+// commitInterruptedError is a COMMIT that failed without an answer from the
+// server, after the command may have been sent.
+type commitInterruptedError struct{ err error }
+
+func (e *commitInterruptedError) Error() string {
+	return "txnpgx: commit interrupted, outcome unknown: " + e.err.Error()
+}
+
+func (e *commitInterruptedError) Unwrap() error { return e.err }
