@@ -20,8 +20,13 @@ import (
 	"github.com/txnkit/txn/internal/faultproxy"
 )
 
-var serializable = txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable})
-var repeatableRead = txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+func serializable() txn.Option {
+	return txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable})
+}
+
+func repeatableRead() txn.Option {
+	return txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+}
 
 // TestWriteSkewSerializableRetried runs two SERIALIZABLE transactions that
 // each read the sum of a table and insert a row derived from it: a write
@@ -33,7 +38,7 @@ func TestWriteSkewSerializableRetried(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := newTable(t, pool, "k text PRIMARY KEY, v int NOT NULL")
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable, txn.WithObserver(rec))
+	r := txnpgx.New(pool, serializable(), txn.WithObserver(rec))
 	ctx := testCtx(t)
 
 	bothRead := newBarrier(2)
@@ -117,7 +122,7 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 	tbl := newTable(t, pool, "id int PRIMARY KEY, on_call bool NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, true), (2, true)")
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable, txn.WithObserver(rec))
+	r := txnpgx.New(pool, serializable(), txn.WithObserver(rec))
 	ctx := testCtx(t)
 
 	// The doctors-on-call write skew: each goes off call if the other is
@@ -185,7 +190,7 @@ func TestSerializationFailureInStatementRetried(t *testing.T) {
 	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
 	rec := &recorder{}
-	r := txnpgx.New(pool, repeatableRead, txn.WithObserver(rec))
+	r := txnpgx.New(pool, repeatableRead(), txn.WithObserver(rec))
 	var attempts int
 	err := r.Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
 		attempts++
@@ -551,7 +556,7 @@ func TestDeadlineShorterThanBackoff(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
-	r := txnpgx.New(pool, repeatableRead, txn.WithBackoff(txn.Constant(time.Hour)))
+	r := txnpgx.New(pool, repeatableRead(), txn.WithBackoff(txn.Constant(time.Hour)))
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var attempts int
@@ -594,7 +599,7 @@ func TestBankTransferConservesBalance(t *testing.T) {
 		mustExec(t, pool, "INSERT INTO "+acct+" VALUES ($1, $2)", i, initial)
 	}
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable, txn.MaxAttempts(50), txn.WithObserver(rec))
+	r := txnpgx.New(pool, serializable(), txn.MaxAttempts(50), txn.WithObserver(rec))
 	errInsufficient := errors.New("insufficient funds")
 
 	transfer := func(ctx context.Context, from, to, amount int) error {
@@ -743,7 +748,7 @@ func TestRetryableErrorInSavepointRestartsTransaction(t *testing.T) {
 	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
 	log := newTable(t, pool, "attempt int PRIMARY KEY")
-	r := txnpgx.New(pool, repeatableRead)
+	r := txnpgx.New(pool, repeatableRead())
 	var attempts int
 	var callbacks []int
 	var nestedErrs []error
@@ -818,7 +823,7 @@ func TestConnRunner(t *testing.T) {
 	conn, err := pgx.Connect(ctx, pgDSN())
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
-	r := txnpgx.New(conn, repeatableRead)
+	r := txnpgx.New(conn, repeatableRead())
 	var attempts int
 	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		attempts++
@@ -876,7 +881,7 @@ func TestParallelRunsShareRunner(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
-	r := txnpgx.New(pool, serializable, txn.MaxAttempts(0))
+	r := txnpgx.New(pool, serializable(), txn.MaxAttempts(0))
 	ctx := testCtx(t)
 	const n = 8
 	var wg sync.WaitGroup
