@@ -211,7 +211,13 @@ func (p *Proxy) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) || p.ctx.Err() != nil {
 				return
 			}
-			// A transient accept error: keep serving.
+			// A transient accept error (such as too many open files):
+			// pause briefly and keep serving.
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
 			continue
 		}
 		p.mu.Lock()
