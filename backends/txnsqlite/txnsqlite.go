@@ -1,0 +1,198 @@
+// Package txnsqlite runs txn transactions on SQLite through the pure-Go
+// driver modernc.org/sqlite (driver name "sqlite"); no cgo is needed.
+//
+// The quickest start opens a database file with the settings this package
+// recommends and builds a Runner over it:
+//
+//	db, err := txnsqlite.Open("app.db")
+//	if err != nil { ... }
+//	defer db.Close()
+//	r := txnsqlite.New(db)
+//	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+//		_, err := tx.ExecContext(ctx, "UPDATE accounts SET balance = balance - ? WHERE id = ?", amt, from)
+//		return err
+//	})
+//
+// # What is retried
+//
+// Classify treats SQLITE_BUSY (5) and all its extended codes
+// (SQLITE_BUSY_RECOVERY 261, SQLITE_BUSY_SNAPSHOT 517, SQLITE_BUSY_TIMEOUT
+// 773) and SQLITE_LOCKED (6) with its extended codes (such as
+// SQLITE_LOCKED_SHAREDCACHE 262) as retryable: another connection held a
+// lock this transaction needed. Everything else is permanent. Run rolls the
+// transaction back before it retries, which releases this connection's
+// locks and its read snapshot.
+//
+// # WAL mode and busy_timeout
+//
+// Use WAL mode (PRAGMA journal_mode=WAL) for anything with more than one
+// connection: readers then never block the writer nor the writer the
+// readers, and only writers wait for each other. SQLite still allows one
+// writer at a time.
+//
+// busy_timeout (PRAGMA busy_timeout=ms) makes a connection that finds the
+// write lock taken wait for it, polling, for up to that long before it
+// returns SQLITE_BUSY. Without it (the default is 0) every collision between
+// two writers is an immediate SQLITE_BUSY: Run will retry it, but a few
+// seconds of busy_timeout is cheaper than a rollback and a backoff. Open
+// sets 5 s. Keep it shorter than the deadlines you give Run: with
+// modernc.org/sqlite v1.46.1 a wait for the lock is not cut short when the
+// context ends, so a BEGIN IMMEDIATE can outlast its context by up to
+// busy_timeout.
+//
+// # Why BEGIN IMMEDIATE
+//
+// A plain BEGIN is DEFERRED: the transaction takes no lock until its first
+// statement, and in WAL mode its first read fixes the snapshot it reads
+// from. When it later writes it must take the write lock, and SQLite will
+// not wait for it: a connection that holds a read snapshot cannot usefully
+// wait for a writer, because once that writer commits the snapshot is stale.
+// So if another connection holds the write lock at that moment the write
+// fails at once with SQLITE_BUSY, and if another connection has committed
+// since the snapshot was taken it fails with SQLITE_BUSY_SNAPSHOT, which no
+// amount of waiting could fix: the transaction would have to write on top
+// of data it has not seen. In both cases the busy handler is not called,
+// however long busy_timeout is. Without WAL the same read-then-write pattern
+// deadlocks two connections that both hold a shared lock and both want the
+// write lock; SQLite breaks the deadlock by failing one of them with
+// SQLITE_BUSY at once, again without honouring busy_timeout.
+//
+// Run retries both cases correctly, but under contention a read-modify-write
+// transaction that begins DEFERRED spends much of its time failing and
+// retrying. BEGIN IMMEDIATE takes the write lock at BEGIN, where
+// busy_timeout applies, so transactions that write simply queue for the lock
+// and never fail on the upgrade. modernc.org/sqlite does this for every
+// transaction that is not read-only when the DSN carries _txlock=immediate;
+// Open sets it. A transaction begun with sql.TxOptions{ReadOnly: true} (see
+// Deferred) still begins DEFERRED, so readers do not queue behind writers.
+package txnsqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnsql"
+	"modernc.org/sqlite"
+)
+
+// SQLite result codes used by Classify. Extended codes carry the primary
+// code in their low byte.
+const (
+	// CodeBusy is SQLITE_BUSY: another connection holds a lock this one
+	// needs.
+	CodeBusy = 5
+	// CodeLocked is SQLITE_LOCKED: a conflict inside one connection or
+	// between connections sharing a cache.
+	CodeLocked = 6
+	// CodeBusyRecovery is SQLITE_BUSY_RECOVERY: another connection is
+	// recovering the WAL.
+	CodeBusyRecovery = CodeBusy | 1<<8
+	// CodeBusySnapshot is SQLITE_BUSY_SNAPSHOT: a deferred transaction tried
+	// to write on a snapshot that another connection has since overtaken.
+	CodeBusySnapshot = CodeBusy | 2<<8
+	// CodeBusyTimeout is SQLITE_BUSY_TIMEOUT: a blocking lock timed out.
+	CodeBusyTimeout = CodeBusy | 3<<8
+	// CodeLockedSharedCache is SQLITE_LOCKED_SHAREDCACHE: a table lock of a
+	// shared cache is held by another connection.
+	CodeLockedSharedCache = CodeLocked | 1<<8
+)
+
+// DefaultBusyTimeout is the busy_timeout Open sets.
+const DefaultBusyTimeout = 5 * time.Second
+
+// New returns a Runner over db, a database opened with the driver of
+// modernc.org/sqlite, that retries the errors Classify recognises. Options
+// are those of package txn; use txnsql.TxOptions or Deferred for
+// transaction options. A nil db yields a Runner whose Run returns
+// txn.ErrNilRunner.
+func New(db *sql.DB, opts ...txn.Option) *txn.Runner[*sql.Tx] {
+	return txnsql.New(db, Classify, opts...)
+}
+
+// Classify returns txn.ClassRetryable for SQLite errors whose primary code is
+// SQLITE_BUSY or SQLITE_LOCKED, wherever they are in err's chain, and
+// txn.ClassPermanent for every other error, including nil.
+func Classify(err error) txn.Class {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return txn.ClassPermanent
+	}
+	return ClassifyCode(e.Code())
+}
+
+// ClassifyCode classifies an SQLite result code, primary or extended:
+// txn.ClassRetryable for SQLITE_BUSY and SQLITE_LOCKED and their extended
+// codes, txn.ClassPermanent for all others. It lets users of another SQLite
+// driver build their classifier from this package's table.
+func ClassifyCode(code int) txn.Class {
+	switch code & 0xff {
+	case CodeBusy, CodeLocked:
+		return txn.ClassRetryable
+	}
+	return txn.ClassPermanent
+}
+
+// Deferred makes a call's transaction begin with a plain, DEFERRED BEGIN even
+// on a database whose DSN sets _txlock=immediate (as Open does). Use it for
+// transactions that only read: they then take no write lock and, in WAL
+// mode, run beside the writer. It passes sql.TxOptions{ReadOnly: true}, which
+// modernc.org/sqlite uses only to choose the BEGIN statement: a write inside
+// such a transaction is not refused, it just may fail with
+// SQLITE_BUSY_SNAPSHOT and be retried.
+func Deferred() txn.Option {
+	return txnsql.TxOptions(sql.TxOptions{ReadOnly: true})
+}
+
+// DSN returns the modernc.org/sqlite data source name Open uses for the
+// database file at path: WAL journal, busy_timeout of DefaultBusyTimeout,
+// synchronous=NORMAL (durable across application crashes; the last
+// transactions may be lost on power failure, the usual trade-off in WAL
+// mode), foreign keys enforced, and BEGIN IMMEDIATE for every transaction
+// that is not read-only. It returns an error for an empty path, for
+// ":memory:" (each pooled connection would get its own empty database) and
+// for a path containing '?', which the driver would take for the start of
+// the parameters.
+func DSN(path string) (string, error) {
+	switch {
+	case path == "":
+		return "", errors.New("txnsqlite: empty database path")
+	case path == ":memory:" || strings.HasPrefix(path, "file::memory:"):
+		return "", fmt.Errorf("txnsqlite: %q is an in-memory database; use a file (for tests, one in t.TempDir())", path)
+	case strings.Contains(path, "?"):
+		return "", fmt.Errorf("txnsqlite: path %q contains '?'; open it with sql.Open(\"sqlite\", dsn) and your own parameters", path)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", DefaultBusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	return path + "?" + q.Encode(), nil
+}
+
+// Open opens (creating it if needed) the SQLite database file at path with
+// the settings DSN describes and checks that it can be used. It returns the
+// error of DSN, or of the first connection, wrapped.
+func Open(path string) (*sql.DB, error) {
+	dsn, err := DSN(path)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("txnsqlite: open %s: %w", path, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultBusyTimeout+5*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("txnsqlite: open %s: %w", path, err)
+	}
+	return db, nil
+}
