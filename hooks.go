@@ -20,8 +20,8 @@ type Observer interface {
 	// Committed is called after the outermost commit succeeded, before the
 	// OnCommit callbacks run.
 	Committed(ctx context.Context, e CommitEvent)
-	// Admitted is called when an attempt had to wait for admission (the
-	// adaptive concurrency limit or a conflict key).
+	// Admitted is called when an attempt had to queue for admission (the
+	// adaptive concurrency limit or a conflict key), once it is admitted.
 	Admitted(ctx context.Context, e AdmissionEvent)
 }
 
@@ -75,7 +75,8 @@ type AdmissionEvent struct {
 	Limit int
 	// Queue is the number of attempts still waiting after this one.
 	Queue int
-	// Key is the conflict key waited on, or "".
+	// Key is the first conflict key of the call when the wait was for a
+	// key, or "".
 	Key string
 }
 

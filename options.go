@@ -22,11 +22,13 @@ type config struct {
 	rollbackTimeout time.Duration
 	idempotent      bool
 	beginOptions    any
+	keys            []string
 
 	// Runner only.
-	budget *budget
-	seed   uint64
-	seeded bool
+	budget      *budget
+	seed        uint64
+	seeded      bool
+	adaptiveMax int
 
 	perCall bool
 	err     error

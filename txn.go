@@ -73,6 +73,9 @@ type Runner[T any] struct {
 	scoper  RunScoper
 	cfg     config
 
+	adaptive *adaptive
+	keys     keyTable
+
 	seedMu  sync.Mutex
 	seedSrc *rand.PCG
 }
@@ -92,6 +95,9 @@ func New[T any](b Backend[T], opts ...Option) *Runner[T] {
 		if o != nil {
 			o(&r.cfg)
 		}
+	}
+	if r.cfg.adaptiveMax > 0 {
+		r.adaptive = newAdaptive(r.cfg.adaptiveMax)
 	}
 	if r.cfg.seeded {
 		r.seedSrc = rand.NewPCG(r.cfg.seed, r.cfg.seed^0x9e3779b97f4a7c15)
@@ -196,11 +202,12 @@ type runState struct {
 	sleeps   int
 	prev     time.Duration
 	rnd      *rand.Rand
+	keys     []string // sorted, without duplicates
 }
 
 // run is the retry loop of an outermost Run.
 func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Context, T) error) error {
-	st := runState{cfg: cfg, start: cfg.clock.Now()}
+	st := runState{cfg: cfg, start: cfg.clock.Now(), keys: sortedKeys(cfg.keys)}
 	if cfg.budget != nil {
 		cfg.budget.deposit()
 	}
@@ -212,12 +219,38 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		defer end()
 		ctx = scoped
 	}
+	admission := r.adaptive != nil || len(st.keys) > 0
+	var (
+		held bool
+		tk   ticket
+		last error
+	)
+	if admission {
+		// A panic in fn must not keep the attempt's slot or keys.
+		defer func() {
+			if held {
+				r.release(&st, tk, ClassPermanent, errPanicked)
+			}
+		}()
+	}
 	for {
+		if admission {
+			var err error
+			if tk, err = r.admit(ctx, &st); err != nil {
+				return r.giveUp(ctx, &st, err, ClassRetryable, last, false)
+			}
+			held = true
+		}
 		st.attempts++
 		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts})
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts, Key: st.firstKey()})
 		}
 		callbacks, err, cls, reason := r.attempt(ctx, &st, fn)
+		if held {
+			held = false
+			r.release(&st, tk, cls, err)
+		}
+		last = err
 		if reason != nil {
 			return r.giveUp(ctx, &st, reason, cls, err, true)
 		}
@@ -385,6 +418,16 @@ func (r *Runner[T]) giveUp(ctx context.Context, st *runState, reason error, cls 
 	}
 	return e
 }
+
+func (st *runState) firstKey() string {
+	if len(st.keys) == 0 {
+		return ""
+	}
+	return st.keys[0]
+}
+
+// errPanicked stands for the outcome of an attempt whose fn panicked.
+var errPanicked = errors.New("txn: fn panicked")
 
 func (st *runState) elapsed() time.Duration {
 	return st.cfg.clock.Now().Sub(st.start)

@@ -1,0 +1,401 @@
+package txn
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Contention control. Two mechanisms, usable alone or together, decide when
+// an attempt may start; both act only on outermost Runs, once per attempt
+// (an attempt sleeping in backoff holds nothing).
+//
+// Adaptive concurrency (Adaptive) caps how many attempts of a Runner execute
+// at once. The cap follows AIMD: every conflict (a retryable error) cuts it
+// to a fraction of the concurrency that produced the conflict, at most once
+// per generation of attempts (an attempt admitted before the last cut cannot
+// cut again, as TCP cuts once per round trip), and every clean commit raises
+// it by 1/limit, about one per limit's worth of commits. AIMD fits because
+// the database gives an explicit, binary congestion signal, the conflict:
+// there is no need to infer congestion from latency as gradient controllers
+// do, and latency here mostly measures lock waits that the conflicts already
+// report. The cap starts wide open and stays there while nothing conflicts,
+// so it costs a mutex round trip per attempt at low contention.
+//
+// Conflict keys (Keys) serialize, inside the process, the attempts that name
+// the same key, while attempts on different keys run in parallel. A
+// transaction's keys are taken in sorted order, so two calls naming the same
+// keys in different orders cannot deadlock. Keys nobody holds or waits for
+// are removed from the table.
+
+// DefaultAdaptiveMax is the adaptive limit's ceiling when Adaptive is given 0.
+const DefaultAdaptiveMax = 1024
+
+// adaptiveDecrease is the multiplicative decrease of the adaptive limit.
+const adaptiveDecrease = 0.5
+
+// Adaptive turns on adaptive concurrency control for the Runner: at most
+// limit attempts run at once, where limit shrinks when attempts conflict and
+// grows back while they commit cleanly, between 1 and max (0 means
+// DefaultAdaptiveMax). Attempts over the limit wait in a first-in, first-out
+// queue and leave it as soon as their context ends. Runner only; max must
+// not be negative.
+func Adaptive(max int) Option {
+	return func(c *config) {
+		if !c.runnerOnly("Adaptive") {
+			return
+		}
+		if max < 0 {
+			c.fail("Adaptive(%d) is negative", max)
+			return
+		}
+		if max == 0 {
+			max = DefaultAdaptiveMax
+		}
+		c.adaptiveMax = max
+	}
+}
+
+// Keys names what this call's transaction will write (an account id, an
+// order number): calls of the same Runner naming a common key run their
+// attempts one at a time, in arrival order, while calls on disjoint keys run
+// in parallel. Use it per call. An empty key is an error.
+func Keys(keys ...string) Option {
+	return func(c *config) {
+		for _, k := range keys {
+			if k == "" {
+				c.fail("Keys: empty key")
+				return
+			}
+		}
+		c.keys = keys
+	}
+}
+
+// AdmissionStats is a snapshot of a Runner's contention control.
+type AdmissionStats struct {
+	// Limit is the adaptive concurrency limit (0 when Adaptive is off).
+	Limit int
+	// InFlight is the number of attempts currently admitted.
+	InFlight int
+	// Queued is the number of attempts waiting for the adaptive limit.
+	Queued int
+	// Keys is the number of conflict keys held or waited for.
+	Keys int
+}
+
+// AdmissionStats returns the current state of r's contention control.
+func (r *Runner[T]) AdmissionStats() AdmissionStats {
+	if r == nil {
+		return AdmissionStats{}
+	}
+	var s AdmissionStats
+	if a := r.adaptive; a != nil {
+		a.mu.Lock()
+		s.Limit, s.InFlight, s.Queued = a.allowed(), a.inflight, a.queue.len()
+		a.mu.Unlock()
+	}
+	r.keys.mu.Lock()
+	s.Keys = len(r.keys.m)
+	r.keys.mu.Unlock()
+	return s
+}
+
+// waiter is one attempt waiting in a FIFO queue.
+type waiter struct {
+	ch       chan struct{}
+	admitted bool
+	prev     *waiter
+	next     *waiter
+}
+
+// waitQueue is an intrusive doubly linked FIFO, so that a waiter whose
+// context ends leaves in O(1).
+type waitQueue struct {
+	head, tail *waiter
+	n          int
+}
+
+func (q *waitQueue) len() int { return q.n }
+
+func (q *waitQueue) push(w *waiter) {
+	w.prev, w.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.n++
+}
+
+func (q *waitQueue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	q.n--
+}
+
+func (q *waitQueue) pop() *waiter {
+	w := q.head
+	if w != nil {
+		q.remove(w)
+	}
+	return w
+}
+
+// adaptive is the AIMD concurrency limiter of one Runner.
+type adaptive struct {
+	max float64
+
+	mu       sync.Mutex
+	limit    float64
+	inflight int
+	epoch    uint64 // incremented at every decrease
+	queue    waitQueue
+}
+
+func newAdaptive(max int) *adaptive {
+	return &adaptive{max: float64(max), limit: float64(max)}
+}
+
+// allowed is the integer limit; the caller holds mu.
+func (a *adaptive) allowed() int {
+	if a.limit < 1 {
+		return 1
+	}
+	return int(a.limit)
+}
+
+// ticket is what an admitted attempt hands back on release.
+type ticket struct {
+	epoch    uint64
+	inflight int
+}
+
+// acquire admits one attempt, waiting in FIFO order while the limit is
+// reached. It returns how long it waited, the limit and queue length at
+// admission, or ctx's error if ctx ended first.
+func (a *adaptive) acquire(ctx context.Context) (t ticket, waited bool, limit, queued int, err error) {
+	a.mu.Lock()
+	if a.queue.len() == 0 && a.inflight < a.allowed() {
+		a.inflight++
+		t = ticket{epoch: a.epoch, inflight: a.inflight}
+		a.mu.Unlock()
+		return t, false, 0, 0, nil
+	}
+	w := &waiter{ch: make(chan struct{})}
+	a.queue.push(w)
+	a.mu.Unlock()
+
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		a.mu.Lock()
+		if !w.admitted {
+			a.queue.remove(w)
+			a.mu.Unlock()
+			return ticket{}, true, 0, 0, ctx.Err()
+		}
+		// Admitted while the context ended: take the slot, the caller
+		// releases it like any other.
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	t = ticket{epoch: a.epoch, inflight: a.inflight}
+	limit, queued = a.allowed(), a.queue.len()
+	a.mu.Unlock()
+	return t, true, limit, queued, nil
+}
+
+// release returns an attempt's slot and feeds its outcome to the controller:
+// conflict is true for an attempt that failed with a retryable error,
+// committed for one that committed.
+func (a *adaptive) release(t ticket, conflict, committed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// The concurrency this attempt ran with: the larger of what it found
+	// on admission and what is in flight now, itself included.
+	seen := max(t.inflight, a.inflight)
+	a.inflight--
+	switch {
+	case conflict && t.epoch == a.epoch:
+		// Cut relative to the concurrency the attempt actually saw, so that
+		// a limit far above real use does not take many cuts to matter.
+		base := min(a.limit, float64(seen))
+		a.limit = max(1, base*adaptiveDecrease)
+		a.epoch++
+	case committed && a.limit < a.max:
+		a.limit = min(a.max, a.limit+1/a.limit)
+	}
+	for a.queue.len() > 0 && a.inflight < a.allowed() {
+		w := a.queue.pop()
+		w.admitted = true
+		a.inflight++
+		close(w.ch)
+	}
+}
+
+// keyTable serializes attempts by conflict key.
+type keyTable struct {
+	mu sync.Mutex
+	m  map[string]*keyEntry
+}
+
+// keyEntry is one key's holder flag and FIFO of waiters.
+type keyEntry struct {
+	held  bool
+	queue waitQueue
+}
+
+// lock takes every key in keys, in sorted order, and reports whether it had
+// to wait. On error (ctx ended) it has released the keys it took.
+func (kt *keyTable) lock(ctx context.Context, keys []string) (waited bool, err error) {
+	for i, k := range keys {
+		w, err := kt.lockOne(ctx, k)
+		waited = waited || w
+		if err != nil {
+			kt.unlock(keys[:i])
+			return waited, err
+		}
+	}
+	return waited, nil
+}
+
+func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err error) {
+	kt.mu.Lock()
+	if kt.m == nil {
+		kt.m = make(map[string]*keyEntry)
+	}
+	e := kt.m[k]
+	if e == nil {
+		e = &keyEntry{}
+		kt.m[k] = e
+	}
+	if !e.held {
+		e.held = true
+		kt.mu.Unlock()
+		return false, nil
+	}
+	w := &waiter{ch: make(chan struct{})}
+	e.queue.push(w)
+	kt.mu.Unlock()
+	select {
+	case <-w.ch:
+		return true, nil
+	case <-ctx.Done():
+		kt.mu.Lock()
+		defer kt.mu.Unlock()
+		if w.admitted {
+			// The key was handed over as the context ended: hand it on.
+			kt.handOn(k, e)
+		} else {
+			e.queue.remove(w)
+		}
+		return true, ctx.Err()
+	}
+}
+
+// unlock releases keys.
+func (kt *keyTable) unlock(keys []string) {
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	for _, k := range keys {
+		kt.handOn(k, kt.m[k])
+	}
+}
+
+// handOn passes k from its holder to the next waiter, or forgets k when
+// nobody waits. The caller holds mu.
+func (kt *keyTable) handOn(k string, e *keyEntry) {
+	if w := e.queue.pop(); w != nil {
+		w.admitted = true
+		close(w.ch)
+		return
+	}
+	delete(kt.m, k)
+}
+
+// sortedKeys returns keys sorted and without duplicates, copying only when
+// it must.
+func sortedKeys(keys []string) []string {
+	if len(keys) < 2 {
+		return keys
+	}
+	if slices.IsSorted(keys) && !hasAdjacentDup(keys) {
+		return keys
+	}
+	out := slices.Clone(keys)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func hasAdjacentDup(keys []string) bool {
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return true
+		}
+	}
+	return false
+}
+
+// admit takes an outermost attempt through key serialization and the
+// adaptive limit, and reports a wait to the observer. It returns the ticket
+// to release, or the context's error.
+func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
+	cfg := st.cfg
+	var start time.Time
+	if cfg.observer != nil {
+		start = cfg.clock.Now()
+	}
+	keyed := len(st.keys) > 0
+	var keyWait bool
+	if keyed {
+		var err error
+		if keyWait, err = r.keys.lock(ctx, st.keys); err != nil {
+			return ticket{}, err
+		}
+	}
+	var (
+		t             ticket
+		limitWait     bool
+		limit, queued int
+	)
+	if r.adaptive != nil {
+		var err error
+		t, limitWait, limit, queued, err = r.adaptive.acquire(ctx)
+		if err != nil {
+			if keyed {
+				r.keys.unlock(st.keys)
+			}
+			return ticket{}, err
+		}
+	}
+	if cfg.observer != nil && (keyWait || limitWait) {
+		key := ""
+		if keyWait {
+			key = st.keys[0]
+		}
+		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: limit, Queue: queued, Key: key})
+	}
+	return t, nil
+}
+
+// release ends an attempt's admission.
+func (r *Runner[T]) release(st *runState, t ticket, cls Class, err error) {
+	if r.adaptive != nil {
+		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil)
+	}
+	if len(st.keys) > 0 {
+		r.keys.unlock(st.keys)
+	}
+}
