@@ -107,7 +107,6 @@ func NewObserver(opts ...Option) (*Observer, error) {
 	return o, nil
 }
 
-
 func classAttr(c txn.Class) attribute.KeyValue { return attribute.String("txn.class", c.String()) }
 
 func errMessage(err error) string {
