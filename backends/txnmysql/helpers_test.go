@@ -215,9 +215,9 @@ func connectionID(ctx context.Context, tx *sql.Tx) (int64, error) {
 	return id, err
 }
 
-// waitFor polls cond every 10ms until it returns true, returns an error, or
-// ctx ends.
-func waitFor(ctx context.Context, cond func() (bool, error)) error {
+// waitFor polls cond every interval until it returns true, returns an
+// error, or ctx ends.
+func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
 	for {
 		ok, err := cond()
 		if err != nil || ok {
@@ -226,17 +226,46 @@ func waitFor(ctx context.Context, cond func() (bool, error)) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }
 
+// trxPoll is how often tests read information_schema.innodb_trx. InnoDB
+// serves that table from a cache it refreshes only when the cache has not
+// been read for 100ms, so polling faster would show a stale table forever.
+const trxPoll = 150 * time.Millisecond
+
 // lockWaiting reports whether the connection id is waiting for a row lock.
+// Poll it with trxPoll.
 func lockWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
 	var n int
 	err := db.QueryRowContext(ctx,
 		"SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'", id).Scan(&n)
 	return n > 0, err
+}
+
+// rowLocked reports whether another transaction holds a lock on the rows
+// that where selects in table, by trying to lock them with NOWAIT in a
+// READ COMMITTED transaction (no gap locks) that it then rolls back.
+// Unlike information_schema.innodb_trx, this is never stale.
+func rowLocked(ctx context.Context, db *sql.DB, table, where string, args ...any) (bool, error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	rows, err := tx.QueryContext(ctx, "SELECT 1 FROM "+table+" WHERE "+where+" FOR UPDATE NOWAIT", args...)
+	switch errNumber(err) {
+	case 0:
+		if err != nil {
+			return false, err
+		}
+		return false, rows.Close()
+	case 1205, 3572:
+		return true, nil
+	}
+	return false, err
 }
 
 // count returns SELECT COUNT(*) FROM table WHERE where (where may be "").
