@@ -23,6 +23,30 @@ import (
 // report. The cap starts wide open and stays there while nothing conflicts,
 // so it costs a mutex round trip per attempt at low contention.
 //
+// Plain AIMD probes the level above a conflict again after about limit
+// clean commits. Where every transaction touches the same rows, every such
+// probe fails, and on PostgreSQL a probe that ends in a deadlock costs a
+// whole deadlock_timeout (one second by default). So the increase is slowed
+// by a patience factor: each cut doubles the number of clean commits needed
+// to gain a level (up to maxPatience), and each level that is passed in turn
+// (a second level gained since the last cut) halves it again. Under a
+// steady storm, where the first level above the cut always fails, probes
+// become exponentially rare and the limit sits at the best level; when
+// contention fades, the levels regained bring patience back to one and the
+// limit opens at AIMD's usual pace.
+//
+// Plain AIMD probes the level above a conflict again after about limit
+// clean commits. Where every transaction touches the same rows, every such
+// probe fails, and on PostgreSQL a probe that ends in a deadlock costs a
+// whole deadlock_timeout (one second by default). So the increase is slowed
+// by a patience factor: each cut doubles the number of clean commits needed
+// to gain a level (up to maxPatience), and each level that is passed in turn
+// (a second level gained since the last cut) halves it again. Under a
+// steady storm, where the first level above the cut always fails, probes
+// become exponentially rare and the limit sits at the best level; when
+// contention fades, the levels regained bring patience back to one and the
+// limit opens at AIMD's usual pace.
+//
 // Conflict keys (Keys) serialize, inside the process, the attempts that name
 // the same key, while attempts on different keys run in parallel. A
 // transaction's keys are taken in sorted order, so two calls naming the same
@@ -34,6 +58,9 @@ const DefaultAdaptiveMax = 1024
 
 // adaptiveDecrease is the multiplicative decrease of the adaptive limit.
 const adaptiveDecrease = 0.5
+
+// maxPatience bounds the slowdown of the additive increase.
+const maxPatience = 1024
 
 // Adaptive turns on adaptive concurrency control for the Runner: at most
 // limit attempts run at once, where limit shrinks when attempts conflict and
@@ -159,13 +186,15 @@ type adaptive struct {
 
 	mu       sync.Mutex
 	limit    float64
+	patience float64 // clean commits per level gained, divided by the level
+	gained   int     // levels gained since the last cut
 	inflight int
 	epoch    uint64 // incremented at every decrease
 	queue    waitQueue
 }
 
 func newAdaptive(max int) *adaptive {
-	return &adaptive{max: float64(max), limit: float64(max)}
+	return &adaptive{max: float64(max), limit: float64(max), patience: 1}
 }
 
 // allowed is the integer limit; the caller holds mu.
@@ -234,8 +263,17 @@ func (a *adaptive) release(t ticket, conflict, committed bool) {
 		base := min(a.limit, float64(seen))
 		a.limit = max(1, base*adaptiveDecrease)
 		a.epoch++
+		a.patience = min(maxPatience, a.patience*2)
+		a.gained = 0
 	case committed && a.limit < a.max:
-		a.limit = min(a.max, a.limit+1/a.limit)
+		level := int(a.limit)
+		a.limit = min(a.max, a.limit+1/(a.limit*a.patience))
+		if int(a.limit) > level {
+			a.gained++
+			if a.gained >= 2 {
+				a.patience = max(1, a.patience/2)
+			}
+		}
 	}
 	for a.queue.len() > 0 && a.inflight < a.allowed() {
 		w := a.queue.pop()

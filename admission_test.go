@@ -135,6 +135,39 @@ func TestAdaptiveGrowsBackOnCleanCommits(t *testing.T) {
 	assert.Equal(t, 8, r.AdmissionStats().Limit, "capped at max")
 }
 
+func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
+	_, r := admissionRunner(t, txn.Adaptive(8))
+	commitsToTwo := func() int {
+		n := 0
+		for r.AdmissionStats().Limit < 2 {
+			require.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
+			n++
+			require.Less(t, n, 10000)
+		}
+		return n
+	}
+	// Every probe of level two fails: each one waits twice as long.
+	var got []int
+	for i := 0; i < 6; i++ {
+		shrinkToOne(t, r)
+		got = append(got, commitsToTwo())
+	}
+	for i := 1; i < len(got); i++ {
+		assert.InDelta(t, 2*got[i-1], got[i], 1, "probe %d waited %v commits", i, got)
+	}
+
+	// The storm ends: the limit opens again, and passing levels restores
+	// the usual pace.
+	n := 0
+	for r.AdmissionStats().Limit < 8 {
+		require.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
+		n++
+		require.Less(t, n, 5000, "the limit did not open after the storm")
+	}
+	shrinkToOne(t, r)
+	assert.Equal(t, got[0], commitsToTwo(), "patience is back to where one cut puts it")
+}
+
 func TestAdaptiveQueueIsFIFO(t *testing.T) {
 	checkNoLeak(t)
 	// A ceiling of one keeps the limit at one, so the order in which fn
@@ -211,7 +244,7 @@ func TestAdaptiveObserverSeesWaits(t *testing.T) {
 	require.NoError(t, <-errc)
 	evs := rec.events()
 	require.Len(t, evs, 1)
-	assert.Equal(t, 2, evs[0].Limit, "the holder's clean commit raised the limit from 1 to 2 and admitted the waiter")
+	assert.Equal(t, 1, evs[0].Limit, "the holder's release admitted the waiter")
 	assert.Zero(t, evs[0].Queue)
 }
 
