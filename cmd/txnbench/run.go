@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"time"
+)
+
+// setupTimeout bounds connecting, creating the tables and the final check.
+const setupTimeout = 2 * time.Minute
+
+// warmupName names the warm-up arm in the report.
+const warmupName = "warm-up"
+
+// maxWarmup is the longest unmeasured warm-up (connections, caches) before
+// the first measured slice.
+const maxWarmup = 500 * time.Millisecond
+
+// storeOpener opens the Store of a configuration; openStore is the real
+// one, tests wrap it.
+type storeOpener func(ctx context.Context, c *config) (Store, func(), error)
+
+// runBench runs the benchmark c describes on the store open returns and
+// returns its report. It returns an error when the database cannot be
+// reached or set up; a run that completed with a failed invariant is a
+// report, not an error.
+func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) (*report, error) {
+	seed := c.seed
+	if seed == 0 {
+		seed = rand.Uint64() | 1
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	prog.note(fmt.Sprintf("txnbench: connecting to %s", c.backend))
+	store, cleanup, err := open(setupCtx, c)
+	if err != nil {
+		prog.done()
+		return nil, err
+	}
+	defer cleanup()
+	defer store.Close()
+	if err := store.Setup(setupCtx, c.accounts); err != nil {
+		prog.done()
+		return nil, fmt.Errorf("%s: setup: %w", c.backend, err)
+	}
+
+	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
+	var arms []*arm
+	if c.compare {
+		arms = append(arms, newArm(store, findPolicy(defaultPolicy), params, 1, seed, true))
+	}
+	for i, name := range c.policies {
+		arms = append(arms, newArm(store, findPolicy(name), params, c.workers, seed+uint64(i)+1, false))
+	}
+	w := workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout}
+
+	// Warm up on an arm of its own, so that its numbers stay out of the
+	// results; its commits still count for the ledger check.
+	warm := newArm(store, findPolicy(c.policies[0]), params, c.workers, seed^0xabcdef, false)
+	warm.name = warmupName
+	warmFor := min(maxWarmup, c.duration/10)
+	prog.start(warm, "warm-up", warmFor)
+	w.slice(ctx, warm, warmFor, seed^1)
+
+	rounds := 1
+	if c.compare {
+		rounds = c.rounds
+	}
+	sliceDur := c.duration / time.Duration(rounds)
+	started := time.Now()
+	for r, order := range schedule(len(arms), rounds) {
+		for _, i := range order {
+			if ctx.Err() != nil {
+				break
+			}
+			label := arms[i].name
+			if rounds > 1 {
+				label = fmt.Sprintf("round %d/%d  %s", r+1, rounds, arms[i].name)
+			}
+			prog.start(arms[i], label, sliceDur)
+			w.slice(ctx, arms[i], sliceDur, seed+uint64(r)*1000+uint64(i)*7+2)
+		}
+	}
+	prog.done()
+	interrupted := ctx.Err() != nil
+
+	checkCtx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel2()
+	tot, err := store.Check(checkCtx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: check: %w", c.backend, err)
+	}
+
+	rep := &report{
+		Backend:     c.backend,
+		Workers:     c.workers,
+		Connections: c.connections(),
+		Accounts:    c.accounts,
+		Isolation:   c.isolation,
+		LockOrder:   c.lockOrder,
+		Duration:    c.duration.String(),
+		Rounds:      rounds,
+		Compare:     c.compare,
+		BackoffBase: c.base.String(),
+		BackoffCap:  c.cap.String(),
+		MaxAttempts: c.maxAttempts,
+		Seed:        seed,
+		GoVersion:   runtime.Version(),
+		Started:     started.UTC().Format(time.RFC3339),
+		Interrupted: interrupted,
+	}
+	if c.backend == backendSQLite {
+		rep.SQLiteBegin = c.sqliteBegin
+	}
+	rep.Warmup = warm.result()
+	commits, unknown := rep.Warmup.Commits, rep.Warmup.CommitUnknown
+	for _, a := range arms {
+		res := a.result()
+		commits += res.Commits
+		unknown += res.CommitUnknown
+		if a.baseline {
+			rep.Baseline = &res
+			continue
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	if rep.Baseline != nil && rep.Baseline.CommitsPerSecond > 0 {
+		for i := range rep.Results {
+			ratio := rep.Results[i].CommitsPerSecond / rep.Baseline.CommitsPerSecond
+			rep.Results[i].RatioToBaseline = &ratio
+		}
+	}
+	rep.Invariant = checkInvariant(tot, int64(c.accounts), commits, unknown)
+	return rep, nil
+}
+
+// result turns a's tallies into its line of the report.
+func (a *arm) result() result {
+	res := result{
+		Policy:         a.name,
+		Workers:        a.workers,
+		Commits:        a.commits.Load(),
+		Attempts:       a.obs.attempts.Load(),
+		Retries:        a.obs.retries.Load(),
+		Failed:         a.failed,
+		CommitUnknown:  a.unknown,
+		Rejected:       a.rejected,
+		ElapsedSeconds: a.elapsed.Seconds(),
+		RetryCauses:    a.obs.causeCounts(),
+	}
+	if a.elapsed > 0 {
+		res.CommitsPerSecond = float64(res.Commits) / a.elapsed.Seconds()
+	}
+	if res.Commits > 0 {
+		res.AttemptsPerCommit = float64(res.Attempts) / float64(res.Commits)
+	}
+	l := summarize(a.lat)
+	res.LatencyMs = latencyMs{P50: ms(l.P50), P90: ms(l.P90), P99: ms(l.P99), Max: ms(l.Max)}
+	if a.firstErr != nil {
+		res.FirstError = a.firstErr.Error()
+	}
+	return res
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// checkInvariant compares what the database holds with what the run
+// reported: the balances still sum to accounts × initialBalance, the ledger
+// has one row per reported commit (plus at most one per transfer whose
+// commit outcome was reported unknown), and replaying the ledger gives
+// every balance.
+func checkInvariant(t totals, accounts, commits, unknown int64) invariant {
+	inv := invariant{
+		ExpectedSum:      accounts * initialBalance,
+		Sum:              t.sum,
+		Accounts:         t.accounts,
+		LedgerRows:       t.ledgerRows,
+		Commits:          commits,
+		CommitUnknown:    unknown,
+		ReplayMismatches: t.replayMismatches,
+		Problems:         []string{},
+	}
+	var problems []error
+	if t.accounts != accounts {
+		problems = append(problems, fmt.Errorf("%d accounts, want %d", t.accounts, accounts))
+	}
+	if t.sum != inv.ExpectedSum {
+		problems = append(problems, fmt.Errorf("balances sum to %d, want %d", t.sum, inv.ExpectedSum))
+	}
+	switch {
+	case t.ledgerRows < commits:
+		problems = append(problems, fmt.Errorf("%d ledger rows, but %d commits were reported", t.ledgerRows, commits))
+	case t.ledgerRows > commits+unknown:
+		problems = append(problems, fmt.Errorf("%d ledger rows, but %d commits were reported (and %d outcomes unknown)", t.ledgerRows, commits, unknown))
+	}
+	if t.replayMismatches != 0 {
+		problems = append(problems, fmt.Errorf("%d accounts disagree with the ledger", t.replayMismatches))
+	}
+	for _, p := range problems {
+		inv.Problems = append(inv.Problems, p.Error())
+	}
+	inv.OK = errors.Join(problems...) == nil
+	return inv
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/txnkit/txn"
+)
+
+// initialBalance is every account's balance after Setup: large enough that
+// no account of a run runs dry.
+const initialBalance = 1_000_000_000
+
+// errInsufficientFunds is returned, marked permanent, by a transfer whose
+// source account holds less than the amount.
+var errInsufficientFunds = errors.New("insufficient funds")
+
+// transfer moves amount from account from to account to (ids 1..accounts).
+type transfer struct {
+	from, to int64
+	amount   int64
+	// sorted makes the transaction touch the lower id first; otherwise it
+	// touches from first, so that two opposite transfers lock their rows in
+	// opposite orders.
+	sorted bool
+}
+
+// order returns the two accounts in the order the transaction touches them.
+func (t transfer) order() (first, second int64) {
+	if t.sorted && t.to < t.from {
+		return t.to, t.from
+	}
+	return t.from, t.to
+}
+
+// delta returns how much account id's balance changes.
+func (t transfer) delta(id int64) int64 {
+	if id == t.from {
+		return -t.amount
+	}
+	return t.amount
+}
+
+// Store is one backend's part of the workload: its Runner and its
+// statements. The workload itself (workers, policies, measurement, the
+// invariant) is shared by all backends.
+type Store interface {
+	// Setup drops and recreates the tables, with accounts accounts (ids 1 to
+	// accounts) holding initialBalance each and an empty ledger.
+	Setup(ctx context.Context, accounts int) error
+	// Bank returns a function that runs transfers on a new Runner built with
+	// opts (those of one policy, and the observer). Each transfer reads both
+	// balances, updates both and inserts a ledger row, in one transaction;
+	// callOpts are passed to that call's Run.
+	Bank(opts ...txn.Option) TransferFunc
+	// Check reads what the invariant is checked on.
+	Check(ctx context.Context) (totals, error)
+	// Code returns a short name of a database error (an SQLSTATE, an error
+	// number, a result code) for the table of retry causes, or "".
+	Code(err error) string
+	// Close releases the store's connections. It does not drop the tables,
+	// so that they can be inspected after a run.
+	Close() error
+}
+
+// TransferFunc runs one transfer in a transaction, retried by a Runner.
+type TransferFunc func(ctx context.Context, t transfer, callOpts ...txn.Option) error
+
+// totals is what Check reads.
+type totals struct {
+	// sum is the sum of all balances.
+	sum int64
+	// accounts is the number of accounts.
+	accounts int64
+	// ledgerRows is the number of rows in the ledger.
+	ledgerRows int64
+	// replayMismatches counts accounts whose balance differs from
+	// initialBalance plus what the ledger says came in minus what went out.
+	replayMismatches int64
+}
+
+// openStore connects to the backend c names and returns its Store. The
+// returned cleanup removes what openStore created outside the database
+// (SQLite's temporary directory); call it after Close.
+func openStore(ctx context.Context, c *config) (Store, func(), error) {
+	switch c.backend {
+	case backendSQLite:
+		return openSQLite(ctx, c)
+	case backendPostgres:
+		s, err := openPostgres(ctx, c)
+		return s, func() {}, err
+	case backendMySQL:
+		s, err := openMySQL(ctx, c)
+		return s, func() {}, err
+	case backendMongoDB:
+		s, err := openMongo(ctx, c)
+		return s, func() {}, err
+	}
+	return nil, nil, fmt.Errorf("unknown backend %q", c.backend)
+}
+
+// Check queries shared by the SQL stores; %[1]s is the table prefix.
+const (
+	sqlCheckSum    = `SELECT COALESCE(SUM(balance), 0), COUNT(*) FROM %[1]saccounts`
+	sqlCheckLedger = `SELECT COUNT(*) FROM %[1]sledger`
+	// sqlCheckReplay counts the accounts whose balance is not the initial
+	// one plus the ledger's credits minus its debits.
+	sqlCheckReplay = `SELECT COUNT(*) FROM %[1]saccounts a
+		LEFT JOIN (SELECT to_id AS id, SUM(amount) AS s FROM %[1]sledger GROUP BY to_id) c ON c.id = a.id
+		LEFT JOIN (SELECT from_id AS id, SUM(amount) AS s FROM %[1]sledger GROUP BY from_id) d ON d.id = a.id
+		WHERE a.balance <> %[2]d + COALESCE(c.s, 0) - COALESCE(d.s, 0)`
+)

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnpgx"
+)
+
+// pgStore is the Store of PostgreSQL (and servers speaking its protocol),
+// through pgx and txnpgx.
+type pgStore struct {
+	pool       *pgxpool.Pool
+	prefix     string
+	runnerOpts []txn.Option
+}
+
+// openPostgres connects to the PostgreSQL server c.dsn names, with a pool
+// of one connection per worker unless the DSN sets pool_max_conns.
+func openPostgres(ctx context.Context, c *config) (Store, error) {
+	cfg, err := pgxpool.ParseConfig(c.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: --dsn: %w", err)
+	}
+	if !dsnSets(c.dsn, "pool_max_conns") {
+		cfg.MaxConns = int32(c.connections())
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: cannot reach %s:%d (set --dsn or TXN_PG_DSN): %w",
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	s := &pgStore{pool: pool, prefix: c.tablePrefix}
+	if lvl, ok := pgIsolation(c.isolation); ok {
+		s.runnerOpts = []txn.Option{txnpgx.TxOptions(pgx.TxOptions{IsoLevel: lvl})}
+	}
+	return s, nil
+}
+
+// pgIsolation maps --isolation to pgx's level; false for the server's
+// default.
+func pgIsolation(name string) (pgx.TxIsoLevel, bool) {
+	switch name {
+	case "read-committed":
+		return pgx.ReadCommitted, true
+	case "repeatable-read":
+		return pgx.RepeatableRead, true
+	case "serializable":
+		return pgx.Serializable, true
+	}
+	return "", false
+}
+
+func (s *pgStore) q(format string) string { return fmt.Sprintf(format, s.prefix) }
+
+// Setup implements Store.
+func (s *pgStore) Setup(ctx context.Context, accounts int) error {
+	for _, stmt := range []string{
+		`DROP TABLE IF EXISTS %[1]sledger`,
+		`DROP TABLE IF EXISTS %[1]saccounts`,
+		`CREATE TABLE %[1]saccounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)`,
+		`CREATE TABLE %[1]sledger (id BIGSERIAL PRIMARY KEY, from_id BIGINT NOT NULL, to_id BIGINT NOT NULL, amount BIGINT NOT NULL)`,
+	} {
+		if _, err := s.pool.Exec(ctx, s.q(stmt)); err != nil {
+			return fmt.Errorf("recreate tables: %w", err)
+		}
+	}
+	return insertAccounts(ctx, accounts, 10000, func(ctx context.Context, ids []int64) error {
+		_, err := s.pool.Exec(ctx, s.q(`INSERT INTO %[1]saccounts (id, balance) SELECT unnest($1::bigint[]), $2`), ids, int64(initialBalance))
+		return err
+	})
+}
+
+// Bank implements Store.
+func (s *pgStore) Bank(opts ...txn.Option) TransferFunc {
+	r := txnpgx.New(s.pool, append(append([]txn.Option{}, s.runnerOpts...), opts...)...)
+	sel := s.q(`SELECT balance FROM %[1]saccounts WHERE id = $1`)
+	upd := s.q(`UPDATE %[1]saccounts SET balance = balance + $1 WHERE id = $2`)
+	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES ($1, $2, $3)`)
+	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
+		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			first, second := t.order()
+			var b1, b2 int64
+			if err := tx.QueryRow(ctx, sel, first).Scan(&b1); err != nil {
+				return fmt.Errorf("read balance %d: %w", first, err)
+			}
+			if err := tx.QueryRow(ctx, sel, second).Scan(&b2); err != nil {
+				return fmt.Errorf("read balance %d: %w", second, err)
+			}
+			fromBalance := b2
+			if first == t.from {
+				fromBalance = b1
+			}
+			if fromBalance < t.amount {
+				return txn.Permanent(errInsufficientFunds)
+			}
+			for _, id := range [2]int64{first, second} {
+				if _, err := tx.Exec(ctx, upd, t.delta(id), id); err != nil {
+					return fmt.Errorf("update balance %d: %w", id, err)
+				}
+			}
+			if _, err := tx.Exec(ctx, ins, t.from, t.to, t.amount); err != nil {
+				return fmt.Errorf("insert ledger row: %w", err)
+			}
+			return nil
+		}, callOpts...)
+	}
+}
+
+// Check implements Store.
+func (s *pgStore) Check(ctx context.Context) (totals, error) {
+	return checkSQL(ctx, s.prefix, func(ctx context.Context, query string, dest ...any) error {
+		return s.pool.QueryRow(ctx, query).Scan(dest...)
+	})
+}
+
+// Code implements Store: the SQLSTATE, with a name for the usual ones.
+func (s *pgStore) Code(err error) string {
+	var e *pgconn.PgError
+	if !errors.As(err, &e) {
+		return ""
+	}
+	switch e.Code {
+	case "40001":
+		return "40001 serialization_failure"
+	case "40P01":
+		return "40P01 deadlock_detected"
+	case "55P03":
+		return "55P03 lock_not_available"
+	}
+	return e.Code
+}
+
+// Close implements Store.
+func (s *pgStore) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// dsnSets reports whether a PostgreSQL DSN, URL or key=value, sets key.
+func dsnSets(dsn, key string) bool {
+	sub := key + "="
+	for i := strings.Index(dsn, sub); i >= 0; {
+		if i == 0 || strings.ContainsRune("?& \t", rune(dsn[i-1])) {
+			return true
+		}
+		j := strings.Index(dsn[i+1:], sub)
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSQLite(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"--workers", "4", "--transfers", "20"}, &out))
+	assert.Contains(t, out.String(), "sqlite: 80 transfers committed")
+	assert.Contains(t, out.String(), "no money created or lost")
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--backend", "oracle"},
+		{"--accounts", "1"},
+		{"--workers", "0"},
+		{"--table", "x; DROP TABLE y"},
+		{"--nope"},
+	} {
+		assert.Error(t, run(context.Background(), args, &bytes.Buffer{}), "%v", args)
+	}
+}
+
+// TestServers runs the example on PostgreSQL and MySQL/MariaDB, on a table
+// of its own. It skips when a server is not reachable, unless
+// TXN_REQUIRE_DBS=1.
+func TestServers(t *testing.T) {
+	for _, c := range []struct{ backend, driver, env, def string }{
+		{"postgres", "pgx", "TXN_PG_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"},
+		{"mysql", "mysql", "TXN_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"},
+	} {
+		t.Run(c.backend, func(t *testing.T) {
+			dsn := orDefault("", c.env, c.def)
+			db, err := sql.Open(c.driver, dsn)
+			require.NoError(t, err)
+			defer db.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := db.PingContext(ctx); err != nil {
+				msg := c.backend + " not reachable (set " + c.env + "): " + err.Error()
+				if os.Getenv("TXN_REQUIRE_DBS") == "1" {
+					t.Fatal(msg)
+				}
+				t.Skip(msg)
+			}
+			b := make([]byte, 4)
+			_, _ = rand.Read(b)
+			table := "txn_example_test_" + hex.EncodeToString(b)
+			t.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + table) })
+
+			var out bytes.Buffer
+			require.NoError(t, run(context.Background(), []string{"--backend", c.backend, "--table", table,
+				"--workers", "4", "--transfers", "20", "--accounts", "2"}, &out))
+			assert.Contains(t, out.String(), c.backend+": 80 transfers committed")
+			assert.Contains(t, out.String(), "no money created or lost")
+			t.Log(out.String())
+		})
+	}
+}
