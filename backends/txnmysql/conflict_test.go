@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/backends/txnsql"
 )
 
 // TestDeadlockRetried runs two transfers that lock two rows in opposite
@@ -21,14 +22,30 @@ import (
 // applied exactly once.
 func TestDeadlockRetried(t *testing.T) {
 	db := openDB(t, nil)
+	rec := &retryRecorder{}
+	oppositeOrderTransfers(t, db, txnmysql.New(db, txn.WithObserver(rec)), rec)
+}
+
+// TestTxnsqlWithClassifyDeadlockRetried is TestDeadlockRetried on a Runner
+// built by txnsql.New with txnmysql.Classify, as a user of the generic
+// database/sql backend would.
+func TestTxnsqlWithClassifyDeadlockRetried(t *testing.T) {
+	db := openDB(t, nil)
+	rec := &retryRecorder{}
+	oppositeOrderTransfers(t, db, txnsql.New(db, txnmysql.Classify, txn.WithObserver(rec)), rec)
+}
+
+// oppositeOrderTransfers moves 10 from account 1 to 2 and 30 from 2 to 1 at
+// the same time, each transaction locking its source first, and checks
+// that r retried the deadlock victim and applied both once. rec must be
+// r's observer.
+func oppositeOrderTransfers(t *testing.T, db *sql.DB, r *txn.Runner[*sql.Tx], rec *retryRecorder) {
 	ctx := testCtx(t)
 	acct := createTable(t, db, "id INT PRIMARY KEY, balance INT NOT NULL")
 	ledger := createTable(t, db, "name VARCHAR(16) PRIMARY KEY")
 	_, err := db.ExecContext(ctx, "INSERT INTO "+acct+" VALUES (1, 100), (2, 100)")
 	require.NoError(t, err)
 
-	rec := &retryRecorder{}
-	r := txnmysql.New(db, txn.WithObserver(rec))
 	bar := newBarrier(2)
 	var calls [2]atomic.Int32
 	transfer := func(i int, name string, from, to, amount int) error {
