@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,7 +209,12 @@ func TestDuplicateKeyPermanent(t *testing.T) {
 				return err
 			}
 			// Commit once the Runner's INSERT waits for this one's lock.
-			id := <-ids
+			var id int64
+			select {
+			case id = <-ids:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			if err := waitFor(ctx, trxPoll, func() (bool, error) { return lockWaiting(ctx, db, id) }); err != nil {
 				return err
 			}
@@ -323,7 +329,11 @@ func TestLockNowaitRetriedWhenOptedIn(t *testing.T) {
 				return err
 			}
 			close(locked)
-			<-release
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			return tx.Rollback()
 		}()
 	}()
@@ -335,7 +345,11 @@ func TestLockNowaitRetriedWhenOptedIn(t *testing.T) {
 	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		calls++
 		if calls == 1 {
-			<-locked
+			select {
+			case <-locked:
+			case err := <-holderDone:
+				return txn.Permanent(fmt.Errorf("holder: %w", err))
+			}
 		} else if err := <-holderDone; err != nil {
 			return txn.Permanent(err)
 		}

@@ -81,10 +81,12 @@ func openDB(t testing.TB, sessionVars map[string]string) *sql.DB {
 	return openConfig(t, cfg)
 }
 
-// testCtx returns a context bounded by testTimeout.
+// testCtx returns a context bounded by testTimeout and canceled when t
+// ends, before its cleanups run: goroutines that wait on it give up their
+// transactions before the tables they locked are dropped.
 func testCtx(t testing.TB) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -113,7 +115,11 @@ func createTable(t testing.TB, db *sql.DB, columns string) string {
 	_, err := db.ExecContext(ctx, "CREATE TABLE "+name+" ("+columns+") ENGINE=InnoDB")
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+name)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+name); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
 	})
 	return name
 }
