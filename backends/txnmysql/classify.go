@@ -10,7 +10,14 @@ import (
 )
 
 // Server error numbers that Classify and Classifier recognise. Each comment
-// quotes or summarises the vendor's documentation of the number.
+// quotes or summarises the vendor's documentation of the number. Sources:
+//
+//	InnoDB Error Handling  https://dev.mysql.com/doc/refman/en/innodb-error-handling.html
+//	Locking Reads (NOWAIT) https://dev.mysql.com/doc/refman/en/innodb-locking-reads.html
+//	MySQL error reference  https://dev.mysql.com/doc/mysql-errors/8.0/en/server-error-reference.html
+//	MariaDB error 1020     https://mariadb.com/kb/en/e1020/
+//	MariaDB KILL           https://mariadb.com/kb/en/kill/
+//	TiDB error codes       https://docs.pingcap.com/tidb/stable/error-codes
 const (
 	// erLockDeadlock is ER_LOCK_DEADLOCK, SQLSTATE 40001, "Deadlock found
 	// when trying to get lock; try restarting transaction". MySQL Reference
@@ -46,7 +53,7 @@ const (
 	// innodb_snapshot_isolation is ON (the default from 11.6.2) and a row
 	// read by the transaction was changed by a transaction that committed
 	// since; InnoDB treats it like a deadlock and rolls the transaction
-	// back (MDEV-35235).
+	// back (https://jira.mariadb.org/browse/MDEV-35235).
 	erCheckRead = 1020
 
 	// haErrLockDeadlock is the storage-engine handler error
@@ -57,8 +64,10 @@ const (
 	// erUnknownComError is ER_UNKNOWN_COM_ERROR. A Galera node that is not
 	// synced with the primary component answers statements with this
 	// number and the message "WSREP has not yet prepared node for
-	// application use"; only that message is retried, since the number
-	// otherwise means an unknown protocol command.
+	// application use" (reported by its users, e.g.
+	// https://github.com/sysown/proxysql/issues/462); only that message is
+	// retried, since the number otherwise means an unknown protocol
+	// command.
 	erUnknownComError = 1047
 
 	// erTransactionRollbackDuringCommit is
@@ -200,7 +209,10 @@ func Classify(err error) txn.Class {
 	return classifyConn(err)
 }
 
-// classifyConn recognises the driver's lost-connection errors.
+// classifyConn recognises the driver's lost-connection errors. The driver
+// returns mysql.ErrInvalidConn whether or not the server received the
+// request (https://github.com/go-sql-driver/mysql/issues/1226), so the
+// core treats them as an unknown outcome at COMMIT.
 func classifyConn(err error) txn.Class {
 	if errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost

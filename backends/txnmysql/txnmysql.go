@@ -43,10 +43,11 @@ func New(db *sql.DB, opts ...txn.Option) *txn.Runner[*sql.Tx] {
 // function of yours that handles some errors and defers to Classify for the
 // rest. A nil classify means Classify.
 //
-// Whatever classify returns for them, lost connections (mysql.ErrInvalidConn,
-// driver.ErrBadConn, MariaDB's 1927) are recognised: Run retries them before
-// COMMIT and reports an unknown outcome during COMMIT. Failures are reported
-// as for New.
+// What classify leaves permanent is still checked for a lost connection
+// (mysql.ErrInvalidConn, driver.ErrBadConn, MariaDB's 1927), which Run
+// retries before COMMIT and reports as an unknown outcome during COMMIT, so
+// a custom classifier cannot turn a COMMIT cut off mid-flight into a
+// definite failure. Failures are reported as for New.
 func NewWithClassifier(db *sql.DB, classify txn.Classifier, opts ...txn.Option) *txn.Runner[*sql.Tx] {
 	return txnsql.New(db, withConn(classify), opts...)
 }
