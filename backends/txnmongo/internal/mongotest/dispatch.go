@@ -307,7 +307,7 @@ func (s *Server) run(c *conn, req *request) (bson.D, *cmdError) {
 			{Key: "bits", Value: int32(64)},
 			{Key: "maxBsonObjectSize", Value: int32(maxBSONObjectSize)},
 		}, nil
-	case "endSessions":
+	case "endSessions", "killSessions":
 		return s.endSessions(req)
 	case "configureFailPoint":
 		return s.configureFailPoint(req)
@@ -358,12 +358,13 @@ func (s *Server) hello(c *conn, req *request) bson.D {
 	)
 }
 
-// endSessions forgets the listed sessions, aborting their open
-// transactions.
+// endSessions runs endSessions and killSessions: it forgets the listed
+// sessions, aborting their open transactions. (MongoDB aborts them at once
+// for killSessions and when it reaps the sessions for endSessions.)
 func (s *Server) endSessions(req *request) (bson.D, *cmdError) {
-	v := req.body.Lookup("endSessions")
+	v := req.body.Lookup(req.name)
 	if v.Type != bson.TypeArray {
-		return nil, errorf(codeFailedToParse, "endSessions must be an array")
+		return nil, errorf(codeFailedToParse, "%s must be an array", req.name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -16,12 +16,13 @@
 // read directly (Doc, Docs).
 //
 // Supported commands: hello, isMaster, ping, buildInfo, endSessions,
-// configureFailPoint, commitTransaction, abortTransaction, insert, find,
-// update, delete, findAndModify, count, aggregate ($match, $sort, $skip,
-// $limit, $project, $count, $group with $sum), create, drop, dropDatabase,
-// listCollections and killCursors. Queries support equality and the
-// operators $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $not, $and,
-// $or and $nor; updates support replacement and $set, $unset, $inc, $mul,
-// $min, $max, $setOnInsert, $currentDate and $push. Every other command
-// fails with CommandNotFound (59). Results always fit the first batch.
+// killSessions, configureFailPoint, commitTransaction, abortTransaction,
+// insert, find, update, delete, findAndModify, count, aggregate ($match,
+// $sort, $skip, $limit, $project, $count, $group with $sum), create, drop,
+// dropDatabase, listCollections and killCursors. Queries support equality
+// and the operators $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists,
+// $not, $and, $or and $nor; updates support replacement and $set, $unset,
+// $inc, $mul, $min, $max, $setOnInsert, $currentDate and $push. Every
+// other command fails with CommandNotFound (59). Results always fit the
+// first batch.
 package mongotest

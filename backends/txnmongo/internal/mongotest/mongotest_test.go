@@ -1054,3 +1054,31 @@ func TestDriverRetriesCommitUntilDeadline(t *testing.T) {
 		t.Fatalf("%d commit attempts, want 4: %v", got, srv.Commands())
 	}
 }
+
+func TestKillSessionsAbortsOpenTransaction(t *testing.T) {
+	srv := mongotest.New(t)
+	ctx := testContext(t)
+	client := connect(t, srv)
+	coll := client.Database(dbName).Collection("c")
+	sess, sctx := startTxn(t, ctx, client)
+	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if srv.OpenTransactions() != 1 {
+		t.Fatal("no open transaction")
+	}
+	err := client.Database("admin").RunCommand(ctx, doc("killSessions", bson.A{sess.ID()})).Err()
+	if err != nil {
+		t.Fatalf("killSessions: %v", err)
+	}
+	if srv.OpenTransactions() != 0 {
+		t.Fatal("killSessions left the transaction open")
+	}
+	err = sess.CommitTransaction(ctx)
+	if se := serverError(t, err); !se.HasErrorCode(251) {
+		t.Fatalf("commit after killSessions: %v, want NoSuchTransaction", err)
+	}
+	if _, ok := srv.Doc(dbName, "c", 1); ok {
+		t.Fatal("killed transaction committed")
+	}
+}

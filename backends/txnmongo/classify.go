@@ -1,0 +1,113 @@
+package txnmongo
+
+import (
+	"errors"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/txnkit/txn"
+)
+
+// Error labels, as the server and the driver attach them.
+const (
+	labelTransient     = "TransientTransactionError"
+	labelUnknownCommit = "UnknownTransactionCommitResult"
+	labelNetwork       = "NetworkError"
+)
+
+// Server error codes that Classify looks at.
+const (
+	codeMaxTimeMSExpired            = 50
+	codeNoSuchTransaction           = 251
+	codeTransactionTooLargeForCache = 388
+)
+
+// Classify maps an error from the MongoDB driver to a txn.Class by its
+// error labels, as the MongoDB transactions specification and the driver's
+// own Session.WithTransaction do, never by the code's name:
+//
+//	error                                                  class
+//	label UnknownTransactionCommitResult                   commit-retryable: re-send only commitTransaction
+//	  ... with code 50 MaxTimeMSExpired                    ambiguous: Run returns txn.ErrCommitUnknown
+//	  ... with code 50 and TransientTransactionError       retryable
+//	label TransientTransactionError                        retryable: abort, run fn in a new transaction
+//	code 388 TransactionTooLargeForCache, even if labelled permanent
+//	label NetworkError without the two labels above        connection lost
+//	anything else (11000 DuplicateKey, unlabelled codes)   permanent
+//
+// UnknownTransactionCommitResult comes only from commitTransaction: the
+// driver adds it to network errors, retryable errors, write concern
+// errors and MaxTimeMSExpired of the commit. Re-sending commitTransaction
+// for the same transaction is safe: the server commits it once and answers
+// a repeated commit with the first outcome. MaxTimeMSExpired is the
+// exception the specification makes: the commit ran out of the time it
+// was given, retrying it would exceed that time, and its outcome is
+// unknown, so Run reports txn.ErrCommitUnknown (an Idempotent call runs fn
+// again instead).
+//
+// TransientTransactionError means the server aborted the transaction (a
+// WriteConflict 112, a LockTimeout 24, a NoSuchTransaction 251 after an
+// abort, a network error before the commit, a primary stepping down):
+// nothing of it was committed. Code 388 is not retried because the same
+// transaction would not fit the cache again; the MongoDB manual says that
+// since 6.2 it is not retried (the server no longer labels it
+// TransientTransactionError), and Classify holds to that even when an
+// older server sends the label.
+//
+// Codes are never classified by name, so the mislabelled codes of some
+// published tables (189 is PrimarySteppedDown, 262 ExceededTimeLimit, 13435
+// NotPrimaryNoSecondaryOk, 10107 NotWritablePrimary, 11600
+// InterruptedAtShutdown, 251 NoSuchTransaction, 24 LockTimeout) cannot
+// mislead it: their labels decide.
+func Classify(err error) txn.Class {
+	if err == nil {
+		return txn.ClassPermanent
+	}
+	if hasCode(err, codeTransactionTooLargeForCache) {
+		return txn.ClassPermanent
+	}
+	switch {
+	case hasLabel(err, labelUnknownCommit):
+		if !isMaxTimeMSExpired(err) {
+			return txn.ClassCommitRetryable
+		}
+		if hasLabel(err, labelTransient) {
+			return txn.ClassRetryable
+		}
+		return txn.ClassAmbiguous
+	case hasLabel(err, labelTransient):
+		return txn.ClassRetryable
+	case hasLabel(err, labelNetwork):
+		return txn.ClassConnLost
+	}
+	return txn.ClassPermanent
+}
+
+// hasLabel reports whether an error in err's chain carries label.
+func hasLabel(err error, label string) bool {
+	var le mongo.LabeledError
+	return errors.As(err, &le) && le.HasErrorLabel(label)
+}
+
+// hasCode reports whether a server error in err's chain carries code,
+// including the codes of write errors and write concern errors.
+func hasCode(err error, code int) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && se.HasErrorCode(code)
+}
+
+// isCode reports whether err is a command error with code.
+func isCode(err error, code int32) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && ce.Code == code
+}
+
+// isMaxTimeMSExpired reports a MaxTimeMSExpired error, by code or name,
+// from the command or from its write concern.
+func isMaxTimeMSExpired(err error) bool {
+	var ce mongo.CommandError
+	if errors.As(err, &ce) && ce.IsMaxTimeMSExpiredError() {
+		return true
+	}
+	return hasCode(err, codeMaxTimeMSExpired)
+}

@@ -1,0 +1,448 @@
+package txnmongo_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/fakeclock"
+)
+
+// uriVar names the environment variable with the URI of a real replica
+// set. The server must run with enableTestCommands=1 for the fail points.
+const uriVar = "TXN_MONGODB_URI"
+
+// waitLimit bounds every wait in these tests so that a bug fails a test
+// instead of hanging it. It is not a speed assertion.
+const waitLimit = 60 * time.Second
+
+// env is one server a scenario runs against: the project's wire-protocol
+// test server, or a real replica set from TXN_MONGODB_URI. Each test gets
+// its own database, and its own application name that restricts its fail
+// points to the Runner's client.
+type env struct {
+	name   string
+	srv    *mongotest.Server // nil on a real server
+	uri    string
+	db     string
+	app    string
+	client *mongo.Client // the Runner's client: appName app, monitored
+	admin  *mongo.Client // set-up, checks and fail points
+	mon    *monitor
+}
+
+// eachServer runs scenario against mongotest and, when TXN_MONGODB_URI is
+// set, against that replica set; without it the "replset" subtest is
+// skipped with a message. TXN_REQUIRE_DBS does not make it required: CI
+// has no MongoDB server.
+func eachServer(t *testing.T, scenario func(t *testing.T, e *env)) {
+	t.Run("mongotest", func(t *testing.T) {
+		srv := mongotest.New(t)
+		scenario(t, newEnv(t, "mongotest", srv, srv.URI()))
+	})
+	t.Run("replset", func(t *testing.T) {
+		uri := os.Getenv(uriVar)
+		if uri == "" {
+			t.Skipf("no real MongoDB: set %s to a replica set started with enableTestCommands=1 to run this scenario against it", uriVar)
+		}
+		scenario(t, newEnv(t, "replset", nil, uri))
+	})
+}
+
+// newEnv connects the two clients of a test and drops its database at the
+// end.
+func newEnv(t *testing.T, name string, srv *mongotest.Server, uri string) *env {
+	t.Helper()
+	suffix := fmt.Sprintf("%08x", rand.Uint32())
+	e := &env{name: name, srv: srv, uri: uri, db: "txnmongo_" + suffix, app: "txnmongo-test-" + suffix, mon: &monitor{}}
+	e.admin = connect(t, uri, options.Client().SetAppName("txnmongo-admin"))
+	e.client = connect(t, uri, options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.admin.Ping(ctx, nil); err != nil {
+		t.Fatalf("%s at %s: %v", name, uri, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.admin.Database(e.db).Drop(ctx)
+	})
+	return e
+}
+
+// connect returns a client disconnected when the test ends.
+func connect(t *testing.T, uri string, opts ...*options.ClientOptions) *mongo.Client {
+	t.Helper()
+	all := append([]*options.ClientOptions{options.Client().ApplyURI(uri)}, opts...)
+	client, err := mongo.Connect(all...)
+	if err != nil {
+		t.Fatalf("connect %s: %v", uri, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = client.Disconnect(ctx)
+	})
+	return client
+}
+
+// ctx returns a context cancelled after waitLimit. It has no deadline on
+// purpose: under a deadline the driver retries retryable errors of
+// commitTransaction and abortTransaction until the deadline instead of
+// once, and the tests count the commands sent.
+func (e *env) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	timer := time.AfterFunc(waitLimit, cancel)
+	t.Cleanup(func() {
+		timer.Stop()
+		cancel()
+	})
+	return ctx
+}
+
+// coll is collection name of the test's database, on the Runner's client.
+func (e *env) coll(name string) *mongo.Collection {
+	return e.client.Database(e.db).Collection(name)
+}
+
+// insert writes documents outside any transaction, through the admin
+// client.
+func (e *env) insert(t *testing.T, coll string, docs ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.admin.Database(e.db).Collection(coll).InsertMany(ctx, docs); err != nil {
+		t.Fatalf("insert into %s: %v", coll, err)
+	}
+}
+
+// find returns the committed documents of coll matching filter, sorted by
+// _id, read through the admin client.
+func (e *env) find(t *testing.T, coll string, filter any) []bson.M {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cur, err := e.admin.Database(e.db).Collection(coll).Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		t.Fatalf("find in %s: %v", coll, err)
+	}
+	var out []bson.M
+	if err := cur.All(ctx, &out); err != nil {
+		t.Fatalf("find in %s: %v", coll, err)
+	}
+	return out
+}
+
+// intField reads a numeric field of a document.
+func intField(t *testing.T, d bson.M, key string) int64 {
+	t.Helper()
+	switch v := d[key].(type) {
+	case int32:
+		return int64(v)
+	case int64:
+		return v
+	case float64:
+		return int64(v)
+	}
+	t.Fatalf("field %s of %v is %T", key, d, d[key])
+	return 0
+}
+
+// failPoint installs fp with the configureFailPoint command, so that the
+// same call works on a real server started with enableTestCommands. The
+// fail point acts only on the Runner's client (appName) and is turned off
+// when the test ends.
+func (e *env) failPoint(t *testing.T, fp mongotest.FailPoint) {
+	t.Helper()
+	data := bson.D{{Key: "failCommands", Value: fp.Commands}, {Key: "appName", Value: e.app}}
+	if fp.ErrorCode != 0 {
+		data = append(data, bson.E{Key: "errorCode", Value: fp.ErrorCode})
+	}
+	if fp.ErrorLabels != nil {
+		data = append(data, bson.E{Key: "errorLabels", Value: fp.ErrorLabels})
+	}
+	if fp.CloseConnection {
+		data = append(data, bson.E{Key: "closeConnection", Value: true})
+	}
+	if fp.CloseConnectionAfterApply {
+		if e.srv == nil {
+			t.Skip("closeConnectionAfterApply exists only in mongotest: a real server has no fail point that commits and then drops the connection")
+		}
+		data = append(data, bson.E{Key: "closeConnectionAfterApply", Value: true})
+	}
+	if w := fp.WriteConcernError; w != nil {
+		data = append(data, bson.E{Key: "writeConcernError", Value: bson.D{
+			{Key: "code", Value: w.Code}, {Key: "codeName", Value: w.Name}, {Key: "errmsg", Value: w.Message},
+		}})
+	}
+	var mode any = "alwaysOn"
+	if fp.Times > 0 {
+		mode = bson.D{{Key: "times", Value: fp.Times}}
+	}
+	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: mode}, {Key: "data", Value: data}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
+		t.Fatalf("configureFailPoint: %v", err)
+	}
+	t.Cleanup(func() { e.clearFailPoint(t) })
+}
+
+// clearFailPoint turns the fail point off.
+func (e *env) clearFailPoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}
+	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
+		t.Errorf("configureFailPoint off: %v", err)
+	}
+}
+
+// killSession aborts the transaction a session may have left open on the
+// server (killSessions), so that it does not hold its locks until
+// transactionLifetimeLimitSeconds.
+func (e *env) killSession(t *testing.T, id bson.Raw) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "killSessions", Value: bson.A{id}}}).Err(); err != nil {
+		t.Fatalf("killSessions: %v", err)
+	}
+}
+
+// cmd is one command of a session, as the server logged it (mongotest) or
+// as the driver sent it (a real server, through the command monitor).
+type cmd struct {
+	Name      string
+	TxnNumber int64
+	Start     bool
+	Code      int32
+	Labels    []string
+	Failed    bool
+	Hangup    bool // mongotest only
+	Body      bson.Raw
+}
+
+// commands returns the commands of the session lsid in the order the
+// server received them (mongotest) or the driver sent them.
+func (e *env) commands(lsid string) []cmd {
+	var out []cmd
+	if e.srv != nil {
+		for _, c := range e.srv.Commands() {
+			if c.SessionID != lsid {
+				continue
+			}
+			out = append(out, cmd{
+				Name: c.Name, TxnNumber: c.TxnNumber, Start: c.StartTransaction,
+				Code: c.ErrorCode, Labels: c.ErrorLabels, Failed: c.ErrorCode != 0 || c.Hangup,
+				Hangup: c.Hangup, Body: c.Body,
+			})
+		}
+		return out
+	}
+	return e.mon.session(lsid)
+}
+
+// summary renders cmds as "name#n", n numbering the session's
+// transactions from 1, with " start" on the command that started one.
+func summary(cmds []cmd) []string {
+	out := make([]string, len(cmds))
+	base := int64(-1)
+	for i, c := range cmds {
+		if base < 0 {
+			base = c.TxnNumber - 1
+		}
+		out[i] = fmt.Sprintf("%s#%d", c.Name, c.TxnNumber-base)
+		if c.Start {
+			out[i] += " start"
+		}
+	}
+	return out
+}
+
+// checkCommands fails the test unless the session's commands are want.
+func checkCommands(t *testing.T, e *env, lsid string, want ...string) []cmd {
+	t.Helper()
+	cmds := e.commands(lsid)
+	if got := summary(cmds); !slices.Equal(got, want) {
+		t.Fatalf("commands of the Run's session:\n got  %q\n want %q", got, want)
+	}
+	return cmds
+}
+
+// sessionID returns the session id in the form the command logs use.
+func sessionID(sess *mongo.Session) string {
+	return mongotest.SessionID(sess.ID())
+}
+
+// monitor records the commands a client sends, for runs against a real
+// server, where the server's log cannot be read.
+type monitor struct {
+	mu   sync.Mutex
+	cmds []cmd
+	lsid []string
+	byID map[int64]int
+}
+
+func (m *monitor) commandMonitor() *event.CommandMonitor {
+	return &event.CommandMonitor{
+		Started: func(_ context.Context, ev *event.CommandStartedEvent) {
+			c := cmd{Name: ev.CommandName, Body: slices.Clone(ev.Command)}
+			if v, ok := ev.Command.Lookup("txnNumber").AsInt64OK(); ok {
+				c.TxnNumber = v
+			}
+			c.Start, _ = ev.Command.Lookup("startTransaction").BooleanOK()
+			lsid := ""
+			if d, ok := ev.Command.Lookup("lsid").DocumentOK(); ok {
+				lsid = mongotest.SessionID(d)
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.byID == nil {
+				m.byID = map[int64]int{}
+			}
+			m.byID[ev.RequestID] = len(m.cmds)
+			m.cmds = append(m.cmds, c)
+			m.lsid = append(m.lsid, lsid)
+		},
+		Failed: func(_ context.Context, ev *event.CommandFailedEvent) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			i, ok := m.byID[ev.RequestID]
+			if !ok {
+				return
+			}
+			m.cmds[i].Failed = true
+			var de driver.Error
+			if errors.As(ev.Failure, &de) {
+				m.cmds[i].Code = de.Code
+				m.cmds[i].Labels = slices.Clone(de.Labels)
+			}
+		},
+	}
+}
+
+func (m *monitor) session(lsid string) []cmd {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []cmd
+	for i, c := range m.cmds {
+		if m.lsid[i] == lsid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// recorder is an Observer that keeps every event, with the time of the
+// Runner's clock when there is one.
+type recorder struct {
+	txn.NopObserver
+	clk *fakeclock.Clock
+
+	mu       sync.Mutex
+	attempts []time.Time
+	retries  []txn.RetryEvent
+	gaveUp   []txn.GiveUpEvent
+	commits  int
+}
+
+func (r *recorder) now() time.Time {
+	if r.clk != nil {
+		return r.clk.Now()
+	}
+	return time.Now()
+}
+
+func (r *recorder) AttemptStarted(context.Context, txn.AttemptEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts = append(r.attempts, r.now())
+}
+
+func (r *recorder) RetryScheduled(_ context.Context, e txn.RetryEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retries = append(r.retries, e)
+}
+
+func (r *recorder) GaveUp(_ context.Context, e txn.GiveUpEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gaveUp = append(r.gaveUp, e)
+}
+
+func (r *recorder) Committed(context.Context, txn.CommitEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.commits++
+}
+
+func (r *recorder) retryClasses() []txn.Class {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]txn.Class, len(r.retries))
+	for i, e := range r.retries {
+		out[i] = e.Class
+	}
+	return out
+}
+
+// newClock returns a fake clock for a Runner. The ctx of the tests has no
+// deadline, so its start is arbitrary.
+func newClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
+// commandError returns the mongo.CommandError in err's chain or fails.
+func commandError(t *testing.T, err error) mongo.CommandError {
+	t.Helper()
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T) wraps no mongo.CommandError", err, err)
+	}
+	return ce
+}
+
+// barrier lets n goroutines wait for each other, failing instead of
+// hanging when one never arrives.
+type barrier struct {
+	wg sync.WaitGroup
+}
+
+func newBarrier(n int) *barrier {
+	b := &barrier{}
+	b.wg.Add(n)
+	return b
+}
+
+// wait marks the caller arrived and waits for the others; it returns an
+// error after waitLimit.
+func (b *barrier) wait() error {
+	b.wg.Done()
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(waitLimit):
+		return errors.New("barrier: the other goroutine never arrived")
+	}
+}

@@ -1,0 +1,244 @@
+// Package txnmongo runs txn transactions on MongoDB replica sets (and
+// sharded clusters) through the official Go driver, go.mongodb.org/mongo-driver/v2.
+//
+// A Runner is built once over a *mongo.Client and shared:
+//
+//	client, _ := mongo.Connect(options.Client().ApplyURI(uri))
+//	r := txnmongo.New(client, txn.MaxAttempts(10))
+//	err := r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+//		accounts := client.Database("bank").Collection("accounts")
+//		if _, err := accounts.UpdateOne(ctx, bson.M{"_id": from}, bson.M{"$inc": bson.M{"balance": -amt}}); err != nil {
+//			return err
+//		}
+//		_, err := accounts.UpdateOne(ctx, bson.M{"_id": to}, bson.M{"$inc": bson.M{"balance": amt}})
+//		return err
+//	})
+//
+// Every Run starts one session (client.StartSession) and ends it when Run
+// returns, whatever the outcome; every attempt is a new transaction on that
+// session. fn receives a context bound to the session
+// (mongo.NewSessionContext): every operation given that context is part of
+// the transaction, and an operation given another context is not.
+//
+// The Runner drives StartTransaction, CommitTransaction and
+// AbortTransaction itself instead of calling Session.WithTransaction, so
+// the Runner's backoff, limits, retry budget and observers apply and an
+// attempt is counted once. Errors are classified by their labels (see
+// Classify): TransientTransactionError re-runs fn in a new transaction,
+// UnknownTransactionCommitResult re-sends only commitTransaction (the
+// driver upgrades its write concern to majority), and a commit that failed
+// with MaxTimeMSExpired makes Run return an error matching
+// txn.ErrCommitUnknown.
+//
+// MongoDB has no savepoints: a Run nested in fn joins the outer transaction
+// outright, and txn.Savepoint returns txn.ErrSavepointUnsupported.
+//
+// The driver retries a commitTransaction that failed with a retryable
+// error itself: once, or, when the context has a deadline, until the
+// deadline. Commit therefore sends commitTransaction under a context that
+// keeps the caller's values and cancellation but not its deadline, so the
+// driver retries once and further commit retries are the Runner's, visible
+// to its observers and bounded by its limits; Run still stops at the
+// deadline. A client configured with a Timeout (timeoutMS) makes the driver
+// retry until that timeout regardless.
+package txnmongo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
+	"github.com/txnkit/txn"
+)
+
+// Runner is the Runner type this package builds. fn receives the Run's
+// *mongo.Session; the context it receives is already bound to it.
+type Runner = txn.Runner[*mongo.Session]
+
+// New returns a Runner over client that classifies errors with Classify.
+// Transactions default to primary read preference and majority write
+// concern; the read concern is the client's unless TxOptions sets one.
+// TxOptions given here apply to every Run. A nil client yields a Runner
+// whose Run returns txn.ErrNilRunner.
+func New(client *mongo.Client, opts ...txn.Option) *Runner {
+	if client == nil {
+		return txn.New[*mongo.Session](nil, opts...)
+	}
+	return txn.New[*mongo.Session](&backend{client: client}, opts...)
+}
+
+// TxOptions sets the transaction options (read concern, write concern,
+// read preference), for example
+//
+//	txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot()))
+//
+// Given to New it applies to every Run; given to Run or Do it replaces the
+// Runner's TxOptions for that call. Fields it leaves unset keep the
+// defaults: primary read preference and majority write concern.
+func TxOptions(opts ...options.Lister[options.TransactionOptions]) txn.Option {
+	return txn.WithBeginOptions(txOptions(opts))
+}
+
+// txOptions is what TxOptions passes to Begin.
+type txOptions []options.Lister[options.TransactionOptions]
+
+// defaultTxOptions are applied before the caller's options.
+func defaultTxOptions() *options.TransactionOptionsBuilder {
+	return options.Transaction().
+		SetReadPreference(readpref.Primary()).
+		SetWriteConcern(writeconcern.Majority())
+}
+
+// runState is what the backend keeps for one outermost Run. It is used only
+// by the goroutine running that Run.
+type runState struct {
+	sess *mongo.Session
+	// committing is true once Commit sent commitTransaction for the
+	// current transaction: the session then reports no running
+	// transaction, yet the commit may be sent again.
+	committing bool
+}
+
+// runKey is the context key of the runState.
+type runKey struct{}
+
+// backend adapts a *mongo.Client to txn.Backend and txn.RunScoper.
+type backend struct {
+	client *mongo.Client
+}
+
+var (
+	_ txn.Backend[*mongo.Session] = (*backend)(nil)
+	_ txn.RunScoper               = (*backend)(nil)
+)
+
+// StartRun starts the session of one outermost Run. The scoped context
+// carries the session (for the driver) and the run's state (for Begin,
+// Commit and Rollback). end ends the session on a context detached from
+// the caller's cancellation; the driver aborts a transaction the session
+// still has open.
+func (b *backend) StartRun(ctx context.Context) (context.Context, func(), error) {
+	sess, err := b.client.StartSession()
+	if err != nil {
+		return nil, nil, fmt.Errorf("txnmongo: start session: %w", err)
+	}
+	st := &runState{sess: sess}
+	scoped := mongo.NewSessionContext(context.WithValue(ctx, runKey{}, st), sess)
+	end := func() {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+		defer cancel()
+		sess.EndSession(ectx)
+	}
+	return scoped, end, nil
+}
+
+// stateOf returns the runState that StartRun put in ctx.
+func stateOf(ctx context.Context) (*runState, error) {
+	st, ok := ctx.Value(runKey{}).(*runState)
+	if !ok {
+		return nil, errors.New("txnmongo: context does not carry a Run's session")
+	}
+	return st, nil
+}
+
+// Begin starts a transaction on the Run's session with the default options
+// overlaid by those of TxOptions. StartTransaction contacts no server: the
+// transaction starts with fn's first operation.
+func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
+	st, err := stateOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list := []options.Lister[options.TransactionOptions]{defaultTxOptions()}
+	switch v := opts.(type) {
+	case nil:
+	case txOptions:
+		list = append(list, v...)
+	case *options.TransactionOptionsBuilder:
+		list = append(list, v)
+	case options.Lister[options.TransactionOptions]:
+		list = append(list, v)
+	default:
+		return nil, fmt.Errorf("%w: txnmongo expects TxOptions, got %T", txn.ErrBadOption, opts)
+	}
+	if st.sess.TransactionRunning() {
+		// A commit that timed out (MaxTimeMSExpired, or the driver's own
+		// timeout) leaves the transaction open on the client; this only
+		// happens before an Idempotent call runs fn again. Abort it so
+		// that a new one can start: on a replica set an abort cannot undo
+		// a commit that did happen, and it releases the locks of one that
+		// did not.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+		_ = st.sess.AbortTransaction(actx)
+		cancel()
+	}
+	if err := st.sess.StartTransaction(list...); err != nil {
+		return nil, fmt.Errorf("txnmongo: start transaction: %w", err)
+	}
+	st.committing = false
+	return st.sess, nil
+}
+
+// Commit sends commitTransaction, or sends it again after a
+// commit-retryable failure. It returns an error wrapping txn.ErrTxDone when
+// fn committed, aborted or ended the session itself. The command runs
+// without the context's deadline (see the package documentation) but is
+// still cancelled when the context ends.
+func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
+	st, err := stateOf(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.committing && !sess.TransactionRunning() {
+		return fmt.Errorf("%w: the session's transaction was committed or aborted inside fn", txn.ErrTxDone)
+	}
+	st.committing = true
+	cctx, cancel := withoutDeadline(ctx)
+	defer cancel()
+	err = sess.CommitTransaction(cctx)
+	if err == nil {
+		return nil
+	}
+	if isCode(err, codeNoSuchTransaction) {
+		return fmt.Errorf("txnmongo: commit: the server had already aborted the transaction "+
+			"(an operation in fn failed and fn did not return its error, or the transaction "+
+			"outlived transactionLifetimeLimitSeconds): %w", err)
+	}
+	return err
+}
+
+// Rollback sends abortTransaction. Run calls it with a context detached
+// from the caller's cancellation and bounded by txn.RollbackTimeout. The
+// driver ignores the server's answer; Rollback returns an error wrapping
+// txn.ErrTxDone when fn already ended the transaction.
+func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
+	if err := sess.AbortTransaction(ctx); err != nil {
+		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
+	}
+	return nil
+}
+
+// Classify implements txn.Backend with the package's Classify.
+func (b *backend) Classify(err error) txn.Class {
+	return Classify(err)
+}
+
+// withoutDeadline returns a context with ctx's values that is cancelled,
+// with ctx's cause, when ctx ends, but has no deadline, so that the driver
+// retries a failed command once instead of until the deadline.
+func withoutDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); !ok {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	return c, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
