@@ -54,12 +54,12 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 		}
 		return fmt.Errorf("txn: savepoint: %w", err)
 	}
-	child := &frame[T]{Context: ctx, runner: r, tx: spTx, parent: parent, depth: parent.depth + 1}
+	child := &frame[T]{Context: ctx, runner: r, cfg: parent.cfg, tx: spTx, parent: parent, depth: parent.depth + 1}
 	returned := false
 	defer func() {
 		if !returned {
 			child.close()
-			r.rollbackTo(ctx, spTx, name)
+			r.rollbackTo(ctx, parent.cfg, spTx, name)
 		}
 	}()
 	err = body(child)
@@ -70,7 +70,7 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 			parent.markPoisoned(err)
 			return err
 		}
-		r.rollbackTo(ctx, spTx, name)
+		r.rollbackTo(ctx, parent.cfg, spTx, name)
 		return err
 	}
 	if err := r.sp.ReleaseSavepoint(ctx, spTx, name); err != nil {
@@ -96,8 +96,8 @@ func (f *frame[T]) close() []func() {
 }
 
 // rollbackTo undoes a savepoint on a context detached from cancellation.
-func (r *Runner[T]) rollbackTo(ctx context.Context, sp T, name string) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.rollbackTimeout)
+func (r *Runner[T]) rollbackTo(ctx context.Context, cfg *config, sp T, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
 	defer cancel()
 	if err := r.sp.RollbackToSavepoint(rctx, sp, name); err != nil && r.classify(err) != ClassPermanent {
 		// The enclosing transaction cannot be trusted any more.

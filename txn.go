@@ -295,7 +295,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		// the database says so, or the connection broke.
 		return nil, err, r.beforeCommit(err), nil
 	}
-	f := &frame[T]{Context: ctx, runner: r, tx: tx}
+	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
 	err = r.call(f, cfg, fn)
 	f.mu.Lock()
 	f.closed = true
@@ -459,6 +459,7 @@ type txFrame interface {
 type frame[T any] struct {
 	context.Context
 	runner *Runner[T]
+	cfg    *config // the outermost Run's
 	tx     T
 	parent *frame[T]
 	depth  int
