@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,10 +143,9 @@ type lyingStore struct {
 
 func (s lyingStore) Bank(opts ...txn.Option) TransferFunc {
 	inner := s.Store.Bank(opts...)
-	lied := false
+	var lied atomic.Bool
 	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
-		if !lied {
-			lied = true
+		if lied.CompareAndSwap(false, true) {
 			return nil
 		}
 		return inner(ctx, t, callOpts...)

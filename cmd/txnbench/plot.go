@@ -24,6 +24,9 @@ func plotSVG(r *report) []byte {
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#ffffff"/>`+"\n")
 	title := fmt.Sprintf("txnbench: %s, %d workers, %d accounts, %s, lock order %s",
 		r.Backend, r.Workers, r.Accounts, r.Isolation, r.LockOrder)
+	if r.SQLiteBegin != "" {
+		title += ", BEGIN " + strings.ToUpper(r.SQLiteBegin)
+	}
 	fmt.Fprintf(&b, `<text x="%.0f" y="22" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, esc(title))
 
 	names := make([]string, len(r.Results))

@@ -217,8 +217,10 @@ func writeFileAtomic(path string, b []byte) error {
 	return nil
 }
 
-// progress shows what the run is doing: a line redrawn in place on a
-// terminal, a plain line per second otherwise.
+// progress shows what the run is doing. On a terminal it redraws one line
+// in place five times a second. Otherwise it prints a line when a slice
+// ends, and once a second during slices of two seconds or more, never while
+// a slice is only waiting for its last transfers to finish.
 type progress struct {
 	w        io.Writer
 	terminal bool
@@ -260,17 +262,17 @@ func (p *progress) start(a *arm, label string, d time.Duration) {
 		if p.terminal {
 			every = 200 * time.Millisecond
 		}
-		go p.loop(every)
+		go p.loop(every, p.stop, p.stopped)
 	}
 }
 
-func (p *progress) loop(every time.Duration) {
-	defer close(p.stopped)
+func (p *progress) loop(every time.Duration, stop <-chan struct{}, stopped chan<- struct{}) {
+	defer close(stopped)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-stop:
 			return
 		case <-t.C:
 			p.draw()
@@ -281,6 +283,9 @@ func (p *progress) loop(every time.Duration) {
 func (p *progress) draw() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.terminal && (p.length < 2*time.Second || time.Since(p.started) > p.length) {
+		return
+	}
 	p.drawLocked()
 }
 
@@ -305,7 +310,7 @@ func (p *progress) drawLocked() {
 	if c := a.commits.Load(); c > 0 {
 		apc = float64(a.obs.attempts.Load()) / float64(c)
 	}
-	line := fmt.Sprintf("txnbench  %-22s %5.1fs/%.1fs %8d commits %7.0f/s  %.2f attempts/commit  %d failed",
+	line := fmt.Sprintf("txnbench  %-24s %5.1fs/%.1fs %8d commits %7.0f/s  %.2f attempts/commit  %d failed",
 		p.label, min(el, p.length).Seconds(), p.length.Seconds(), n, rate, apc, a.obs.gaveUp.Load())
 	if p.terminal {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
