@@ -70,7 +70,7 @@ func newEnv(t *testing.T, name string, srv *mongotest.Server, uri string) *env {
 	suffix := fmt.Sprintf("%08x", rand.Uint32())
 	e := &env{name: name, srv: srv, uri: uri, db: "txnmongo_" + suffix, app: "txnmongo-test-" + suffix, mon: &monitor{}}
 	e.admin = connect(t, uri, options.Client().SetAppName("txnmongo-admin"))
-	e.client = connect(t, uri, options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor()))
+	e.client = e.newClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.admin.Ping(ctx, nil); err != nil {
@@ -82,6 +82,14 @@ func newEnv(t *testing.T, name string, srv *mongotest.Server, uri string) *env {
 		_ = e.admin.Database(e.db).Drop(ctx)
 	})
 	return e
+}
+
+// newClient returns another client like the Runner's, configured further
+// by opts: its fail points and command log are the test's.
+func (e *env) newClient(t *testing.T, opts ...*options.ClientOptions) *mongo.Client {
+	t.Helper()
+	base := options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor())
+	return connect(t, e.uri, append([]*options.ClientOptions{base}, opts...)...)
 }
 
 // connect returns a client disconnected when the test ends.
@@ -184,6 +192,9 @@ func (e *env) failPoint(t *testing.T, fp mongotest.FailPoint) {
 		}
 		data = append(data, bson.E{Key: "closeConnectionAfterApply", Value: true})
 	}
+	if fp.BlockTime > 0 {
+		data = append(data, bson.E{Key: "blockConnection", Value: true}, bson.E{Key: "blockTimeMS", Value: fp.BlockTime.Milliseconds()})
+	}
 	if w := fp.WriteConcernError; w != nil {
 		data = append(data, bson.E{Key: "writeConcernError", Value: bson.D{
 			{Key: "code", Value: w.Code}, {Key: "codeName", Value: w.Name}, {Key: "errmsg", Value: w.Message},
@@ -255,6 +266,15 @@ func (e *env) commands(lsid string) []cmd {
 		return out
 	}
 	return e.mon.session(lsid)
+}
+
+// resetCommands forgets the commands logged so far. Sessions are pooled,
+// so a later Run may reuse the session id of an earlier one.
+func (e *env) resetCommands() {
+	if e.srv != nil {
+		e.srv.ResetCommands()
+	}
+	e.mon.reset()
 }
 
 // summary renders cmds as "name#n", n numbering the session's
@@ -334,6 +354,12 @@ func (m *monitor) commandMonitor() *event.CommandMonitor {
 			}
 		},
 	}
+}
+
+func (m *monitor) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cmds, m.lsid, m.byID = nil, nil, nil
 }
 
 func (m *monitor) session(lsid string) []cmd {

@@ -1,0 +1,459 @@
+package txnmongo_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnmongo"
+	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+)
+
+// TestNestedRunJoinsOuterTransaction: a Run nested in fn uses the outer
+// session and transaction (MongoDB has no savepoints); a retryable error
+// inside it restarts the whole transaction even when the outer fn drops
+// it.
+func TestNestedRunJoinsOuterTransaction(t *testing.T) {
+	upsert := options.UpdateOne().SetUpsert(true)
+	t.Run("joins", func(t *testing.T) {
+		eachServer(t, func(t *testing.T, e *env) {
+			r := txnmongo.New(e.client, txn.WithClock(newClock()))
+			coll := e.coll("c")
+			var lsid string
+			err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+				lsid = sessionID(sess)
+				if _, err := coll.InsertOne(ctx, bson.M{"_id": "a"}); err != nil {
+					return err
+				}
+				return r.Run(ctx, func(ctx context.Context, inner *mongo.Session) error {
+					if inner != sess {
+						return errors.New("nested Run got another session")
+					}
+					_, err := coll.UpdateOne(ctx, bson.M{"_id": "b"}, bson.M{"$set": bson.M{"v": 1}}, upsert)
+					return err
+				})
+			})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			checkCommands(t, e, lsid, "insert#1 start", "update#1", "commitTransaction#1")
+			if docs := e.find(t, "c", bson.M{}); len(docs) != 2 {
+				t.Fatalf("documents = %v", docs)
+			}
+		})
+	})
+	t.Run("retryable error restarts the outer transaction", func(t *testing.T) {
+		eachServer(t, func(t *testing.T, e *env) {
+			e.failPoint(t, mongotest.FailPoint{
+				Commands: []string{"update"}, Times: 1,
+				ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
+			})
+			r := txnmongo.New(e.client, txn.WithClock(newClock()))
+			coll := e.coll("c")
+			var outer, inner int
+			var lsid string
+			err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+				outer++
+				lsid = sessionID(sess)
+				if _, err := coll.InsertOne(ctx, bson.M{"_id": "a"}); err != nil {
+					return err
+				}
+				_ = r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+					inner++
+					_, err := coll.UpdateOne(ctx, bson.M{"_id": "b"}, bson.M{"$set": bson.M{"v": 1}}, upsert)
+					return err
+				})
+				return nil // drops the nested error
+			})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if outer != 2 || inner != 2 {
+				t.Fatalf("outer fn ran %d times, inner %d; want 2 and 2", outer, inner)
+			}
+			checkCommands(t, e, lsid,
+				"insert#1 start", "update#1", "abortTransaction#1",
+				"insert#2 start", "update#2", "commitTransaction#2")
+			if docs := e.find(t, "c", bson.M{}); len(docs) != 2 {
+				t.Fatalf("documents = %v", docs)
+			}
+		})
+	})
+}
+
+// TestSavepointUnsupported: txn.Savepoint returns ErrSavepointUnsupported
+// without running its function, and the transaction goes on.
+func TestSavepointUnsupported(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		r := txnmongo.New(e.client)
+		called := false
+		var spErr error
+		err := r.Run(e.ctx(t), func(ctx context.Context, _ *mongo.Session) error {
+			if _, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
+				return err
+			}
+			spErr = txn.Savepoint(ctx, func(context.Context) error {
+				called = true
+				return nil
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if !errors.Is(spErr, txn.ErrSavepointUnsupported) || called {
+			t.Fatalf("Savepoint = %v, called %v; want ErrSavepointUnsupported without a call", spErr, called)
+		}
+		if docs := e.find(t, "c", bson.M{}); len(docs) != 1 {
+			t.Fatalf("documents = %v", docs)
+		}
+	})
+}
+
+// TestTxOptions: the defaults (primary, majority) override the client's,
+// Runner options add to them, per-call options replace the Runner's, and
+// the options reach the server.
+func TestTxOptions(t *testing.T) {
+	// run runs a find and an insert on client's collection and returns
+	// the commands of the Run's session.
+	run := func(t *testing.T, e *env, client *mongo.Client, r *txnmongo.Runner, opts ...txn.Option) ([]cmd, error) {
+		t.Helper()
+		e.resetCommands()
+		coll := client.Database(e.db).Collection("c")
+		var lsid string
+		err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+			lsid = sessionID(sess)
+			if err := coll.FindOne(ctx, bson.M{}).Err(); err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+				return err
+			}
+			_, err := coll.InsertOne(ctx, bson.M{})
+			return err
+		}, opts...)
+		return e.commands(lsid), err
+	}
+	readLevel := func(c cmd) string {
+		s, _ := c.Body.Lookup("readConcern", "level").StringValueOK()
+		return s
+	}
+	writeW := func(c cmd) any {
+		v := c.Body.Lookup("writeConcern", "w")
+		if s, ok := v.StringValueOK(); ok {
+			return s
+		}
+		if n, ok := v.AsInt64OK(); ok {
+			return n
+		}
+		return nil
+	}
+	eachServer(t, func(t *testing.T, e *env) {
+		t.Run("defaults override the client's", func(t *testing.T) {
+			// Without the default, the client's read preference would
+			// make the driver refuse the find ("read preference in a
+			// transaction must be primary") and its w:1 would reach the
+			// commit.
+			client := e.newClient(t, options.Client().
+				SetReadPreference(readpref.PrimaryPreferred()).
+				SetWriteConcern(writeconcern.W1()))
+			cmds, err := run(t, e, client, txnmongo.New(client))
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := summary(cmds); len(got) != 3 || cmds[2].Name != "commitTransaction" {
+				t.Fatalf("commands = %q", got)
+			}
+			if w := writeW(cmds[2]); w != "majority" {
+				t.Fatalf("commit write concern w = %v, want majority", w)
+			}
+		})
+		t.Run("Runner options", func(t *testing.T) {
+			r := txnmongo.New(e.client, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
+			cmds, err := run(t, e, e.client, r)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if lvl := readLevel(cmds[0]); lvl != "snapshot" {
+				t.Fatalf("read concern = %q, want snapshot", lvl)
+			}
+			if w := writeW(cmds[2]); w != "majority" {
+				t.Fatalf("commit write concern w = %v, want the default majority", w)
+			}
+		})
+		t.Run("per call replaces the Runner's", func(t *testing.T) {
+			r := txnmongo.New(e.client, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
+			cmds, err := run(t, e, e.client, r, txnmongo.TxOptions(options.Transaction().
+				SetReadConcern(readconcern.Majority()).SetWriteConcern(writeconcern.W1())))
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if lvl := readLevel(cmds[0]); lvl != "majority" {
+				t.Fatalf("read concern = %q, want majority", lvl)
+			}
+			if w := writeW(cmds[2]); w != int64(1) {
+				t.Fatalf("commit write concern w = %v, want 1", w)
+			}
+		})
+		t.Run("per call read preference", func(t *testing.T) {
+			// The driver refuses reads with a non-primary read preference
+			// in a transaction, before sending them.
+			rec := &recorder{}
+			r := txnmongo.New(e.client, txn.WithObserver(rec))
+			cmds, err := run(t, e, e.client, r, txnmongo.TxOptions(options.Transaction().SetReadPreference(readpref.PrimaryPreferred())))
+			if err == nil || !strings.Contains(err.Error(), "read preference in a transaction must be primary") || len(rec.attempts) != 1 {
+				t.Fatalf("Run = %v after %d attempts, want the driver's refusal of the read preference, not retried", err, len(rec.attempts))
+			}
+			// The refused find never reached the server; the driver had
+			// already counted the transaction as started, so the
+			// Runner's rollback sends abortTransaction.
+			if got := summary(cmds); !slices.Equal(got, []string{"abortTransaction#1"}) {
+				t.Fatalf("commands = %q, want only the abort", got)
+			}
+		})
+		t.Run("foreign begin options", func(t *testing.T) {
+			r := txnmongo.New(e.client)
+			called := false
+			err := r.Run(e.ctx(t), func(context.Context, *mongo.Session) error {
+				called = true
+				return nil
+			}, txn.WithBeginOptions(42))
+			if !errors.Is(err, txn.ErrBadOption) || called {
+				t.Fatalf("Run = %v, called %v; want ErrBadOption before fn", err, called)
+			}
+		})
+	})
+}
+
+// TestFnFinishesTransaction: fn must not commit, abort or end the
+// session; Run reports it with ErrFnFinishedTx and does not retry.
+func TestFnFinishesTransaction(t *testing.T) {
+	cases := map[string]func(ctx context.Context, sess *mongo.Session) error{
+		"commit": func(ctx context.Context, sess *mongo.Session) error { return sess.CommitTransaction(ctx) },
+		"abort":  func(ctx context.Context, sess *mongo.Session) error { return sess.AbortTransaction(ctx) },
+		"end session": func(ctx context.Context, sess *mongo.Session) error {
+			sess.EndSession(ctx)
+			return nil
+		},
+	}
+	for name, finish := range cases {
+		t.Run(name, func(t *testing.T) {
+			eachServer(t, func(t *testing.T, e *env) {
+				r := txnmongo.New(e.client)
+				calls := 0
+				err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+					calls++
+					if _, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
+						return err
+					}
+					return finish(ctx, sess)
+				})
+				if !errors.Is(err, txn.ErrFnFinishedTx) || calls != 1 {
+					t.Fatalf("Run = %v after %d calls, want ErrFnFinishedTx after 1", err, calls)
+				}
+				if n := e.client.NumberSessionsInProgress(); n != 0 {
+					t.Fatalf("%d sessions in progress after Run", n)
+				}
+			})
+		})
+	}
+}
+
+// TestAbortSurvivesCallerCancellation: fn fails after the caller's context
+// was cancelled; abortTransaction is still sent, on a context the
+// cancellation does not reach, and succeeds.
+func TestAbortSurvivesCallerCancellation(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		r := txnmongo.New(e.client)
+		ctx, cancel := context.WithCancel(e.ctx(t))
+		defer cancel()
+		boom := errors.New("fn failed")
+		var lsid string
+		err := r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+			lsid = sessionID(sess)
+			if _, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
+				return err
+			}
+			cancel()
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("Run = %v, want fn's error", err)
+		}
+		cmds := checkCommands(t, e, lsid, "insert#1 start", "abortTransaction#1")
+		if cmds[1].Failed {
+			t.Fatalf("abortTransaction failed: %+v", cmds[1])
+		}
+		if e.srv != nil && e.srv.OpenTransactions() != 0 {
+			t.Fatal("transaction left open")
+		}
+		if docs := e.find(t, "c", bson.M{}); len(docs) != 0 {
+			t.Fatalf("documents = %v", docs)
+		}
+	})
+}
+
+// TestSessionPerRun: each outermost Run holds one session for all its
+// attempts (a nested Run adds none) and ends it whatever the outcome:
+// success, a permanent error, retries exhausted, a panic.
+func TestSessionPerRun(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		r := txnmongo.New(e.client, txn.MaxAttempts(2), txn.WithClock(newClock()))
+		inUse := func(t *testing.T) {
+			t.Helper()
+			if n := e.client.NumberSessionsInProgress(); n != 1 {
+				t.Fatalf("%d sessions in progress inside fn, want 1", n)
+			}
+		}
+		ended := func(t *testing.T, what string) {
+			t.Helper()
+			if n := e.client.NumberSessionsInProgress(); n != 0 {
+				t.Fatalf("after %s: %d sessions in progress, want 0", what, n)
+			}
+		}
+		ctx := e.ctx(t)
+		err := r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+			inUse(t)
+			return r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+				inUse(t)
+				_, err := e.coll("c").InsertOne(ctx, bson.M{})
+				return err
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended(t, "success")
+
+		_ = r.Run(ctx, func(context.Context, *mongo.Session) error { return errors.New("permanent") })
+		ended(t, "a permanent error")
+
+		var ids []string
+		err = r.Run(ctx, func(_ context.Context, sess *mongo.Session) error {
+			ids = append(ids, sessionID(sess))
+			return txn.Retry(errors.New("again"))
+		})
+		if !errors.Is(err, txn.ErrAttemptsExhausted) || len(ids) != 2 || ids[0] != ids[1] {
+			t.Fatalf("Run = %v with sessions %v, want two attempts on one session", err, ids)
+		}
+		ended(t, "retries exhausted")
+
+		func() {
+			defer func() {
+				if p := recover(); p != "boom" {
+					t.Fatalf("recovered %v, want the panic of fn", p)
+				}
+			}()
+			_ = r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+				if _, err := e.coll("c").InsertOne(ctx, bson.M{}); err != nil {
+					return err
+				}
+				panic("boom")
+			})
+		}()
+		ended(t, "a panic")
+		if e.srv != nil && e.srv.OpenTransactions() != 0 {
+			t.Fatal("the panicking Run left its transaction open")
+		}
+	})
+}
+
+// TestCommitIgnoresDeadline: under a context with a deadline the driver
+// alone would re-send a failing commit until the deadline (see
+// mongotest's TestDriverRetriesCommitUntilDeadline), hiding it from the
+// Runner. Commit removes the deadline, so the driver retries once and the
+// Runner's own commit retry is observed; Run still stops at the deadline.
+func TestCommitIgnoresDeadline(t *testing.T) {
+	t.Run("driver retries once", func(t *testing.T) {
+		eachServer(t, func(t *testing.T, e *env) {
+			e.failPoint(t, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 3, CloseConnection: true})
+			rec := &recorder{}
+			r := txnmongo.New(e.client, txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)))
+			ctx, cancel := context.WithTimeout(e.ctx(t), waitLimit)
+			defer cancel()
+			var lsid string
+			err := r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+				lsid = sessionID(sess)
+				_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
+				return err
+			})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := rec.retryClasses(); len(got) != 1 || got[0] != txn.ClassCommitRetryable {
+				t.Fatalf("Runner retries = %v, want one commit retry", got)
+			}
+			checkCommands(t, e, lsid, "insert#1 start",
+				"commitTransaction#1", "commitTransaction#1", // the driver: the commit and its retry
+				"commitTransaction#1", "commitTransaction#1") // the Runner's retry, and the driver's
+		})
+	})
+	t.Run("deadline still ends the commit", func(t *testing.T) {
+		eachServer(t, func(t *testing.T, e *env) {
+			e.failPoint(t, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, BlockTime: 2 * time.Second})
+			r := txnmongo.New(e.client)
+			ctx, cancel := context.WithTimeout(e.ctx(t), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			err := r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+				_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
+				return err
+			})
+			if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, txn.ErrCommitUnknown) {
+				t.Fatalf("Run = %v, want the deadline with an unknown commit outcome", err)
+			}
+			if d := time.Since(start); d >= 1500*time.Millisecond {
+				t.Fatalf("Run returned after %v, when the blocked commit ended, not at the deadline", d)
+			}
+		})
+	})
+}
+
+// TestOnCommitRunsOnceAfterRetries: callbacks registered by attempts that
+// lost a conflict never run; the committed attempt's run once.
+func TestOnCommitRunsOnceAfterRetries(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		e.failPoint(t, mongotest.FailPoint{
+			Commands: []string{"insert"}, Times: 2,
+			ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
+		})
+		r := txnmongo.New(e.client, txn.WithClock(newClock()))
+		var ran []int
+		attempt := 0
+		err := r.Run(e.ctx(t), func(ctx context.Context, _ *mongo.Session) error {
+			attempt++
+			n := attempt
+			if err := txn.OnCommit(ctx, func() { ran = append(ran, n) }); err != nil {
+				return err
+			}
+			_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if len(ran) != 1 || ran[0] != 3 {
+			t.Fatalf("callbacks of attempts %v ran, want only attempt 3", ran)
+		}
+	})
+}
+
+// TestNilClient: a nil client yields a Runner that reports ErrNilRunner.
+func TestNilClient(t *testing.T) {
+	r := txnmongo.New(nil)
+	if err := r.Err(); !errors.Is(err, txn.ErrNilRunner) {
+		t.Fatalf("Err = %v", err)
+	}
+	err := r.Run(context.Background(), func(context.Context, *mongo.Session) error { return nil })
+	if !errors.Is(err, txn.ErrNilRunner) {
+		t.Fatalf("Run = %v", err)
+	}
+}
