@@ -68,7 +68,7 @@ func backendNames() []string {
 
 // isolationNames returns the values --isolation accepts.
 func isolationNames() []string {
-	return []string{"default", "read-committed", "repeatable-read", "serializable"}
+	return []string{"default", "read-committed", "repeatable-read", "serializable", "snapshot"}
 }
 
 // validPrefix reports whether p is txnbench_ followed by lower-case
@@ -97,12 +97,12 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.SetOutput(io.Discard)
 	var policy string
 	fs.StringVar(&c.backend, "backend", defaultBackend, "database: "+strings.Join(backendNames(), ", "))
-	fs.StringVar(&c.dsn, "dsn", "", "data source name (default: $TXN_PG_DSN or "+defaultPostgresDSN+" for postgres,\n$TXN_MYSQL_DSN or "+defaultMySQLDSN+" for mysql,\na new file in a temporary directory for sqlite)")
+	fs.StringVar(&c.dsn, "dsn", "", "data source name (default: $TXN_PG_DSN or "+defaultPostgresDSN+" for postgres,\n$TXN_MYSQL_DSN or "+defaultMySQLDSN+" for mysql,\n$TXN_MONGODB_URI or "+defaultMongoURI+" for mongodb,\na new file in a temporary directory for sqlite)")
 	fs.IntVar(&c.workers, "workers", defaultWorkers, "concurrent workers, each running one transfer at a time")
 	fs.IntVar(&c.conns, "conns", 0, "database connections in the pool (0: one per worker)")
 	fs.IntVar(&c.accounts, "accounts", defaultAccounts, "number of accounts; fewer accounts make hotter rows (at least 2)")
 	fs.DurationVar(&c.duration, "duration", defaultDuration, "measured time of each configuration (with --compare, of each policy and of the baseline)")
-	fs.StringVar(&c.isolation, "isolation", defaultIsolation, "isolation level: default (the server's own), read-committed, repeatable-read or serializable\n(SQLite is always serializable)")
+	fs.StringVar(&c.isolation, "isolation", defaultIsolation, "isolation level: default (the server's own), read-committed, repeatable-read or serializable;\nSQLite is always serializable; MongoDB takes default or snapshot (read concern), and snapshot is its default")
 	fs.StringVar(&c.lockOrder, "lock-order", defaultLockOrder, "order a transfer touches its two accounts: sorted (by id) or random (makes deadlocks)")
 	fs.StringVar(&policy, "policy", "", "retry policy, or a comma-separated list with --compare: "+strings.Join(policyNames(), ", ")+"\n(default "+defaultPolicy+"; with --compare, all of them)")
 	fs.BoolVar(&c.compare, "compare", false, "run several policies and a one-worker serial baseline, interleaved in rounds,\nand report each policy's goodput as a ratio to the baseline")
@@ -174,10 +174,18 @@ func (c *config) check(set map[string]bool) error {
 	if c.duration <= 0 {
 		bad("--duration %v: want a positive duration such as 5s", c.duration)
 	}
-	if !slices.Contains(isolationNames(), c.isolation) {
+	if c.backend == backendMongoDB && !set["isolation"] {
+		c.isolation = "snapshot"
+	}
+	switch {
+	case !slices.Contains(isolationNames(), c.isolation):
 		bad("--isolation %q: want one of %s", c.isolation, strings.Join(isolationNames(), ", "))
-	} else if c.backend == backendSQLite && c.isolation != "serializable" && c.isolation != "default" {
+	case c.backend != backendMongoDB && c.isolation == "snapshot":
+		bad("--isolation snapshot: only for --backend mongodb")
+	case c.backend == backendSQLite && c.isolation != "serializable" && c.isolation != "default":
 		bad("--isolation %q: SQLite transactions are always serializable; use serializable or default", c.isolation)
+	case c.backend == backendMongoDB && c.isolation != "snapshot" && c.isolation != "default":
+		bad("--isolation %q: MongoDB transactions take default or snapshot (their read concern)", c.isolation)
 	}
 	if c.lockOrder != "sorted" && c.lockOrder != "random" {
 		bad("--lock-order %q: want sorted or random", c.lockOrder)

@@ -1,5 +1,5 @@
 // Command txnbench is txn's contention workbench: it runs a bank-transfer
-// workload through txn on SQLite, PostgreSQL or MySQL/MariaDB and reports
+// workload through txn on SQLite, PostgreSQL, MySQL/MariaDB or MongoDB and reports
 // goodput, attempts per commit, latency percentiles and an invariant check
 // (no money created or lost, one ledger row per reported commit).
 //
