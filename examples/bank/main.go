@@ -114,6 +114,7 @@ type retryCounter struct {
 	n atomic.Int64
 }
 
+// RetryScheduled counts one retry.
 func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add(1) }
 
 // options are the command line.

@@ -46,6 +46,7 @@ type broker struct {
 	published []event
 }
 
+// Publish sends e to the consumers.
 func (b *broker) Publish(e event) {
 	b.mu.Lock()
 	b.published = append(b.published, e)
@@ -59,6 +60,8 @@ type flakyPayments struct{ calls int }
 // errPaymentTimeout is a transient failure: worth retrying the transaction.
 var errPaymentTimeout = errors.New("payment service timed out")
 
+// Authorize asks the payment service to approve the order; the first call
+// fails with errPaymentTimeout.
 func (p *flakyPayments) Authorize(customer string, qty int) error {
 	p.calls++
 	if p.calls == 1 {
