@@ -7,9 +7,12 @@
 //	go run ./examples/bank --backend postgres --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //	go run ./examples/bank --backend mysql --dsn 'root@tcp(127.0.0.1:3306)/test'
 //
-// All three go through database/sql, so the transfer code is written once;
-// only the Runner's constructor differs (txnsqlite.New, txnmysql.New, and
-// txnsql.New with txnpgx.Classify for pgx's database/sql driver).
+//	go run ./examples/bank --backend mongodb --dsn 'mongodb://127.0.0.1:27017/?replicaSet=rs0'
+//
+// The three SQL databases go through database/sql, so their transfer code is
+// written once (sqlBank); only the Runner's constructor differs
+// (txnsqlite.New, txnmysql.New, and txnsql.New with txnpgx.Classify for
+// pgx's database/sql driver). MongoDB has its own (mongoBank, in mongo.go).
 package main
 
 import (
@@ -48,8 +51,19 @@ func main() {
 // makes sure it is never retried.
 var ErrInsufficientFunds = errors.New("insufficient funds")
 
-// bank is the application: a Runner and the statements of one dialect.
-type bank struct {
+// bank is what the example needs of a database.
+type bank interface {
+	// Setup drops and creates the accounts, each holding 1000.
+	Setup(ctx context.Context, accounts int) error
+	// Transfer moves amount from account from to account to.
+	Transfer(ctx context.Context, from, to, amount int64) error
+	// Total returns the sum of all balances.
+	Total(ctx context.Context) (int64, error)
+}
+
+// sqlBank is the bank of the SQL databases: a Runner and the statements of
+// one dialect.
+type sqlBank struct {
 	db       *sql.DB
 	r        *txn.Runner[*sql.Tx]
 	table    string
@@ -58,7 +72,7 @@ type bank struct {
 
 // q adapts a statement written with ? placeholders and %s for the table
 // name to the database.
-func (b *bank) q(stmt string) string {
+func (b *sqlBank) q(stmt string) string {
 	stmt = fmt.Sprintf(stmt, b.table)
 	if !b.dollarPH {
 		return stmt
@@ -80,7 +94,7 @@ func (b *bank) q(stmt string) string {
 // copy: everything inside fn may run more than once, each time in a fresh
 // transaction, so it only talks to the database through tx and keeps no
 // state outside it.
-func (b *bank) Transfer(ctx context.Context, from, to, amount int64) error {
+func (b *sqlBank) Transfer(ctx context.Context, from, to, amount int64) error {
 	return b.r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var balance int64
 		if err := tx.QueryRowContext(ctx, b.q(`SELECT balance FROM %s WHERE id = ?`), from).Scan(&balance); err != nil {
@@ -100,7 +114,7 @@ func (b *bank) Transfer(ctx context.Context, from, to, amount int64) error {
 }
 
 // Total returns the sum of all balances, in a transaction of its own.
-func (b *bank) Total(ctx context.Context) (int64, error) {
+func (b *sqlBank) Total(ctx context.Context) (int64, error) {
 	return txn.Do(ctx, b.r, func(ctx context.Context, tx *sql.Tx) (int64, error) {
 		var total int64
 		err := tx.QueryRowContext(ctx, b.q(`SELECT COALESCE(SUM(balance), 0) FROM %s`)).Scan(&total)
@@ -117,18 +131,18 @@ type retryCounter struct {
 // RetryScheduled counts one retry.
 func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add(1) }
 
-// options are the command line.
-type options struct {
+// config is the command line.
+type config struct {
 	backend, dsn, table         string
 	accounts, workers, transfer int
 }
 
-func parse(args []string) (options, error) {
-	var o options
+func parse(args []string) (config, error) {
+	var o config
 	fs := flag.NewFlagSet("bank", flag.ContinueOnError)
-	fs.StringVar(&o.backend, "backend", "sqlite", "sqlite, postgres or mysql")
+	fs.StringVar(&o.backend, "backend", "sqlite", "sqlite, postgres, mysql or mongodb")
 	fs.StringVar(&o.dsn, "dsn", "", "data source name (default: a temporary SQLite file, or the local test server)")
-	fs.StringVar(&o.table, "table", "txn_example_accounts", "name of the accounts table (dropped and created)")
+	fs.StringVar(&o.table, "table", "txn_example_accounts", "name of the accounts table or collection (dropped and created)")
 	fs.IntVar(&o.accounts, "accounts", 5, "number of accounts")
 	fs.IntVar(&o.workers, "workers", 8, "goroutines making transfers at once")
 	fs.IntVar(&o.transfer, "transfers", 50, "transfers per goroutine")
@@ -151,9 +165,12 @@ func parse(args []string) (options, error) {
 
 // open connects to the database and builds the Runner for it. The returned
 // function closes the database and removes a temporary SQLite directory.
-func open(o options, retries txn.Observer) (*bank, func(), error) {
+func open(o config, retries txn.Observer) (bank, func(), error) {
 	opts := []txn.Option{txn.MaxAttempts(20), txn.WithObserver(retries)}
-	b := &bank{table: o.table}
+	if o.backend == "mongodb" {
+		return openMongo(o, opts)
+	}
+	b := &sqlBank{table: o.table}
 	cleanup := func() {}
 	var err error
 	switch o.backend {
@@ -186,7 +203,7 @@ func open(o options, retries txn.Observer) (*bank, func(), error) {
 		opts = append(opts, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 		b.r = txnmysql.New(b.db, opts...)
 	default:
-		err = fmt.Errorf("--backend %q: want sqlite, postgres or mysql", o.backend)
+		err = fmt.Errorf("--backend %q: want sqlite, postgres, mysql or mongodb", o.backend)
 	}
 	if err != nil {
 		cleanup()
@@ -205,8 +222,8 @@ func orDefault(v, env, def string) string {
 	return def
 }
 
-// setup drops and creates the accounts table, every account holding 1000.
-func (b *bank) setup(ctx context.Context, accounts int) error {
+// Setup drops and creates the accounts table, every account holding 1000.
+func (b *sqlBank) Setup(ctx context.Context, accounts int) error {
 	if _, err := b.db.ExecContext(ctx, b.q(`DROP TABLE IF EXISTS %s`)); err != nil {
 		return err
 	}
@@ -234,7 +251,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer closeDB()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := b.setup(ctx, o.accounts); err != nil {
+	if err := b.Setup(ctx, o.accounts); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
 

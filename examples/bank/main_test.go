@@ -69,3 +69,20 @@ func TestServers(t *testing.T) {
 		})
 	}
 }
+
+// TestMongo runs the example on the replica set TXN_MONGODB_URI names. No
+// MongoDB server can be installed on the development machines, so it is
+// skipped without the variable, even with TXN_REQUIRE_DBS=1.
+func TestMongo(t *testing.T) {
+	if os.Getenv("TXN_MONGODB_URI") == "" {
+		t.Skip("TXN_MONGODB_URI not set: no MongoDB replica set to run on")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	table := "txn_example_test_" + hex.EncodeToString(b)
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"--backend", "mongodb", "--table", table,
+		"--workers", "4", "--transfers", "20", "--accounts", "2"}, &out))
+	assert.Contains(t, out.String(), "mongodb: 80 transfers committed")
+	assert.Contains(t, out.String(), "no money created or lost")
+}
