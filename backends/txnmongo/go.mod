@@ -1,6 +1,6 @@
 module github.com/txnkit/txn/backends/txnmongo
 
-go 1.24
+go 1.24.0
 
 require github.com/txnkit/txn v0.0.0
 
