@@ -301,6 +301,40 @@ func TestAbortSurvivesCallerCancellation(t *testing.T) {
 	})
 }
 
+// TestCommitAfterCancellation: the caller's context ends after fn
+// succeeded but before the commit was sent. Nothing is committed: the
+// transaction is aborted at once rather than left to hold its locks on the
+// server, and Run returns the context's error, not an unknown outcome.
+func TestCommitAfterCancellation(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		r := txnmongo.New(e.client)
+		ctx, cancel := context.WithCancel(e.ctx(t))
+		defer cancel()
+		var lsid string
+		err := r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+			lsid = sessionID(sess)
+			if _, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
+				return err
+			}
+			cancel()
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || errors.Is(err, txn.ErrCommitUnknown) {
+			t.Fatalf("Run = %v, want context.Canceled with a known outcome", err)
+		}
+		cmds := checkCommands(t, e, lsid, "insert#1 start", "abortTransaction#1")
+		if cmds[1].Failed {
+			t.Fatalf("abortTransaction failed: %+v", cmds[1])
+		}
+		if e.srv != nil && e.srv.OpenTransactions() != 0 {
+			t.Fatal("transaction left open")
+		}
+		if docs := e.find(t, "c", bson.M{}); len(docs) != 0 {
+			t.Fatalf("documents = %v", docs)
+		}
+	})
+}
+
 // TestSessionPerRun: each outermost Run holds one session for all its
 // attempts (a nested Run adds none) and ends it whatever the outcome:
 // success, a permanent error, retries exhausted, a panic.

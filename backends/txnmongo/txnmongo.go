@@ -186,9 +186,11 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 
 // Commit sends commitTransaction, or sends it again after a
 // commit-retryable failure. It returns an error wrapping txn.ErrTxDone when
-// fn committed, aborted or ended the session itself. The command runs
-// without the context's deadline (see the package documentation) but is
-// still cancelled when the context ends.
+// fn committed, aborted or ended the session itself, and, when the context
+// ended before the first commit was sent, aborts the transaction and
+// returns an error wrapping the context's cause. The command runs without
+// the context's deadline (see the package documentation) but is still
+// cancelled when the context ends.
 func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	st, err := stateOf(ctx)
 	if err != nil {
@@ -196,6 +198,16 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	}
 	if !st.committing && !sess.TransactionRunning() {
 		return fmt.Errorf("%w: the session's transaction was committed or aborted inside fn", txn.ErrTxDone)
+	}
+	if !st.committing && ctx.Err() != nil {
+		// The driver would not send the commit; abort now, on a context
+		// the cancellation does not reach, so that the server releases
+		// the transaction's locks instead of holding them until
+		// transactionLifetimeLimitSeconds. Nothing was committed.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+		_ = sess.AbortTransaction(actx)
+		cancel()
+		return fmt.Errorf("txnmongo: commit not sent, transaction aborted: %w", context.Cause(ctx))
 	}
 	st.committing = true
 	cctx, cancel := withoutDeadline(ctx)
