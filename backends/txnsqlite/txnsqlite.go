@@ -58,8 +58,8 @@
 // SQLITE_BUSY at once, again without honouring busy_timeout.
 //
 // Run retries both cases correctly, but under contention a read-modify-write
-// transaction that begins DEFERRED spends much of its time failing and
-// retrying. BEGIN IMMEDIATE takes the write lock at BEGIN, where
+// transaction that begins DEFERRED keeps failing at its first write and
+// running fn again. BEGIN IMMEDIATE takes the write lock at BEGIN, where
 // busy_timeout applies, so transactions that write simply queue for the lock
 // and never fail on the upgrade. modernc.org/sqlite does this for every
 // transaction that is not read-only when the DSN carries _txlock=immediate;
