@@ -31,7 +31,7 @@ const (
 //	  ... with code 50 MaxTimeMSExpired                    ambiguous: Run returns txn.ErrCommitUnknown
 //	  ... with code 50 and TransientTransactionError       retryable
 //	label TransientTransactionError                        retryable: abort, run fn in a new transaction
-//	code 388 TransactionTooLargeForCache, even if labelled permanent
+//	code 388 TransactionTooLargeForCache, labelled or not  permanent
 //	label NetworkError without the two labels above        connection lost
 //	anything else (11000 DuplicateKey, unlabelled codes)   permanent
 //

@@ -18,7 +18,10 @@
 // returns, whatever the outcome; every attempt is a new transaction on that
 // session. fn receives a context bound to the session
 // (mongo.NewSessionContext): every operation given that context is part of
-// the transaction, and an operation given another context is not.
+// the transaction, and an operation given another context is not. fn must
+// return the errors of its operations: a failed operation makes the server
+// abort the transaction, and a fn that drops the error sees its commit fail
+// with NoSuchTransaction and runs again, up to the Runner's attempt limit.
 //
 // The Runner drives StartTransaction, CommitTransaction and
 // AbortTransaction itself instead of calling Session.WithTransaction, so
@@ -35,7 +38,7 @@
 //
 // The driver retries a commitTransaction that failed with a retryable
 // error itself: once, or, when the context has a deadline, until the
-// deadline. Commit therefore sends commitTransaction under a context that
+// deadline. txnmongo therefore sends commitTransaction under a context that
 // keeps the caller's values and cancellation but not its deadline, so the
 // driver retries once and further commit retries are the Runner's, visible
 // to its observers and bounded by its limits; Run still stops at the
