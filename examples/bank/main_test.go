@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestSQLite(t *testing.T) {
@@ -45,7 +47,7 @@ func TestServers(t *testing.T) {
 			dsn := orDefault("", c.env, c.def)
 			db, err := sql.Open(c.driver, dsn)
 			require.NoError(t, err)
-			defer db.Close()
+			t.Cleanup(func() { _ = db.Close() }) // after the DROP below: cleanups run last-in, first-out
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := db.PingContext(ctx); err != nil {
@@ -58,7 +60,10 @@ func TestServers(t *testing.T) {
 			b := make([]byte, 4)
 			_, _ = rand.Read(b)
 			table := "txn_example_test_" + hex.EncodeToString(b)
-			t.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + table) })
+			t.Cleanup(func() {
+				_, err := db.Exec("DROP TABLE IF EXISTS " + table)
+				assert.NoError(t, err)
+			})
 
 			var out bytes.Buffer
 			require.NoError(t, run(context.Background(), []string{"--backend", c.backend, "--table", table,
@@ -80,6 +85,12 @@ func TestMongo(t *testing.T) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	table := "txn_example_test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		client, err := mongo.Connect(mongooptions.Client().ApplyURI(os.Getenv("TXN_MONGODB_URI")))
+		require.NoError(t, err)
+		defer client.Disconnect(context.Background())
+		assert.NoError(t, client.Database("test").Collection(table).Drop(context.Background()))
+	})
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"--backend", "mongodb", "--table", table,
 		"--workers", "4", "--transfers", "20", "--accounts", "2"}, &out))
