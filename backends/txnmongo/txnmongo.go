@@ -162,8 +162,6 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 	case nil:
 	case txOptions:
 		list = append(list, v...)
-	case *options.TransactionOptionsBuilder:
-		list = append(list, v)
 	case options.Lister[options.TransactionOptions]:
 		list = append(list, v)
 	default:
