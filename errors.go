@@ -25,7 +25,9 @@ const (
 	ClassCommitRetryable
 	// ClassAmbiguous errors mean the commit may or may not have happened. Run
 	// never runs fn again for them unless the call was declared Idempotent;
-	// it returns an error that matches ErrCommitUnknown.
+	// it returns an error that matches ErrCommitUnknown. Seen before the
+	// commit was sent (a statement of unknown outcome), the error is
+	// retryable: the transaction is rolled back with whatever it did.
 	ClassAmbiguous
 	// ClassConnLost errors mean the connection failed and the server may or
 	// may not have seen the last request. Before the commit was sent this is

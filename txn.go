@@ -311,6 +311,12 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		r.rollback(ctx, cfg, tx)
 		return nil, err, r.beforeCommit(err), nil
 	}
+	if cerr := ctx.Err(); cerr != nil {
+		// The caller has gone: do not commit work it can no longer learn
+		// the outcome of.
+		r.rollback(ctx, cfg, tx)
+		return nil, fmt.Errorf("txn: context done before commit: %w", cerr), ClassPermanent, nil
+	}
 	for commits := 1; ; commits++ {
 		err = r.backend.Commit(ctx, tx)
 		if err == nil {
@@ -325,7 +331,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 			return nil, err, ClassAmbiguous, nil
 		case ClassCommitRetryable:
 			if cfg.maxAttempts > 0 && commits >= cfg.maxAttempts {
-				return nil, err, cls, ErrAttemptsExhausted
+				return nil, err, cls, errCommitAttempts
 			}
 			if reason := r.backoff(ctx, st, cls, err); reason != nil {
 				return nil, err, cls, reason
@@ -337,10 +343,11 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 }
 
 // beforeCommit classifies an error seen before COMMIT was sent, where
-// nothing can have been committed.
+// nothing can have been committed: whatever may or may not have happened to
+// a statement is undone with the transaction.
 func (r *Runner[T]) beforeCommit(err error) Class {
 	switch c := r.classify(err); c {
-	case ClassConnLost, ClassCommitRetryable:
+	case ClassConnLost, ClassCommitRetryable, ClassAmbiguous:
 		return ClassRetryable
 	default:
 		return c
@@ -425,6 +432,10 @@ func (st *runState) firstKey() string {
 	}
 	return st.keys[0]
 }
+
+// errCommitAttempts is the reason Run gives when a commit-retryable commit
+// kept failing until the attempt limit.
+var errCommitAttempts = fmt.Errorf("%w for the commit", ErrAttemptsExhausted)
 
 // errPanicked stands for the outcome of an attempt whose fn panicked.
 var errPanicked = errors.New("txn: fn panicked")

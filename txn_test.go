@@ -193,6 +193,28 @@ func TestSemantic03CommitRetriesBoundedAndUnknown(t *testing.T) {
 	assert.ErrorIs(t, err, txn.ErrCommitUnknown)
 	assert.ErrorIs(t, err, txn.ErrAttemptsExhausted)
 	assert.ErrorIs(t, err, errCommitRe)
+	assert.Contains(t, err.Error(), "attempt limit reached for the commit (commit outcome unknown)")
+}
+
+func TestSemantic03AmbiguousBeforeCommitIsRetried(t *testing.T) {
+	db, _, r := setup(t, false)
+	calls := 0
+	require.NoError(t, r.Run(context.Background(), failing(&calls, "k", errAmbig)))
+	assert.Equal(t, 2, calls, "a statement of unknown outcome is undone with its transaction")
+	assert.Equal(t, 1, db.Committed("k"))
+}
+
+func TestSemantic02NoCommitAfterContextEnds(t *testing.T) {
+	db, _, r := setup(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+		tx.Write("k")
+		cancel() // the caller goes away while fn finishes its work
+		return nil
+	})
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, 0, db.Committed("k"))
+	assert.Equal(t, []string{"begin 1", "rollback 1"}, db.Log())
 }
 
 func TestSemantic03BeginFailures(t *testing.T) {
