@@ -42,10 +42,6 @@ func TxOptions(o sql.TxOptions) txn.Option {
 type Backend struct {
 	db       *sql.DB
 	classify txn.Classifier
-	// BeginHook, if set, runs right after BEGIN with the
-	// transaction's context (used by SQLite's BEGIN IMMEDIATE emulation and
-	// similar session set-up).
-	BeginHook func(ctx context.Context, tx *sql.Tx, opts *sql.TxOptions) error
 }
 
 // NewBackend returns the Backend over db with classifier classify.
@@ -63,17 +59,7 @@ func (b *Backend) Begin(ctx context.Context, opts any) (*sql.Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	tx, err := b.db.BeginTx(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	if b.BeginHook != nil {
-		if err := b.BeginHook(ctx, tx, o); err != nil {
-			_ = tx.Rollback()
-			return nil, err
-		}
-	}
-	return tx, nil
+	return b.db.BeginTx(ctx, o)
 }
 
 func txOptions(opts any) (*sql.TxOptions, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/txnkit/txn"
@@ -64,7 +65,27 @@ func policyTable() []policy {
 				return []txn.Option{txn.WithBackoff(txn.DecorrelatedJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
 			},
 		},
+		{
+			name: "adaptive",
+			help: "full jitter plus the adaptive concurrency limit (txn.Adaptive)",
+			runner: func(p policyParams) []txn.Option {
+				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0)}
+			},
+		},
+		{
+			name: "keyed",
+			help: "full jitter plus conflict keys naming the two accounts (txn.Keys)",
+			runner: func(p policyParams) []txn.Option {
+				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
+			},
+			perCall: accountKeys,
+		},
 	}
+}
+
+// accountKeys names the two accounts of a transfer as its conflict keys.
+func accountKeys(t transfer) []txn.Option {
+	return []txn.Option{txn.Keys(strconv.FormatInt(t.from, 10), strconv.FormatInt(t.to, 10))}
 }
 
 // policyNames returns the names of policyTable, in order.
