@@ -12,40 +12,38 @@ import (
 // (an attempt sleeping in backoff holds nothing).
 //
 // Adaptive concurrency (Adaptive) caps how many attempts of a Runner execute
-// at once. The cap follows AIMD: every conflict (a retryable error) cuts it
-// to a fraction of the concurrency that produced the conflict, at most once
-// per generation of attempts (an attempt admitted before the last cut cannot
-// cut again, as TCP cuts once per round trip), and every clean commit raises
-// it by 1/limit, about one per limit's worth of commits. AIMD fits because
-// the database gives an explicit, binary congestion signal, the conflict:
-// there is no need to infer congestion from latency as gradient controllers
-// do, and latency here mostly measures lock waits that the conflicts already
-// report. The cap starts wide open and stays there while nothing conflicts,
-// so it costs a mutex round trip per attempt at low contention.
+// at once, with an AIMD controller driven by conflicts (retryable errors).
+// AIMD fits because the database gives an explicit congestion signal, the
+// conflict: there is no need to infer congestion from latency as gradient
+// controllers do, and latency here mostly measures lock waits that the
+// conflicts already report.
 //
-// Plain AIMD probes the level above a conflict again after about limit
-// clean commits. Where every transaction touches the same rows, every such
-// probe fails, and on PostgreSQL a probe that ends in a deadlock costs a
-// whole deadlock_timeout (one second by default). So the increase is slowed
-// by a patience factor: each cut doubles the number of clean commits needed
-// to gain a level (up to maxPatience), and each level that is passed in turn
-// (a second level gained since the last cut) halves it again. Under a
-// steady storm, where the first level above the cut always fails, probes
-// become exponentially rare and the limit sits at the best level; when
-// contention fades, the levels regained bring patience back to one and the
-// limit opens at AIMD's usual pace.
+//   - Increase: every clean commit raises the limit by 1/(limit·patience),
+//     about one level per limit·patience commits.
+//   - Decrease, as in DCTCP: the controller keeps F, a moving average of
+//     the fraction of attempts that conflicted, counting only attempts that
+//     ran beside others (an attempt running alone says nothing about
+//     contention). A conflict cuts the limit to (1 − F/2) times the
+//     concurrency the attempt ran with, at most once per generation of
+//     attempts (an attempt admitted before the last cut cannot cut again, as
+//     TCP cuts once per round trip). When nearly every attempt conflicts
+//     the limit halves; when one in twenty does, it gives up 2.5 %, so the
+//     rare conflicts of a low-contention workload cost next to no
+//     parallelism, which plain AIMD (whose limit settles near √(2/p) for a
+//     conflict rate p) would give away.
+//   - Patience: where every transaction touches the same rows, the level
+//     just above the cut always fails, and on PostgreSQL a probe that ends
+//     in a deadlock costs a whole deadlock_timeout. So a cut made while
+//     most attempts conflict (F > 1/2) multiplies patience by 2F (doubling
+//     it in a storm, up to maxPatience), and each level passed in turn (the
+//     second level gained since the last cut) halves it. Under a steady
+//     storm probes become exponentially rare and the limit sits at the best
+//     level; when contention fades, the levels regained bring patience back
+//     to one. Rare conflicts leave patience alone, or their many small cuts
+//     would slow the increase until the limit decayed.
 //
-// Plain AIMD probes the level above a conflict again after about limit
-// clean commits. Where every transaction touches the same rows, every such
-// probe fails, and on PostgreSQL a probe that ends in a deadlock costs a
-// whole deadlock_timeout (one second by default). So the increase is slowed
-// by a patience factor: each cut doubles the number of clean commits needed
-// to gain a level (up to maxPatience), and each level that is passed in turn
-// (a second level gained since the last cut) halves it again. Under a
-// steady storm, where the first level above the cut always fails, probes
-// become exponentially rare and the limit sits at the best level; when
-// contention fades, the levels regained bring patience back to one and the
-// limit opens at AIMD's usual pace.
+// The limit starts wide open and stays there while nothing conflicts, so
+// at low contention the controller costs a mutex round trip per attempt.
 //
 // Conflict keys (Keys) serialize, inside the process, the attempts that name
 // the same key, while attempts on different keys run in parallel. A
@@ -56,8 +54,8 @@ import (
 // DefaultAdaptiveMax is the adaptive limit's ceiling when Adaptive is given 0.
 const DefaultAdaptiveMax = 1024
 
-// adaptiveDecrease is the multiplicative decrease of the adaptive limit.
-const adaptiveDecrease = 0.5
+// conflictGain is the weight of one attempt in the conflict fraction F.
+const conflictGain = 1.0 / 16
 
 // maxPatience bounds the slowdown of the additive increase.
 const maxPatience = 1024
@@ -188,6 +186,7 @@ type adaptive struct {
 	limit    float64
 	patience float64 // clean commits per level gained, divided by the level
 	gained   int     // levels gained since the last cut
+	conflict float64 // F: moving average of the conflict fraction
 	inflight int
 	epoch    uint64 // incremented at every decrease
 	queue    waitQueue
@@ -256,14 +255,24 @@ func (a *adaptive) release(t ticket, conflict, committed bool) {
 	// on admission and what is in flight now, itself included.
 	seen := max(t.inflight, a.inflight)
 	a.inflight--
+	if seen > 1 && (conflict || committed) {
+		sample := 0.0
+		if conflict {
+			sample = 1
+		}
+		a.conflict += (sample - a.conflict) * conflictGain
+	}
 	switch {
 	case conflict && t.epoch == a.epoch:
-		// Cut relative to the concurrency the attempt actually saw, so that
-		// a limit far above real use does not take many cuts to matter.
+		// Cut relative to the concurrency the attempt actually ran with,
+		// so that a limit far above real use does not take many cuts to
+		// matter, and in proportion to how much is conflicting.
 		base := min(a.limit, float64(seen))
-		a.limit = max(1, base*adaptiveDecrease)
+		a.limit = max(1, base*(1-a.conflict/2))
 		a.epoch++
-		a.patience = min(maxPatience, a.patience*2)
+		if a.conflict > 0.5 {
+			a.patience = min(maxPatience, a.patience*2*a.conflict)
+		}
 		a.gained = 0
 	case committed && a.limit < a.max:
 		level := int(a.limit)
