@@ -21,9 +21,11 @@ import (
 //   - Increase: every clean commit raises the limit by 1/(limit·patience),
 //     about one level per limit·patience commits.
 //   - Decrease, as in DCTCP: the controller keeps F, a moving average of
-//     the fraction of attempts that conflicted, counting only attempts that
-//     ran beside others (an attempt running alone says nothing about
-//     contention). A conflict cuts the limit to (1 − F/2) times the
+//     the share of attempt time spent in attempts that conflicted, counting
+//     only attempts that ran beside others (an attempt running alone says
+//     nothing about contention). Weighing by time matters on PostgreSQL,
+//     where a deadlock is found only after deadlock_timeout (one second by
+//     default): one such attempt outweighs a thousand quick ones. A conflict cuts the limit to (1 − F/2) times the
 //     concurrency the attempt ran with, at most once per generation of
 //     attempts (an attempt admitted before the last cut cannot cut again, as
 //     TCP cuts once per round trip). When nearly every attempt conflicts
@@ -33,9 +35,10 @@ import (
 //     conflict rate p) would give away.
 //   - Patience: where every transaction touches the same rows, the level
 //     just above the cut always fails, and on PostgreSQL a probe that ends
-//     in a deadlock costs a whole deadlock_timeout. So a cut made while
-//     most attempts conflict (F > 1/2) multiplies patience by 2F (doubling
-//     it in a storm, up to maxPatience), and each level passed in turn (the
+//     in a deadlock costs a whole deadlock_timeout. So a cut made while a
+//     large share of the work conflicts (F ≥ 1/4) multiplies patience by
+//     1+F (nearly doubling it in a storm, up to maxPatience), and each
+//     level passed in turn (the
 //     second level gained since the last cut) halves it. Under a steady
 //     storm probes become exponentially rare and the limit sits at the best
 //     level; when contention fades, the levels regained bring patience back
@@ -56,6 +59,10 @@ const DefaultAdaptiveMax = 1024
 
 // conflictGain is the weight of one attempt in the conflict fraction F.
 const conflictGain = 1.0 / 16
+
+// stormConflict is the conflict share F from which a cut also makes the
+// controller more patient.
+const stormConflict = 0.25
 
 // maxPatience bounds the slowdown of the additive increase.
 const maxPatience = 1024
@@ -187,6 +194,7 @@ type adaptive struct {
 	patience float64 // clean commits per level gained, divided by the level
 	gained   int     // levels gained since the last cut
 	conflict float64 // F: moving average of the conflict fraction
+	avgDur   float64 // moving average of attempt durations, in seconds
 	inflight int
 	epoch    uint64 // incremented at every decrease
 	queue    waitQueue
@@ -208,6 +216,7 @@ func (a *adaptive) allowed() int {
 type ticket struct {
 	epoch    uint64
 	inflight int
+	start    time.Time
 }
 
 // acquire admits one attempt, waiting in FIFO order while the limit is
@@ -248,19 +257,30 @@ func (a *adaptive) acquire(ctx context.Context) (t ticket, waited bool, limit, q
 // release returns an attempt's slot and feeds its outcome to the controller:
 // conflict is true for an attempt that failed with a retryable error,
 // committed for one that committed.
-func (a *adaptive) release(t ticket, conflict, committed bool) {
+func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// The concurrency this attempt ran with: the larger of what it found
 	// on admission and what is in flight now, itself included.
 	seen := max(t.inflight, a.inflight)
 	a.inflight--
-	if seen > 1 && (conflict || committed) {
-		sample := 0.0
-		if conflict {
-			sample = 1
+	if conflict || committed {
+		// F weighs each attempt by its duration relative to the average:
+		// it estimates the share of attempt time lost to conflicts, so one
+		// deadlock that waited a second counts for what it cost.
+		d := dur.Seconds()
+		weight := 1.0
+		if a.avgDur > 0 {
+			weight = min(1/conflictGain, d/a.avgDur)
 		}
-		a.conflict += (sample - a.conflict) * conflictGain
+		a.avgDur += (d - a.avgDur) * conflictGain
+		if seen > 1 {
+			sample := 0.0
+			if conflict {
+				sample = 1
+			}
+			a.conflict += (sample - a.conflict) * min(1, weight*conflictGain)
+		}
 	}
 	switch {
 	case conflict && t.epoch == a.epoch:
@@ -270,8 +290,8 @@ func (a *adaptive) release(t ticket, conflict, committed bool) {
 		base := min(a.limit, float64(seen))
 		a.limit = max(1, base*(1-a.conflict/2))
 		a.epoch++
-		if a.conflict > 0.5 {
-			a.patience = min(maxPatience, a.patience*2*a.conflict)
+		if a.conflict >= stormConflict {
+			a.patience = min(maxPatience, a.patience*(1+a.conflict))
 		}
 		a.gained = 0
 	case committed && a.limit < a.max:
@@ -426,6 +446,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 			}
 			return ticket{}, err
 		}
+		t.start = cfg.clock.Now()
 	}
 	if cfg.observer != nil && (keyWait || limitWait) {
 		key := ""
@@ -440,7 +461,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 // release ends an attempt's admission.
 func (r *Runner[T]) release(st *runState, t ticket, cls Class, err error) {
 	if r.adaptive != nil {
-		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil)
+		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil, st.cfg.clock.Now().Sub(t.start))
 	}
 	if len(st.keys) > 0 {
 		r.keys.unlock(st.keys)

@@ -176,49 +176,6 @@ func TestAdaptiveGrowsBackOnCleanCommits(t *testing.T) {
 	assert.Equal(t, 8, r.AdmissionStats().Limit, "capped at max")
 }
 
-func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
-	_, r := admissionRunner(t, txn.Adaptive(8))
-	// A storm: every attempt of a generation conflicts, which drives F up.
-	for g := 0; g < 3; g++ {
-		release := make(chan struct{})
-		n := r.AdmissionStats().Limit // as many as are admitted at once
-		done := inside(t, r, n, release, func() error { return errConflict }, txn.MaxAttempts(1))
-		close(release)
-		done.Wait()
-	}
-	commitsToTwo := func() int {
-		n := 0
-		for r.AdmissionStats().Limit < 2 {
-			require.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
-			n++
-			require.Less(t, n, 100000)
-		}
-		return n
-	}
-	// Every probe of level two fails: each one waits longer than the last,
-	// by the factor 2F.
-	var got []int
-	for i := 0; i < 6; i++ {
-		shrinkToOne(t, r)
-		got = append(got, commitsToTwo())
-	}
-	for i := 1; i < len(got); i++ {
-		assert.Greater(t, got[i], got[i-1], "probe waits %v", got)
-	}
-	assert.GreaterOrEqual(t, got[5], 4*got[0], "probe waits grow geometrically: %v", got)
-
-	// The storm ends: the limit opens again, and passing levels restores
-	// the usual pace.
-	n := 0
-	for r.AdmissionStats().Limit < 8 {
-		require.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
-		n++
-		require.Less(t, n, 100000, "the limit did not open after the storm")
-	}
-	shrinkToOne(t, r)
-	assert.Less(t, commitsToTwo(), got[1], "patience is back near where one cut puts it")
-}
-
 func TestAdaptiveQueueIsFIFO(t *testing.T) {
 	checkNoLeak(t)
 	// A ceiling of one keeps the limit at one, so the order in which fn

@@ -1,0 +1,125 @@
+package txn
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// These tests drive the controller directly, attempt by attempt, so that
+// its arithmetic is checked without goroutine scheduling in the way.
+
+func admitN(t *testing.T, a *adaptive, n int) []ticket {
+	t.Helper()
+	ts := make([]ticket, n)
+	for i := range ts {
+		tk, waited, _, _, err := a.acquire(context.Background())
+		if err != nil || waited {
+			t.Fatalf("attempt %d of %d was not admitted at once (limit %v)", i+1, n, a.limit)
+		}
+		ts[i] = tk
+	}
+	return ts
+}
+
+func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
+	a := newAdaptive(8)
+	ms := time.Millisecond
+	// A storm: everything that runs side by side conflicts.
+	for a.allowed() > 1 {
+		for _, tk := range admitN(t, a, a.allowed()) {
+			a.release(tk, true, false, ms)
+		}
+	}
+	// commitsToTwo counts the clean commits, one at a time, until the limit
+	// admits two attempts; probe then runs two side by side and the second
+	// conflicts, as it always does on the same rows.
+	commitsToTwo := func() int {
+		n := 0
+		for a.allowed() < 2 {
+			a.release(admitN(t, a, 1)[0], false, true, ms)
+			n++
+			if n > 1e6 {
+				t.Fatal("the limit never reached two")
+			}
+		}
+		return n
+	}
+	probe := func() {
+		ts := admitN(t, a, 2)
+		a.release(ts[0], false, true, ms)
+		a.release(ts[1], true, false, ms)
+		if a.allowed() != 1 {
+			t.Fatalf("a failed probe left the limit at %d", a.allowed())
+		}
+	}
+	var got []int
+	for i := 0; i < 6; i++ {
+		got = append(got, commitsToTwo())
+		probe()
+	}
+	for i := 1; i < len(got); i++ {
+		if float64(got[i]) < 1.3*float64(got[i-1]) {
+			t.Fatalf("each failed probe should make the next wait longer, by 1+F: %v", got)
+		}
+	}
+
+	// The storm ends: the limit opens again, and each level passed halves
+	// the patience the storm built up.
+	stormPatience := a.patience
+	n := 0
+	for a.allowed() < 8 {
+		ts := admitN(t, a, a.allowed())
+		for _, tk := range ts {
+			a.release(tk, false, true, ms)
+			n++
+		}
+	}
+	if stormPatience < 50 || a.patience > stormPatience/32 {
+		t.Fatalf("patience %v in the storm, %v after reopening over %d commits", stormPatience, a.patience, n)
+	}
+}
+
+func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
+	a := newAdaptive(64)
+	// Sixteen side by side, quick clean commits of 1ms...
+	for i := 0; i < 8; i++ {
+		for _, tk := range admitN(t, a, 16) {
+			a.release(tk, false, true, time.Millisecond)
+		}
+	}
+	before := a.conflict
+	// ...then one attempt that waited a second for deadlock detection.
+	ts := admitN(t, a, 2)
+	a.release(ts[0], true, false, time.Second)
+	a.release(ts[1], false, true, time.Millisecond)
+	if before != 0 || a.conflict < 0.9 {
+		t.Fatalf("F went from %v to %v; one deadlock should count for the time it cost", before, a.conflict)
+	}
+	if a.patience < 1.8 {
+		t.Fatalf("patience %v: a deadlock should nearly double it", a.patience)
+	}
+}
+
+func TestAdaptiveQuickConflictWeighsLittle(t *testing.T) {
+	a := newAdaptive(64)
+	for i := 0; i < 8; i++ {
+		for _, tk := range admitN(t, a, 16) {
+			a.release(tk, false, true, time.Millisecond)
+		}
+	}
+	ts := admitN(t, a, 16)
+	a.release(ts[0], true, false, time.Millisecond)
+	for _, tk := range ts[1:] {
+		a.release(tk, false, true, time.Millisecond)
+	}
+	if a.conflict > 0.07 {
+		t.Fatalf("F = %v after one quick conflict among many commits", a.conflict)
+	}
+	if a.allowed() < 15 {
+		t.Fatalf("limit %d: one quick conflict among 16 should cost about 3%%", a.allowed())
+	}
+	if a.patience != 1 {
+		t.Fatalf("patience %v: rare conflicts leave it alone", a.patience)
+	}
+}
