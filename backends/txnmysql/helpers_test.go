@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,13 +15,14 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/testdb"
 )
 
 // dsnEnv names the environment variable with the test server's DSN.
-const dsnEnv = "TXN_MYSQL_DSN"
+const dsnEnv = testdb.MySQLEnv
 
 // defaultDSN is the MariaDB of the development machines.
-const defaultDSN = "root@tcp(127.0.0.1:3306)/test"
+const defaultDSN = testdb.MySQLDefault
 
 // testTimeout bounds every test that talks to the server, so that a lock
 // nobody releases fails the test instead of hanging it.
@@ -31,11 +31,7 @@ const testTimeout = 60 * time.Second
 // serverConfig returns the parsed DSN of the test server.
 func serverConfig(t testing.TB) *mysql.Config {
 	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		dsn = defaultDSN
-	}
-	cfg, err := mysql.ParseDSN(dsn)
+	cfg, err := mysql.ParseDSN(testdb.DSN(dsnEnv, defaultDSN))
 	require.NoError(t, err, "parse %s", dsnEnv)
 	// The driver logs "unexpected EOF" when a test cuts a connection on
 	// purpose; the tests look at the errors themselves.
@@ -54,12 +50,7 @@ func openConfig(t testing.TB, cfg *mysql.Config) *sql.DB {
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		msg := fmt.Sprintf("MySQL/MariaDB server not reachable at %s (set %s to a DSN, default %q): %v",
-			cfg.Addr, dsnEnv, defaultDSN, err)
-		if os.Getenv("TXN_REQUIRE_DBS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testdb.Unreachable(t, fmt.Sprintf("MySQL/MariaDB at %s (default DSN %q)", cfg.Addr, defaultDSN), dsnEnv, err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	return db

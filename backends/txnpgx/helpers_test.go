@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,29 +14,22 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/testdb"
 )
 
 // defaultDSN is used when TXN_PG_DSN is not set.
-const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+const defaultDSN = testdb.PostgresDefault
 
 // waitLimit bounds every wait in these tests, so that a bug shows up as a
 // failure rather than a hang. It is not a speed assertion.
 const waitLimit = 30 * time.Second
 
-func pgDSN() string {
-	if v := os.Getenv("TXN_PG_DSN"); v != "" {
-		return v
-	}
-	return defaultDSN
-}
+func pgDSN() string { return testdb.DSN(testdb.PostgresEnv, defaultDSN) }
 
 // unavailable skips the test, or fails it when TXN_REQUIRE_DBS=1.
 func unavailable(tb testing.TB, err error) {
 	tb.Helper()
-	if os.Getenv("TXN_REQUIRE_DBS") == "1" {
-		tb.Fatalf("PostgreSQL from TXN_PG_DSN (default %s) is required because TXN_REQUIRE_DBS=1: %v", defaultDSN, err)
-	}
-	tb.Skipf("PostgreSQL not reachable; set TXN_PG_DSN (default %s) to run this test: %v", defaultDSN, err)
+	testdb.Unreachable(tb, "PostgreSQL (default "+defaultDSN+")", testdb.PostgresEnv, err)
 }
 
 // poolConfig returns the pool configuration for TXN_PG_DSN, with a low

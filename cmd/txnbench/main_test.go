@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/testdb"
 )
 
 // runArgs runs the command with args and returns its exit status, stdout
@@ -458,12 +459,8 @@ func requireServer(t *testing.T, backend string) string {
 		}
 	}
 	if err != nil {
-		env := map[string]string{backendPostgres: "TXN_PG_DSN", backendMySQL: "TXN_MYSQL_DSN"}[backend]
-		msg := backend + " not reachable (set " + env + "): " + err.Error()
-		if os.Getenv("TXN_REQUIRE_DBS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		env := map[string]string{backendPostgres: testdb.PostgresEnv, backendMySQL: testdb.MySQLEnv}[backend]
+		testdb.Unreachable(t, backend, env, err)
 	}
 	return dsn
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/txnkit/txn/internal/testdb"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -40,8 +41,8 @@ func TestBadFlags(t *testing.T) {
 // TXN_REQUIRE_DBS=1.
 func TestServers(t *testing.T) {
 	for _, c := range []struct{ backend, driver, env, def string }{
-		{"postgres", "pgx", "TXN_PG_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"},
-		{"mysql", "mysql", "TXN_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"},
+		{"postgres", "pgx", testdb.PostgresEnv, testdb.PostgresDefault},
+		{"mysql", "mysql", testdb.MySQLEnv, testdb.MySQLDefault},
 	} {
 		t.Run(c.backend, func(t *testing.T) {
 			dsn := orDefault("", c.env, c.def)
@@ -51,11 +52,7 @@ func TestServers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := db.PingContext(ctx); err != nil {
-				msg := c.backend + " not reachable (set " + c.env + "): " + err.Error()
-				if os.Getenv("TXN_REQUIRE_DBS") == "1" {
-					t.Fatal(msg)
-				}
-				t.Skip(msg)
+				testdb.Unreachable(t, c.backend, c.env, err)
 			}
 			b := make([]byte, 4)
 			_, _ = rand.Read(b)
