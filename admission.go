@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,12 +68,12 @@ const stormConflict = 0.25
 // maxPatience bounds the slowdown of the additive increase.
 const maxPatience = 1024
 
-// Adaptive turns on adaptive concurrency control for the Runner: at most
-// limit attempts run at once, where limit shrinks when attempts conflict and
-// grows back while they commit cleanly, between 1 and max (0 means
-// DefaultAdaptiveMax). Attempts over the limit wait in a first-in, first-out
-// queue and leave it as soon as their context ends. Runner only; max must
-// not be negative.
+// Adaptive sets the ceiling of the Runner's adaptive concurrency control,
+// which is on by default with DefaultAdaptiveMax: at most limit attempts run
+// at once, where limit shrinks when attempts conflict and grows back while
+// they commit cleanly, between 1 and max (0 means DefaultAdaptiveMax).
+// Attempts over the limit wait in a first-in, first-out queue and leave it
+// as soon as their context ends. Runner only; max must not be negative.
 func Adaptive(max int) Option {
 	return func(c *config) {
 		if !c.runnerOnly("Adaptive") {
@@ -86,6 +87,21 @@ func Adaptive(max int) Option {
 			max = DefaultAdaptiveMax
 		}
 		c.adaptiveMax = max
+	}
+}
+
+// NoAdaptive turns the adaptive concurrency control off: attempts start as
+// soon as they are called, however many conflict. Runner only. Measured with
+// txnbench, the control never cost more than noise at low contention and
+// kept goodput near the serial rate in storms (see the README), so turn it
+// off only to compare, or when something outside the Runner already limits
+// concurrency per hot row.
+func NoAdaptive() Option {
+	return func(c *config) {
+		if !c.runnerOnly("NoAdaptive") {
+			return
+		}
+		c.adaptiveMax = 0
 	}
 }
 
@@ -107,7 +123,7 @@ func Keys(keys ...string) Option {
 
 // AdmissionStats is a snapshot of a Runner's contention control.
 type AdmissionStats struct {
-	// Limit is the adaptive concurrency limit (0 when Adaptive is off).
+	// Limit is the adaptive concurrency limit (0 when it is off).
 	Limit int
 	// InFlight is the number of attempts currently admitted.
 	InFlight int
@@ -125,7 +141,7 @@ func (r *Runner[T]) AdmissionStats() AdmissionStats {
 	var s AdmissionStats
 	if a := r.adaptive; a != nil {
 		a.mu.Lock()
-		s.Limit, s.InFlight, s.Queued = a.allowed(), a.inflight, a.queue.len()
+		s.Limit, s.InFlight, s.Queued = a.allowed(), int(a.running.Load()), a.queue.len()
 		a.mu.Unlock()
 	}
 	r.keys.mu.Lock()
@@ -186,22 +202,39 @@ func (q *waitQueue) pop() *waiter {
 }
 
 // adaptive is the AIMD concurrency limiter of one Runner.
+//
+// While the limit is wide open and nothing conflicts ("calm"), attempts are
+// admitted and released with atomic operations only: the controller then
+// has nothing to learn from a clean commit, and nobody waits. The first
+// conflict, or a queue, ends the calm and everything goes through mu.
 type adaptive struct {
 	max float64
+
+	// running counts admitted attempts; changed atomically, also under mu.
+	running atomic.Int64
+	// calm is true while limit is at max, F is below calmConflict and
+	// nobody waits. It is stored under mu, and cleared before anyone
+	// enqueues, so that a release that saw it true cannot miss a waiter.
+	calm atomic.Bool
 
 	mu       sync.Mutex
 	limit    float64
 	patience float64 // clean commits per level gained, divided by the level
 	gained   int     // levels gained since the last cut
-	conflict float64 // F: moving average of the conflict fraction
+	conflict float64 // F: moving average of the conflict share
 	avgDur   float64 // moving average of attempt durations, in seconds
-	inflight int
-	epoch    uint64 // incremented at every decrease
+	epoch    atomic.Uint64 // incremented at every cut, under mu
 	queue    waitQueue
 }
 
+// calmConflict is the conflict share F below which a limit at its ceiling
+// counts as calm.
+const calmConflict = 0.01
+
 func newAdaptive(max int) *adaptive {
-	return &adaptive{max: float64(max), limit: float64(max), patience: 1}
+	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
+	a.calm.Store(true)
+	return a
 }
 
 // allowed is the integer limit; the caller holds mu.
@@ -214,26 +247,54 @@ func (a *adaptive) allowed() int {
 
 // ticket is what an admitted attempt hands back on release.
 type ticket struct {
+	fast     bool // admitted without the lock; start was not read
 	epoch    uint64
 	inflight int
 	start    time.Time
 }
 
 // acquire admits one attempt, waiting in FIFO order while the limit is
-// reached. It returns how long it waited, the limit and queue length at
+// reached. It reports whether it waited, the limit and queue length at
 // admission, or ctx's error if ctx ended first.
 func (a *adaptive) acquire(ctx context.Context) (t ticket, waited bool, limit, queued int, err error) {
-	a.mu.Lock()
-	if a.queue.len() == 0 && a.inflight < a.allowed() {
-		a.inflight++
-		t = ticket{epoch: a.epoch, inflight: a.inflight}
+	if a.calm.Load() {
+		if n := a.running.Add(1); a.calm.Load() && n <= int64(a.max) {
+			return ticket{fast: true, epoch: a.epoch.Load()}, false, 0, 0, nil
+		}
+		a.running.Add(-1)
+		a.mu.Lock()
+		a.admitWaiters()
 		a.mu.Unlock()
-		return t, false, 0, 0, nil
 	}
-	w := &waiter{ch: make(chan struct{})}
-	a.queue.push(w)
+	a.mu.Lock()
+	if !a.tryAdmit() {
+		// Clear calm before counting again: a fast release that still
+		// saw calm has then already lowered running.
+		a.calm.Store(false)
+		if !a.tryAdmit() {
+			w := &waiter{ch: make(chan struct{})}
+			a.queue.push(w)
+			a.mu.Unlock()
+			return a.wait(ctx, w)
+		}
+	}
+	t = ticket{epoch: a.epoch.Load(), inflight: int(a.running.Load())}
 	a.mu.Unlock()
+	return t, false, 0, 0, nil
+}
 
+// tryAdmit admits the caller if nobody waits and the limit allows; the
+// caller holds mu.
+func (a *adaptive) tryAdmit() bool {
+	if a.queue.len() == 0 && a.running.Load() < int64(a.allowed()) {
+		a.running.Add(1)
+		return true
+	}
+	return false
+}
+
+// wait blocks a queued attempt until it is admitted or ctx ends.
+func (a *adaptive) wait(ctx context.Context, w *waiter) (t ticket, waited bool, limit, queued int, err error) {
 	select {
 	case <-w.ch:
 	case <-ctx.Done():
@@ -248,27 +309,45 @@ func (a *adaptive) acquire(ctx context.Context) (t ticket, waited bool, limit, q
 		a.mu.Unlock()
 	}
 	a.mu.Lock()
-	t = ticket{epoch: a.epoch, inflight: a.inflight}
+	t = ticket{epoch: a.epoch.Load(), inflight: int(a.running.Load())}
 	limit, queued = a.allowed(), a.queue.len()
 	a.mu.Unlock()
 	return t, true, limit, queued, nil
 }
 
+// admitWaiters admits queued attempts while the limit allows, and
+// recomputes calm; the caller holds mu.
+func (a *adaptive) admitWaiters() {
+	for a.queue.len() > 0 && a.running.Load() < int64(a.allowed()) {
+		w := a.queue.pop()
+		w.admitted = true
+		a.running.Add(1)
+		close(w.ch)
+	}
+	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.queue.len() == 0)
+}
+
 // release returns an attempt's slot and feeds its outcome to the controller:
 // conflict is true for an attempt that failed with a retryable error,
-// committed for one that committed.
+// committed for one that committed; dur is how long it ran (ignored for a
+// fast ticket, which did not read the clock).
 func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	// The concurrency this attempt ran with: the larger of what it found
 	// on admission and what is in flight now, itself included.
-	seen := max(t.inflight, a.inflight)
-	a.inflight--
+	seen := max(t.inflight, int(a.running.Add(-1))+1)
+	if t.fast && !conflict && a.calm.Load() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if conflict || committed {
 		// F weighs each attempt by its duration relative to the average:
 		// it estimates the share of attempt time lost to conflicts, so one
 		// deadlock that waited a second counts for what it cost.
 		d := dur.Seconds()
+		if t.fast {
+			d = a.avgDur
+		}
 		weight := 1.0
 		if a.avgDur > 0 {
 			weight = min(1/conflictGain, d/a.avgDur)
@@ -283,13 +362,13 @@ func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration
 		}
 	}
 	switch {
-	case conflict && t.epoch == a.epoch:
+	case conflict && t.epoch == a.epoch.Load():
 		// Cut relative to the concurrency the attempt actually ran with,
 		// so that a limit far above real use does not take many cuts to
 		// matter, and in proportion to how much is conflicting.
 		base := min(a.limit, float64(seen))
 		a.limit = max(1, base*(1-a.conflict/2))
-		a.epoch++
+		a.epoch.Add(1)
 		if a.conflict >= stormConflict {
 			a.patience = min(maxPatience, a.patience*(1+a.conflict))
 		}
@@ -304,12 +383,7 @@ func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration
 			}
 		}
 	}
-	for a.queue.len() > 0 && a.inflight < a.allowed() {
-		w := a.queue.pop()
-		w.admitted = true
-		a.inflight++
-		close(w.ch)
-	}
+	a.admitWaiters()
 }
 
 // keyTable serializes attempts by conflict key.
@@ -446,7 +520,9 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 			}
 			return ticket{}, err
 		}
-		t.start = cfg.clock.Now()
+		if !t.fast {
+			t.start = cfg.clock.Now()
+		}
 	}
 	if cfg.observer != nil && (keyWait || limitWait) {
 		key := ""
@@ -461,7 +537,11 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 // release ends an attempt's admission.
 func (r *Runner[T]) release(st *runState, t ticket, cls Class, err error) {
 	if r.adaptive != nil {
-		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil, st.cfg.clock.Now().Sub(t.start))
+		var dur time.Duration
+		if !t.fast {
+			dur = st.cfg.clock.Now().Sub(t.start)
+		}
+		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil, dur)
 	}
 	if len(st.keys) > 0 {
 		r.keys.unlock(st.keys)

@@ -76,6 +76,16 @@ func inside(t *testing.T, r *txn.Runner[*fakedb.Tx], n int, release <-chan struc
 	return &done
 }
 
+func TestAdaptiveOnByDefault(t *testing.T) {
+	r := txn.New[*fakedb.Tx](fakedb.New())
+	assert.Equal(t, txn.DefaultAdaptiveMax, r.AdmissionStats().Limit)
+	off := txn.New[*fakedb.Tx](fakedb.New(), txn.NoAdaptive())
+	assert.Zero(t, off.AdmissionStats().Limit)
+	require.NoError(t, off.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
+	assert.ErrorIs(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }, txn.NoAdaptive()),
+		txn.ErrBadOption, "a Runner option")
+}
+
 func TestAdaptiveOpenAtLowContention(t *testing.T) {
 	_, r := admissionRunner(t, txn.Adaptive(0))
 	assert.Equal(t, txn.DefaultAdaptiveMax, r.AdmissionStats().Limit)

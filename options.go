@@ -40,6 +40,7 @@ func defaultConfig() config {
 		backoff:         FullJitter(DefaultBackoffBase, DefaultBackoffCap),
 		clock:           systemClock{},
 		rollbackTimeout: DefaultRollbackTimeout,
+		adaptiveMax:     DefaultAdaptiveMax,
 	}
 }
 

@@ -46,7 +46,7 @@ const (
 	defaultDuration    = 5 * time.Second
 	defaultIsolation   = "serializable"
 	defaultLockOrder   = "sorted"
-	defaultPolicy      = "full"
+	defaultPolicy      = "adaptive"
 	defaultRounds      = 5
 	defaultTxnTimeout  = 10 * time.Second
 	defaultSQLiteBegin = "immediate"

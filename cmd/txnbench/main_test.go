@@ -61,7 +61,7 @@ func TestSQLiteRun(t *testing.T) {
 	assert.True(t, rep.Invariant.OK, "%+v", rep.Invariant)
 	require.Len(t, rep.Results, 1)
 	res := rep.Results[0]
-	assert.Equal(t, "full", res.Policy)
+	assert.Equal(t, "adaptive", res.Policy)
 	assert.Positive(t, res.Commits)
 	assert.GreaterOrEqual(t, res.Attempts, res.Commits, "attempts count every execution of fn")
 	assert.Equal(t, rep.Invariant.LedgerRows, rep.Invariant.Commits)
@@ -69,7 +69,7 @@ func TestSQLiteRun(t *testing.T) {
 
 	svg, err := os.ReadFile(svgPath)
 	require.NoError(t, err)
-	assertSVG(t, svg, "full")
+	assertSVG(t, svg, "adaptive")
 }
 
 // TestSQLiteCompare runs two policies against the serial baseline,

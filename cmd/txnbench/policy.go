@@ -34,49 +34,49 @@ func policyTable() []policy {
 			name: "none",
 			help: "retry at once, no backoff",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "constant",
 			help: "wait --backoff-base before every retry",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.Constant(p.base)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.Constant(p.base)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "full",
-			help: "exponential backoff with full jitter (the library's default)",
+			help: "exponential backoff with full jitter (the library's default backoff), no adaptive limit",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "equal",
 			help: "exponential backoff with equal jitter",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.EqualJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.EqualJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "decorrelated",
 			help: "decorrelated jitter",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.DecorrelatedJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.DecorrelatedJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "adaptive",
-			help: "full jitter plus the adaptive concurrency limit (txn.Adaptive)",
+			help: "full jitter plus the adaptive concurrency limit: the library's defaults",
 			runner: func(p policyParams) []txn.Option {
 				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0)}
 			},
 		},
 		{
 			name: "keyed",
-			help: "full jitter plus conflict keys naming the two accounts (txn.Keys)",
+			help: "full jitter plus conflict keys naming the two accounts (txn.Keys), no adaptive limit",
 			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts)}
+				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 			perCall: accountKeys,
 		},
