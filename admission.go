@@ -219,10 +219,10 @@ type adaptive struct {
 
 	mu       sync.Mutex
 	limit    float64
-	patience float64 // clean commits per level gained, divided by the level
-	gained   int     // levels gained since the last cut
-	conflict float64 // F: moving average of the conflict share
-	avgDur   float64 // moving average of attempt durations, in seconds
+	patience float64       // clean commits per level gained, divided by the level
+	gained   int           // levels gained since the last cut
+	conflict float64       // F: moving average of the conflict share
+	avgDur   float64       // moving average of attempt durations, in seconds
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	queue    waitQueue
 }
