@@ -212,6 +212,9 @@ type adaptive struct {
 
 	// running counts admitted attempts; changed atomically, also under mu.
 	running atomic.Int64
+	// releases counts fast releases, so that one in calmSample still
+	// teaches the controller how long attempts take.
+	releases atomic.Uint64
 	// calm is true while limit is at max, F is below calmConflict and
 	// nobody waits. It is stored under mu, and cleared before anyone
 	// enqueues, so that a release that saw it true cannot miss a waiter.
@@ -231,6 +234,10 @@ type adaptive struct {
 // counts as calm.
 const calmConflict = 0.01
 
+// calmSample: one fast release in calmSample updates the average attempt
+// duration, so that the first conflict after a calm is weighed by its time.
+const calmSample = 64
+
 func newAdaptive(max int) *adaptive {
 	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
 	a.calm.Store(true)
@@ -247,7 +254,7 @@ func (a *adaptive) allowed() int {
 
 // ticket is what an admitted attempt hands back on release.
 type ticket struct {
-	fast     bool // admitted without the lock; start was not read
+	fast     bool // admitted without the lock
 	epoch    uint64
 	inflight int
 	start    time.Time
@@ -329,15 +336,16 @@ func (a *adaptive) admitWaiters() {
 
 // release returns an attempt's slot and feeds its outcome to the controller:
 // conflict is true for an attempt that failed with a retryable error,
-// committed for one that committed; dur is how long it ran (ignored for a
-// fast ticket, which did not read the clock).
-func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration) {
+// committed for one that committed. clk is read, for the attempt's
+// duration, only when the controller learns from it.
+func (a *adaptive) release(t ticket, conflict, committed bool, clk Clock) {
 	// The concurrency this attempt ran with: the larger of what it found
 	// on admission and what is in flight now, itself included.
 	seen := max(t.inflight, int(a.running.Add(-1))+1)
-	if t.fast && !conflict && a.calm.Load() {
+	if t.fast && !conflict && a.calm.Load() && a.releases.Add(1)%calmSample != 0 {
 		return
 	}
+	dur := clk.Now().Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if conflict || committed {
@@ -345,14 +353,15 @@ func (a *adaptive) release(t ticket, conflict, committed bool, dur time.Duration
 		// it estimates the share of attempt time lost to conflicts, so one
 		// deadlock that waited a second counts for what it cost.
 		d := dur.Seconds()
-		if t.fast {
-			d = a.avgDur
-		}
 		weight := 1.0
 		if a.avgDur > 0 {
 			weight = min(1/conflictGain, d/a.avgDur)
 		}
-		a.avgDur += (d - a.avgDur) * conflictGain
+		if a.avgDur == 0 {
+			a.avgDur = d // the first measurement
+		} else {
+			a.avgDur += (d - a.avgDur) * conflictGain
+		}
 		if seen > 1 {
 			sample := 0.0
 			if conflict {
@@ -520,7 +529,11 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 			}
 			return ticket{}, err
 		}
-		if !t.fast {
+		if t.fast && st.attempts == 0 {
+			// The first attempt of a calm Run starts with the Run: its
+			// clock reading serves, and the happy path reads no other.
+			t.start = st.start
+		} else {
 			t.start = cfg.clock.Now()
 		}
 	}
@@ -537,11 +550,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 // release ends an attempt's admission.
 func (r *Runner[T]) release(st *runState, t ticket, cls Class, err error) {
 	if r.adaptive != nil {
-		var dur time.Duration
-		if !t.fast {
-			dur = st.cfg.clock.Now().Sub(t.start)
-		}
-		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil, dur)
+		r.adaptive.release(t, err != nil && cls == ClassRetryable, err == nil, st.cfg.clock)
 	}
 	if len(st.keys) > 0 {
 		r.keys.unlock(st.keys)

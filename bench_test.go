@@ -39,6 +39,21 @@ func BenchmarkRunHappyPath(b *testing.B) {
 	}
 }
 
+// BenchmarkRunHappyPathNoAdaptive is the happy path with the adaptive
+// concurrency limit turned off, to show what the limit costs.
+func BenchmarkRunHappyPathNoAdaptive(b *testing.B) {
+	r := txn.New[int](&benchBackend{}, txn.NoAdaptive())
+	ctx := context.Background()
+	fn := func(ctx context.Context, tx int) error { return nil }
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := r.Run(ctx, fn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkRunHappyPathParallel is the happy path from all cores at once,
 // which shows contention inside the Runner, if any.
 func BenchmarkRunHappyPathParallel(b *testing.B) {
