@@ -2,6 +2,7 @@ package mongotest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -152,7 +153,7 @@ func asFloat(v bson.RawValue) float64 {
 func compareValues(a, b bson.RawValue) int {
 	ta, tb := typeOrder(a.Type), typeOrder(b.Type)
 	if ta != tb {
-		return cmpInt(ta, tb)
+		return cmp.Compare(ta, tb)
 	}
 	switch ta {
 	case 1, 2, 100:
@@ -160,7 +161,7 @@ func compareValues(a, b bson.RawValue) int {
 	case 3:
 		if a.Type != bson.TypeDouble && a.Type != bson.TypeDecimal128 &&
 			b.Type != bson.TypeDouble && b.Type != bson.TypeDecimal128 {
-			return cmpInt64(a.AsInt64(), b.AsInt64())
+			return cmp.Compare(a.AsInt64(), b.AsInt64())
 		}
 		fa, fb := asFloat(a), asFloat(b)
 		switch {
@@ -186,10 +187,10 @@ func compareValues(a, b bson.RawValue) int {
 	case 7:
 		sa, da := a.Binary()
 		sb, db := b.Binary()
-		if c := cmpInt(len(da), len(db)); c != 0 {
+		if c := cmp.Compare(len(da), len(db)); c != 0 {
 			return c
 		}
-		if c := cmpInt(int(sa), int(sb)); c != 0 {
+		if c := cmp.Compare(int(sa), int(sb)); c != 0 {
 			return c
 		}
 		return bytes.Compare(da, db)
@@ -207,14 +208,14 @@ func compareValues(a, b bson.RawValue) int {
 			return 1
 		}
 	case 10:
-		return cmpInt64(a.DateTime(), b.DateTime())
+		return cmp.Compare(a.DateTime(), b.DateTime())
 	case 11:
 		at, ai := a.Timestamp()
 		bt, bi := b.Timestamp()
 		if at != bt {
-			return cmpInt64(int64(at), int64(bt))
+			return cmp.Compare(int64(at), int64(bt))
 		}
-		return cmpInt64(int64(ai), int64(bi))
+		return cmp.Compare(int64(ai), int64(bi))
 	}
 	return bytes.Compare(a.Value, b.Value)
 }
@@ -235,7 +236,7 @@ func stringOf(v bson.RawValue) string {
 func compareDocs(a, b bson.Raw, withKeys bool) int {
 	fa, fb := fieldsOf(a), fieldsOf(b)
 	for i := 0; i < len(fa) && i < len(fb); i++ {
-		if c := cmpInt(typeOrder(fa[i].val.Type), typeOrder(fb[i].val.Type)); c != 0 {
+		if c := cmp.Compare(typeOrder(fa[i].val.Type), typeOrder(fb[i].val.Type)); c != 0 {
 			return c
 		}
 		if withKeys {
@@ -247,27 +248,7 @@ func compareDocs(a, b bson.Raw, withKeys bool) int {
 			return c
 		}
 	}
-	return cmpInt(len(fa), len(fb))
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(len(fa), len(fb))
 }
 
 // valueKey returns a string identifying v for the unique _id index: numbers

@@ -231,6 +231,23 @@ func needColl(req *request) *cmdError {
 	return nil
 }
 
+// collDocArgs checks that the command names its collection and returns its
+// document fields keys, in order.
+func collDocArgs(req *request, keys ...string) ([]bson.Raw, *cmdError) {
+	if err := needColl(req); err != nil {
+		return nil, err
+	}
+	out := make([]bson.Raw, len(keys))
+	for i, k := range keys {
+		d, err := docArg(req, k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
 // candidates returns the documents of c matching filter as seen by tx,
 // looking a plain _id equality up directly.
 func (s *Server) candidates(c *collection, filter bson.Raw, tx *txn) ([]item, *cmdError) {
@@ -274,54 +291,29 @@ func (s *Server) idLookup(c *collection, filter bson.Raw, tx *txn) []item {
 // cursorReply returns a find or aggregate reply that holds every result in
 // the first batch and a closed cursor.
 func cursorReply(ns string, docs []bson.Raw) bson.D {
-	batch := make(bson.A, len(docs))
-	for i, d := range docs {
-		batch[i] = d
-	}
 	return bson.D{{Key: "cursor", Value: bson.D{
-		{Key: "firstBatch", Value: batch},
+		{Key: "firstBatch", Value: toArray(docs)},
 		{Key: "id", Value: int64(0)},
 		{Key: "ns", Value: ns},
 	}}}
 }
 
 func prepFind(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
-	}
-	filter, err := docArg(req, "filter")
+	args, err := collDocArgs(req, "filter", "sort", "projection")
 	if err != nil {
 		return nil, err
 	}
-	sortSpec, err := docArg(req, "sort")
+	filter, sortSpec, proj := args[0], args[1], args[2]
+	skip, limit, err := windowArgs(req)
 	if err != nil {
 		return nil, err
-	}
-	proj, err := docArg(req, "projection")
-	if err != nil {
-		return nil, err
-	}
-	skip, err := intArg(req, "skip")
-	if err != nil {
-		return nil, err
-	}
-	limit, err := intArg(req, "limit")
-	if err != nil {
-		return nil, err
-	}
-	if limit < 0 {
-		limit = -limit
 	}
 	return func(tx *txn) (bson.D, *cmdError) {
 		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), filter, tx)
 		if err != nil {
 			return nil, err
 		}
-		docs := make([]bson.Raw, len(items))
-		for i, it := range items {
-			docs[i] = it.doc
-		}
-		docs = window(sorted(docs, sortSpec), skip, limit)
+		docs := window(sorted(docsOf(items), sortSpec), skip, limit)
 		for i, d := range docs {
 			docs[i] = project(d, proj)
 		}
@@ -368,60 +360,140 @@ func duplicateKey(ns string, id bson.RawValue) *cmdError {
 // writeReply assembles the reply of insert, update and delete.
 func writeReply(fields bson.D, writeErrors []bson.D) bson.D {
 	if len(writeErrors) > 0 {
-		a := make(bson.A, len(writeErrors))
-		for i, w := range writeErrors {
-			a[i] = w
-		}
-		fields = append(fields, bson.E{Key: "writeErrors", Value: a})
+		fields = append(fields, bson.E{Key: "writeErrors", Value: toArray(writeErrors)})
 	}
 	return fields
 }
 
-func prepInsert(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
+// toArray converts xs to a BSON array.
+func toArray[T any](xs []T) bson.A {
+	a := make(bson.A, len(xs))
+	for i, x := range xs {
+		a[i] = x
 	}
-	docs, err := docsArg(req, "documents")
+	return a
+}
+
+// writeBatch runs the statements of insert, update and delete one by one
+// from where an earlier, blocked call stopped. A statement error goes to
+// writeErrors and, when the batch is ordered, ends it.
+type writeBatch struct {
+	n           int
+	ordered     bool
+	next        int
+	writeErrors []bson.D
+}
+
+// writeStmts checks that the write command names its collection and
+// returns its array of documents key with a batch over them.
+func writeStmts(req *request, key string) ([]bson.Raw, *writeBatch, *cmdError) {
+	if err := needColl(req); err != nil {
+		return nil, nil, err
+	}
+	stmts, err := docsArg(req, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ordered := true
 	if v, err := req.body.LookupErr("ordered"); err == nil {
 		ordered, _ = v.BooleanOK()
 	}
+	return stmts, &writeBatch{n: len(stmts), ordered: ordered}, nil
+}
+
+// run calls stmt for each statement not yet done. stmt returns werr for a
+// statement error, err to stop the command (write conflict, or wait for a
+// lock, after which run resumes at the same statement).
+func (b *writeBatch) run(stmt func(i int) (werr, err *cmdError)) *cmdError {
+	for ; b.next < b.n; b.next++ {
+		werr, err := stmt(b.next)
+		if err != nil {
+			return err
+		}
+		if werr != nil {
+			b.writeErrors = append(b.writeErrors, writeError(b.next, werr))
+			if b.ordered {
+				b.next = b.n
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// stmtQuery returns the q document of a write statement, an empty document
+// when absent.
+func stmtQuery(st bson.Raw) bson.Raw {
+	q, _ := st.Lookup("q").DocumentOK()
+	if q == nil {
+		q = buildDoc(nil)
+	}
+	return q
+}
+
+// windowArgs returns the skip and limit fields of the command, a negative
+// limit made positive.
+func windowArgs(req *request) (skip, limit int64, err *cmdError) {
+	if skip, err = intArg(req, "skip"); err != nil {
+		return 0, 0, err
+	}
+	if limit, err = intArg(req, "limit"); err != nil {
+		return 0, 0, err
+	}
+	if limit < 0 {
+		limit = -limit
+	}
+	return skip, limit, nil
+}
+
+// docsOf returns the documents of items.
+func docsOf(items []item) []bson.Raw {
+	docs := make([]bson.Raw, len(items))
+	for i, it := range items {
+		docs[i] = it.doc
+	}
+	return docs
+}
+
+// insertNew writes doc, which must not exist yet, into c. werr reports a
+// duplicate _id; err a write conflict or a lock to wait for.
+func (s *Server) insertNew(c *collection, ns string, doc bson.Raw, tx *txn) (id bson.RawValue, werr, err *cmdError) {
+	id = doc.Lookup("_id")
+	key := valueKey(id)
+	r, cur := s.eng.lookup(c, key, tx)
+	if cur != nil {
+		return id, duplicateKey(ns, id), nil
+	}
+	if err := canWrite(r, tx); err != nil {
+		return id, nil, err
+	}
+	s.eng.write(c, key, doc, tx)
+	return id, nil, nil
+}
+
+func prepInsert(s *Server, req *request) (op, *cmdError) {
+	docs, b, err := writeStmts(req, "documents")
+	if err != nil {
+		return nil, err
+	}
 	ns := req.db + "." + req.coll
-	i, n := 0, 0
-	var writeErrors []bson.D
+	n := 0
 	return func(tx *txn) (bson.D, *cmdError) {
 		c := s.eng.coll(req.db, req.coll, true)
-		for ; i < len(docs); i++ {
+		err := b.run(func(i int) (werr, err *cmdError) {
 			d := ensureID(docs[i])
-			id := d.Lookup("_id")
-			if id.Type == bson.TypeArray || id.Type == bson.TypeRegex {
-				writeErrors = append(writeErrors, writeError(i, errorf(codeBadValue, "can't use an array or regex for _id")))
-				if ordered {
-					i = len(docs)
-					break
-				}
-				continue
+			if id := d.Lookup("_id"); id.Type == bson.TypeArray || id.Type == bson.TypeRegex {
+				return errorf(codeBadValue, "can't use an array or regex for _id"), nil
 			}
-			key := valueKey(id)
-			r, cur := s.eng.lookup(c, key, tx)
-			if cur != nil {
-				writeErrors = append(writeErrors, writeError(i, duplicateKey(ns, id)))
-				if ordered {
-					i = len(docs)
-					break
-				}
-				continue
+			if _, werr, err = s.insertNew(c, ns, d, tx); werr == nil && err == nil {
+				n++
 			}
-			if err := canWrite(r, tx); err != nil {
-				return nil, err
-			}
-			s.eng.write(c, key, d, tx)
-			n++
+			return werr, err
+		})
+		if err != nil {
+			return nil, err
 		}
-		return writeReply(bson.D{{Key: "n", Value: int32(n)}}, writeErrors), nil
+		return writeReply(bson.D{{Key: "n", Value: int32(n)}}, b.writeErrors), nil
 	}, nil
 }
 
@@ -445,54 +517,37 @@ func upsertDoc(q bson.Raw, u bson.RawValue, now time.Time) (bson.Raw, *cmdError)
 }
 
 func prepUpdate(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
-	}
-	stmts, err := docsArg(req, "updates")
+	stmts, b, err := writeStmts(req, "updates")
 	if err != nil {
 		return nil, err
 	}
-	ordered := true
-	if v, err := req.body.LookupErr("ordered"); err == nil {
-		ordered, _ = v.BooleanOK()
-	}
 	ns := req.db + "." + req.coll
-	i, n, modified := 0, 0, 0
+	n, modified := 0, 0
 	var upserted bson.A
-	var writeErrors []bson.D
 	return func(tx *txn) (bson.D, *cmdError) {
-		for ; i < len(stmts); i++ {
+		err := b.run(func(i int) (werr, err *cmdError) {
 			st := stmts[i]
-			q, _ := st.Lookup("q").DocumentOK()
-			if q == nil {
-				q = buildDoc(nil)
-			}
-			u := st.Lookup("u")
 			upsert, _ := st.Lookup("upsert").BooleanOK()
 			multi, _ := st.Lookup("multi").BooleanOK()
-			dn, dm, id, werr, err := s.updateOne(req, ns, q, u, upsert, multi, tx)
-			if err != nil {
-				return nil, err
-			}
-			if werr != nil {
-				writeErrors = append(writeErrors, writeError(i, werr))
-				if ordered {
-					i = len(stmts)
-					break
-				}
-				continue
+			dn, dm, id, werr, err := s.updateOne(req, ns, stmtQuery(st), st.Lookup("u"), upsert, multi, tx)
+			if werr != nil || err != nil {
+				return werr, err
 			}
 			n += dn
 			modified += dm
 			if id.Type != 0 {
 				upserted = append(upserted, bson.D{{Key: "index", Value: int32(i)}, {Key: "_id", Value: id}})
 			}
+			return nil, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		out := bson.D{{Key: "n", Value: int32(n)}, {Key: "nModified", Value: int32(modified)}}
 		if len(upserted) > 0 {
 			out = append(out, bson.E{Key: "upserted", Value: upserted})
 		}
-		return writeReply(out, writeErrors), nil
+		return writeReply(out, b.writeErrors), nil
 	}, nil
 }
 
@@ -521,16 +576,10 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 		if uerr != nil {
 			return 0, 0, bson.RawValue{}, uerr, nil
 		}
-		id := doc.Lookup("_id")
-		key := valueKey(id)
-		r, cur := s.eng.lookup(c, key, tx)
-		if cur != nil {
-			return 0, 0, bson.RawValue{}, duplicateKey(ns, id), nil
+		id, werr, err := s.insertNew(c, ns, doc, tx)
+		if werr != nil || err != nil {
+			return 0, 0, bson.RawValue{}, werr, err
 		}
-		if err := canWrite(r, tx); err != nil {
-			return 0, 0, bson.RawValue{}, nil, err
-		}
-		s.eng.write(c, key, doc, tx)
 		return 1, 0, id, nil, nil
 	}
 	type change struct {
@@ -558,36 +607,19 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 }
 
 func prepDelete(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
-	}
-	stmts, err := docsArg(req, "deletes")
+	stmts, b, err := writeStmts(req, "deletes")
 	if err != nil {
 		return nil, err
 	}
-	ordered := true
-	if v, err := req.body.LookupErr("ordered"); err == nil {
-		ordered, _ = v.BooleanOK()
-	}
-	i, n := 0, 0
-	var writeErrors []bson.D
+	n := 0
 	return func(tx *txn) (bson.D, *cmdError) {
 		c := s.eng.coll(req.db, req.coll, false)
-		for ; i < len(stmts); i++ {
+		err := b.run(func(i int) (werr, err *cmdError) {
 			st := stmts[i]
-			q, _ := st.Lookup("q").DocumentOK()
-			if q == nil {
-				q = buildDoc(nil)
-			}
 			limit, _ := st.Lookup("limit").AsInt64OK()
-			items, merr := s.candidates(c, q, tx)
+			items, merr := s.candidates(c, stmtQuery(st), tx)
 			if merr != nil {
-				writeErrors = append(writeErrors, writeError(i, merr))
-				if ordered {
-					i = len(stmts)
-					break
-				}
-				continue
+				return merr, nil
 			}
 			if limit == 1 && len(items) > 1 {
 				items = items[:1]
@@ -601,27 +633,21 @@ func prepDelete(s *Server, req *request) (op, *cmdError) {
 				s.eng.write(c, it.rec.key, nil, tx)
 			}
 			n += len(items)
+			return nil, nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return writeReply(bson.D{{Key: "n", Value: int32(n)}}, writeErrors), nil
+		return writeReply(bson.D{{Key: "n", Value: int32(n)}}, b.writeErrors), nil
 	}, nil
 }
 
 func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
-	}
-	q, err := docArg(req, "query")
+	args, err := collDocArgs(req, "query", "sort", "fields")
 	if err != nil {
 		return nil, err
 	}
-	sortSpec, err := docArg(req, "sort")
-	if err != nil {
-		return nil, err
-	}
-	fields, err := docArg(req, "fields")
-	if err != nil {
-		return nil, err
-	}
+	q, sortSpec, fields := args[0], args[1], args[2]
 	remove := boolArg(req, "remove")
 	returnNew := boolArg(req, "new")
 	upsert := boolArg(req, "upsert")
@@ -665,16 +691,13 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 			if err != nil {
 				return nil, err
 			}
-			id := doc.Lookup("_id")
-			key := valueKey(id)
-			r, cur := s.eng.lookup(c, key, tx)
-			if cur != nil {
-				return nil, duplicateKey(ns, id)
+			id, werr, err := s.insertNew(c, ns, doc, tx)
+			if werr != nil {
+				return nil, werr
 			}
-			if err := canWrite(r, tx); err != nil {
+			if err != nil {
 				return nil, err
 			}
-			s.eng.write(c, key, doc, tx)
 			var value bson.Raw
 			if returnNew {
 				value = doc
@@ -708,34 +731,21 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 }
 
 func prepCount(s *Server, req *request) (op, *cmdError) {
-	if err := needColl(req); err != nil {
-		return nil, err
-	}
-	q, err := docArg(req, "query")
+	args, err := collDocArgs(req, "query")
 	if err != nil {
 		return nil, err
 	}
-	skip, err := intArg(req, "skip")
+	q := args[0]
+	skip, limit, err := windowArgs(req)
 	if err != nil {
 		return nil, err
-	}
-	limit, err := intArg(req, "limit")
-	if err != nil {
-		return nil, err
-	}
-	if limit < 0 {
-		limit = -limit
 	}
 	return func(tx *txn) (bson.D, *cmdError) {
 		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), q, tx)
 		if err != nil {
 			return nil, err
 		}
-		docs := make([]bson.Raw, len(items))
-		for i, it := range items {
-			docs[i] = it.doc
-		}
-		return bson.D{{Key: "n", Value: int64(len(window(docs, skip, limit)))}}, nil
+		return bson.D{{Key: "n", Value: int64(len(window(docsOf(items), skip, limit)))}}, nil
 	}, nil
 }
 
@@ -766,10 +776,7 @@ func prepAggregate(s *Server, req *request) (op, *cmdError) {
 		if err != nil {
 			return nil, err
 		}
-		docs := make([]bson.Raw, len(items))
-		for i, it := range items {
-			docs[i] = it.doc
-		}
+		docs := docsOf(items)
 		for _, st := range stages {
 			f := fieldsOf(st)[0]
 			docs, err = applyStage(docs, f)

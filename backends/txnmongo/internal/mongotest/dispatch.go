@@ -188,14 +188,7 @@ func (s *Server) errorDoc(req *request, err *cmdError, extra bson.D) bson.D {
 	if !err.explicitLabels {
 		labels = append(append([]string(nil), labels...), autoLabels(err.code, req, false)...)
 	}
-	if len(labels) > 0 {
-		a := make(bson.A, len(labels))
-		for i, l := range labels {
-			a[i] = l
-		}
-		doc = append(doc, bson.E{Key: "errorLabels", Value: a})
-	}
-	return doc
+	return appendLabels(doc, labels)
 }
 
 // addWriteConcernError adds the fail point's writeConcernError, and the
@@ -224,12 +217,14 @@ func (s *Server) addWriteConcernError(req *request, doc bson.D, fp *FailPoint) b
 			labels = removeLabel(labels, "TransientTransactionError")
 		}
 	}
+	return appendLabels(doc, labels)
+}
+
+// appendLabels adds labels to doc as its errorLabels, nothing when there
+// are none.
+func appendLabels(doc bson.D, labels []string) bson.D {
 	if len(labels) > 0 {
-		a := make(bson.A, len(labels))
-		for i, l := range labels {
-			a[i] = l
-		}
-		doc = append(doc, bson.E{Key: "errorLabels", Value: a})
+		doc = append(doc, bson.E{Key: "errorLabels", Value: toArray(labels)})
 	}
 	return doc
 }

@@ -234,12 +234,8 @@ func parseFailCommand(cmd bson.Raw) (fp FailPoint, off bool, err error) {
 	for _, f := range fieldsOf(data) {
 		switch f.key {
 		case "failCommands":
-			for _, v := range arrayValues(f.val) {
-				name, ok := v.StringValueOK()
-				if !ok {
-					return fp, false, errors.New("failCommands must be an array of strings")
-				}
-				fp.Commands = append(fp.Commands, name)
+			if fp.Commands, err = appendStrings(fp.Commands, f.val, "failCommands"); err != nil {
+				return fp, false, err
 			}
 		case "errorCode":
 			n, ok := f.val.AsInt64OK()
@@ -248,13 +244,8 @@ func parseFailCommand(cmd bson.Raw) (fp FailPoint, off bool, err error) {
 			}
 			fp.ErrorCode = int32(n)
 		case "errorLabels":
-			fp.ErrorLabels = []string{}
-			for _, v := range arrayValues(f.val) {
-				l, ok := v.StringValueOK()
-				if !ok {
-					return fp, false, errors.New("errorLabels must be an array of strings")
-				}
-				fp.ErrorLabels = append(fp.ErrorLabels, l)
+			if fp.ErrorLabels, err = appendStrings([]string{}, f.val, "errorLabels"); err != nil {
+				return fp, false, err
 			}
 		case "closeConnection":
 			fp.CloseConnection = f.val.Type == bson.TypeBoolean && f.val.Boolean()
@@ -282,4 +273,17 @@ func parseFailCommand(cmd bson.Raw) (fp FailPoint, off bool, err error) {
 		}
 	}
 	return fp, false, nil
+}
+
+// appendStrings appends the strings of the array v to dst; name is the
+// field the error message names.
+func appendStrings(dst []string, v bson.RawValue, name string) ([]string, error) {
+	for _, e := range arrayValues(v) {
+		str, ok := e.StringValueOK()
+		if !ok {
+			return dst, errors.New(name + " must be an array of strings")
+		}
+		dst = append(dst, str)
+	}
+	return dst, nil
 }

@@ -71,6 +71,40 @@ func value(t *testing.T, srv *mongotest.Server, coll string, id any, key string)
 	return d.Lookup(key)
 }
 
+// setup starts a server and returns it with a test context, a client and
+// the collection c of the test database.
+func setup(t *testing.T, opts ...mongotest.Option) (*mongotest.Server, context.Context, *mongo.Client, *mongo.Collection) {
+	t.Helper()
+	srv := mongotest.New(t, opts...)
+	ctx := testContext(t)
+	client := connect(t, srv)
+	return srv, ctx, client, client.Database(dbName).Collection("c")
+}
+
+// mustInsert inserts d into coll or fails the test.
+func mustInsert(t *testing.T, ctx context.Context, coll *mongo.Collection, d any) {
+	t.Helper()
+	if _, err := coll.InsertOne(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// insertInTxn starts a transaction that inserts {_id: 1} into coll.
+func insertInTxn(t *testing.T, ctx context.Context, client *mongo.Client, coll *mongo.Collection) (*mongo.Session, context.Context) {
+	t.Helper()
+	sess, sctx := startTxn(t, ctx, client)
+	mustInsert(t, sctx, coll, bson.M{"_id": 1})
+	return sess, sctx
+}
+
+// mustSetFailPoint sets fp on srv or fails the test.
+func mustSetFailPoint(t *testing.T, srv *mongotest.Server, fp mongotest.FailPoint) {
+	t.Helper()
+	if err := srv.SetFailPoint(fp); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func namesOf(cmds []mongotest.Command) []string {
 	out := make([]string, len(cmds))
 	for i, c := range cmds {
@@ -336,13 +370,8 @@ func TestTransactionCommit(t *testing.T) {
 }
 
 func TestTransactionAbort(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1, "v": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 1})
 	sess, err := client.StartSession()
 	if err != nil {
 		t.Fatal(err)
@@ -492,13 +521,8 @@ func TestConcurrentSessionsWriteConflict(t *testing.T) {
 }
 
 func TestSnapshotIsolationAndCommittedAfterSnapshotConflict(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1, "v": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 1})
 	sess, sctx := startTxn(t, ctx, client)
 	var d bson.M
 	if err := coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d); err != nil || d["v"] != int32(1) {
@@ -508,9 +532,7 @@ func TestSnapshotIsolationAndCommittedAfterSnapshotConflict(t *testing.T) {
 	if _, err := coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 2}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 2}); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, ctx, coll, bson.M{"_id": 2})
 	if err := coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d); err != nil || d["v"] != int32(1) {
 		t.Fatalf("snapshot read: %v %v, want v 1", d, err)
 	}
@@ -528,13 +550,8 @@ func TestSnapshotIsolationAndCommittedAfterSnapshotConflict(t *testing.T) {
 }
 
 func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1, "v": 0}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 0})
 	sess, sctx := startTxn(t, ctx, client)
 	if _, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 1}}); err != nil {
 		t.Fatal(err)
@@ -570,10 +587,7 @@ func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
 }
 
 func TestFailPointAPIErrorInTransaction(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
+	srv, ctx, client, coll := setup(t)
 	err := srv.SetFailPoint(mongotest.FailPoint{
 		Commands:    []string{"insert"},
 		Times:       1,
@@ -633,10 +647,7 @@ func TestFailPointValidation(t *testing.T) {
 }
 
 func TestConfigureFailPointCommitUnknownResult(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
+	srv, ctx, client, coll := setup(t)
 	admin := client.Database("admin")
 
 	err := admin.RunCommand(ctx, doc(
@@ -651,10 +662,7 @@ func TestConfigureFailPointCommitUnknownResult(t *testing.T) {
 	if err != nil {
 		t.Fatalf("configureFailPoint: %v", err)
 	}
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	srv.ResetCommands()
 	err = sess.CommitTransaction(ctx)
 	se := serverError(t, err)
@@ -693,10 +701,7 @@ func TestConfigureFailPointCommitUnknownResult(t *testing.T) {
 }
 
 func TestConfigureFailPointAlwaysOnAndOff(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
+	_, ctx, client, coll := setup(t)
 	admin := client.Database("admin")
 	err := admin.RunCommand(ctx, doc(
 		"configureFailPoint", "failCommand",
@@ -721,19 +726,11 @@ func TestConfigureFailPointAlwaysOnAndOff(t *testing.T) {
 }
 
 func TestFailPointAutomaticLabelsRetryCommit(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	// ShutdownInProgress without explicit labels: the server labels it
 	// RetryableWriteError and the driver retries the commit once.
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, ErrorCode: 91}); err != nil {
-		t.Fatal(err)
-	}
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, ErrorCode: 91})
 	srv.ResetCommands()
 	if err := sess.CommitTransaction(ctx); err != nil {
 		t.Fatalf("commit: %v", err)
@@ -751,21 +748,13 @@ func TestFailPointAutomaticLabelsRetryCommit(t *testing.T) {
 }
 
 func TestCloseConnectionDuringCommit(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	// Both the commit and the driver's own retry of it lose their
 	// connection: the outcome reaches the caller as unknown. The commit runs
 	// without a deadline: under a context with a deadline the driver keeps
 	// retrying retryable errors until the deadline instead of once.
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 2, CloseConnection: true}); err != nil {
-		t.Fatal(err)
-	}
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 2, CloseConnection: true})
 	srv.ResetCommands()
 	err := sess.CommitTransaction(context.Background())
 	if err == nil {
@@ -794,17 +783,9 @@ func TestCloseConnectionDuringCommit(t *testing.T) {
 }
 
 func TestCloseConnectionOnceIsRetriedByDriver(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, CloseConnection: true}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, CloseConnection: true})
 	srv.ResetCommands()
 	if err := sess.CommitTransaction(ctx); err != nil {
 		t.Fatalf("commit: %v", err)
@@ -819,13 +800,8 @@ func TestCloseConnectionOnceIsRetriedByDriver(t *testing.T) {
 }
 
 func TestCloseConnectionAfterApplyCommitsOnce(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1, "n": 0}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	mustInsert(t, ctx, coll, bson.M{"_id": 1, "n": 0})
 	sess, sctx := startTxn(t, ctx, client)
 	if _, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
 		t.Fatal(err)
@@ -857,9 +833,7 @@ func TestRetryableWriteAppliedOnce(t *testing.T) {
 	srv := mongotest.New(t)
 	ctx := testContext(t)
 	coll := connect(t, srv).Database(dbName).Collection("c")
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"insert"}, Times: 1, CloseConnectionAfterApply: true}); err != nil {
-		t.Fatal(err)
-	}
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"insert"}, Times: 1, CloseConnectionAfterApply: true})
 	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1}); err != nil {
 		t.Fatalf("insert: %v (the retry must get the first reply, not a duplicate key error)", err)
 	}
@@ -873,14 +847,8 @@ func TestRetryableWriteAppliedOnce(t *testing.T) {
 }
 
 func TestWriteConcernErrorOnCommit(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	err := srv.SetFailPoint(mongotest.FailPoint{
 		Commands:          []string{"commitTransaction"},
 		Times:             1,
@@ -925,9 +893,7 @@ func TestFailPointSkipBlockAndAppName(t *testing.T) {
 		t.Fatalf("fail point acted %d times, want 2", n)
 	}
 
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"ping"}, Times: 1, BlockTime: 30 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"ping"}, Times: 1, BlockTime: 30 * time.Millisecond})
 	start := time.Now()
 	if err := plain.Ping(ctx, nil); err != nil {
 		t.Fatalf("blocked ping: %v", err)
@@ -938,14 +904,8 @@ func TestFailPointSkipBlockAndAppName(t *testing.T) {
 }
 
 func TestNoSuchTransactionAfterLifetime(t *testing.T) {
-	srv := mongotest.New(t, mongotest.WithTransactionLifetime(50*time.Millisecond))
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t, mongotest.WithTransactionLifetime(50*time.Millisecond))
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	deadline := time.Now().Add(5 * time.Second)
 	for srv.OpenTransactions() != 0 {
 		if time.Now().After(deadline) {
@@ -968,9 +928,7 @@ func TestDropConnectionsAndClose(t *testing.T) {
 	ctx := testContext(t)
 	client := connect(t, srv)
 	coll := client.Database(dbName).Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, ctx, coll, bson.M{"_id": 1})
 	if srv.DropConnections() == 0 {
 		t.Fatal("no connections to drop")
 	}
@@ -988,10 +946,7 @@ func TestDropConnectionsAndClose(t *testing.T) {
 }
 
 func TestConcurrentInsertsOfOneID(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
+	srv, ctx, client, coll := setup(t)
 	s1, ctx1 := startTxn(t, ctx, client)
 	_, ctx2 := startTxn(t, ctx, client)
 	if _, err := coll.InsertOne(ctx1, bson.M{"_id": "x", "by": 1}); err != nil {
@@ -1035,17 +990,9 @@ func TestConfigureFailPointRejectsBadInput(t *testing.T) {
 // deadline, the driver retries a retryable commitTransaction failure until
 // the deadline rather than once.
 func TestDriverRetriesCommitUntilDeadline(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 3, CloseConnection: true}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 3, CloseConnection: true})
 	srv.ResetCommands()
 	if err := sess.CommitTransaction(ctx); err != nil {
 		t.Fatalf("commit under a deadline: %v", err)
@@ -1056,14 +1003,8 @@ func TestDriverRetriesCommitUntilDeadline(t *testing.T) {
 }
 
 func TestKillSessionsAbortsOpenTransaction(t *testing.T) {
-	srv := mongotest.New(t)
-	ctx := testContext(t)
-	client := connect(t, srv)
-	coll := client.Database(dbName).Collection("c")
-	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, client, coll := setup(t)
+	sess, _ := insertInTxn(t, ctx, client, coll)
 	if srv.OpenTransactions() != 1 {
 		t.Fatal("no open transaction")
 	}
