@@ -79,17 +79,19 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// TestBusyWriteLockHeld provokes SQLITE_BUSY (5): with busy_timeout=0 a
-// second connection's BEGIN IMMEDIATE fails at once while the first holds the
-// write lock. Run retries, and commits once the lock is released; the
-// OnCommit callback of the failed attempt never runs.
-func TestBusyWriteLockHeld(t *testing.T) {
+// busyRun is the scene of the SQLITE_BUSY tests: one connection holds the
+// write lock of a WAL database (busy_timeout 0) while a Runner on a second
+// connection, opened with params, inserts a row and registers an OnCommit
+// callback. The holder commits when the Runner schedules its first retry.
+// It returns the observer, the executions of fn and the callbacks run.
+func busyRun(t *testing.T, params string) (rec *recorder, db *sql.DB, attempts, callbacks int32) {
+	t.Helper()
 	ctx := ctxT(t)
 	path := filepath.Join(t.TempDir(), "busy.db")
 	holder := openDSN(t, path, "_pragma=journal_mode(WAL)&_pragma=busy_timeout(0)")
 	_, err := holder.Exec("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)")
 	require.NoError(t, err)
-	db := openDSN(t, path, "_pragma=busy_timeout(0)&_txlock=immediate")
+	db = openDSN(t, path, params)
 
 	hold, err := holder.BeginTx(ctx, nil)
 	require.NoError(t, err)
@@ -97,28 +99,36 @@ func TestBusyWriteLockHeld(t *testing.T) {
 	require.NoError(t, err)
 
 	var once sync.Once
-	rec := &recorder{}
+	rec = &recorder{}
 	rec.onRetry = func() { once.Do(func() { require.NoError(t, hold.Commit()) }) }
 	r := txnsqlite.New(db, txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.MaxAttempts(0))
 
-	var attempts, callbacks atomic.Int32
+	var n, cbs atomic.Int32
 	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		attempts.Add(1)
-		if err := txn.OnCommit(ctx, func() { callbacks.Add(1) }); err != nil {
+		n.Add(1)
+		if err := txn.OnCommit(ctx, func() { cbs.Add(1) }); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, "INSERT INTO kv VALUES ('runner', 2)")
 		return err
 	})
 	require.NoError(t, err)
-	codes := rec.codes()
-	require.NotEmpty(t, codes)
-	assert.Equal(t, txnsqlite.CodeBusy, codes[0], "first failure is SQLITE_BUSY")
+	require.NotEmpty(t, rec.codes())
+	return rec, db, n.Load(), cbs.Load()
+}
+
+// TestBusyWriteLockHeld provokes SQLITE_BUSY (5): with busy_timeout=0 a
+// second connection's BEGIN IMMEDIATE fails at once while the first holds the
+// write lock. Run retries, and commits once the lock is released; the
+// OnCommit callback of the failed attempt never runs.
+func TestBusyWriteLockHeld(t *testing.T) {
+	rec, db, attempts, callbacks := busyRun(t, "_pragma=busy_timeout(0)&_txlock=immediate")
+	assert.Equal(t, txnsqlite.CodeBusy, rec.codes()[0], "first failure is SQLITE_BUSY")
 	assert.Equal(t, txn.ClassRetryable, rec.retries[0].Class)
 	// BEGIN IMMEDIATE failed before fn ran: fn ran once, in the attempt that
 	// committed.
-	assert.Equal(t, int32(1), attempts.Load())
-	assert.Equal(t, int32(1), callbacks.Load())
+	assert.Equal(t, int32(1), attempts)
+	assert.Equal(t, int32(1), callbacks)
 
 	var n int
 	require.NoError(t, db.QueryRow("SELECT count(*) FROM kv").Scan(&n))
@@ -129,38 +139,10 @@ func TestBusyWriteLockHeld(t *testing.T) {
 // transaction's first write finds the write lock taken and busy_timeout is 0.
 // The failed attempt's OnCommit callback never runs.
 func TestBusyDeferredWrite(t *testing.T) {
-	ctx := ctxT(t)
-	path := filepath.Join(t.TempDir(), "busy2.db")
-	holder := openDSN(t, path, "_pragma=journal_mode(WAL)&_pragma=busy_timeout(0)")
-	_, err := holder.Exec("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)")
-	require.NoError(t, err)
-	db := openDSN(t, path, "_pragma=busy_timeout(0)")
-
-	hold, err := holder.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	_, err = hold.Exec("INSERT INTO kv VALUES ('holder', 1)")
-	require.NoError(t, err)
-
-	var once sync.Once
-	rec := &recorder{}
-	rec.onRetry = func() { once.Do(func() { require.NoError(t, hold.Commit()) }) }
-	r := txnsqlite.New(db, txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.MaxAttempts(0))
-
-	var attempts, callbacks atomic.Int32
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		attempts.Add(1)
-		if err := txn.OnCommit(ctx, func() { callbacks.Add(1) }); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, "INSERT INTO kv VALUES ('runner', 2)")
-		return err
-	})
-	require.NoError(t, err)
-	codes := rec.codes()
-	require.NotEmpty(t, codes)
-	assert.Equal(t, txnsqlite.CodeBusy, codes[0]&0xff, "first failure is SQLITE_BUSY or an extended BUSY code")
-	assert.GreaterOrEqual(t, attempts.Load(), int32(2))
-	assert.Equal(t, int32(1), callbacks.Load(), "only the committed attempt's callback runs")
+	rec, _, attempts, callbacks := busyRun(t, "_pragma=busy_timeout(0)")
+	assert.Equal(t, txnsqlite.CodeBusy, rec.codes()[0]&0xff, "first failure is SQLITE_BUSY or an extended BUSY code")
+	assert.GreaterOrEqual(t, attempts, int32(2))
+	assert.Equal(t, int32(1), callbacks, "only the committed attempt's callback runs")
 }
 
 // TestDeferredUpgradeIgnoresBusyTimeout shows the other half of the
