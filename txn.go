@@ -26,6 +26,13 @@
 // savepoint (or outright, on backends without savepoints); only the outermost
 // Run retries. OnCommit registers work to do once the outermost commit has
 // succeeded.
+//
+// Under contention, each Runner limits how many of its attempts run at once
+// with an adaptive limit that shrinks when attempts conflict and opens again
+// when they commit (on by default; see Adaptive), and calls can name
+// conflict keys so that those touching the same rows take turns inside the
+// process (Keys). Observers (SlogObserver, and the txnotel module for
+// OpenTelemetry) see every attempt, retry, give-up, commit and wait.
 package txn
 
 import (
