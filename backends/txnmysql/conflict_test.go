@@ -95,32 +95,11 @@ func TestLockWaitTimeoutRolledBackBeforeRetry(t *testing.T) {
 	admin := openDB(t, nil)
 	db := openDB(t, map[string]string{"innodb_lock_wait_timeout": "1"})
 	ctx := testCtx(t)
-	hot := createTable(t, admin, "id INT PRIMARY KEY, v INT NOT NULL")
+	hot := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, v INT NOT NULL")
 	marks := createTable(t, admin, "attempt INT PRIMARY KEY, conn BIGINT NOT NULL")
-	_, err := admin.ExecContext(ctx, "INSERT INTO "+hot+" VALUES (1, 0)")
-	require.NoError(t, err)
 
 	// The blocker holds the row lock until the first attempt has timed out.
-	locked, release, blockerDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		blockerDone <- func() error {
-			tx, err := admin.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = tx.Rollback() }()
-			if _, err := tx.ExecContext(ctx, "UPDATE "+hot+" SET v = v + 100 WHERE id = 1"); err != nil {
-				return err
-			}
-			close(locked)
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			return tx.Rollback()
-		}()
-	}()
+	blocker := holdLocks(ctx, admin, "UPDATE "+hot+" SET v = v + 100 WHERE id = 1")
 
 	rec := &retryRecorder{}
 	r := txnmysql.New(db, txn.WithObserver(rec))
@@ -132,7 +111,7 @@ func TestLockWaitTimeoutRolledBackBeforeRetry(t *testing.T) {
 		blockerErr     error
 		blockerEnded   bool
 	)
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		calls++
 		id, err := connectionID(ctx, tx)
 		if err != nil {
@@ -140,7 +119,7 @@ func TestLockWaitTimeoutRolledBackBeforeRetry(t *testing.T) {
 		}
 		if calls == 1 {
 			select {
-			case <-locked:
+			case <-blocker.locked:
 			case <-ctx.Done():
 				return txn.Permanent(ctx.Err())
 			}
@@ -153,7 +132,7 @@ func TestLockWaitTimeoutRolledBackBeforeRetry(t *testing.T) {
 			}
 			firstStillOpen = l
 			if !blockerEnded {
-				blockerErr, blockerEnded = <-blockerDone, true
+				blockerErr, blockerEnded = <-blocker.done, true
 			}
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO "+marks+" VALUES (?, ?)", calls, id); err != nil {
@@ -167,7 +146,7 @@ func TestLockWaitTimeoutRolledBackBeforeRetry(t *testing.T) {
 			if qerr := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+marks+" WHERE attempt = 1").Scan(&marksSeen); qerr != nil {
 				return txn.Permanent(qerr)
 			}
-			close(release)
+			close(blocker.release)
 		}
 		return err
 	})
@@ -259,14 +238,9 @@ func TestDuplicateKeyPermanent(t *testing.T) {
 func TestSnapshotIsolationRecordChangedRetried(t *testing.T) {
 	admin := openDB(t, nil)
 	ctx := testCtx(t)
-	var v sql.NullString
-	if err := admin.QueryRowContext(ctx, "SELECT @@innodb_snapshot_isolation").Scan(&v); err != nil {
-		t.Skipf("server has no innodb_snapshot_isolation (MariaDB 10.6.18+, 10.11.8+, 11.x): %v", err)
-	}
+	skipWithoutServerVar(t, ctx, admin, "innodb_snapshot_isolation", "MariaDB 10.6.18+, 10.11.8+, 11.x")
 	db := openDB(t, map[string]string{"innodb_snapshot_isolation": "ON"})
-	ctr := createTable(t, admin, "id INT PRIMARY KEY, n INT NOT NULL")
-	_, err := admin.ExecContext(ctx, "INSERT INTO "+ctr+" VALUES (1, 0)")
-	require.NoError(t, err)
+	ctr := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, n INT NOT NULL")
 
 	bar := newBarrier(2)
 	otherDone := make(chan error, 1)
@@ -283,7 +257,7 @@ func TestSnapshotIsolationRecordChangedRetried(t *testing.T) {
 	rec := &retryRecorder{}
 	r := txnmysql.New(db, txn.WithObserver(rec))
 	calls := 0
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		calls++
 		var n int
 		if err := tx.QueryRowContext(ctx, "SELECT n FROM "+ctr+" WHERE id = 1").Scan(&n); err != nil {
@@ -313,50 +287,29 @@ func TestLockNowaitRetriedWhenOptedIn(t *testing.T) {
 	admin := openDB(t, nil)
 	db := openDB(t, nil)
 	ctx := testCtx(t)
-	tbl := createTable(t, admin, "id INT PRIMARY KEY, v INT NOT NULL")
-	_, err := admin.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
-	require.NoError(t, err)
+	tbl := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, v INT NOT NULL")
 
-	locked, release, holderDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		holderDone <- func() error {
-			tx, err := admin.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = tx.Rollback() }()
-			if _, err := tx.ExecContext(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE"); err != nil {
-				return err
-			}
-			close(locked)
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			return tx.Rollback()
-		}()
-	}()
+	holder := holdLocks(ctx, admin, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE")
 
 	rec := &retryRecorder{}
 	r := txnmysql.NewWithClassifier(db, txnmysql.Classifier(txnmysql.ClassifyOptions{LockWaitNowait: true}), txn.WithObserver(rec))
 	calls := 0
 	var firstErr error
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		calls++
 		if calls == 1 {
 			select {
-			case <-locked:
-			case err := <-holderDone:
+			case <-holder.locked:
+			case err := <-holder.done:
 				return txn.Permanent(fmt.Errorf("holder: %w", err))
 			}
-		} else if err := <-holderDone; err != nil {
+		} else if err := <-holder.done; err != nil {
 			return txn.Permanent(err)
 		}
 		_, err := tx.ExecContext(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE NOWAIT")
 		if calls == 1 {
 			firstErr = err
-			close(release)
+			close(holder.release)
 			return err
 		}
 		if err != nil {
@@ -380,14 +333,9 @@ func TestLockNowaitRetriedWhenOptedIn(t *testing.T) {
 func TestStatementTimeoutRetriedOnlyWhenOptedIn(t *testing.T) {
 	admin := openDB(t, nil)
 	ctx := testCtx(t)
-	var v sql.NullString
-	if err := admin.QueryRowContext(ctx, "SELECT @@max_statement_time").Scan(&v); err != nil {
-		t.Skipf("server has no max_statement_time (MariaDB only): %v", err)
-	}
+	skipWithoutServerVar(t, ctx, admin, "max_statement_time", "MariaDB only")
 	db := openDB(t, map[string]string{"max_statement_time": "0.3"})
-	tbl := createTable(t, admin, "id INT PRIMARY KEY, v INT NOT NULL")
-	_, err := admin.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
-	require.NoError(t, err)
+	tbl := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, v INT NOT NULL")
 
 	// hold locks the row until the returned function is called.
 	hold := func(t *testing.T) (unlock func()) {
@@ -443,9 +391,7 @@ func TestTxOptionsIsolationAndReadOnly(t *testing.T) {
 	admin := openDB(t, nil)
 	db := openDB(t, nil)
 	ctx := testCtx(t)
-	tbl := createTable(t, admin, "id INT PRIMARY KEY, v INT NOT NULL")
-	_, err := admin.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
-	require.NoError(t, err)
+	tbl := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, v INT NOT NULL")
 	r := txnmysql.New(db, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 
 	// locked reports whether another connection finds row 1 locked.

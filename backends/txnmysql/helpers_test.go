@@ -276,3 +276,56 @@ func count(t testing.TB, db *sql.DB, table, where string, args ...any) int {
 	require.NoError(t, db.QueryRowContext(context.Background(), q, args...).Scan(&n))
 	return n
 }
+
+// lockHolder runs a statement in a transaction on another connection and
+// keeps that transaction, and so the statement's row locks, open until
+// release is closed; then it rolls back.
+type lockHolder struct {
+	locked  chan struct{} // closed once the statement has run
+	release chan struct{} // closed by the test to end the transaction
+	done    chan error    // receives the holder's result once it has ended
+}
+
+// holdLocks starts a lockHolder that runs stmt on db.
+func holdLocks(ctx context.Context, db *sql.DB, stmt string) *lockHolder {
+	h := &lockHolder{locked: make(chan struct{}), release: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		h.done <- func() error {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = tx.Rollback() }()
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+			close(h.locked)
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return tx.Rollback()
+		}()
+	}()
+	return h
+}
+
+// skipWithoutServerVar skips the test when the server has no system
+// variable name; why says which servers have it.
+func skipWithoutServerVar(t testing.TB, ctx context.Context, db *sql.DB, name, why string) {
+	t.Helper()
+	var v sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT @@"+name).Scan(&v); err != nil {
+		t.Skipf("server has no %s (%s): %v", name, why, err)
+	}
+}
+
+// createRowTable creates a table like createTable and inserts the row (1, 0).
+func createRowTable(t testing.TB, ctx context.Context, db *sql.DB, columns string) string {
+	t.Helper()
+	tbl := createTable(t, db, columns)
+	_, err := db.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	require.NoError(t, err)
+	return tbl
+}
