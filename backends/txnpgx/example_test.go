@@ -15,14 +15,20 @@ import (
 	"github.com/txnkit/txn/backends/txnpgx"
 )
 
-// A transfer between two accounts under SERIALIZABLE, retried on
-// serialization failures and deadlocks.
-func Example() {
-	ctx := context.Background()
+// connect opens the pool the examples use, from DATABASE_URL.
+func connect(ctx context.Context) *pgxpool.Pool {
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
+	return pool
+}
+
+// A transfer between two accounts under SERIALIZABLE, retried on
+// serialization failures and deadlocks.
+func Example() {
+	ctx := context.Background()
+	pool := connect(ctx)
 	defer pool.Close()
 
 	// Build the Runner once and share it.
@@ -30,7 +36,7 @@ func Example() {
 		txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}),
 		txn.MaxAttempts(10),
 	)
-	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - $1 WHERE id = $2", 100, 1); err != nil {
 			return err
 		}
@@ -50,10 +56,7 @@ func Example() {
 // snapshot for a report, on a Runner whose default is read-write.
 func ExampleTxOptions() {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := connect(ctx)
 	defer pool.Close()
 	r := txnpgx.New(pool)
 
@@ -76,17 +79,14 @@ func ExampleTxOptions() {
 // whose transactions use NOWAIT or lock_timeout.
 func ExampleClassifier() {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := connect(ctx)
 	defer pool.Close()
 
 	r := txnpgx.NewWithClassifier(pool,
 		txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true}),
 		txn.MaxElapsed(2*time.Second),
 	)
-	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		var id int64
 		err := tx.QueryRow(ctx, "SELECT id FROM jobs WHERE state = 'ready' LIMIT 1 FOR UPDATE NOWAIT").Scan(&id)
 		if err != nil {
@@ -125,14 +125,11 @@ func ExampleClassify() {
 // published only once the order is committed.
 func Example_savepoint() {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := connect(ctx)
 	defer pool.Close()
 	r := txnpgx.New(pool)
 
-	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO orders (id) VALUES ($1)", 42); err != nil {
 			return err
 		}

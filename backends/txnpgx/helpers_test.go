@@ -89,6 +89,15 @@ func newTable(tb testing.TB, pool *pgxpool.Pool, columns string) string {
 	return name
 }
 
+// counterTable creates a table (id int PRIMARY KEY, v int NOT NULL) with
+// newTable and inserts the row (1, 0).
+func counterTable(tb testing.TB, pool *pgxpool.Pool) string {
+	tb.Helper()
+	tbl := newTable(tb, pool, "id int PRIMARY KEY, v int NOT NULL")
+	mustExec(tb, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	return tbl
+}
+
 func mustExec(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
 	tb.Helper()
 	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
@@ -184,6 +193,22 @@ func sqlState(err error) string {
 		return pgErr.Code
 	}
 	return ""
+}
+
+// requireRanOnceWithCode requires that fn ran exactly once and that err is
+// a *pgconn.PgError with SQLSTATE code.
+func requireRanOnceWithCode(t *testing.T, attempts int, err error, code string) {
+	t.Helper()
+	if attempts != 1 {
+		t.Fatalf("fn ran %d times, want 1", attempts)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		t.Fatalf("error %v is not a *pgconn.PgError", err)
+	}
+	if pgErr.Code != code {
+		t.Fatalf("SQLSTATE %s, want %s", pgErr.Code, code)
+	}
 }
 
 // concurrentUpdate makes the calling transaction (which must already hold a

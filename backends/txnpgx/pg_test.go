@@ -28,6 +28,49 @@ func repeatableRead() txn.Option {
 	return txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 }
 
+// runConcurrently calls run(i) for i in 0..n-1, each on its own goroutine,
+// and returns their errors once all have returned.
+func runConcurrently(n int, run func(i int) error) []error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = run(i)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// runPair runs fn(0) and fn(1) with r on two goroutines and requires both
+// Runs to succeed. A non-nil firstDone is closed once Run of fn(0) has
+// returned.
+func runPair(t *testing.T, ctx context.Context, r *txnpgx.Runner, fn func(i int) func(context.Context, pgx.Tx) error, firstDone chan struct{}) {
+	t.Helper()
+	errs := runConcurrently(2, func(i int) error {
+		err := r.Run(ctx, fn(i))
+		if i == 0 && firstDone != nil {
+			close(firstDone)
+		}
+		return err
+	})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+}
+
+// awaitFirst waits until firstDone is closed; after waitLimit it returns a
+// permanent error for fn to return.
+func awaitFirst(firstDone <-chan struct{}) error {
+	select {
+	case <-firstDone:
+		return nil
+	case <-time.After(waitLimit):
+		return txn.Permanent(errors.New("transaction 0 never finished"))
+	}
+}
+
 // TestWriteSkewSerializableRetried runs two SERIALIZABLE transactions that
 // each read the sum of a table and insert a row derived from it: a write
 // skew. Both read before either writes, so PostgreSQL must fail one with
@@ -62,31 +105,15 @@ func TestWriteSkewSerializableRetried(t *testing.T) {
 			}
 			if i == 1 && n == 1 {
 				// Let transaction 0 commit first.
-				select {
-				case <-firstDone:
-				case <-time.After(waitLimit):
-					return txn.Permanent(errors.New("transaction 0 never finished"))
+				if err := awaitFirst(firstDone); err != nil {
+					return err
 				}
 			}
 			nilReturns[i].Add(1)
 			return nil
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.Run(ctx, fn(i))
-			if i == 0 {
-				close(firstDone)
-			}
-		}()
-	}
-	wg.Wait()
-	require.NoError(t, errs[0])
-	require.NoError(t, errs[1])
+	runPair(t, ctx, r, fn, firstDone)
 
 	total := attempts[0].Load() + attempts[1].Load()
 	require.Greater(t, total, int32(2), "neither transaction was retried")
@@ -149,36 +176,39 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 					return txn.Permanent(err)
 				}
 				if i == 1 {
-					select {
-					case <-firstDone:
-					case <-time.After(waitLimit):
-						return txn.Permanent(errors.New("transaction 0 never finished"))
+					if err := awaitFirst(firstDone); err != nil {
+						return err
 					}
 				}
 			}
 			return nil
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.Run(ctx, fn(i))
-			if i == 0 {
-				close(firstDone)
-			}
-		}()
-	}
-	wg.Wait()
-	require.NoError(t, errs[0])
-	require.NoError(t, errs[1])
+	runPair(t, ctx, r, fn, firstDone)
 	require.Equal(t, int32(1), attempts[0].Load())
 	require.Equal(t, int32(2), attempts[1].Load())
 	require.Equal(t, []error{nil, nil}, fnErrs[1], "fn succeeded both times: the 40001 came from COMMIT")
 	require.Equal(t, []string{"40001"}, rec.retryCodes())
 	require.Equal(t, 1, queryInt(t, pool, "SELECT count(*) FROM "+tbl+" WHERE on_call"), "one doctor stays on call")
+}
+
+// incrementLosingFirstRace returns an fn that reads row 1 of tbl (a
+// counterTable) and increments its v. In the first attempt another
+// connection updates the row between the two, so under REPEATABLE READ or
+// SERIALIZABLE the UPDATE fails with 40001. *attempts counts the calls.
+func incrementLosingFirstRace(t *testing.T, pool *pgxpool.Pool, tbl string, attempts *int) func(context.Context, pgx.Tx) error {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		*attempts++
+		var v int
+		if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v); err != nil {
+			return err
+		}
+		if *attempts == 1 {
+			concurrentUpdate(t, pool, tbl, 1)
+		}
+		_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1")
+		return err
+	}
 }
 
 // TestSerializationFailureInStatementRetried: under REPEATABLE READ, a row
@@ -187,23 +217,11 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 // fresh transaction, which sees the other update.
 func TestSerializationFailureInStatementRetried(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	rec := &recorder{}
 	r := txnpgx.New(pool, repeatableRead(), txn.WithObserver(rec))
 	var attempts int
-	err := r.Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
-		attempts++
-		var v int
-		if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v); err != nil {
-			return err
-		}
-		if attempts == 1 {
-			concurrentUpdate(t, pool, tbl, 1)
-		}
-		_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1")
-		return err
-	})
+	err := r.Run(testCtx(t), incrementLosingFirstRace(t, pool, tbl, &attempts))
 	require.NoError(t, err)
 	require.Equal(t, 2, attempts)
 	require.Equal(t, []string{"40001"}, rec.retryCodes())
@@ -244,18 +262,7 @@ func TestDeadlockRetried(t *testing.T) {
 			return err
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.Run(ctx, fn(i))
-		}()
-	}
-	wg.Wait()
-	require.NoError(t, errs[0])
-	require.NoError(t, errs[1])
+	runPair(t, ctx, r, fn, nil)
 	require.Equal(t, int32(3), attempts[0].Load()+attempts[1].Load(), "exactly one victim, retried once")
 	require.Equal(t, []string{"40P01"}, rec.retryCodes())
 	require.Equal(t, 11, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"))
@@ -291,8 +298,7 @@ func holdRowLock(t *testing.T, pool *pgxpool.Pool, table string, id int, release
 // retry succeeds once the lock is released.
 func TestNowaitLockNotAvailable(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	ctx := testCtx(t)
 
 	t.Run("default is permanent", func(t *testing.T) {
@@ -305,10 +311,7 @@ func TestNowaitLockNotAvailable(t *testing.T) {
 			_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE NOWAIT")
 			return err
 		})
-		require.Equal(t, 1, attempts)
-		var pgErr *pgconn.PgError
-		require.ErrorAs(t, err, &pgErr)
-		require.Equal(t, "55P03", pgErr.Code)
+		requireRanOnceWithCode(t, attempts, err, "55P03")
 		var gu *txn.GiveUpError
 		require.False(t, errors.As(err, &gu), "a permanent error is returned as it is")
 	})
@@ -366,11 +369,8 @@ func TestUniqueViolationPermanent(t *testing.T) {
 		_, fnErr = tx.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1)")
 		return fnErr
 	})
-	require.Equal(t, 1, attempts)
+	requireRanOnceWithCode(t, attempts, err, "23505")
 	require.Same(t, fnErr, err, "the error comes back as fn returned it")
-	var pgErr *pgconn.PgError
-	require.ErrorAs(t, err, &pgErr)
-	require.Equal(t, "23505", pgErr.Code)
 	require.Equal(t, 1, queryInt(t, pool, "SELECT count(*) FROM "+tbl), "the transaction was rolled back")
 }
 
@@ -554,21 +554,12 @@ func TestConnectionsCutBeforeFnRetried(t *testing.T) {
 // error that matches both context.DeadlineExceeded and the 40001.
 func TestDeadlineShorterThanBackoff(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	r := txnpgx.New(pool, repeatableRead(), txn.WithBackoff(txn.Constant(time.Hour)))
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var attempts int
-	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		attempts++
-		if _, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1"); err != nil {
-			return err
-		}
-		concurrentUpdate(t, pool, tbl, 1)
-		_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1")
-		return err
-	})
+	err := r.Run(ctx, incrementLosingFirstRace(t, pool, tbl, &attempts))
 	require.NoError(t, ctx.Err(), "Run waited for the deadline instead of returning at once")
 	require.Equal(t, 1, attempts)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -745,8 +736,7 @@ func TestSavepointRollbackKeepsOuterWrites(t *testing.T) {
 // once and the callback of the failed attempt never runs.
 func TestRetryableErrorInSavepointRestartsTransaction(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	log := newTable(t, pool, "attempt int PRIMARY KEY")
 	r := txnpgx.New(pool, repeatableRead())
 	var attempts int
@@ -817,25 +807,14 @@ func TestTxOptionsRunnerAndPerCall(t *testing.T) {
 // is closed.
 func TestConnRunner(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	ctx := testCtx(t)
 	conn, err := pgx.Connect(ctx, pgDSN())
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
 	r := txnpgx.New(conn, repeatableRead())
 	var attempts int
-	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		attempts++
-		if _, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1"); err != nil {
-			return err
-		}
-		if attempts == 1 {
-			concurrentUpdate(t, pool, tbl, 1)
-		}
-		_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1")
-		return err
-	}))
+	require.NoError(t, r.Run(ctx, incrementLosingFirstRace(t, pool, tbl, &attempts)))
 	require.Equal(t, 2, attempts)
 
 	require.NoError(t, conn.Close(ctx))
@@ -879,28 +858,20 @@ func TestDoReturnsValue(t *testing.T) {
 // goroutines with retries going on.
 func TestParallelRunsShareRunner(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	r := txnpgx.New(pool, serializable(), txn.MaxAttempts(0))
 	ctx := testCtx(t)
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-				var v int
-				if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v); err != nil {
-					return err
-				}
-				_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = $1 WHERE id = 1", v+1)
+	errs := runConcurrently(n, func(int) error {
+		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			var v int
+			if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v); err != nil {
 				return err
-			})
-		}()
-	}
-	wg.Wait()
+			}
+			_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = $1 WHERE id = 1", v+1)
+			return err
+		})
+	})
 	require.Equal(t, make([]error, n), errs)
 	require.Equal(t, n, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"), "no lost update")
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
@@ -19,8 +18,7 @@ import (
 // *pgconn.PgError.
 func TestStdlibClassifier(t *testing.T) {
 	pool := newPool(t, nil)
-	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0)")
+	tbl := counterTable(t, pool)
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 
@@ -52,10 +50,7 @@ func TestStdlibClassifier(t *testing.T) {
 		_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
 		return err
 	})
-	require.Equal(t, 1, attempts)
-	var pgErr *pgconn.PgError
-	require.ErrorAs(t, err, &pgErr)
-	require.Equal(t, "23505", pgErr.Code)
+	requireRanOnceWithCode(t, attempts, err, "23505")
 
 	// Savepoints through txnsql's SAVEPOINT statements work the same way.
 	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {

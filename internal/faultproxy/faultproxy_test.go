@@ -150,9 +150,56 @@ func waitFired(t *testing.T, p *Proxy) {
 	}
 }
 
-func TestForwardsBothWays(t *testing.T) {
+// echoBehindProxy starts an echo server and a proxy in front of it.
+func echoBehindProxy(t *testing.T) (*echoServer, *Proxy) {
+	t.Helper()
 	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
+	return s, startProxy(t, s.ln.Addr().String())
+}
+
+// sendAndExpectCut writes msg, which must trip the armed fault, and asserts
+// that the fault fires and that c is closed without receiving anything.
+func sendAndExpectCut(t *testing.T, p *Proxy, c net.Conn, msg string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	waitFired(t, p)
+	expectClosed(t, c)
+}
+
+// beginThenCut connects through a proxy to an echo server, round-trips
+// "begin;", arms pattern with mode and sends msg, which must trip the fault
+// and cut the connection.
+func beginThenCut(t *testing.T, pattern string, mode Mode, msg string) (*echoServer, *Proxy) {
+	t.Helper()
+	s, p := echoBehindProxy(t)
+	c := dial(t, p)
+	roundTrip(t, c, "begin;")
+	p.Arm([]byte(pattern), mode)
+	sendAndExpectCut(t, p, c, msg)
+	return s, p
+}
+
+// twoConns dials p twice and round-trips "a" on the first connection and
+// "b" on the second.
+func twoConns(t *testing.T, p *Proxy) (net.Conn, net.Conn) {
+	t.Helper()
+	c1, c2 := dial(t, p), dial(t, p)
+	roundTrip(t, c1, "a")
+	roundTrip(t, c2, "b")
+	return c1, c2
+}
+
+func wantFires(t *testing.T, p *Proxy, want int) {
+	t.Helper()
+	if got := p.Fires(); got != want {
+		t.Fatalf("Fires = %d, want %d", got, want)
+	}
+}
+
+func TestForwardsBothWays(t *testing.T) {
+	s, p := echoBehindProxy(t)
 	c := dial(t, p)
 	roundTrip(t, c, "hello")
 	big := string(bytes.Repeat([]byte("0123456789"), 10000))
@@ -160,48 +207,25 @@ func TestForwardsBothWays(t *testing.T) {
 	if got := s.received(); got != "hello"+big {
 		t.Fatalf("server received %d bytes, want %d", len(got), len("hello"+big))
 	}
-	if p.Fires() != 0 {
-		t.Fatalf("Fires = %d with nothing armed", p.Fires())
-	}
+	wantFires(t, p, 0)
 }
 
 func TestCutBeforeForward(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
-	c := dial(t, p)
-	roundTrip(t, c, "begin;")
-	p.Arm([]byte("commit"), CutBeforeForward)
-	if _, err := c.Write([]byte("x COMMIT;")); err != nil {
-		t.Fatal(err)
-	}
-	waitFired(t, p)
-	expectClosed(t, c)
+	s, p := beginThenCut(t, "commit", CutBeforeForward, "x COMMIT;")
 	if got := s.received(); got != "begin;" {
 		t.Fatalf("server received %q: the matching chunk was forwarded", got)
 	}
-	if p.Fires() != 1 {
-		t.Fatalf("Fires = %d, want 1", p.Fires())
-	}
+	wantFires(t, p, 1)
 }
 
 func TestCutAfterReply(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
-	c := dial(t, p)
-	roundTrip(t, c, "begin;")
-	p.Arm([]byte("Commit"), CutAfterReply)
-	if _, err := c.Write([]byte("commit;")); err != nil {
-		t.Fatal(err)
-	}
-	waitFired(t, p)
+	s, _ := beginThenCut(t, "Commit", CutAfterReply, "commit;")
 	// The server got the request and answered it; the client saw nothing.
 	s.waitReceived(t, "begin;commit;")
-	expectClosed(t, c)
 }
 
 func TestPatternSplitAcrossReads(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
+	s, p := echoBehindProxy(t)
 	c := dial(t, p)
 	p.Arm([]byte("commit"), CutBeforeForward)
 	// Each round trip forces the proxy to read the piece on its own.
@@ -212,19 +236,14 @@ func TestPatternSplitAcrossReads(t *testing.T) {
 		t.Fatal("fired on a partial pattern")
 	default:
 	}
-	if _, err := c.Write([]byte("MiT yy")); err != nil {
-		t.Fatal(err)
-	}
-	waitFired(t, p)
-	expectClosed(t, c)
+	sendAndExpectCut(t, p, c, "MiT yy")
 	if got := s.received(); got != "xxCOm" {
 		t.Fatalf("server received %q", got)
 	}
 }
 
 func TestPatternSeenBeforeArmDoesNotFire(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
+	_, p := echoBehindProxy(t)
 	c := dial(t, p)
 	roundTrip(t, c, "commit")
 	p.Arm([]byte("commit"), CutBeforeForward)
@@ -232,39 +251,21 @@ func TestPatternSeenBeforeArmDoesNotFire(t *testing.T) {
 	if p.Fires() != 0 {
 		t.Fatal("a pattern sent before Arm fired the fault")
 	}
-	if _, err := c.Write([]byte("COMMIT")); err != nil {
-		t.Fatal(err)
-	}
-	waitFired(t, p)
-	expectClosed(t, c)
+	sendAndExpectCut(t, p, c, "COMMIT")
 }
 
 func TestOneShotFiresOnOneConnection(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
-	c1 := dial(t, p)
-	c2 := dial(t, p)
-	roundTrip(t, c1, "a")
-	roundTrip(t, c2, "b")
+	_, p := echoBehindProxy(t)
+	c1, c2 := twoConns(t, p)
 	p.Arm([]byte("commit"), CutBeforeForward)
-	if _, err := c1.Write([]byte("commit")); err != nil {
-		t.Fatal(err)
-	}
-	waitFired(t, p)
-	expectClosed(t, c1)
+	sendAndExpectCut(t, p, c1, "commit")
 	roundTrip(t, c2, "commit")
-	if p.Fires() != 1 {
-		t.Fatalf("Fires = %d, want 1", p.Fires())
-	}
+	wantFires(t, p, 1)
 }
 
 func TestCutAll(t *testing.T) {
-	s := newEchoServer(t)
-	p := startProxy(t, s.ln.Addr().String())
-	c1 := dial(t, p)
-	c2 := dial(t, p)
-	roundTrip(t, c1, "a")
-	roundTrip(t, c2, "b")
+	_, p := echoBehindProxy(t)
+	c1, c2 := twoConns(t, p)
 	if n := p.CutAll(); n != 2 {
 		t.Fatalf("CutAll closed %d connections, want 2", n)
 	}
