@@ -111,3 +111,41 @@ const (
 		LEFT JOIN (SELECT from_id AS id, SUM(amount) AS s FROM %[1]sledger GROUP BY from_id) d ON d.id = a.id
 		WHERE a.balance <> %[2]d + COALESCE(c.s, 0) - COALESCE(d.s, 0)`
 )
+
+// stmts is what a transfer needs of a SQL transaction, so that the pgx and
+// database/sql stores share one transfer.
+type stmts interface {
+	queryInt(ctx context.Context, query string, arg int64) (int64, error)
+	exec(ctx context.Context, query string, args ...any) error
+}
+
+// sqlTransfer is the transfer on SQL: read both balances in t's lock order,
+// refuse it (permanently) when the source is short, update both, and add a
+// ledger row. sel, upd and ins are the dialect's statements.
+func sqlTransfer(ctx context.Context, tx stmts, t transfer, sel, upd, ins string) error {
+	first, second := t.order()
+	b1, err := tx.queryInt(ctx, sel, first)
+	if err != nil {
+		return fmt.Errorf("read balance %d: %w", first, err)
+	}
+	b2, err := tx.queryInt(ctx, sel, second)
+	if err != nil {
+		return fmt.Errorf("read balance %d: %w", second, err)
+	}
+	fromBalance := b2
+	if first == t.from {
+		fromBalance = b1
+	}
+	if fromBalance < t.amount {
+		return txn.Permanent(errInsufficientFunds)
+	}
+	for _, id := range [2]int64{first, second} {
+		if err := tx.exec(ctx, upd, t.delta(id), id); err != nil {
+			return fmt.Errorf("update balance %d: %w", id, err)
+		}
+	}
+	if err := tx.exec(ctx, ins, t.from, t.to, t.amount); err != nil {
+		return fmt.Errorf("insert ledger row: %w", err)
+	}
+	return nil
+}

@@ -89,32 +89,22 @@ func (s *pgStore) Bank(opts ...txn.Option) TransferFunc {
 	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES ($1, $2, $3)`)
 	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			first, second := t.order()
-			var b1, b2 int64
-			if err := tx.QueryRow(ctx, sel, first).Scan(&b1); err != nil {
-				return fmt.Errorf("read balance %d: %w", first, err)
-			}
-			if err := tx.QueryRow(ctx, sel, second).Scan(&b2); err != nil {
-				return fmt.Errorf("read balance %d: %w", second, err)
-			}
-			fromBalance := b2
-			if first == t.from {
-				fromBalance = b1
-			}
-			if fromBalance < t.amount {
-				return txn.Permanent(errInsufficientFunds)
-			}
-			for _, id := range [2]int64{first, second} {
-				if _, err := tx.Exec(ctx, upd, t.delta(id), id); err != nil {
-					return fmt.Errorf("update balance %d: %w", id, err)
-				}
-			}
-			if _, err := tx.Exec(ctx, ins, t.from, t.to, t.amount); err != nil {
-				return fmt.Errorf("insert ledger row: %w", err)
-			}
-			return nil
+			return sqlTransfer(ctx, pgxStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
 	}
+}
+
+// pgxStmts runs a transfer's statements on a pgx transaction.
+type pgxStmts struct{ tx pgx.Tx }
+
+func (p pgxStmts) queryInt(ctx context.Context, query string, arg int64) (v int64, err error) {
+	err = p.tx.QueryRow(ctx, query, arg).Scan(&v)
+	return v, err
+}
+
+func (p pgxStmts) exec(ctx context.Context, query string, args ...any) error {
+	_, err := p.tx.Exec(ctx, query, args...)
+	return err
 }
 
 // Check implements Store.

@@ -73,32 +73,22 @@ func (s *sqlStore) Bank(opts ...txn.Option) TransferFunc {
 	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES (?, ?, ?)`)
 	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			first, second := t.order()
-			var b1, b2 int64
-			if err := tx.QueryRowContext(ctx, sel, first).Scan(&b1); err != nil {
-				return fmt.Errorf("read balance %d: %w", first, err)
-			}
-			if err := tx.QueryRowContext(ctx, sel, second).Scan(&b2); err != nil {
-				return fmt.Errorf("read balance %d: %w", second, err)
-			}
-			fromBalance := b2
-			if first == t.from {
-				fromBalance = b1
-			}
-			if fromBalance < t.amount {
-				return txn.Permanent(errInsufficientFunds)
-			}
-			for _, id := range [2]int64{first, second} {
-				if _, err := tx.ExecContext(ctx, upd, t.delta(id), id); err != nil {
-					return fmt.Errorf("update balance %d: %w", id, err)
-				}
-			}
-			if _, err := tx.ExecContext(ctx, ins, t.from, t.to, t.amount); err != nil {
-				return fmt.Errorf("insert ledger row: %w", err)
-			}
-			return nil
+			return sqlTransfer(ctx, stdStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
 	}
+}
+
+// stdStmts runs a transfer's statements on a database/sql transaction.
+type stdStmts struct{ tx *sql.Tx }
+
+func (s stdStmts) queryInt(ctx context.Context, query string, arg int64) (v int64, err error) {
+	err = s.tx.QueryRowContext(ctx, query, arg).Scan(&v)
+	return v, err
+}
+
+func (s stdStmts) exec(ctx context.Context, query string, args ...any) error {
+	_, err := s.tx.ExecContext(ctx, query, args...)
+	return err
 }
 
 // Check implements Store.
