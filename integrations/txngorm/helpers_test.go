@@ -82,7 +82,7 @@ var (
 		conflict: pgConflict,
 	}
 	// pgFallback is PostgreSQL classified by txngorm.Classify alone.
-	pgFallback = func() dialect { d := pgDialect; d.name, d.classify = "postgres-fallback", nil; return d }()
+	pgFallback   = func() dialect { d := pgDialect; d.name, d.classify = "postgres-fallback", nil; return d }()
 	mysqlDialect = dialect{
 		name: "mariadb", open: openMySQL, classify: txnmysql.Classify,
 		shareLock: " LOCK IN SHARE MODE", forUpdate: " FOR UPDATE",
