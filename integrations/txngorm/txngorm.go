@@ -37,12 +37,12 @@ package txngorm
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"reflect"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnsql"
 	"gorm.io/gorm"
 )
 
@@ -80,41 +80,15 @@ func TxOptions(o sql.TxOptions) txn.Option {
 	return txn.WithBeginOptions(o)
 }
 
-// Classify is the classifier that needs no driver: it returns
-// txn.ClassConnLost for driver.ErrBadConn; txn.ClassRetryable for an error
-// whose SQLState() method reports 40001 (serialization failure, the SQL
-// standard's code) or 40P01 (PostgreSQL's deadlock_detected), as pgx's and
-// lib/pq's errors do, and for an error whose Code() int method reports
-// SQLITE_BUSY or SQLITE_LOCKED or one of their extended codes, as the
-// errors of modernc.org/sqlite and github.com/glebarez/go-sqlite do; and
+// Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
+// it returns txn.ClassConnLost for driver.ErrBadConn; txn.ClassRetryable
+// for an error whose SQLState() method reports 40001 or 40P01 (pgx, lib/pq)
+// and for one whose Code() int method reports SQLITE_BUSY or SQLITE_LOCKED
+// (modernc.org/sqlite, github.com/glebarez/go-sqlite); and
 // txn.ClassPermanent for everything else, including nil and typed nils.
 // MySQL and MariaDB errors expose no such method: use txnmysql.Classify.
 func Classify(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
-		return txn.ClassConnLost
-	}
-	var st interface{ SQLState() string }
-	if errors.As(err, &st) && !isNilPtr(st) {
-		switch st.SQLState() {
-		case "40001", "40P01":
-			return txn.ClassRetryable
-		}
-	}
-	var sc interface{ Code() int }
-	if errors.As(err, &sc) && !isNilPtr(sc) {
-		switch sc.Code() & 0xff {
-		case 5, 6: // SQLITE_BUSY, SQLITE_LOCKED
-			return txn.ClassRetryable
-		}
-	}
-	return txn.ClassPermanent
-}
-
-// isNilPtr reports whether v is a typed nil pointer, whose methods would
-// panic.
-func isNilPtr(v any) bool {
-	rv := reflect.ValueOf(v)
-	return rv.Kind() == reflect.Pointer && rv.IsNil()
+	return txnsql.ClassifyGeneric(err)
 }
 
 // backend adapts a *gorm.DB to txn.Backend and txn.Savepointer.
@@ -210,7 +184,7 @@ func (b *backend) RollbackToSavepoint(ctx context.Context, sp *gorm.DB, name str
 // committer returns the transaction tx is bound to.
 func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
 	c, ok := tx.Statement.ConnPool.(gorm.TxCommitter)
-	if !ok || isNilPtr(c) {
+	if v := reflect.ValueOf(c); !ok || (v.Kind() == reflect.Pointer && v.IsNil()) {
 		return nil, fmt.Errorf("txngorm: handle is not bound to a transaction: %w", gorm.ErrInvalidTransaction)
 	}
 	return c, nil
