@@ -10,10 +10,11 @@
 //
 // # Classification
 //
-// GORM hands back the driver's own error value (it does not wrap it, and
-// with gorm.Config.TranslateError it replaces only constraint violations,
-// never a deadlock or a serialization failure), so the backends' classifiers
-// apply unchanged: pass txnpgx.Classify (gorm.io/driver/postgres, which
+// GORM hands back the driver's own error value (wrapped with %w only when
+// an earlier error of the same chain is already there; with
+// gorm.Config.TranslateError it replaces only constraint violations, never a
+// deadlock or a serialization failure), so the backends' classifiers apply
+// unchanged: pass txnpgx.Classify (gorm.io/driver/postgres, which
 // uses pgx) or txnmysql.Classify (gorm.io/driver/mysql) to NewWithClassifier.
 // This package imports no driver; New uses Classify, a fallback that
 // recognises errors only through the methods they expose (see Classify),
