@@ -32,7 +32,8 @@
 // outermost Run. GORM's own tx.Transaction inside fn also nests through a
 // savepoint (unless gorm.Config.DisableNestedTransaction is set, in which
 // case it simply joins), but the Runner does not see inside it: prefer a
-// nested Run, which keeps a swallowed retryable error from committing.
+// nested Run, after which Run does not commit the attempt even if fn
+// swallows a retryable error.
 package txngorm
 
 import (
