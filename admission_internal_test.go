@@ -9,19 +9,19 @@ import (
 // These tests drive the controller directly, attempt by attempt, so that
 // its arithmetic is checked without goroutine scheduling in the way.
 
-// durClock reads d after the zero time: every ticket (start zero) has then
+// durClock reads d after the zero time: every grant (start zero) has then
 // run for d.
 type durClock time.Duration
 
 func (c durClock) Now() time.Time                                   { return time.Time{}.Add(time.Duration(c)) }
 func (c durClock) Sleep(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 
-func admitN(t *testing.T, a *adaptive, n int) []ticket {
+func admitN(t *testing.T, a *adaptive, n int) []grant {
 	t.Helper()
-	ts := make([]ticket, n)
+	ts := make([]grant, n)
 	for i := range ts {
-		tk, waited, _, _, err := a.acquire(context.Background())
-		if err != nil || waited {
+		tk, err := a.acquire(context.Background())
+		if err != nil || tk.waited {
 			t.Fatalf("attempt %d of %d was not admitted at once (limit %v)", i+1, n, a.limit)
 		}
 		ts[i] = tk
@@ -35,7 +35,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 	// A storm: everything that runs side by side conflicts.
 	for a.allowed() > 1 {
 		for _, tk := range admitN(t, a, a.allowed()) {
-			a.release(tk, true, false, durClock(ms))
+			a.release(tk, endConflict, durClock(ms))
 		}
 	}
 	// commitsToTwo counts the clean commits, one at a time, until the limit
@@ -44,7 +44,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 	commitsToTwo := func() int {
 		n := 0
 		for a.allowed() < 2 {
-			a.release(admitN(t, a, 1)[0], false, true, durClock(ms))
+			a.release(admitN(t, a, 1)[0], endCommitted, durClock(ms))
 			n++
 			if n > 1e6 {
 				t.Fatal("the limit never reached two")
@@ -54,8 +54,8 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 	}
 	probe := func() {
 		ts := admitN(t, a, 2)
-		a.release(ts[0], false, true, durClock(ms))
-		a.release(ts[1], true, false, durClock(ms))
+		a.release(ts[0], endCommitted, durClock(ms))
+		a.release(ts[1], endConflict, durClock(ms))
 		if a.allowed() != 1 {
 			t.Fatalf("a failed probe left the limit at %d", a.allowed())
 		}
@@ -78,7 +78,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 	for a.allowed() < 8 {
 		ts := admitN(t, a, a.allowed())
 		for _, tk := range ts {
-			a.release(tk, false, true, durClock(ms))
+			a.release(tk, endCommitted, durClock(ms))
 			n++
 		}
 	}
@@ -91,20 +91,21 @@ func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
 	a := newAdaptive(64)
 	// One quick conflict ends the calm (in which nothing is measured)...
 	ts := admitN(t, a, 16)
-	for i, tk := range ts {
-		a.release(tk, i == 0, i != 0, durClock(time.Millisecond))
+	a.release(ts[0], endConflict, durClock(time.Millisecond))
+	for _, tk := range ts[1:] {
+		a.release(tk, endCommitted, durClock(time.Millisecond))
 	}
 	// ...then rounds of sixteen side by side, quick clean commits of 1ms...
 	for i := 0; i < 64; i++ {
 		for _, tk := range admitN(t, a, min(16, a.allowed())) {
-			a.release(tk, false, true, durClock(time.Millisecond))
+			a.release(tk, endCommitted, durClock(time.Millisecond))
 		}
 	}
 	before := a.conflict
 	// ...then one attempt that waited a second for deadlock detection.
 	ts = admitN(t, a, 2)
-	a.release(ts[0], true, false, durClock(time.Second))
-	a.release(ts[1], false, true, durClock(time.Millisecond))
+	a.release(ts[0], endConflict, durClock(time.Second))
+	a.release(ts[1], endCommitted, durClock(time.Millisecond))
 	if before > 0.01 || a.conflict < 0.9 {
 		t.Fatalf("F went from %v to %v; one deadlock should count for the time it cost", before, a.conflict)
 	}
@@ -117,13 +118,13 @@ func TestAdaptiveQuickConflictWeighsLittle(t *testing.T) {
 	a := newAdaptive(64)
 	for i := 0; i < 8; i++ {
 		for _, tk := range admitN(t, a, 16) {
-			a.release(tk, false, true, durClock(time.Millisecond))
+			a.release(tk, endCommitted, durClock(time.Millisecond))
 		}
 	}
 	ts := admitN(t, a, 16)
-	a.release(ts[0], true, false, durClock(time.Millisecond))
+	a.release(ts[0], endConflict, durClock(time.Millisecond))
 	for _, tk := range ts[1:] {
-		a.release(tk, false, true, durClock(time.Millisecond))
+		a.release(tk, endCommitted, durClock(time.Millisecond))
 	}
 	if a.conflict > 0.07 {
 		t.Fatalf("F = %v after one quick conflict among many commits", a.conflict)

@@ -183,7 +183,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 			ctx := testCtx(t)
 			tbl := createTable(t, admin, "id INT PRIMARY KEY, calls INT NOT NULL")
 
-			var opts []txn.Option
+			var opts []txn.CallOption
 			if tc.idempotent {
 				opts = append(opts, txn.Idempotent())
 			}

@@ -35,7 +35,7 @@ func (f *fakeBeginner) BeginTx(_ context.Context, o pgx.TxOptions) (pgx.Tx, erro
 
 // TestCommitErrors checks how Commit reports each kind of failure.
 func TestCommitErrors(t *testing.T) {
-	b := &backend{classify: Classify}
+	b := &backend{}
 	ctx := context.Background()
 	serverErr := &pgconn.PgError{Code: "40001"}
 	tests := []struct {
@@ -94,28 +94,29 @@ func TestNilDatabase(t *testing.T) {
 		if err := r.Run(context.Background(), fn); !errors.Is(err, txn.ErrNilRunner) {
 			t.Errorf("%s: Run = %v, want ErrNilRunner", name, err)
 		}
-		if err := NewWithClassifier(db, Classify).Err(); !errors.Is(err, txn.ErrNilRunner) {
+		if err := New(db, txn.WithClassifier(Classify)).Err(); !errors.Is(err, txn.ErrNilRunner) {
 			t.Errorf("%s: Err = %v, want ErrNilRunner", name, err)
 		}
 	}
 }
 
-// TestBeginOptions: TxOptions reaches BeginTx, per call over per Runner,
-// and a foreign option type is a clear error.
+// TestBeginOptions: TxOptions reaches BeginTx, a view's options replace
+// the Runner's, the last option wins, and an option another package built
+// for pgx.Tx is a clear error.
 func TestBeginOptions(t *testing.T) {
 	fb := &fakeBeginner{tx: &fakeTx{}}
 	ser := pgx.TxOptions{IsoLevel: pgx.Serializable}
 	rr := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	r := New(fb, TxOptions(ser))
+	r := New(fb).WithBegin(TxOptions(ser))
 	ctx := context.Background()
 	fn := func(context.Context, pgx.Tx) error { return nil }
 	if err := r.Run(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Run(ctx, fn, TxOptions(rr)); err != nil {
+	if err := r.WithBegin(TxOptions(rr)).Run(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Run(ctx, fn, txn.WithBeginOptions(&rr)); err != nil {
+	if err := r.WithBegin(TxOptions(ser), TxOptions(rr)).Run(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
 	if err := New(fb).Run(ctx, fn); err != nil {
@@ -130,7 +131,7 @@ func TestBeginOptions(t *testing.T) {
 			t.Errorf("BeginTx #%d got %+v, want %+v", i, fb.opts[i], want[i])
 		}
 	}
-	err := r.Run(ctx, fn, txn.WithBeginOptions("serializable"))
+	err := r.WithBegin(txn.NewBeginOption[pgx.Tx]("other", "serializable")).Run(ctx, fn)
 	if !errors.Is(err, txn.ErrBadOption) {
 		t.Errorf("foreign begin option: %v, want ErrBadOption", err)
 	}

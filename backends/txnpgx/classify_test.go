@@ -104,17 +104,18 @@ func TestClassifyOptionsSeparate(t *testing.T) {
 	}
 }
 
-// TestClassifyBackendFallsBackToConnectionRules: a custom classifier that
-// does not know connection errors still gets them classified.
-func TestClassifyBackendFallsBackToConnectionRules(t *testing.T) {
-	b := &backend{classify: func(error) txn.Class { return txn.ClassPermanent }}
-	if got := b.Classify(&commitInterruptedError{err: io.EOF}); got != txn.ClassConnLost {
+// TestClassifyConnRules: the connection rules, which complete a classifier
+// given with txn.WithClassifier, recognise connection errors and leave
+// server errors to that classifier.
+func TestClassifyConnRules(t *testing.T) {
+	b := &backend{}
+	if got := b.ClassifyConn(&commitInterruptedError{err: io.EOF}); got != txn.ClassConnLost {
 		t.Errorf("interrupted commit = %v, want connection-lost", got)
 	}
-	if got := b.Classify(safeErr{}); got != txn.ClassRetryable {
+	if got := b.ClassifyConn(safeErr{}); got != txn.ClassRetryable {
 		t.Errorf("SafeToRetry = %v, want retryable", got)
 	}
-	if got := b.Classify(pgErr("40001", "")); got != txn.ClassPermanent {
+	if got := b.ClassifyConn(pgErr("40001", "")); got != txn.ClassPermanent {
 		t.Errorf("a custom classifier decides server errors; got %v", got)
 	}
 }
