@@ -37,8 +37,10 @@ const (
 	DefaultRollbackTimeout = 5 * time.Second
 )
 
-// jitterKind names the built-in policies. The constructors return Backoff;
-// an invalid argument makes WithBackoff fail with ErrBadOption.
+// jitterKind names the built-in policies. Their constructors (FullJitter,
+// EqualJitter, DecorrelatedJitter, NoJitter, Constant) return a Backoff; a
+// negative base, or a cap below base, makes WithBackoff fail with an error
+// matching ErrBadOption.
 type jitterKind uint8
 
 const (

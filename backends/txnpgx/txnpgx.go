@@ -5,7 +5,7 @@
 // that begins a pgx.Tx:
 //
 //	pool, _ := pgxpool.New(ctx, dsn)
-//	r := txnpgx.New(pool, txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
+//	r := txnpgx.New(pool).WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
 //	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 //		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - 10 WHERE id = $1", 1)
 //		return err
@@ -16,7 +16,8 @@
 // retried only when nothing can have been committed, and a connection lost
 // while COMMIT was in flight makes Run return an error matching
 // txn.ErrCommitUnknown. Lock-wait failures (55P03) and cancelled statements
-// (57014) are retried only when asked for with Classifier.
+// (57014) are retried only when asked for, with
+// txn.WithClassifier(Classifier(ClassifyOptions{...})).
 //
 // Savepoints use pgx's nested transactions (tx.Begin), so txn.Savepoint and a
 // Run nested in fn work; a serialization failure inside a savepoint still
