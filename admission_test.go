@@ -4,7 +4,6 @@ import (
 	"context"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,39 +127,54 @@ func TestAdaptiveShrinksUnderConflictStorm(t *testing.T) {
 
 func TestAdaptiveRareConflictsBarelyCut(t *testing.T) {
 	_, r := admissionRunner(t, txn.Adaptive(32))
-	// 16 goroutines, one attempt in sixteen conflicting, no retries. Each
-	// attempt waits until 16 are in flight or a moment has passed, so that
-	// they really run side by side.
-	var n atomic.Int64
-	var steady atomic.Int64 // the limit once 1200 of the 1600 attempts ran
-	var wg sync.WaitGroup
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 100; i++ {
-				_ = r.Run(context.Background(), func(context.Context, *fakedb.Tx) error {
-					deadline := time.Now().Add(time.Millisecond)
-					for r.AdmissionStats().InFlight < 16 && time.Now().Before(deadline) {
-						runtime.Gosched()
+	// Rounds of up to 16 Runs side by side, one attempt in sixteen
+	// conflicting, no retries. The rounds are sequenced so that the
+	// controller sees the same history on every run: the Runs of a round
+	// are admitted one after the other, all wait inside fn until the last
+	// is in, and they return in admission order, the conflicting one (if
+	// the round has one) first, while all the others still run beside it.
+	// The fake clock stands still, so every attempt weighs the same.
+	ctx := context.Background()
+	attempts := 0
+	steady := 0 // the limit once 1200 of the 1600 attempts ran
+	for attempts < 1600 {
+		k := min(16, r.AdmissionStats().Limit)
+		conflicts := (attempts+k)/16 - attempts/16
+		allIn := make(chan struct{})
+		done := make([]chan struct{}, k)
+		for i := range done {
+			done[i] = make(chan struct{})
+		}
+		for i := 0; i < k; i++ {
+			entered := make(chan struct{})
+			go func() {
+				defer close(done[i])
+				_ = r.Run(ctx, func(context.Context, *fakedb.Tx) error {
+					close(entered)
+					<-allIn
+					if i > 0 {
+						<-done[i-1]
 					}
-					k := n.Add(1)
-					if k == 1200 {
-						steady.Store(int64(r.AdmissionStats().Limit))
-					}
-					if k%16 == 0 {
+					if i < conflicts {
 						return errConflict
 					}
 					return nil
 				}, txn.MaxAttempts(1))
-			}
-		}()
+			}()
+			<-entered
+		}
+		close(allIn)
+		<-done[k-1]
+		before := attempts
+		attempts += k
+		if before < 1200 && attempts >= 1200 {
+			steady = r.AdmissionStats().Limit
+		}
 	}
-	wg.Wait()
 	// With F near 1/16 each cut costs about 3 %, and the commits between
-	// cuts win it back: while all 16 run, the limit stays near 16. (As
-	// the goroutines finish, it follows the concurrency down.)
-	assert.GreaterOrEqual(t, steady.Load(), int64(12))
+	// cuts win it back: the limit stays near the 16 that run.
+	t.Logf("limit after 1200 attempts: %d", steady)
+	assert.GreaterOrEqual(t, steady, 12)
 }
 
 func TestAdaptiveGrowsBackOnCleanCommits(t *testing.T) {
