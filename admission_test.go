@@ -94,15 +94,58 @@ func TestAdaptiveOpenAtLowContention(t *testing.T) {
 	assert.Zero(t, st.InFlight)
 }
 
+// sideBySide runs len(results) Runs side by side and returns once all have
+// returned. They are admitted one after the other, all wait inside fn
+// until the last is in, and fn returns results[i] in admission order, each
+// Run returning before the next fn does, so the controller sees the same
+// sequence of events on every run.
+func sideBySide(t *testing.T, r *txn.Runner[*fakedb.Tx], results []error, opts ...txn.CallOption) {
+	t.Helper()
+	k := len(results)
+	allIn := make(chan struct{})
+	done := make([]chan struct{}, k)
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	for i := 0; i < k; i++ {
+		entered := make(chan struct{})
+		go func() {
+			defer close(done[i])
+			first := true
+			_ = r.Run(context.Background(), func(context.Context, *fakedb.Tx) error {
+				if !first {
+					return nil
+				}
+				first = false
+				close(entered)
+				<-allIn
+				if i > 0 {
+					<-done[i-1]
+				}
+				return results[i]
+			}, opts...)
+		}()
+		<-entered
+	}
+	require.Equal(t, k, r.AdmissionStats().InFlight)
+	close(allIn)
+	<-done[k-1]
+}
+
+// repeat returns n copies of err.
+func repeat(err error, n int) []error {
+	out := make([]error, n)
+	for i := range out {
+		out[i] = err
+	}
+	return out
+}
+
 func TestAdaptiveShrinksUnderConflictStorm(t *testing.T) {
 	checkNoLeak(t)
 	_, r := admissionRunner(t, txn.Adaptive(64))
-	release := make(chan struct{})
 	once := txn.MaxAttempts(1) // no retries: their commits would raise the limit
-	done := inside(t, r, 16, release, func() error { return errConflict }, once)
-	assert.Equal(t, 16, r.AdmissionStats().InFlight)
-	close(release)
-	done.Wait()
+	sideBySide(t, r, repeat(errConflict, 16), once)
 	st := r.AdmissionStats()
 	// One cut for the whole generation, by F/2 where F, the conflict
 	// fraction, was 1/16 when the first conflict arrived: 16·(1-1/32).
@@ -111,10 +154,7 @@ func TestAdaptiveShrinksUnderConflictStorm(t *testing.T) {
 
 	// The storm goes on: F is now about 2/3, so the next generation's cut
 	// is deep: 8·(1-0.67/2) ≈ 5.3.
-	release = make(chan struct{})
-	done = inside(t, r, 8, release, func() error { return errConflict }, once)
-	close(release)
-	done.Wait()
+	sideBySide(t, r, repeat(errConflict, 8), once)
 	assert.Equal(t, 5, r.AdmissionStats().Limit)
 
 	// Conflicts never take the limit below one.
@@ -127,44 +167,20 @@ func TestAdaptiveShrinksUnderConflictStorm(t *testing.T) {
 
 func TestAdaptiveRareConflictsBarelyCut(t *testing.T) {
 	_, r := admissionRunner(t, txn.Adaptive(32))
-	// Rounds of up to 16 Runs side by side, one attempt in sixteen
-	// conflicting, no retries. The rounds are sequenced so that the
-	// controller sees the same history on every run: the Runs of a round
-	// are admitted one after the other, all wait inside fn until the last
-	// is in, and they return in admission order, the conflicting one (if
-	// the round has one) first, while all the others still run beside it.
-	// The fake clock stands still, so every attempt weighs the same.
-	ctx := context.Background()
+	// Rounds of up to 16 Runs side by side (sideBySide makes the controller
+	// see the same history on every run), one attempt in sixteen
+	// conflicting, no retries. The conflicting attempt of a round returns
+	// first, while all the others still run beside it. The fake clock
+	// stands still, so every attempt weighs the same.
 	attempts := 0
 	steady := 0 // the limit once 1200 of the 1600 attempts ran
 	for attempts < 1600 {
 		k := min(16, r.AdmissionStats().Limit)
-		conflicts := (attempts+k)/16 - attempts/16
-		allIn := make(chan struct{})
-		done := make([]chan struct{}, k)
-		for i := range done {
-			done[i] = make(chan struct{})
+		results := make([]error, k)
+		if (attempts+k)/16 > attempts/16 {
+			results[0] = errConflict
 		}
-		for i := 0; i < k; i++ {
-			entered := make(chan struct{})
-			go func() {
-				defer close(done[i])
-				_ = r.Run(ctx, func(context.Context, *fakedb.Tx) error {
-					close(entered)
-					<-allIn
-					if i > 0 {
-						<-done[i-1]
-					}
-					if i < conflicts {
-						return errConflict
-					}
-					return nil
-				}, txn.MaxAttempts(1))
-			}()
-			<-entered
-		}
-		close(allIn)
-		<-done[k-1]
+		sideBySide(t, r, results, txn.MaxAttempts(1))
 		before := attempts
 		attempts += k
 		if before < 1200 && attempts >= 1200 {
@@ -173,7 +189,6 @@ func TestAdaptiveRareConflictsBarelyCut(t *testing.T) {
 	}
 	// With F near 1/16 each cut costs about 3 %, and the commits between
 	// cuts win it back: the limit stays near the 16 that run.
-	t.Logf("limit after 1200 attempts: %d", steady)
 	assert.GreaterOrEqual(t, steady, 12)
 }
 
