@@ -333,10 +333,11 @@ func TestKeysSerializeSameKey(t *testing.T) {
 			return nil
 		}, txn.Keys("acct:1", "acct:2", "acct:1")))
 	}()
+	waitFor(t, func() bool { return txn.KeyWaiters(r, "acct:1") == 1 })
 	select {
 	case <-second:
 		t.Fatal("a call on a held key ran")
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
 	close(release)
 	<-second
