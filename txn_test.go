@@ -503,6 +503,37 @@ func TestSemantic07GiveUpErrorWrapsLastError(t *testing.T) {
 		strings.Replace(err.Error(), err.(*txn.GiveUpError).Elapsed.Round(time.Microsecond).String(), "0s", 1))
 }
 
+// TestGiveUpErrorSaysThingsOnce: a reason the last error already states is
+// not repeated, nor is the "txn:" prefix.
+func TestGiveUpErrorSaysThingsOnce(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err  *txn.GiveUpError
+		want string
+	}{
+		"deadline in the driver's error": {
+			&txn.GiveUpError{Reason: context.DeadlineExceeded, Attempts: 2, Last: fmt.Errorf("timeout: %w", context.DeadlineExceeded)},
+			"txn: gave up after 2 attempts in 0s: timeout: context deadline exceeded",
+		},
+		"deadline and another error": {
+			&txn.GiveUpError{Reason: context.DeadlineExceeded, Attempts: 1, Last: errConflict},
+			"txn: gave up after 1 attempt in 0s: context deadline exceeded: " + errConflict.Error(),
+		},
+		"last error of the library": {
+			&txn.GiveUpError{Reason: txn.ErrBudgetExhausted, Attempts: 3, Last: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", context.Canceled)},
+			"txn: gave up after 3 attempts in 0s: retry budget exhausted: context done before commit, transaction rolled back: context canceled",
+		},
+		"unknown outcome": {
+			&txn.GiveUpError{Reason: txn.ErrCommitUnknown, Ambiguous: true, Attempts: 1, Last: errBad},
+			"txn: gave up after 1 attempt in 0s: commit outcome unknown: " + errBad.Error(),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.EqualError(t, tc.err, tc.want)
+			assert.Equal(t, 1, strings.Count(tc.err.Error(), "txn:"))
+		})
+	}
+}
+
 // Semantic 8: a panic rolls back and is re-panicked, never retried.
 func TestPanicRollsBackAndRepanics(t *testing.T) {
 	db, _, r := setup(t, false)
@@ -901,4 +932,64 @@ func TestRunnerConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 400, db.Committed("k"))
+}
+
+// connDB is a fake backend that also recognises a lost connection.
+type connDB struct{ *fakedb.DB }
+
+var errGone = errors.New("connection gone")
+
+func (connDB) ClassifyConn(err error) txn.Class {
+	if errors.Is(err, errGone) {
+		return txn.ClassConnLost
+	}
+	return txn.ClassPermanent
+}
+
+// TestWithClassifier: the Runner's classifier replaces the backend's
+// table, Retry and Permanent marks still win, and what it leaves permanent
+// is checked by the backend's ConnClassifier.
+func TestWithClassifier(t *testing.T) {
+	errMine := errors.New("version check failed")
+	mine := func(err error) txn.Class {
+		if errors.Is(err, errMine) {
+			return txn.ClassRetryable
+		}
+		return txn.ClassPermanent
+	}
+	ctx := context.Background()
+	newRunner := func() (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
+		db := fakedb.New()
+		return db, txn.New[*fakedb.Tx](connDB{db}, txn.WithClassifier(mine), txn.WithClock(fakeclock.New(time.Now())), txn.Seed(1))
+	}
+	t.Run("replaces the table", func(t *testing.T) {
+		_, r := newRunner()
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k", errConflict))
+		assert.Same(t, errConflict, err, "the backend's retryable error is permanent for this classifier")
+		assert.Equal(t, 1, calls)
+	})
+	t.Run("its own retryable errors", func(t *testing.T) {
+		db, r := newRunner()
+		calls := 0
+		require.NoError(t, r.Run(ctx, failing(&calls, "k", errMine)))
+		assert.Equal(t, 2, calls)
+		assert.Equal(t, 1, db.Committed("k"))
+	})
+	t.Run("marks win", func(t *testing.T) {
+		_, r := newRunner()
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k", txn.Permanent(errMine)))
+		assert.ErrorIs(t, err, errMine)
+		assert.Equal(t, 1, calls)
+	})
+	t.Run("a lost connection at commit stays unknown", func(t *testing.T) {
+		db, r := newRunner()
+		db.FailCommit(errGone)
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k"))
+		assert.ErrorIs(t, err, txn.ErrCommitUnknown)
+		assert.ErrorIs(t, err, errGone)
+		assert.Equal(t, 1, calls)
+	})
 }
