@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // These tests drive the controller directly, attempt by attempt, so that
@@ -21,9 +24,8 @@ func admitN(t *testing.T, a *adaptive, n int) []grant {
 	ts := make([]grant, n)
 	for i := range ts {
 		tk, err := a.acquire(context.Background())
-		if err != nil || tk.waited {
-			t.Fatalf("attempt %d of %d was not admitted at once (limit %v)", i+1, n, a.limit)
-		}
+		require.NoError(t, err)
+		require.False(t, tk.waited, "attempt %d of %d was not admitted at once (limit %v)", i+1, n, a.limit)
 		ts[i] = tk
 	}
 	return ts
@@ -46,9 +48,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 		for a.allowed() < 2 {
 			a.release(admitN(t, a, 1)[0], endCommitted, durClock(ms))
 			n++
-			if n > 1e6 {
-				t.Fatal("the limit never reached two")
-			}
+			require.LessOrEqual(t, n, 1_000_000, "the limit never reached two")
 		}
 		return n
 	}
@@ -56,9 +56,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 		ts := admitN(t, a, 2)
 		a.release(ts[0], endCommitted, durClock(ms))
 		a.release(ts[1], endConflict, durClock(ms))
-		if a.allowed() != 1 {
-			t.Fatalf("a failed probe left the limit at %d", a.allowed())
-		}
+		require.Equal(t, 1, a.allowed(), "a failed probe left the limit above one")
 	}
 	var got []int
 	for i := 0; i < 6; i++ {
@@ -66,9 +64,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 		probe()
 	}
 	for i := 1; i < len(got); i++ {
-		if float64(got[i]) < 1.3*float64(got[i-1]) {
-			t.Fatalf("each failed probe should make the next wait longer, by 1+F: %v", got)
-		}
+		require.GreaterOrEqual(t, float64(got[i]), 1.3*float64(got[i-1]), "each failed probe should make the next wait longer, by 1+F: %v", got)
 	}
 
 	// The storm ends: the limit opens again, and each level passed halves
@@ -82,9 +78,8 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 			n++
 		}
 	}
-	if stormPatience < 50 || a.patience > stormPatience/32 {
-		t.Fatalf("patience %v in the storm, %v after reopening over %d commits", stormPatience, a.patience, n)
-	}
+	assert.GreaterOrEqual(t, stormPatience, 50.0, "patience in the storm")
+	assert.LessOrEqual(t, a.patience, stormPatience/32, "patience after reopening over %d commits", n)
 }
 
 func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
@@ -106,12 +101,9 @@ func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
 	ts = admitN(t, a, 2)
 	a.release(ts[0], endConflict, durClock(time.Second))
 	a.release(ts[1], endCommitted, durClock(time.Millisecond))
-	if before > 0.01 || a.conflict < 0.9 {
-		t.Fatalf("F went from %v to %v; one deadlock should count for the time it cost", before, a.conflict)
-	}
-	if a.patience < 1.8 {
-		t.Fatalf("patience %v: a deadlock should nearly double it", a.patience)
-	}
+	assert.LessOrEqual(t, before, 0.01, "F before the deadlock")
+	assert.GreaterOrEqual(t, a.conflict, 0.9, "one deadlock should count for the time it cost")
+	assert.GreaterOrEqual(t, a.patience, 1.8, "a deadlock should nearly double patience")
 }
 
 func TestAdaptiveQuickConflictWeighsLittle(t *testing.T) {
@@ -126,13 +118,7 @@ func TestAdaptiveQuickConflictWeighsLittle(t *testing.T) {
 	for _, tk := range ts[1:] {
 		a.release(tk, endCommitted, durClock(time.Millisecond))
 	}
-	if a.conflict > 0.07 {
-		t.Fatalf("F = %v after one quick conflict among many commits", a.conflict)
-	}
-	if a.allowed() < 15 {
-		t.Fatalf("limit %d: one quick conflict among 16 should cost about 3%%", a.allowed())
-	}
-	if a.patience != 1 {
-		t.Fatalf("patience %v: rare conflicts leave it alone", a.patience)
-	}
+	assert.LessOrEqual(t, a.conflict, 0.07, "F after one quick conflict among many commits")
+	assert.GreaterOrEqual(t, a.allowed(), 15, "one quick conflict among 16 should cost about 3%")
+	assert.Equal(t, 1.0, a.patience, "rare conflicts leave patience alone")
 }

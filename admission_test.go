@@ -263,7 +263,7 @@ func TestAdaptiveWaiterLeavesWhenContextEnds(t *testing.T) {
 	case err := <-errc:
 		assert.ErrorIs(t, err, context.Canceled)
 	case <-time.After(time.Minute):
-		t.Fatal("a waiter whose context ended stayed in the queue")
+		require.FailNow(t, "a waiter whose context ended stayed in the queue")
 	}
 	assert.False(t, ran)
 	assert.Zero(t, r.AdmissionStats().Queued)
@@ -336,7 +336,7 @@ func TestKeysSerializeSameKey(t *testing.T) {
 	waitFor(t, func() bool { return txn.KeyWaiters(r, "acct:1") == 1 })
 	select {
 	case <-second:
-		t.Fatal("a call on a held key ran")
+		require.FailNow(t, "a call on a held key ran")
 	default:
 	}
 	close(release)
@@ -442,7 +442,7 @@ func waitFor(t *testing.T, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
+			require.FailNow(t, "condition not reached")
 		}
 		time.Sleep(100 * time.Microsecond)
 	}

@@ -445,7 +445,7 @@ func TestBackoffSleepWakesOnCancel(t *testing.T) {
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.ErrorIs(t, err, errConflict)
 	case <-time.After(time.Minute):
-		t.Fatal("Run kept sleeping after the context was cancelled")
+		require.FailNow(t, "Run kept sleeping after the context was cancelled")
 	}
 	assert.Equal(t, 1, calls)
 }

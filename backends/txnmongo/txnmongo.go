@@ -163,7 +163,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 	for _, opt := range opts {
 		v, ok := opt.Value().(txOptions)
 		if opt.Backend() != backendName || !ok {
-			return nil, fmt.Errorf("%w: a %s begin option carrying %T was given to a txnmongo Runner; use txnmongo.TxOptions",
+			return nil, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnmongo Runner; use txnmongo.TxOptions",
 				txn.ErrBadOption, opt.Backend(), opt.Value())
 		}
 		list = append(list, v...)

@@ -469,6 +469,6 @@ func TestTxOptionsIsolationAndReadOnly(t *testing.T) {
 
 		err = r.WithBegin(txn.NewBeginOption[*sql.Tx]("txnsqlite", sql.TxOptions{})).Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil })
 		assert.ErrorIs(t, err, txn.ErrBadOption)
-		assert.ErrorContains(t, err, "a txnsqlite begin option was given to a txnmysql Runner")
+		assert.ErrorContains(t, err, "a begin option built by txnsqlite was given to a txnmysql Runner")
 	})
 }

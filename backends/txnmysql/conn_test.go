@@ -153,7 +153,7 @@ func fired(t *testing.T, p *faultproxy.Proxy) {
 	select {
 	case <-p.Fired():
 	case <-time.After(10 * time.Second):
-		t.Fatal("the armed fault did not fire")
+		require.FailNow(t, "the armed fault did not fire")
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 )
 
@@ -56,28 +58,16 @@ func TestCommitErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			err := b.Commit(ctx, &fakeTx{commitErr: tt.commitErr})
 			if tt.commitErr == nil {
-				if err != nil {
-					t.Fatalf("Commit = %v", err)
-				}
+				require.NoError(t, err)
 				return
 			}
-			if !errors.Is(err, tt.commitErr) {
-				t.Errorf("Commit error %v does not wrap %v", err, tt.commitErr)
-			}
-			if got := errors.Is(err, txn.ErrTxDone); got != tt.done {
-				t.Errorf("errors.Is(ErrTxDone) = %v, want %v", got, tt.done)
-			}
-			if got := b.Classify(err); got != tt.class {
-				t.Errorf("class = %v, want %v", got, tt.class)
-			}
+			assert.ErrorIs(t, err, tt.commitErr)
+			assert.Equal(t, tt.done, errors.Is(err, txn.ErrTxDone), "errors.Is(ErrTxDone)")
+			assert.Equal(t, tt.class, b.Classify(err))
 		})
 	}
-	if err := b.Commit(ctx, &fakeTx{commitErr: serverErr}); err != serverErr {
-		t.Errorf("a server error must come back unchanged, got %#v", err)
-	}
-	if err := b.Rollback(ctx, &fakeTx{rollbackErr: pgx.ErrTxClosed}); !errors.Is(err, txn.ErrTxDone) {
-		t.Errorf("Rollback of a closed tx = %v, want ErrTxDone", err)
-	}
+	assert.Same(t, serverErr, b.Commit(ctx, &fakeTx{commitErr: serverErr}), "a server error comes back unchanged")
+	assert.ErrorIs(t, b.Rollback(ctx, &fakeTx{rollbackErr: pgx.ErrTxClosed}), txn.ErrTxDone, "Rollback of a closed tx")
 }
 
 // TestNilDatabase: nil and typed-nil handles yield a Runner that reports
@@ -90,13 +80,10 @@ func TestNilDatabase(t *testing.T) {
 		"nil *pgx.Conn":   (*pgx.Conn)(nil),
 		"nil with custom": (*fakeBeginner)(nil),
 	} {
-		r := New(db)
-		if err := r.Run(context.Background(), fn); !errors.Is(err, txn.ErrNilRunner) {
-			t.Errorf("%s: Run = %v, want ErrNilRunner", name, err)
-		}
-		if err := New(db, txn.WithClassifier(Classify)).Err(); !errors.Is(err, txn.ErrNilRunner) {
-			t.Errorf("%s: Err = %v, want ErrNilRunner", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			assert.ErrorIs(t, New(db).Run(context.Background(), fn), txn.ErrNilRunner)
+			assert.ErrorIs(t, New(db, txn.WithClassifier(Classify)).Err(), txn.ErrNilRunner)
+		})
 	}
 }
 
@@ -110,29 +97,12 @@ func TestBeginOptions(t *testing.T) {
 	r := New(fb).WithBegin(TxOptions(ser))
 	ctx := context.Background()
 	fn := func(context.Context, pgx.Tx) error { return nil }
-	if err := r.Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WithBegin(TxOptions(rr)).Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WithBegin(TxOptions(ser), TxOptions(rr)).Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	if err := New(fb).Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	want := []pgx.TxOptions{ser, rr, rr, {}}
-	if len(fb.opts) != len(want) {
-		t.Fatalf("BeginTx got %v, want %v", fb.opts, want)
-	}
-	for i := range want {
-		if fb.opts[i] != want[i] {
-			t.Errorf("BeginTx #%d got %+v, want %+v", i, fb.opts[i], want[i])
-		}
-	}
+	require.NoError(t, r.Run(ctx, fn))
+	require.NoError(t, r.WithBegin(TxOptions(rr)).Run(ctx, fn))
+	require.NoError(t, r.WithBegin(TxOptions(ser), TxOptions(rr)).Run(ctx, fn))
+	require.NoError(t, New(fb).Run(ctx, fn))
+	assert.Equal(t, []pgx.TxOptions{ser, rr, rr, {}}, fb.opts)
 	err := r.WithBegin(txn.NewBeginOption[pgx.Tx]("other", "serializable")).Run(ctx, fn)
-	if !errors.Is(err, txn.ErrBadOption) {
-		t.Errorf("foreign begin option: %v, want ErrBadOption", err)
-	}
+	assert.ErrorIs(t, err, txn.ErrBadOption)
+	assert.ErrorContains(t, err, "a begin option built by other (carrying string) was given to a txnpgx Runner; use txnpgx.TxOptions")
 }

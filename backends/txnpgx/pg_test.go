@@ -458,7 +458,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 	select {
 	case <-proxy.Fired():
 	default:
-		t.Fatal("the fault did not fire")
+		require.FailNow(t, "the fault did not fire")
 	}
 	require.Error(t, err)
 	require.ErrorIs(t, err, txn.ErrCommitUnknown)

@@ -102,7 +102,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[pgx.Tx]) (pg
 	for _, opt := range opts {
 		v, ok := opt.Value().(pgx.TxOptions)
 		if opt.Backend() != backendName || !ok {
-			return nil, fmt.Errorf("%w: a %s begin option carrying %T was given to a txnpgx Runner; use txnpgx.TxOptions",
+			return nil, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnpgx Runner; use txnpgx.TxOptions",
 				txn.ErrBadOption, opt.Backend(), opt.Value())
 		}
 		o = v

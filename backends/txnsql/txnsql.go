@@ -107,7 +107,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 	var o *sql.TxOptions
 	for _, opt := range opts {
 		if opt.Backend() != b.d.Name && opt.Backend() != genericName {
-			return nil, fmt.Errorf("%w: a %s begin option was given to a %s Runner; use %s's begin options (or txnsql.TxOptions)",
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options (or txnsql.TxOptions)",
 				txn.ErrBadOption, opt.Backend(), b.d.Name, b.d.Name)
 		}
 		v, ok := opt.Value().(sql.TxOptions)

@@ -157,7 +157,7 @@ func TestBeginOptions(t *testing.T) {
 			return nil
 		})
 		require.ErrorIs(t, err, txn.ErrBadOption)
-		assert.EqualError(t, err, "txn: invalid option: a txnother begin option was given to a txnmine Runner; "+
+		assert.EqualError(t, err, "txn: invalid option: a begin option built by txnother was given to a txnmine Runner; "+
 			"use txnmine's begin options (or txnsql.TxOptions)")
 		assert.False(t, called)
 	})

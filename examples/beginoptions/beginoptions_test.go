@@ -44,6 +44,6 @@ func TestMySQLOptionOnSQLiteRunnerRefusedAtBegin(t *testing.T) {
 		return nil
 	})
 	require.ErrorIs(t, err, txn.ErrBadOption)
-	assert.ErrorContains(t, err, "a txnmysql begin option was given to a txnsqlite Runner; use txnsqlite's begin options")
+	assert.ErrorContains(t, err, "a begin option built by txnmysql was given to a txnsqlite Runner; use txnsqlite's begin options")
 	assert.False(t, called, "fn must not run")
 }
