@@ -9,7 +9,7 @@ import (
 
 // ClassifyGeneric classifies the errors of database/sql drivers without
 // importing any of them, through the methods their error types expose. It
-// returns txn.ClassConnLost for driver.ErrBadConn (as ClassifyConn does);
+// returns txn.ClassConnLost for driver.ErrBadConn (as Classify does);
 // txn.ClassRetryable for an error whose SQLState() string method reports
 // 40001 (serialization failure, the SQL standard's code) or 40P01
 // (PostgreSQL's deadlock_detected), as the errors of pgx and lib/pq do, and
@@ -23,7 +23,7 @@ import (
 // txnmysql.Classify, txnsqlite.Classify) know much more; MySQL and MariaDB
 // errors expose no such method and need txnmysql.Classify.
 func ClassifyGeneric(err error) txn.Class {
-	if c := ClassifyConn(err); c != txn.ClassPermanent {
+	if c := Classify(err); c != txn.ClassPermanent {
 		return c
 	}
 	var st interface{ SQLState() string }

@@ -60,8 +60,8 @@ func TestBadInput(t *testing.T) {
 
 	db := openSQLite(t, gormConfig())
 	r := txngorm.New(db)
-	assert.ErrorIs(t, r.Run(ctx, noop, txn.WithBeginOptions(42)), txn.ErrBadOption)
-	require.NoError(t, r.Run(ctx, noop, txngorm.TxOptions(sql.TxOptions{ReadOnly: true})))
+	assert.ErrorIs(t, r.WithBegin(txn.NewBeginOption[*gorm.DB]("other", 42)).Run(ctx, noop), txn.ErrBadOption)
+	require.NoError(t, r.WithBegin(txngorm.TxOptions(sql.TxOptions{ReadOnly: true})).Run(ctx, noop))
 
 	calls := 0
 	err := r.Run(ctx, func(ctx context.Context, tx *gorm.DB) error {

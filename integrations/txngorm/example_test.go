@@ -75,7 +75,7 @@ func ExampleNew() {
 // failures and deadlocks are retried, a connection lost during COMMIT is
 // reported as an unknown outcome, and the driver's error stays reachable
 // with errors.As.
-func ExampleNewWithClassifier() {
+func ExampleNew_classifier() {
 	db, err := gorm.Open(postgres.Open("postgres://app@127.0.0.1/bank"), &gorm.Config{
 		SkipDefaultTransaction: true,
 		TranslateError:         true, // constraint violations become gorm.ErrDuplicatedKey, ...; conflicts stay the driver's errors
@@ -83,7 +83,7 @@ func ExampleNewWithClassifier() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r := txngorm.NewWithClassifier(db, txnpgx.Classify, txn.MaxAttempts(5))
+	r := txngorm.New(db, txn.WithClassifier(txnpgx.Classify), txn.MaxAttempts(5))
 	ctx := context.Background()
 	err = r.Run(ctx, func(ctx context.Context, tx *gorm.DB) error {
 		var a Account

@@ -163,8 +163,15 @@ type gormDB struct {
 
 func (g *gormDB) Dialect() integrationtest.Dialect { return g.d.Dialect }
 
-func (g *gormDB) Runner(opts ...txn.Option) *txn.Runner[*gorm.DB] {
-	return txngorm.NewWithClassifier(g.db, g.d.classify, opts...)
+func (g *gormDB) Runner(opts ...txn.RunnerOption) *txn.Runner[*gorm.DB] {
+	if g.d.classify != nil {
+		opts = append([]txn.RunnerOption{txn.WithClassifier(g.d.classify)}, opts...)
+	}
+	return txngorm.New(g.db, opts...)
+}
+
+func (g *gormDB) TxOptions(o sql.TxOptions) txn.BeginOption[*gorm.DB] {
+	return txngorm.TxOptions(o)
 }
 
 func (g *gormDB) Exec(ctx context.Context, q string, args ...any) error {

@@ -2,7 +2,7 @@
 // receives the *gorm.DB bound to the transaction, and Run re-runs fn in a
 // fresh transaction when the database reports a lost race.
 //
-//	r := txngorm.NewWithClassifier(db, txnpgx.Classify) // build once, share
+//	r := txngorm.New(db, txn.WithClassifier(txnpgx.Classify)) // build once, share
 //	err := r.Run(ctx, func(ctx context.Context, tx *gorm.DB) error {
 //		return tx.Model(&Account{}).Where("id = ?", from).
 //			Update("balance", gorm.Expr("balance - ?", amount)).Error
@@ -15,7 +15,7 @@
 // gorm.Config.TranslateError it replaces only constraint violations, never a
 // deadlock or a serialization failure), so the backends' classifiers apply
 // unchanged: pass txnpgx.Classify (gorm.io/driver/postgres, which
-// uses pgx) or txnmysql.Classify (gorm.io/driver/mysql) to NewWithClassifier.
+// uses pgx) or txnmysql.Classify (gorm.io/driver/mysql) with txn.WithClassifier.
 // This package imports no driver; New uses Classify, a fallback that
 // recognises errors only through the methods they expose (see Classify),
 // which is what a pure-Go SQLite dialector built on modernc.org/sqlite's
@@ -52,34 +52,37 @@ import (
 // bound to the transaction.
 type Runner = txn.Runner[*gorm.DB]
 
-// New returns a Runner over db (the handle gorm.Open returned, not one bound
-// to a transaction) whose errors are classified by Classify. Options
-// configure the Runner as in package txn; TxOptions sets isolation and
-// read-only mode. A nil db yields a Runner whose Run returns
-// txn.ErrNilRunner; an invalid option one whose Run returns an error
-// matching txn.ErrBadOption.
-func New(db *gorm.DB, opts ...txn.Option) *Runner {
-	return NewWithClassifier(db, nil, opts...)
-}
-
-// NewWithClassifier is New with the classifier of the database behind db,
-// typically txnpgx.Classify or txnmysql.Classify, or a function wrapping
-// one. Errors that classify leaves permanent are still checked with
-// Classify, so that a lost connection is never mistaken for a definite
-// failure. A nil classify means Classify alone. Failures are reported as
-// for New.
-func NewWithClassifier(db *gorm.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
+// New returns a Runner over db (the handle gorm.Open returned, not one bound to a transaction). Its errors are classified by
+// Classify, the driver-free fallback; give the classifier of the database
+// behind db with txn.WithClassifier (txnpgx.Classify, txnmysql.Classify),
+// and a lost connection is still recognised under it. A nil db yields a
+// Runner whose Run returns txn.ErrNilRunner; an invalid option one whose Run
+// returns an error matching txn.ErrBadOption.
+func New(db *gorm.DB, opts ...txn.RunnerOption) *Runner {
 	if db == nil {
 		return txn.New[*gorm.DB](nil, opts...)
 	}
-	return txn.New[*gorm.DB](&backend{db: db, classify: classify}, opts...)
+	return txn.New[*gorm.DB](&backend{db: db}, opts...)
 }
 
-// TxOptions sets the isolation level and read-only flag of the
-// transactions: given to New for every Run, or to Run or txn.Do for one
-// call.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txn.WithBeginOptions(o)
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin.
+func TxOptions(o sql.TxOptions) txn.BeginOption[*gorm.DB] {
+	return txn.NewBeginOption[*gorm.DB]("txngorm", o)
+}
+
+// txOptions reads the begin options of a Run. It returns an error matching
+// txn.ErrBadOption for an option this package did not build.
+func txOptions(opts []txn.BeginOption[*gorm.DB]) (*sql.TxOptions, error) {
+	var o *sql.TxOptions
+	for _, opt := range opts {
+		v, ok := opt.Value().(sql.TxOptions)
+		if opt.Backend() != "txngorm" || !ok {
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a txngorm Runner; use txngorm.TxOptions", txn.ErrBadOption, opt.Backend())
+		}
+		o = &v
+	}
+	return o, nil
 }
 
 // Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
@@ -95,8 +98,7 @@ func Classify(err error) txn.Class {
 
 // backend adapts a *gorm.DB to txn.Backend and txn.Savepointer.
 type backend struct {
-	db       *gorm.DB
-	classify txn.Classifier
+	db *gorm.DB
 }
 
 var (
@@ -106,18 +108,16 @@ var (
 
 // Begin starts a transaction with db.WithContext(ctx).Begin, so that every
 // statement fn runs on the returned handle uses the caller's context.
-func (b *backend) Begin(ctx context.Context, opts any) (*gorm.DB, error) {
-	var o []*sql.TxOptions
-	switch v := opts.(type) {
-	case nil:
-	case sql.TxOptions:
-		o = append(o, &v)
-	case *sql.TxOptions:
-		o = append(o, v)
-	default:
-		return nil, fmt.Errorf("%w: txngorm expects sql.TxOptions, got %T", txn.ErrBadOption, opts)
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
+	o, err := txOptions(opts)
+	if err != nil {
+		return nil, err
 	}
-	tx := b.db.WithContext(ctx).Begin(o...)
+	var os []*sql.TxOptions
+	if o != nil {
+		os = append(os, o)
+	}
+	tx := b.db.WithContext(ctx).Begin(os...)
 	if tx.Error != nil {
 		return nil, tx.Error
 	}
@@ -143,15 +143,12 @@ func (b *backend) Rollback(_ context.Context, tx *gorm.DB) error {
 	return txDone(c.Rollback())
 }
 
-// Classify applies the Runner's classifier, then Classify.
-func (b *backend) Classify(err error) txn.Class {
-	if b.classify != nil {
-		if c := b.classify(err); c != txn.ClassPermanent {
-			return c
-		}
-	}
-	return Classify(err)
-}
+// Classify is the package's Classify; txn.WithClassifier replaces it.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn recognises a lost connection (driver.ErrBadConn), also
+// under a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
 
 // BeginSavepoint runs GORM's SavePoint on a session of tx bound to ctx, and
 // returns that session as the nested fn's handle. A session keeps a failed

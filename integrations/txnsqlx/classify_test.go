@@ -33,8 +33,8 @@ func TestBadInput(t *testing.T) {
 
 	db := openSQLite(t)
 	r := txnsqlx.New(db)
-	assert.ErrorIs(t, r.Run(ctx, noop, txn.WithBeginOptions(42)), txn.ErrBadOption)
-	require.NoError(t, r.Run(ctx, noop, txnsqlx.TxOptions(sql.TxOptions{ReadOnly: true})))
+	assert.ErrorIs(t, r.WithBegin(txn.NewBeginOption[*sqlx.Tx]("other", 42)).Run(ctx, noop), txn.ErrBadOption)
+	require.NoError(t, r.WithBegin(txnsqlx.TxOptions(sql.TxOptions{ReadOnly: true})).Run(ctx, noop))
 
 	calls := 0
 	err := r.Run(ctx, func(ctx context.Context, tx *sqlx.Tx) error {

@@ -21,7 +21,7 @@ import (
 // settings) with txnsqlite's classifier. fn receives the *sqlx.Tx; when
 // SQLite reports SQLITE_BUSY, Run rolls back and runs fn again in a new
 // transaction. The OnCommit callback runs once, after the commit.
-func ExampleNewWithClassifier() {
+func ExampleNew_classifier() {
 	dir, err := os.MkdirTemp("", "txnsqlx-example")
 	if err != nil {
 		log.Fatal(err)
@@ -36,7 +36,7 @@ func ExampleNewWithClassifier() {
 	db.MustExec("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
 	db.MustExec("INSERT INTO accounts VALUES (1, 100), (2, 0)")
 
-	r := txnsqlx.NewWithClassifier(db, txnsqlite.Classify, txn.MaxAttempts(10)) // build once, share
+	r := txnsqlx.New(db, txn.WithClassifier(txnsqlite.Classify), txn.MaxAttempts(10)) // build once, share
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = r.Run(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
@@ -64,10 +64,10 @@ func ExampleNewWithClassifier() {
 // On MySQL or MariaDB, give the Runner txnmysql's classifier: deadlocks
 // (1213) and lock wait timeouts (1205) are retried after a full rollback. A
 // nested Run is a savepoint: its permanent error undoes only its own work.
-func ExampleNewWithClassifier_mysql() {
+func ExampleNew_mysql() {
 	db := sqlx.MustOpen("mysql", "app:secret@tcp(127.0.0.1:3306)/shop")
 	defer db.Close()
-	r := txnsqlx.NewWithClassifier(db, txnmysql.Classify, txn.MaxAttempts(5))
+	r := txnsqlx.New(db, txn.WithClassifier(txnmysql.Classify), txn.MaxAttempts(5))
 	ctx := context.Background()
 	err := r.Run(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		if _, err := tx.ExecContext(ctx, "UPDATE stock SET qty = qty - 1 WHERE sku = ?", "A-1"); err != nil {

@@ -147,8 +147,15 @@ type sqlxDB struct {
 
 func (s *sqlxDB) Dialect() integrationtest.Dialect { return s.d.Dialect }
 
-func (s *sqlxDB) Runner(opts ...txn.Option) *txn.Runner[*sqlx.Tx] {
-	return txnsqlx.NewWithClassifier(s.db, s.d.classify, opts...)
+func (s *sqlxDB) Runner(opts ...txn.RunnerOption) *txn.Runner[*sqlx.Tx] {
+	if s.d.classify != nil {
+		opts = append([]txn.RunnerOption{txn.WithClassifier(s.d.classify)}, opts...)
+	}
+	return txnsqlx.New(s.db, opts...)
+}
+
+func (s *sqlxDB) TxOptions(o sql.TxOptions) txn.BeginOption[*sqlx.Tx] {
+	return txnsqlx.TxOptions(o)
 }
 
 func (s *sqlxDB) Exec(ctx context.Context, q string, args ...any) error {

@@ -2,7 +2,7 @@
 // (github.com/jmoiron/sqlx): fn receives the *sqlx.Tx, and Run re-runs fn in
 // a fresh transaction when the database reports a lost race.
 //
-//	r := txnsqlx.NewWithClassifier(db, txnpgx.Classify) // build once, share
+//	r := txnsqlx.New(db, txn.WithClassifier(txnpgx.Classify)) // build once, share
 //	err := r.Run(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 //		_, err := tx.ExecContext(ctx, tx.Rebind("UPDATE accounts SET balance = balance - ? WHERE id = ?"), amount, from)
 //		return err
@@ -14,7 +14,7 @@
 // backends' classifiers apply unchanged: pass txnpgx.Classify (pgx's
 // database/sql driver, github.com/jackc/pgx/v5/stdlib), txnmysql.Classify
 // (github.com/go-sql-driver/mysql) or txnsqlite.Classify (modernc.org/sqlite)
-// to NewWithClassifier. This package imports no driver; New uses Classify,
+// with txn.WithClassifier. This package imports no driver; New uses Classify,
 // the driver-free fallback txnsql.ClassifyGeneric.
 //
 // # Nesting
@@ -41,33 +41,37 @@ import (
 // Runner is the Runner type this package builds; fn receives the *sqlx.Tx.
 type Runner = txn.Runner[*sqlx.Tx]
 
-// New returns a Runner over db whose errors are classified by Classify.
-// Options configure the Runner as in package txn; TxOptions sets isolation
-// and read-only mode. A nil db yields a Runner whose Run returns
-// txn.ErrNilRunner; an invalid option one whose Run returns an error
-// matching txn.ErrBadOption.
-func New(db *sqlx.DB, opts ...txn.Option) *Runner {
-	return NewWithClassifier(db, nil, opts...)
-}
-
-// NewWithClassifier is New with the classifier of db's driver, typically
-// txnpgx.Classify, txnmysql.Classify or txnsqlite.Classify, or a function
-// wrapping one. Errors that classify leaves permanent are still checked
-// with Classify, so that a lost connection is never mistaken for a definite
-// failure. A nil classify means Classify alone. Failures are reported as
-// for New.
-func NewWithClassifier(db *sqlx.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
+// New returns a Runner over db (the handle sqlx.Open or sqlx.NewDb returned). Its errors are classified by
+// Classify, the driver-free fallback; give the classifier of the database
+// behind db with txn.WithClassifier (txnpgx.Classify, txnmysql.Classify),
+// and a lost connection is still recognised under it. A nil db yields a
+// Runner whose Run returns txn.ErrNilRunner; an invalid option one whose Run
+// returns an error matching txn.ErrBadOption.
+func New(db *sqlx.DB, opts ...txn.RunnerOption) *Runner {
 	if db == nil {
 		return txn.New[*sqlx.Tx](nil, opts...)
 	}
-	return txn.New[*sqlx.Tx](&backend{db: db, classify: classify}, opts...)
+	return txn.New[*sqlx.Tx](&backend{db: db}, opts...)
 }
 
-// TxOptions sets the isolation level and read-only flag of the
-// transactions: given to New for every Run, or to Run or txn.Do for one
-// call.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txn.WithBeginOptions(o)
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin.
+func TxOptions(o sql.TxOptions) txn.BeginOption[*sqlx.Tx] {
+	return txn.NewBeginOption[*sqlx.Tx]("txnsqlx", o)
+}
+
+// txOptions reads the begin options of a Run. It returns an error matching
+// txn.ErrBadOption for an option this package did not build.
+func txOptions(opts []txn.BeginOption[*sqlx.Tx]) (*sql.TxOptions, error) {
+	var o *sql.TxOptions
+	for _, opt := range opts {
+		v, ok := opt.Value().(sql.TxOptions)
+		if opt.Backend() != "txnsqlx" || !ok {
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a txnsqlx Runner; use txnsqlx.TxOptions", txn.ErrBadOption, opt.Backend())
+		}
+		o = &v
+	}
+	return o, nil
 }
 
 // Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
@@ -83,8 +87,7 @@ func Classify(err error) txn.Class {
 
 // backend adapts a *sqlx.DB to txn.Backend and txn.Savepointer.
 type backend struct {
-	db       *sqlx.DB
-	classify txn.Classifier
+	db *sqlx.DB
 }
 
 var (
@@ -93,16 +96,10 @@ var (
 )
 
 // Begin starts a transaction with BeginTxx on ctx.
-func (b *backend) Begin(ctx context.Context, opts any) (*sqlx.Tx, error) {
-	var o *sql.TxOptions
-	switch v := opts.(type) {
-	case nil:
-	case sql.TxOptions:
-		o = &v
-	case *sql.TxOptions:
-		o = v
-	default:
-		return nil, fmt.Errorf("%w: txnsqlx expects sql.TxOptions, got %T", txn.ErrBadOption, opts)
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sqlx.Tx]) (*sqlx.Tx, error) {
+	o, err := txOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	return b.db.BeginTxx(ctx, o)
 }
@@ -118,15 +115,12 @@ func (b *backend) Rollback(_ context.Context, tx *sqlx.Tx) error {
 	return txDone(tx.Rollback())
 }
 
-// Classify applies the Runner's classifier, then Classify.
-func (b *backend) Classify(err error) txn.Class {
-	if b.classify != nil {
-		if c := b.classify(err); c != txn.ClassPermanent {
-			return c
-		}
-	}
-	return Classify(err)
-}
+// Classify is the package's Classify; txn.WithClassifier replaces it.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn recognises a lost connection (driver.ErrBadConn), also
+// under a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
 
 // BeginSavepoint executes SAVEPOINT name and returns tx itself.
 func (b *backend) BeginSavepoint(ctx context.Context, tx *sqlx.Tx, name string) (*sqlx.Tx, error) {

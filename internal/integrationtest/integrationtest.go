@@ -58,7 +58,9 @@ type DB[T any] interface {
 	Dialect() Dialect
 	// Runner returns a Runner of the integration under test over the
 	// database, with the classifier the module recommends for it.
-	Runner(opts ...txn.Option) *txn.Runner[T]
+	Runner(opts ...txn.RunnerOption) *txn.Runner[T]
+	// TxOptions returns the integration's begin option for o.
+	TxOptions(o sql.TxOptions) txn.BeginOption[T]
 	// Exec runs a statement outside any transaction.
 	Exec(ctx context.Context, query string, args ...any) error
 	// Ints and Strings run a query of one column outside any transaction.

@@ -30,7 +30,7 @@ func ConflictRetried[T any](t *testing.T, db DB[T], prefix string) {
 	require.NoError(t, db.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)"))
 
 	rec := &Recorder{}
-	r := db.Runner(txn.WithObserver(rec), txn.WithBeginOptions(d.TxOptions))
+	r := db.Runner(txn.WithObserver(rec)).WithBegin(db.TxOptions(d.TxOptions))
 	bar := NewBarrier(2)
 	var calls, onCommit [2]atomic.Int32
 	errs := make([]error, 2)
@@ -159,7 +159,7 @@ func NestedConflictRestarts[T any](t *testing.T, db DB[T], prefix string, swallo
 	go func() { otherDone <- competitor(ctx, db, counter, bulk, bar, updated) }()
 
 	rec := &Recorder{}
-	r := db.Runner(txn.WithObserver(rec), txn.WithBeginOptions(d.TxOptions))
+	r := db.Runner(txn.WithObserver(rec)).WithBegin(db.TxOptions(d.TxOptions))
 	var nestedErrs []error
 	attempts := 0
 	err := r.Run(ctx, func(ctx context.Context, tx T) error {
