@@ -26,8 +26,12 @@ import (
 //     deadlock is found only after deadlock_timeout (one second by default).
 //     A conflict then cuts the limit to (1 − F/2) times the smaller of the
 //     limit and the concurrency the attempt ran with, at least 1, at most
-//     once per generation of attempts (an attempt admitted before the last
-//     cut cannot cut again, as TCP cuts once per round trip). When nearly
+//     once per generation of attempts (an attempt that began before the
+//     last cut cannot cut again, as TCP cuts once per round trip), or once
+//     the last cut is older than the average attempt: a generation is then
+//     one attempt's time, whatever the number of attempts admitted before
+//     the first cut, so that a cold start converges in a bounded number of
+//     attempt durations (log₂ of the ceiling in a storm). When nearly
 //     every attempt conflicts the limit halves; when one in twenty does, it
 //     gives up 2.5 %, so the rare conflicts of a low-contention workload
 //     cost next to no parallelism, which plain AIMD (whose limit settles
@@ -42,6 +46,13 @@ import (
 //     contention fades, the levels regained bring patience back to one. Rare
 //     conflicts leave patience alone, or their many small cuts would slow
 //     the increase until the limit decayed.
+//
+// An attempt is measured from the moment its BEGIN returned (began), not
+// from its admission: time spent waiting for a pooled connection is not
+// attempt time, and an attempt still waiting for one does not count in the
+// concurrency a conflict is measured against. A retryable error from BEGIN
+// itself (the pool timed out, the connection broke) teaches the controller
+// nothing.
 //
 // The limit starts at its ceiling. While it stays there, F is below
 // calmConflict and nobody waits (the controller is "calm"), acquire and
@@ -73,6 +84,8 @@ type adaptive struct {
 
 	// running counts admitted attempts; changed atomically, also under mu.
 	running atomic.Int64
+	// active counts admitted attempts whose BEGIN has returned.
+	active atomic.Int64
 	// releases counts fast releases, so that one in calmSample still
 	// teaches the controller how long attempts take.
 	releases atomic.Uint64
@@ -87,6 +100,7 @@ type adaptive struct {
 	gained   int           // levels gained since the last cut
 	conflict float64       // F: moving average of the conflict share
 	avgDur   float64       // moving average of attempt durations, in seconds
+	lastCut  time.Time     // when the last cut was made
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	queue    waitQueue
 }
@@ -98,6 +112,19 @@ const calmConflict = 0.01
 // calmSample: one fast release in calmSample updates the average attempt
 // duration, so that the first conflict after a calm is weighed by its time.
 const calmSample = 64
+
+// generationPassed reports whether the last cut is at least one average
+// attempt old at now; the caller holds mu.
+func (a *adaptive) generationPassed(now time.Time) bool {
+	since := now.Sub(a.lastCut)
+	return since > 0 && since.Seconds() >= a.avgDur
+}
+
+// retryLaneCeiling is the retry lane's ceiling for a main lane whose
+// ceiling is main: a quarter of it, at least 1.
+func retryLaneCeiling(main int) int {
+	return max(1, (main+3)/4)
+}
 
 func newAdaptive(max int) *adaptive {
 	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
@@ -118,12 +145,15 @@ func (a *adaptive) allowed() int {
 type grant struct {
 	// fast is true when the attempt was admitted without the mutex.
 	fast bool
-	// epoch is the number of cuts made before admission.
+	// began is true once the attempt's BEGIN returned; only then does the
+	// controller learn from how it ended.
+	began bool
+	// epoch is the number of cuts made before the attempt began.
 	epoch uint64
-	// inflight is the number of attempts running at admission, this one
-	// included (0 on the fast path, where it is not read).
+	// inflight is the number of attempts that had begun and not ended when
+	// this one began, this one included.
 	inflight int
-	// start is when the attempt started, set by the caller.
+	// start is when the attempt's BEGIN returned.
 	start time.Time
 	// waited is true when the attempt queued; limit and queued are then the
 	// limit and the queue length at admission.
@@ -161,7 +191,7 @@ func endOf(o outcome) attemptEnd {
 func (a *adaptive) acquire(ctx context.Context) (grant, error) {
 	if a.calm.Load() {
 		if n := a.running.Add(1); a.calm.Load() && n <= int64(a.max) {
-			return grant{fast: true, epoch: a.epoch.Load()}, nil
+			return grant{fast: true}, nil
 		}
 		a.running.Add(-1)
 		a.mu.Lock()
@@ -180,9 +210,8 @@ func (a *adaptive) acquire(ctx context.Context) (grant, error) {
 			return a.wait(ctx, w)
 		}
 	}
-	g := grant{epoch: a.epoch.Load(), inflight: int(a.running.Load())}
 	a.mu.Unlock()
-	return g, nil
+	return grant{}, nil
 }
 
 // tryAdmit admits the caller if nobody waits and the limit allows; the
@@ -211,8 +240,7 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 		a.mu.Unlock()
 	}
 	a.mu.Lock()
-	g := grant{epoch: a.epoch.Load(), inflight: int(a.running.Load()), waited: true,
-		limit: a.allowed(), queued: a.queue.len()}
+	g := grant{waited: true, limit: a.allowed(), queued: a.queue.len()}
 	a.mu.Unlock()
 	return g, nil
 }
@@ -229,18 +257,34 @@ func (a *adaptive) admitWaiters() {
 	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.queue.len() == 0)
 }
 
+// began records that the attempt admitted with g has its transaction: its
+// time and the concurrency it runs with are counted from now.
+func (a *adaptive) began(g *grant, now time.Time) {
+	g.began, g.start = true, now
+	g.inflight = int(a.active.Add(1))
+	g.epoch = a.epoch.Load()
+}
+
 // release returns the slot of the attempt admitted with g and feeds how it
 // ended to the controller. clk is read, for the attempt's duration, only
 // when the controller learns from it.
 func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
+	a.running.Add(-1)
+	seen := 0
+	if t.began {
+		// The concurrency this attempt ran with: the larger of what it
+		// found when it began and what is running now, itself included.
+		seen = max(t.inflight, int(a.active.Add(-1))+1)
+	} else {
+		// BEGIN failed: nothing ran, nothing to learn.
+		end = endOther
+	}
 	conflict, committed := end == endConflict, end == endCommitted
-	// The concurrency this attempt ran with: the larger of what it found
-	// on admission and what is in flight now, itself included.
-	seen := max(t.inflight, int(a.running.Add(-1))+1)
 	if t.fast && !conflict && a.calm.Load() && a.releases.Add(1)%calmSample != 0 {
 		return
 	}
-	dur := clk.Now().Sub(t.start)
+	now := clk.Now()
+	dur := now.Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if conflict || committed {
@@ -266,13 +310,14 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 		}
 	}
 	switch {
-	case conflict && t.epoch == a.epoch.Load():
+	case conflict && (t.epoch == a.epoch.Load() || a.generationPassed(now)):
 		// Cut relative to the concurrency the attempt actually ran with,
 		// so that a limit far above real use does not take many cuts to
 		// matter, and in proportion to how much is conflicting.
 		base := min(a.limit, float64(seen))
 		a.limit = max(1, base*(1-a.conflict/2))
 		a.epoch.Add(1)
+		a.lastCut = now
 		if a.conflict >= stormConflict {
 			a.patience = min(maxPatience, a.patience*(1+a.conflict))
 		}

@@ -23,6 +23,9 @@ type AdmissionStats struct {
 	InFlight int
 	// Queued is the number of attempts waiting for the adaptive limit.
 	Queued int
+	// RetryLimit, RetryInFlight and RetryQueued describe the retry lane:
+	// its limit, the retries it admitted, and the retries waiting for it.
+	RetryLimit, RetryInFlight, RetryQueued int
 	// Keys is the number of conflict keys held or waited for.
 	Keys int
 }
@@ -36,6 +39,11 @@ func (r *Runner[T]) AdmissionStats() AdmissionStats {
 	if a := r.adaptive; a != nil {
 		a.mu.Lock()
 		s.Limit, s.InFlight, s.Queued = a.allowed(), int(a.running.Load()), a.queue.len()
+		a.mu.Unlock()
+	}
+	if a := r.retryLane; a != nil {
+		a.mu.Lock()
+		s.RetryLimit, s.RetryInFlight, s.RetryQueued = a.allowed(), int(a.running.Load()), a.queue.len()
 		a.mu.Unlock()
 	}
 	r.keys.mu.Lock()
@@ -104,6 +112,10 @@ type pass struct {
 	// granted as grant.
 	limited bool
 	grant   grant
+	// retried is true when the attempt also holds a slot of the retry
+	// lane, granted as retry.
+	retried bool
+	retry   grant
 }
 
 // admit takes an outermost attempt through key serialization and the
@@ -124,35 +136,66 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		}
 		p.keys = st.keys
 	}
-	if r.adaptive != nil {
-		g, err := r.adaptive.acquire(ctx)
+	if r.retryLane != nil && st.attempts > 0 {
+		g, err := r.retryLane.acquire(ctx)
 		if err != nil {
 			r.keys.unlock(p.keys)
 			return pass{}, err
 		}
-		if g.fast && st.attempts == 0 {
-			// The first attempt of a calm Run starts with the Run: its
-			// clock reading serves, and the happy path reads no other.
-			g.start = st.start
-		} else {
-			g.start = cfg.clock.Now()
+		p.retried, p.retry = true, g
+	}
+	if r.adaptive != nil {
+		g, err := r.adaptive.acquire(ctx)
+		if err != nil {
+			if p.retried {
+				r.retryLane.release(p.retry, endOther, cfg.clock)
+			}
+			r.keys.unlock(p.keys)
+			return pass{}, err
 		}
 		p.limited, p.grant = true, g
 	}
-	if cfg.observer != nil && (keyWait || p.grant.waited) {
+	if cfg.observer != nil && (keyWait || p.grant.waited || p.retry.waited) {
 		key := ""
 		if keyWait {
 			key = st.keys[0]
 		}
-		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: p.grant.limit, Queue: p.grant.queued, Key: key})
+		lim, q := p.grant.limit, p.grant.queued
+		if !p.grant.waited {
+			lim, q = p.retry.limit, p.retry.queued
+		}
+		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: lim, Queue: q, Key: key})
 	}
 	return p, nil
 }
 
-// release ends the admission of an attempt that ended as end.
-func (r *Runner[T]) release(st *runState, p pass, end attemptEnd) {
+// began tells the lanes that the attempt admitted with p has its
+// transaction: from now on it runs, and its time counts.
+func (r *Runner[T]) began(st *runState, p *pass) {
+	if !p.limited && !p.retried {
+		return
+	}
+	now := st.cfg.clock.Now()
 	if p.limited {
-		r.adaptive.release(p.grant, end, st.cfg.clock)
+		r.adaptive.began(&p.grant, now)
+	}
+	if p.retried {
+		r.retryLane.began(&p.retry, now)
+	}
+}
+
+// release ends the admission of an attempt that ended as end. The main
+// lane learns from first attempts, the retry lane from retries.
+func (r *Runner[T]) release(st *runState, p pass, end attemptEnd) {
+	if p.retried {
+		r.retryLane.release(p.retry, end, st.cfg.clock)
+	}
+	if p.limited {
+		mainEnd := end
+		if p.retried {
+			mainEnd = endOther
+		}
+		r.adaptive.release(p.grant, mainEnd, st.cfg.clock)
 	}
 	r.keys.unlock(p.keys)
 }

@@ -26,6 +26,7 @@ func admitN(t *testing.T, a *adaptive, n int) []grant {
 		tk, err := a.acquire(context.Background())
 		require.NoError(t, err)
 		require.False(t, tk.waited, "attempt %d of %d was not admitted at once (limit %v)", i+1, n, a.limit)
+		a.began(&tk, time.Time{})
 		ts[i] = tk
 	}
 	return ts

@@ -67,3 +67,35 @@ func (o BeginOption[T]) Backend() string { return o.backend }
 
 // Value returns the backend-specific setting the option carries.
 func (o BeginOption[T]) Value() any { return o.value }
+
+// PoolSizer is implemented by backends whose transactions each take a
+// connection from a pool of bounded size (txnpgx over a *pgxpool.Pool or a
+// *pgx.Conn, txnsql and the backends built on it over a *sql.DB with
+// SetMaxOpenConns). New reads it once: the adaptive limit's ceiling, and so
+// its starting point, is then the pool's size, so that attempts over it wait
+// in the Runner's FIFO queue, where the controller sees them, instead of
+// inside the pool, where a wait for a connection would look like a slow,
+// contended attempt.
+type PoolSizer interface {
+	// PoolSize returns the most connections the pool holds at once, or 0
+	// when it sets no bound.
+	PoolSize() int
+}
+
+// KeyLocker is implemented by backends that can hold conflict keys in the
+// database itself, so that the keys serialize transactions across every
+// process that uses the database (txnpgx with transaction-level advisory
+// locks, txnmysql with named locks). A Runner built with DatabaseKeys uses
+// it for every call that names Keys.
+type KeyLocker[T any] interface {
+	// BeginLocked begins a transaction as Begin does, then takes keys
+	// (sorted, without duplicates, at least one) in the database, in that
+	// order, waiting while another transaction holds one of them. It
+	// returns the transaction and unlock, which the Runner calls once after
+	// the transaction committed or rolled back, with a context detached
+	// from the caller's cancellation and bounded by RollbackTimeout (unlock
+	// is nil when ending the transaction releases the keys). On error it
+	// has ended the transaction and released what it took, and returns the
+	// error that stopped it (ctx's, or the database's).
+	BeginLocked(ctx context.Context, opts []BeginOption[T], keys []string) (tx T, unlock func(ctx context.Context), err error)
+}

@@ -117,3 +117,22 @@ func hasAdjacentDup(keys []string) bool {
 	}
 	return false
 }
+
+// beginTx begins an attempt's transaction, through the backend's KeyLocker
+// when the Runner holds its calls' keys in the database. unlock, when not
+// nil, must be called once the transaction ended.
+func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock func(), err error) {
+	if r.locker == nil || len(st.keys) == 0 {
+		tx, err = r.backend.Begin(ctx, r.begin)
+		return tx, nil, err
+	}
+	tx, dbUnlock, err := r.locker.BeginLocked(ctx, r.begin, st.keys)
+	if err != nil || dbUnlock == nil {
+		return tx, nil, err
+	}
+	return tx, func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.rollbackTimeout)
+		defer cancel()
+		dbUnlock(uctx)
+	}, nil
+}

@@ -66,6 +66,7 @@ type config struct {
 	seed        uint64
 	seeded      bool
 	adaptiveMax int
+	dbKeys      bool
 
 	err error
 }
@@ -232,8 +233,12 @@ func RetryBudget(ratio, minPerSecond float64) RunnerOption {
 // which is on by default with DefaultAdaptiveMax: at most limit attempts run
 // at once, where limit shrinks when attempts conflict and grows back while
 // they commit cleanly, between 1 and max (0 means DefaultAdaptiveMax).
-// Attempts over the limit wait in a first-in, first-out queue and leave it
-// as soon as their context ends. max must not be negative.
+// When the backend knows the size of its connection pool (PoolSizer), the
+// ceiling is the smaller of max and that size: more attempts than
+// connections would only wait inside the pool. Attempts over the limit wait
+// in a first-in, first-out queue and leave it as soon as their context
+// ends; retries of a Run that conflicted also pass a narrower retry lane
+// (see AdmissionStats). max must not be negative.
 func Adaptive(max int) RunnerOption {
 	return runnerOption(func(c *config) {
 		if max < 0 {
@@ -255,4 +260,17 @@ func Adaptive(max int) RunnerOption {
 // per hot row.
 func NoAdaptive() RunnerOption {
 	return runnerOption(func(c *config) { c.adaptiveMax = 0 })
+}
+
+// DatabaseKeys makes the conflict keys of every call (Keys) hold across
+// processes: besides taking them in the Runner, in arrival order, each
+// attempt takes them in the database right after BEGIN, in sorted order,
+// and holds them until its transaction ended (PostgreSQL transaction-level
+// advisory locks on a 64-bit hash of each key, MySQL and MariaDB named
+// locks), so that replicas of a service serialize a hot key without a
+// coordinator of their own. The backend must implement KeyLocker (txnpgx
+// and txnmysql do); for any other New returns a Runner whose Err matches
+// ErrBadOption. Calls without Keys are not affected.
+func DatabaseKeys() RunnerOption {
+	return runnerOption(func(c *config) { c.dbKeys = true })
 }

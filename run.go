@@ -26,8 +26,10 @@ type shared[T any] struct {
 	scoper  RunScoper
 	cfg     config
 
-	adaptive *adaptive
-	keys     keyTable
+	adaptive  *adaptive
+	retryLane *adaptive
+	keys      keyTable
+	locker    KeyLocker[T]
 
 	seedMu  sync.Mutex
 	seedSrc *rand.PCG
@@ -51,7 +53,19 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 		}
 	}
 	if s.cfg.adaptiveMax > 0 {
-		s.adaptive = newAdaptive(s.cfg.adaptiveMax)
+		ceiling := s.cfg.adaptiveMax
+		if ps, ok := b.(PoolSizer); ok {
+			if n := ps.PoolSize(); n > 0 && n < ceiling {
+				ceiling = n
+			}
+		}
+		s.adaptive = newAdaptive(ceiling)
+		s.retryLane = newAdaptive(retryLaneCeiling(ceiling))
+	}
+	if s.cfg.dbKeys {
+		if s.locker, _ = b.(KeyLocker[T]); s.locker == nil {
+			s.cfg.fail("DatabaseKeys: backend %T cannot hold keys in the database", b)
+		}
 	}
 	if s.cfg.seeded {
 		s.seedSrc = rand.NewPCG(s.cfg.seed, s.cfg.seed^0x9e3779b97f4a7c15)
@@ -165,6 +179,7 @@ type runState struct {
 	prev     time.Duration
 	rnd      *rand.Rand
 	keys     []string // sorted, without duplicates
+	pass     *pass    // the current attempt's admission, nil without one
 }
 
 // outcome is how one attempt ended.
@@ -203,6 +218,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		last error
 	)
 	if useAdmission {
+		st.pass = &p
 		// A panic in fn must not keep the attempt's slot or keys.
 		defer func() {
 			if held {
@@ -263,11 +279,17 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 // attempt runs one transaction: begin, fn, commit.
 func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.Context, T) error) outcome {
 	cfg := st.cfg
-	tx, err := r.backend.Begin(ctx, r.begin)
+	tx, unlockDB, err := r.beginTx(ctx, st)
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
 		// the database says so, or the connection broke.
 		return outcome{err: err, class: r.beforeCommit(err)}
+	}
+	if unlockDB != nil {
+		defer unlockDB()
+	}
+	if st.pass != nil {
+		r.began(st, st.pass)
 	}
 	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
 	err = r.call(f, cfg, fn)

@@ -29,10 +29,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"reflect"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txnkit/txn"
 )
 
@@ -94,7 +97,60 @@ var (
 	_ txn.Backend[pgx.Tx]     = (*backend)(nil)
 	_ txn.ConnClassifier      = (*backend)(nil)
 	_ txn.Savepointer[pgx.Tx] = (*backend)(nil)
+	_ txn.PoolSizer           = (*backend)(nil)
+	_ txn.KeyLocker[pgx.Tx]   = (*backend)(nil)
 )
+
+// PoolSize returns the pool's MaxConns for a *pgxpool.Pool, 1 for a
+// *pgx.Conn, and 0 (unknown) for any other Beginner.
+func (b *backend) PoolSize() int {
+	switch db := b.db.(type) {
+	case *pgxpool.Pool:
+		return int(db.Config().MaxConns)
+	case *pgx.Conn:
+		return 1
+	}
+	return 0
+}
+
+// BeginLocked begins a transaction, then takes one transaction-level
+// advisory lock (pg_advisory_xact_lock) per key, on the key's 64-bit
+// FNV-1a hash, in ascending order of the hashes so that every process takes
+// a common set in the same order. PostgreSQL releases the locks when the
+// transaction ends, so unlock is nil. If a lock cannot be taken (ctx ended,
+// the connection failed) the transaction is rolled back and the error
+// returned.
+func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx], keys []string) (pgx.Tx, func(context.Context), error) {
+	tx, err := b.Begin(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, h := range KeyHashes(keys) {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", h); err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+			_ = tx.Rollback(rctx)
+			cancel()
+			return nil, nil, fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err)
+		}
+	}
+	return tx, nil, nil
+}
+
+// KeyHashes returns the advisory-lock numbers that a Runner built with
+// txn.DatabaseKeys takes for keys: each key's 64-bit FNV-1a hash, as a
+// signed bigint, sorted ascending and without duplicates. SQL of your own
+// that must serialize with those Runners can take the same locks with
+// pg_advisory_xact_lock.
+func KeyHashes(keys []string) []int64 {
+	hs := make([]int64, 0, len(keys))
+	for _, k := range keys {
+		h := fnv.New64a()
+		h.Write([]byte(k))
+		hs = append(hs, int64(h.Sum64()))
+	}
+	slices.Sort(hs)
+	return slices.Compact(hs)
+}
 
 // Begin starts a transaction with the options set by TxOptions.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[pgx.Tx]) (pgx.Tx, error) {
@@ -107,6 +163,11 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[pgx.Tx]) (pg
 		}
 		o = v
 	}
+	return b.begin(ctx, o)
+}
+
+// begin begins a transaction with o.
+func (b *backend) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
 	tx, err := b.db.BeginTx(ctx, o)
 	if err != nil {
 		if c, ok := b.db.(*pgx.Conn); ok && c.IsClosed() {
