@@ -20,7 +20,13 @@
 package txnmysql
 
 import (
+	"context"
 	"database/sql"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"slices"
+	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
@@ -31,7 +37,59 @@ type Runner = txn.Runner[*sql.Tx]
 
 // sqlDriver is how txnsql sees this package.
 func sqlDriver() txnsql.Driver {
-	return txnsql.Driver{Name: "txnmysql", Classify: Classify, ClassifyConn: classifyConn}
+	return txnsql.Driver{Name: "txnmysql", Classify: Classify, ClassifyConn: classifyConn,
+		LockKeys: lockKeys, UnlockKeys: unlockKeys}
+}
+
+// LockName returns the named lock (GET_LOCK) that a Runner built with
+// txn.DatabaseKeys takes for key: "txn:" and the 16 hex digits of the
+// key's 64-bit FNV-1a hash, well within the 64 characters the servers
+// allow. SQL of your own that must serialize with those Runners can take
+// the same lock.
+func LockName(key string) string {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return fmt.Sprintf("txn:%016x", h.Sum64())
+}
+
+// lockWaitForever is GET_LOCK's timeout, in seconds, when ctx has no
+// deadline: a year (ctx's cancellation still ends the wait).
+const lockWaitForever = 365 * 24 * 3600
+
+// lockKeys takes one named lock per key, in ascending order of the lock
+// names, on the attempt's reserved connection before BEGIN. Named locks
+// belong to the session: unlockKeys releases them after the transaction
+// ended.
+func lockKeys(ctx context.Context, conn *sql.Conn, keys []string) error {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = LockName(k)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	for _, name := range names {
+		wait := lockWaitForever
+		if dl, ok := ctx.Deadline(); ok {
+			wait = max(0, int(math.Ceil(time.Until(dl).Seconds())))
+		}
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, wait).Scan(&got); err != nil {
+			return err
+		}
+		if !got.Valid || got.Int64 != 1 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("txnmysql: GET_LOCK(%q) timed out: %w", name, context.DeadlineExceeded)
+		}
+	}
+	return nil
+}
+
+// unlockKeys releases every named lock of the session.
+func unlockKeys(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, "DO RELEASE_ALL_LOCKS()")
+	return err
 }
 
 // New returns a Runner over db, a handle opened with the MySQL driver

@@ -113,15 +113,76 @@ func (b *backend) PoolSize() int {
 	return 0
 }
 
-// BeginLocked begins a transaction, then takes one transaction-level
-// advisory lock (pg_advisory_xact_lock) per key, on the key's 64-bit
-// FNV-1a hash, in ascending order of the hashes so that every process takes
-// a common set in the same order. PostgreSQL releases the locks when the
-// transaction ends, so unlock is nil. If a lock cannot be taken (ctx ended,
-// the connection failed) the transaction is rolled back and the error
+// BeginLocked takes one advisory lock per key, on the key's 64-bit FNV-1a
+// hash, in ascending order of the hashes so that every process takes a
+// common set in the same order, then begins the transaction. Over a
+// *pgxpool.Pool or a *pgx.Conn the locks are session locks
+// (pg_advisory_lock) taken on the attempt's connection before BEGIN, so
+// that a REPEATABLE READ or SERIALIZABLE transaction takes its snapshot
+// only once it holds its keys (a lock taken inside the transaction would
+// come after the snapshot, and the first write after the wait would fail
+// with 40001); unlock releases them (pg_advisory_unlock_all) once the
+// transaction ended, and a pooled connection on which that fails is closed
+// instead of returned to the pool. Over any other Beginner the locks are
+// transaction locks (pg_advisory_xact_lock) taken right after BEGIN, which
+// PostgreSQL releases with the transaction. If a lock cannot be taken (ctx
+// ended, the connection failed) everything taken is released and the error
 // returned.
 func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx], keys []string) (pgx.Tx, func(context.Context), error) {
-	tx, err := b.Begin(ctx, opts)
+	o, err := txOptionsOf(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		conn *pgx.Conn
+		done func(ctx context.Context, broken bool)
+	)
+	switch db := b.db.(type) {
+	case *pgxpool.Pool:
+		pc, err := db.Acquire(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		conn = pc.Conn()
+		done = func(ctx context.Context, broken bool) {
+			if broken {
+				_ = pc.Hijack().Close(ctx)
+				return
+			}
+			pc.Release()
+		}
+	case *pgx.Conn:
+		conn = db
+		done = func(context.Context, bool) {}
+	default:
+		return b.beginXactLocked(ctx, o, keys)
+	}
+	unlock := func(ctx context.Context) {
+		_, err := conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
+		done(ctx, err != nil)
+	}
+	fail := func(err error) (pgx.Tx, func(context.Context), error) {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+		defer cancel()
+		unlock(uctx)
+		return nil, nil, err
+	}
+	for _, h := range KeyHashes(keys) {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", h); err != nil {
+			return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err))
+		}
+	}
+	tx, err := conn.BeginTx(ctx, o)
+	if err != nil {
+		return fail(err)
+	}
+	return tx, unlock, nil
+}
+
+// beginXactLocked begins a transaction and takes transaction-level
+// advisory locks on keys' hashes.
+func (b *backend) beginXactLocked(ctx context.Context, o pgx.TxOptions, keys []string) (pgx.Tx, func(context.Context), error) {
+	tx, err := b.begin(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -154,16 +215,25 @@ func KeyHashes(keys []string) []int64 {
 
 // Begin starts a transaction with the options set by TxOptions.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[pgx.Tx]) (pgx.Tx, error) {
+	o, err := txOptionsOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	return b.begin(ctx, o)
+}
+
+// txOptionsOf returns the pgx.TxOptions of the last option in opts.
+func txOptionsOf(opts []txn.BeginOption[pgx.Tx]) (pgx.TxOptions, error) {
 	var o pgx.TxOptions
 	for _, opt := range opts {
 		v, ok := opt.Value().(pgx.TxOptions)
 		if opt.Backend() != backendName || !ok {
-			return nil, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnpgx Runner; use txnpgx.TxOptions",
+			return o, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnpgx Runner; use txnpgx.TxOptions",
 				txn.ErrBadOption, opt.Backend(), opt.Value())
 		}
 		o = v
 	}
-	return b.begin(ctx, o)
+	return o, nil
 }
 
 // begin begins a transaction with o.

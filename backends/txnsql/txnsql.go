@@ -70,6 +70,21 @@ type Driver struct {
 	// only driver.ErrBadConn). It also completes a classifier given with
 	// txn.WithClassifier. driver.ErrBadConn is recognised in any case.
 	ClassifyConn txn.Classifier
+	// LockKeys, when not nil, lets Runners built with txn.DatabaseKeys
+	// hold conflict keys in the database: it is called on a connection
+	// reserved for the attempt, before BEGIN (so that the transaction's
+	// snapshot is taken once the keys are held), with the keys (sorted,
+	// without duplicates), and takes them, waiting while another session
+	// holds one; it returns the database's error, or ctx's. The
+	// transaction then begins on that connection, and UnlockKeys receives
+	// it after the transaction ended.
+	LockKeys func(ctx context.Context, conn *sql.Conn, keys []string) error
+	// UnlockKeys releases, on the attempt's connection, the keys LockKeys
+	// took (it is also called after LockKeys failed). If it fails the
+	// connection is discarded rather than returned to the pool, so that no
+	// key outlives the attempt. Needed when LockKeys is set and the locks
+	// outlive the transaction (MySQL's named locks); nil otherwise.
+	UnlockKeys func(ctx context.Context, conn *sql.Conn) error
 }
 
 // NewRunner returns a Runner over db for driver d, configured by opts. A
@@ -78,7 +93,11 @@ func NewRunner(db *sql.DB, d Driver, opts ...txn.RunnerOption) *Runner {
 	if db == nil {
 		return txn.New[*sql.Tx](nil, opts...)
 	}
-	return txn.New[*sql.Tx](&backend{db: db, d: d}, opts...)
+	b := &backend{db: db, d: d}
+	if d.LockKeys != nil {
+		return txn.New[*sql.Tx](&lockingBackend{b}, opts...)
+	}
+	return txn.New[*sql.Tx](b, opts...)
 }
 
 // TxOptions returns a begin option carrying o for Runners of d. A Runner of
@@ -101,9 +120,65 @@ var (
 	_ txn.Savepointer[*sql.Tx] = (*backend)(nil)
 )
 
+// PoolSize returns db's MaxOpenConnections (0 when unlimited), read when
+// the Runner is built.
+func (b *backend) PoolSize() int { return b.db.Stats().MaxOpenConnections }
+
 // Begin starts a transaction with the sql.TxOptions of the last option in
 // opts (txnsql's own, or d's).
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
+	o, err := b.txOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return b.db.BeginTx(ctx, o)
+}
+
+// lockingBackend is a backend whose Driver can hold conflict keys in the
+// database.
+type lockingBackend struct{ *backend }
+
+var _ txn.KeyLocker[*sql.Tx] = lockingBackend{}
+
+// BeginLocked reserves a connection, takes keys on it with the Driver's
+// LockKeys, and begins a transaction on it. unlock releases them with UnlockKeys
+// (discarding the connection if that fails) and returns the connection to
+// the pool. On error everything taken is released.
+func (b lockingBackend) BeginLocked(ctx context.Context, opts []txn.BeginOption[*sql.Tx], keys []string) (*sql.Tx, func(context.Context), error) {
+	o, err := b.txOptions(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := b.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := func(ctx context.Context) {
+		if b.d.UnlockKeys != nil {
+			if err := b.d.UnlockKeys(ctx, conn); err != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+		_ = conn.Close()
+	}
+	fail := func(err error) (*sql.Tx, func(context.Context), error) {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+		defer cancel()
+		unlock(uctx)
+		return nil, nil, err
+	}
+	if err := b.d.LockKeys(ctx, conn, keys); err != nil {
+		return fail(fmt.Errorf("%s: conflict key lock: %w", b.d.Name, err))
+	}
+	tx, err := conn.BeginTx(ctx, o)
+	if err != nil {
+		return fail(err)
+	}
+	return tx, unlock, nil
+}
+
+// txOptions returns the sql.TxOptions of the last option in opts.
+func (b *backend) txOptions(opts []txn.BeginOption[*sql.Tx]) (*sql.TxOptions, error) {
 	var o *sql.TxOptions
 	for _, opt := range opts {
 		if opt.Backend() != b.d.Name && opt.Backend() != genericName {
@@ -116,7 +191,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 		}
 		o = &v
 	}
-	return b.db.BeginTx(ctx, o)
+	return o, nil
 }
 
 // Commit commits tx; a transaction that fn already ended yields an error
