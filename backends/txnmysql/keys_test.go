@@ -1,0 +1,120 @@
+package txnmysql_test
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnmysql"
+)
+
+// retryCounter counts the retries Run schedules.
+type retryCounter struct {
+	txn.NopObserver
+	n atomic.Int64
+}
+
+func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add(1) }
+
+func TestPoolSizeIsMaxOpenConns(t *testing.T) {
+	db := openDB(t, nil)
+	db.SetMaxOpenConns(12)
+	st := txnmysql.New(db).AdmissionStats()
+	assert.Equal(t, 12, st.Limit)
+	assert.Equal(t, 3, st.RetryLimit)
+}
+
+// Two Runners over two pools stand for two processes. With DatabaseKeys,
+// read-modify-write increments of one row (a plain read, then an UPDATE
+// that writes what was read plus one) never lose an update, and no
+// transaction conflicts; no named lock outlives its attempt.
+func TestDatabaseKeysAcrossRunners(t *testing.T) {
+	d1, d2 := openDB(t, nil), openDB(t, nil)
+	tbl := createTable(t, d1, "id INT PRIMARY KEY, v INT NOT NULL")
+	_, err := d1.Exec("INSERT INTO " + tbl + " VALUES (1, 0)")
+	require.NoError(t, err)
+	obs := &retryCounter{}
+	begin := txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	runners := []*txnmysql.Runner{
+		txnmysql.New(d1, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(begin),
+		txnmysql.New(d2, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(begin),
+	}
+	ctx := testCtx(t)
+	const perRunner, each = 6, 15
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		for g := 0; g < perRunner; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+						var v int
+						if err := tx.QueryRowContext(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v); err != nil {
+							return err
+						}
+						_, err := tx.ExecContext(ctx, "UPDATE "+tbl+" SET v = ? WHERE id = 1", v+1)
+						return err
+					}, txn.Keys("counter:1"))
+					assert.NoError(t, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	var v int
+	require.NoError(t, d1.QueryRow("SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v))
+	assert.Equal(t, 2*perRunner*each, v, "lost updates")
+	assert.Zero(t, obs.n.Load(), "transactions holding the key conflicted")
+	var free sql.NullInt64
+	require.NoError(t, d1.QueryRow("SELECT IS_FREE_LOCK(?)", txnmysql.LockName("counter:1")).Scan(&free))
+	assert.Equal(t, int64(1), free.Int64, "the named lock outlived its attempts")
+}
+
+// A Run of a second Runner on a key the first holds waits on the named
+// lock until the first commits.
+func TestDatabaseKeysWaitInDatabase(t *testing.T) {
+	d1, d2 := openDB(t, nil), openDB(t, nil)
+	r1 := txnmysql.New(d1, txn.DatabaseKeys())
+	r2 := txnmysql.New(d2, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		firstDone <- r1.Run(ctx, func(context.Context, *sql.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		}, txn.Keys("k"))
+	}()
+	<-entered
+	var order atomic.Int32
+	secondDone := make(chan error, 1)
+	go func() {
+		secondDone <- r2.Run(ctx, func(context.Context, *sql.Tx) error {
+			order.CompareAndSwap(0, 2)
+			return nil
+		}, txn.Keys("k"))
+	}()
+	for {
+		var n int
+		require.NoError(t, d1.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+			WHERE INFO LIKE 'SELECT GET_LOCK%' AND DB = DATABASE()`).Scan(&n))
+		if n == 1 {
+			break
+		}
+		require.NoError(t, ctx.Err(), "the second Run never waited on the named lock")
+	}
+	require.Zero(t, order.Load(), "the second Run entered fn while the key was held")
+	order.CompareAndSwap(0, 1)
+	close(release)
+	require.NoError(t, <-firstDone)
+	require.NoError(t, <-secondDone)
+	assert.Equal(t, int32(1), order.Load())
+}
