@@ -63,6 +63,8 @@ type arm struct {
 	transfer TransferFunc
 	perCall  func(transfer) []txn.CallOption
 	obs      *counter
+	// classLat holds the latencies per class of a mixed workload.
+	classLat map[string][]time.Duration
 
 	commits  atomic.Int64 // live, for the progress line
 	failed   int64
@@ -92,10 +94,14 @@ type workload struct {
 	accounts   int
 	sorted     bool
 	txnTimeout time.Duration
+	hotShare   float64 // shapes.go
 }
 
 // next returns a random transfer between two distinct accounts.
 func (w workload) next(rng *rand.Rand) transfer {
+	if w.hotShare > 0 {
+		return w.nextShaped(rng)
+	}
 	from := rng.Int64N(int64(w.accounts)) + 1
 	to := rng.Int64N(int64(w.accounts)-1) + 1
 	if to >= from {
@@ -110,7 +116,7 @@ func (w workload) next(rng *rand.Rand) transfer {
 // txnTimeout to commit.
 func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint64) {
 	type tally struct {
-		lat                       []time.Duration
+		lat, hotLat, coldLat      []time.Duration
 		failed, unknown, rejected int64
 		firstErr                  error
 	}
@@ -138,6 +144,13 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 				switch {
 				case err == nil:
 					t.lat = append(t.lat, el)
+					if w.hotShare > 0 {
+						if tr.hot {
+							t.hotLat = append(t.hotLat, el)
+						} else {
+							t.coldLat = append(t.coldLat, el)
+						}
+					}
 					a.commits.Add(1)
 				case errors.Is(err, errInsufficientFunds):
 					t.rejected++
@@ -157,6 +170,13 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 	a.elapsed += time.Since(start)
 	for _, t := range tallies {
 		a.lat = append(a.lat, t.lat...)
+		if w.hotShare > 0 {
+			if a.classLat == nil {
+				a.classLat = map[string][]time.Duration{}
+			}
+			a.classLat[classHot] = append(a.classLat[classHot], t.hotLat...)
+			a.classLat[classCold] = append(a.classLat[classCold], t.coldLat...)
+		}
 		a.failed += t.failed
 		a.unknown += t.unknown
 		a.rejected += t.rejected

@@ -36,6 +36,7 @@ type config struct {
 	tablePrefix string
 	seed        uint64
 	quiet       bool
+	shape       shapeConfig // shapes.go
 }
 
 // Defaults of the flags.
@@ -117,6 +118,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.tablePrefix, "table-prefix", defaultTablePrefix, "prefix of the tables txnbench drops and creates (must start with txnbench_)")
 	fs.Uint64Var(&c.seed, "seed", 0, "seed of the workload's random choices and of the backoff jitter (0: random)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress output")
+	c.shape.register(fs)
+	c.shape.args = args
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: txnbench [flags]\n\n"+
 			"Runs a bank-transfer workload (read two balances, update both, insert a ledger row)\n"+
@@ -142,7 +145,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	case policy != "":
 		c.policies = strings.Split(policy, ",")
 	case c.compare:
-		c.policies = policyNames()
+		c.policies = comparedPolicyNames()
 	default:
 		c.policies = []string{defaultPolicy}
 	}
@@ -187,6 +190,7 @@ func (c *config) check(set map[string]bool) error {
 	case c.backend == backendMongoDB && c.isolation != "snapshot" && c.isolation != "default":
 		bad("--isolation %q: MongoDB transactions take default or snapshot (their read concern)", c.isolation)
 	}
+	c.shape.check(c, bad)
 	if c.lockOrder != "sorted" && c.lockOrder != "random" {
 		bad("--lock-order %q: want sorted or random", c.lockOrder)
 	}

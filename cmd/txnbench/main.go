@@ -70,12 +70,17 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 	if cfg.quiet {
 		prog = io.Discard
 	}
-	rep, err := runBench(ctx, &cfg, newProgress(prog, isTerminal(stderr)), open)
+	bench := runBench
+	if cfg.shape.processes > 1 {
+		bench = runProcesses
+	}
+	rep, err := bench(ctx, &cfg, newProgress(prog, isTerminal(stderr)), open)
 	if err != nil {
 		fmt.Fprintf(stderr, "txnbench: %v\n", err)
 		return exitFailed
 	}
 	printTable(table, rep)
+	printShapes(table, rep)
 	status := exitOK
 	if cfg.jsonPath != "" {
 		if err := writeJSON(cfg.jsonPath, stdout, rep); err != nil {

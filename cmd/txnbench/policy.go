@@ -25,6 +25,9 @@ type policy struct {
 	// depend on what the transaction touches (such as conflict keys naming
 	// the two accounts).
 	perCall func(t transfer) []txn.CallOption
+	// optIn policies run only when --policy names them, not by default
+	// with --compare.
+	optIn bool
 }
 
 // policyTable returns the policies in the order --compare runs them.
@@ -80,7 +83,19 @@ func policyTable() []policy {
 			},
 			perCall: accountKeys,
 		},
+		dbKeyedPolicy(),
 	}
+}
+
+// comparedPolicyNames returns the policies --compare runs by default.
+func comparedPolicyNames() []string {
+	var names []string
+	for _, p := range policyTable() {
+		if !p.optIn {
+			names = append(names, p.name)
+		}
+	}
+	return names
 }
 
 // accountKeys names the two accounts of a transfer as its conflict keys.

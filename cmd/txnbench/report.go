@@ -33,6 +33,7 @@ type report struct {
 	GoVersion   string    `json:"go_version"`
 	Started     string    `json:"started"`
 	Interrupted bool      `json:"interrupted"`
+	Processes   int       `json:"processes,omitempty"`
 	Warmup      result    `json:"warmup"`
 	Baseline    *result   `json:"baseline"`
 	Results     []result  `json:"results"`
@@ -56,6 +57,10 @@ type result struct {
 	LatencyMs         latencyMs        `json:"latency_ms"`
 	RetryCauses       map[string]int64 `json:"retry_causes"`
 	FirstError        string           `json:"first_error,omitempty"`
+	// Classes are the per-class numbers of a mixed workload (--hot-share).
+	Classes map[string]classResult `json:"classes,omitempty"`
+	// ProcessP99Ms is each process's p99, with --processes.
+	ProcessP99Ms []float64 `json:"process_p99_ms,omitempty"`
 }
 
 // latencyMs are latency percentiles of committed transfers, in

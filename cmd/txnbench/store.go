@@ -24,6 +24,8 @@ type transfer struct {
 	// touches from first, so that two opposite transfers lock their rows in
 	// opposite orders.
 	sorted bool
+	// hot marks a transfer of the hot pair in a mixed workload.
+	hot bool
 }
 
 // order returns the two accounts in the order the transaction touches them.

@@ -1,0 +1,364 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/txnkit/txn"
+)
+
+// The shapes in which services run the library, beyond one process with a
+// connection per worker: a mixed workload where a share of the transfers
+// hits one hot pair of accounts (--hot-share), and several processes on the
+// same tables (--processes). --conns below --workers is in config.go.
+
+// shapeConfig is what the shape flags set.
+type shapeConfig struct {
+	hotShare  float64
+	processes int
+	child     bool
+	// args are the command line's arguments, passed on to the children.
+	args []string
+}
+
+// register adds the shape flags to fs.
+func (s *shapeConfig) register(fs *flag.FlagSet) {
+	fs.Float64Var(&s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class")
+	fs.IntVar(&s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once")
+	fs.BoolVar(&s.child, "child", false, "internal: run as one of the processes of --processes (no setup, no baseline, no check, JSON on stdout)")
+}
+
+// check validates the shape flags.
+func (s *shapeConfig) check(c *config, bad func(format string, args ...any)) {
+	if !(s.hotShare >= 0 && s.hotShare <= 1) {
+		bad("--hot-share %v: want a share between 0 and 1", s.hotShare)
+	} else if s.hotShare > 0 && c.accounts < 4 {
+		bad("--hot-share: needs --accounts 4 or more (the hot pair and at least two others)")
+	}
+	if s.processes < 1 {
+		bad("--processes %d: want at least 1", s.processes)
+	}
+	if s.processes > 1 && c.backend == backendSQLite && c.dsn == "" {
+		bad("--processes: SQLite needs --dsn naming a file all processes share")
+	}
+}
+
+// Classes of a mixed workload's transfers.
+const (
+	classHot  = "hot"
+	classCold = "cold"
+)
+
+// nextShaped returns a transfer of a mixed workload: between the hot pair
+// (accounts 1 and 2, either direction) with probability hotShare, else
+// between two distinct accounts of 3..accounts.
+func (w workload) nextShaped(rng *rand.Rand) transfer {
+	amount := rng.Int64N(100) + 1
+	if rng.Float64() < w.hotShare {
+		from, to := int64(1), int64(2)
+		if rng.IntN(2) == 0 {
+			from, to = to, from
+		}
+		return transfer{from: from, to: to, amount: amount, sorted: w.sorted, hot: true}
+	}
+	n := int64(w.accounts - 2)
+	from := rng.Int64N(n) + 3
+	to := rng.Int64N(n-1) + 3
+	if to >= from {
+		to++
+	}
+	return transfer{from: from, to: to, amount: amount, sorted: w.sorted}
+}
+
+// classResult is one class's numbers in a mixed workload.
+type classResult struct {
+	Commits          int64   `json:"commits"`
+	CommitsPerSecond float64 `json:"commits_per_second"`
+	// RatioToSerial is the class's goodput over the serial baseline's: for
+	// the hot class, its goodput as a share of what one worker alone
+	// commits, an estimate of the hot pair's serial rate.
+	RatioToSerial *float64 `json:"ratio_to_serial,omitempty"`
+	P50Ms         float64  `json:"p50_ms"`
+	P99Ms         float64  `json:"p99_ms"`
+	// ProcessP99Ms is the p99 of each process, with --processes.
+	ProcessP99Ms []float64 `json:"process_p99_ms,omitempty"`
+}
+
+// classResults returns the per-class numbers of a, or nil when the
+// workload has no classes.
+func (a *arm) classResults() map[string]classResult {
+	if len(a.classLat) == 0 {
+		return nil
+	}
+	out := map[string]classResult{}
+	for name, lat := range a.classLat {
+		l := summarize(lat)
+		cr := classResult{Commits: int64(len(lat)), P50Ms: ms(l.P50), P99Ms: ms(l.P99)}
+		if a.elapsed > 0 {
+			cr.CommitsPerSecond = float64(cr.Commits) / a.elapsed.Seconds()
+		}
+		out[name] = cr
+	}
+	return out
+}
+
+// setClassRatios sets each class's ratio to the serial baseline.
+func setClassRatios(rep *report) {
+	if rep.Baseline == nil || rep.Baseline.CommitsPerSecond <= 0 {
+		return
+	}
+	for i := range rep.Results {
+		for name, cr := range rep.Results[i].Classes {
+			ratio := cr.CommitsPerSecond / rep.Baseline.CommitsPerSecond
+			cr.RatioToSerial = &ratio
+			rep.Results[i].Classes[name] = cr
+		}
+	}
+}
+
+// printShapes writes the per-class and per-process lines of rep, if any.
+func printShapes(w io.Writer, rep *report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	any := false
+	for _, res := range rep.Results {
+		for _, name := range []string{classHot, classCold} {
+			cr, ok := res.Classes[name]
+			if !ok {
+				continue
+			}
+			if !any {
+				fmt.Fprintln(tw, "policy\tclass\tcommits/s\tvs serial\tp50\tp99\t")
+				any = true
+			}
+			ratio := "-"
+			if cr.RatioToSerial != nil {
+				ratio = fmt.Sprintf("%.2fx", *cr.RatioToSerial)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t\n", res.Policy, name, cr.CommitsPerSecond, ratio, fmtMs(cr.P50Ms), fmtMs(cr.P99Ms))
+		}
+	}
+	_ = tw.Flush()
+	if any {
+		fmt.Fprintln(w)
+	}
+	for _, res := range rep.Results {
+		if len(res.ProcessP99Ms) > 0 {
+			ps := make([]string, len(res.ProcessP99Ms))
+			for i, p := range res.ProcessP99Ms {
+				ps[i] = fmtMs(p)
+			}
+			fmt.Fprintf(w, "p99 per process of %s: %s\n", res.Policy, strings.Join(ps, ", "))
+		}
+	}
+}
+
+// childArgs returns the arguments of a child process: the parent's,
+// without the flags the parent handles itself, and with the child's.
+func childArgs(args []string, seed uint64) []string {
+	var out []string
+	skipNext := false
+	for _, a := range args {
+		if skipNext {
+			skipNext = false
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		base, _, hasValue := strings.Cut(name, "=")
+		switch base {
+		case "processes", "json", "plot", "seed", "quiet", "child":
+			if !hasValue && base != "quiet" && base != "child" {
+				skipNext = true
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return append(out, "--child", "--quiet", "--json", "-", fmt.Sprintf("--seed=%d", seed))
+}
+
+// runProcesses runs the benchmark in c.processes child processes of this
+// executable on the same tables: it sets the tables up, runs the serial
+// baseline alone (with --compare), starts the children together, adds up
+// their results per policy, and checks the invariant once, on everything
+// all processes committed.
+func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpener) (*report, error) {
+	seed := c.seed
+	if seed == 0 {
+		seed = rand.Uint64() | 1
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	prog.note(fmt.Sprintf("txnbench: connecting to %s", c.backend))
+	store, cleanup, err := open(setupCtx, c)
+	if err != nil {
+		prog.done()
+		return nil, err
+	}
+	defer cleanup()
+	defer store.Close()
+	if err := store.Setup(setupCtx, c.accounts); err != nil {
+		prog.done()
+		return nil, fmt.Errorf("%s: setup: %w", c.backend, err)
+	}
+	w := workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout, hotShare: c.shape.hotShare}
+	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
+	var base *arm
+	if c.compare {
+		base = newArm(store, findPolicy(defaultPolicy), params, 1, seed, true)
+		prog.start(base, "serial baseline", c.duration)
+		w.slice(ctx, base, c.duration, seed^3)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		prog.done()
+		return nil, fmt.Errorf("--processes: %w", err)
+	}
+	prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
+	reps := make([]*report, c.shape.processes)
+	errs := make([]error, c.shape.processes)
+	var wg sync.WaitGroup
+	for i := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out, stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, exe, childArgs(c.shape.args, seed+uint64(i)*7919+11)...)
+			cmd.Stdout, cmd.Stderr = &out, &stderr
+			if err := cmd.Run(); err != nil {
+				errs[i] = fmt.Errorf("process %d: %w: %s", i+1, err, strings.TrimSpace(stderr.String()))
+				return
+			}
+			var rep report
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+				errs[i] = fmt.Errorf("process %d: its report: %w", i+1, err)
+				return
+			}
+			reps[i] = &rep
+		}()
+	}
+	wg.Wait()
+	prog.done()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	rep := mergeReports(reps)
+	rep.Backend, rep.Workers, rep.Connections, rep.Accounts = c.backend, c.workers*c.shape.processes, c.connections()*c.shape.processes, c.accounts
+	rep.Isolation, rep.LockOrder, rep.Duration, rep.Compare = c.isolation, c.lockOrder, c.duration.String(), c.compare
+	rep.BackoffBase, rep.BackoffCap, rep.MaxAttempts, rep.Seed = c.base.String(), c.cap.String(), c.maxAttempts, seed
+	rep.Processes = c.shape.processes
+	commits, unknown := rep.Warmup.Commits, rep.Warmup.CommitUnknown
+	for _, r := range rep.Results {
+		commits += r.Commits
+		unknown += r.CommitUnknown
+	}
+	if base != nil {
+		b := base.result()
+		rep.Baseline = &b
+		commits += b.Commits
+		unknown += b.CommitUnknown
+		for i := range rep.Results {
+			ratio := rep.Results[i].CommitsPerSecond / b.CommitsPerSecond
+			rep.Results[i].RatioToBaseline = &ratio
+		}
+		setClassRatios(rep)
+	}
+	checkCtx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel2()
+	tot, err := store.Check(checkCtx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: check: %w", c.backend, err)
+	}
+	rep.Invariant = checkInvariant(tot, int64(c.accounts), commits, unknown)
+	return rep, nil
+}
+
+// mergeReports adds up the children's reports: per policy, counts add up,
+// goodput adds up (the processes ran side by side), the elapsed time is
+// the longest, and latency percentiles, which cannot be added, are the
+// worst process's, with every process's p99 listed.
+func mergeReports(reps []*report) *report {
+	out := &report{Rounds: reps[0].Rounds, GoVersion: reps[0].GoVersion, Started: reps[0].Started}
+	out.Warmup = result{Policy: warmupName}
+	index := map[string]int{}
+	for _, r := range reps {
+		out.Interrupted = out.Interrupted || r.Interrupted
+		out.Warmup.Commits += r.Warmup.Commits
+		out.Warmup.CommitUnknown += r.Warmup.CommitUnknown
+		for _, res := range r.Results {
+			i, ok := index[res.Policy]
+			if !ok {
+				i = len(out.Results)
+				index[res.Policy] = i
+				out.Results = append(out.Results, result{Policy: res.Policy, RetryCauses: map[string]int64{}})
+			}
+			m := &out.Results[i]
+			m.Workers += res.Workers
+			m.Commits += res.Commits
+			m.Attempts += res.Attempts
+			m.Retries += res.Retries
+			m.Failed += res.Failed
+			m.CommitUnknown += res.CommitUnknown
+			m.Rejected += res.Rejected
+			m.ElapsedSeconds = max(m.ElapsedSeconds, res.ElapsedSeconds)
+			m.CommitsPerSecond += res.CommitsPerSecond
+			m.LatencyMs.P50 = max(m.LatencyMs.P50, res.LatencyMs.P50)
+			m.LatencyMs.P90 = max(m.LatencyMs.P90, res.LatencyMs.P90)
+			m.LatencyMs.P99 = max(m.LatencyMs.P99, res.LatencyMs.P99)
+			m.LatencyMs.Max = max(m.LatencyMs.Max, res.LatencyMs.Max)
+			m.ProcessP99Ms = append(m.ProcessP99Ms, res.LatencyMs.P99)
+			for k, v := range res.RetryCauses {
+				m.RetryCauses[k] += v
+			}
+			if m.FirstError == "" {
+				m.FirstError = res.FirstError
+			}
+			for name, cr := range res.Classes {
+				if m.Classes == nil {
+					m.Classes = map[string]classResult{}
+				}
+				mc := m.Classes[name]
+				mc.Commits += cr.Commits
+				mc.CommitsPerSecond += cr.CommitsPerSecond
+				mc.P50Ms = max(mc.P50Ms, cr.P50Ms)
+				mc.P99Ms = max(mc.P99Ms, cr.P99Ms)
+				mc.ProcessP99Ms = append(mc.ProcessP99Ms, cr.P99Ms)
+				m.Classes[name] = mc
+			}
+		}
+	}
+	for i := range out.Results {
+		m := &out.Results[i]
+		if m.Commits > 0 {
+			m.AttemptsPerCommit = float64(m.Attempts) / float64(m.Commits)
+		}
+		slices.Sort(m.ProcessP99Ms)
+	}
+	return out
+}
+
+// dbKeyed is the policy that holds the transfer's accounts as conflict
+// keys in the database (txn.DatabaseKeys), beside the default controller.
+func dbKeyedPolicy() policy {
+	return policy{
+		name: "dbkeyed",
+		help: "the library's defaults plus conflict keys naming the two accounts, held in the database (txn.DatabaseKeys: advisory or named locks)",
+		runner: func(p policyParams) []txn.RunnerOption {
+			return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0), txn.DatabaseKeys()}
+		},
+		perCall: accountKeys,
+		optIn:   true,
+	}
+}
