@@ -103,6 +103,9 @@ type adaptive struct {
 	lastCut  time.Time     // when the last cut was made
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	queue    waitQueue
+	// ahead holds the waiters admitted before queue's: retries that
+	// passed the retry lane, which have waited their turn once already.
+	ahead waitQueue
 }
 
 // calmConflict is the conflict share F below which a limit at its ceiling
@@ -189,6 +192,12 @@ func endOf(o outcome) attemptEnd {
 // reached. It returns the attempt's grant, or ctx's error if ctx ended
 // first.
 func (a *adaptive) acquire(ctx context.Context) (grant, error) {
+	return a.acquireAt(ctx, false)
+}
+
+// acquireAt is acquire; with ahead, the attempt waits ahead of every
+// attempt that waits without it (in FIFO order among those with it).
+func (a *adaptive) acquireAt(ctx context.Context, ahead bool) (grant, error) {
 	if a.calm.Load() {
 		if n := a.running.Add(1); a.calm.Load() && n <= int64(a.max) {
 			return grant{fast: true}, nil
@@ -204,8 +213,12 @@ func (a *adaptive) acquire(ctx context.Context) (grant, error) {
 		// saw calm has then already lowered running.
 		a.calm.Store(false)
 		if !a.tryAdmit() {
-			w := &waiter{ch: make(chan struct{})}
-			a.queue.push(w)
+			w := &waiter{ch: make(chan struct{}), ahead: ahead}
+			if ahead {
+				a.ahead.push(w)
+			} else {
+				a.queue.push(w)
+			}
 			a.mu.Unlock()
 			return a.wait(ctx, w)
 		}
@@ -217,7 +230,7 @@ func (a *adaptive) acquire(ctx context.Context) (grant, error) {
 // tryAdmit admits the caller if nobody waits and the limit allows; the
 // caller holds mu.
 func (a *adaptive) tryAdmit() bool {
-	if a.queue.len() == 0 && a.running.Load() < int64(a.allowed()) {
+	if a.waiting() == 0 && a.running.Load() < int64(a.allowed()) {
 		a.running.Add(1)
 		return true
 	}
@@ -231,7 +244,11 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 	case <-ctx.Done():
 		a.mu.Lock()
 		if !w.admitted {
-			a.queue.remove(w)
+			if w.ahead {
+				a.ahead.remove(w)
+			} else {
+				a.queue.remove(w)
+			}
 			a.mu.Unlock()
 			return grant{}, ctx.Err()
 		}
@@ -240,7 +257,7 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 		a.mu.Unlock()
 	}
 	a.mu.Lock()
-	g := grant{waited: true, limit: a.allowed(), queued: a.queue.len()}
+	g := grant{waited: true, limit: a.allowed(), queued: a.waiting()}
 	a.mu.Unlock()
 	return g, nil
 }
@@ -248,14 +265,20 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 // admitWaiters admits queued attempts while the limit allows, and
 // recomputes calm; the caller holds mu.
 func (a *adaptive) admitWaiters() {
-	for a.queue.len() > 0 && a.running.Load() < int64(a.allowed()) {
-		w := a.queue.pop()
+	for a.waiting() > 0 && a.running.Load() < int64(a.allowed()) {
+		w := a.ahead.pop()
+		if w == nil {
+			w = a.queue.pop()
+		}
 		w.admitted = true
 		a.running.Add(1)
 		close(w.ch)
 	}
-	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.queue.len() == 0)
+	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.waiting() == 0)
 }
+
+// waiting is the number of attempts waiting; the caller holds mu.
+func (a *adaptive) waiting() int { return a.queue.len() + a.ahead.len() }
 
 // began records that the attempt admitted with g has its transaction: its
 // time and the concurrency it runs with are counted from now.

@@ -14,6 +14,23 @@ import (
 // commit and any commit re-sends with their backoff; between attempts, while
 // Run sleeps before running fn again, it holds nothing. Nested Runs are
 // never admitted: they run inside an admitted attempt.
+//
+// Two lanes keep a hot spot from taking the whole Runner. First attempts
+// take a slot of the main lane only. A Run whose attempt conflicted has met
+// contention, so its retries first take a slot of the retry lane, a second,
+// narrower adaptive limit (a quarter of the main ceiling, at least 1), then
+// a slot of the main lane, where they wait ahead of first attempts (they
+// have waited their turn once; without this every conflict would send a Run
+// to the back of a long queue, and the tail latency would be a multiple of
+// the queue's length). Retries thus never hold more than the retry lane's
+// limit of the main lane's slots, however many Runs pile up on a hot row,
+// and the transactions that keep missing cannot occupy every pooled
+// connection while disjoint first attempts wait. The main lane learns from
+// first attempts, the retry lane from retries, so the conflicts of a hot
+// spot's retries narrow the retry lane, not the lane the rest of the
+// traffic uses. No lane waits for another in a cycle (a retry takes the
+// retry lane before the main one, a first attempt only the main one), so
+// the lanes cannot deadlock.
 
 // AdmissionStats is a snapshot of a Runner's contention control.
 type AdmissionStats struct {
@@ -38,12 +55,12 @@ func (r *Runner[T]) AdmissionStats() AdmissionStats {
 	var s AdmissionStats
 	if a := r.adaptive; a != nil {
 		a.mu.Lock()
-		s.Limit, s.InFlight, s.Queued = a.allowed(), int(a.running.Load()), a.queue.len()
+		s.Limit, s.InFlight, s.Queued = a.allowed(), int(a.running.Load()), a.waiting()
 		a.mu.Unlock()
 	}
 	if a := r.retryLane; a != nil {
 		a.mu.Lock()
-		s.RetryLimit, s.RetryInFlight, s.RetryQueued = a.allowed(), int(a.running.Load()), a.queue.len()
+		s.RetryLimit, s.RetryInFlight, s.RetryQueued = a.allowed(), int(a.running.Load()), a.waiting()
 		a.mu.Unlock()
 	}
 	r.keys.mu.Lock()
@@ -56,6 +73,7 @@ func (r *Runner[T]) AdmissionStats() AdmissionStats {
 type waiter struct {
 	ch       chan struct{}
 	admitted bool
+	ahead    bool // in adaptive's ahead queue
 	prev     *waiter
 	next     *waiter
 }
@@ -145,7 +163,9 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		p.retried, p.retry = true, g
 	}
 	if r.adaptive != nil {
-		g, err := r.adaptive.acquire(ctx)
+		// A retry that passed the retry lane has waited its turn in the
+		// main lane once already: it waits ahead of first attempts.
+		g, err := r.adaptive.acquireAt(ctx, p.retried)
 		if err != nil {
 			if p.retried {
 				r.retryLane.release(p.retry, endOther, cfg.clock)

@@ -203,3 +203,78 @@ func TestRetryLaneSlotReleasedWhenMainWaitEnds(t *testing.T) {
 	close(release)
 	blocker.Wait()
 }
+
+// A retry that passed the retry lane waits in the main lane ahead of first
+// attempts that queued before it: a conflict does not send a Run to the
+// back of the queue.
+func TestRetryWaitsAheadOfFirstAttempts(t *testing.T) {
+	checkNoLeak(t)
+	_, r := pooledRunner(t, 2)
+	var mu sync.Mutex
+	var order []string
+	proceed := make(chan struct{})
+	enter := func(name string) {
+		mu.Lock()
+		order = append(order, name)
+		mu.Unlock()
+		<-proceed
+	}
+	rIn, rGo := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		attempt := 0
+		assert.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error {
+			attempt++
+			if attempt == 1 {
+				close(rIn)
+				<-rGo
+				return errConflict
+			}
+			enter("retry")
+			return nil
+		}))
+	}()
+	<-rIn
+	release := make(chan struct{})
+	holder := inside(t, r, 1, release, func() error { return nil })
+	for _, name := range []string{"first-1", "first-2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error {
+				enter(name)
+				return nil
+			}))
+		}()
+		want := 1
+		if name == "first-2" {
+			want = 2
+		}
+		waitFor(t, func() bool { return r.AdmissionStats().Queued == want })
+	}
+	// The conflict cuts the limit to one, held by the holder: the retry
+	// passes the retry lane and queues in the main lane, after first-1 and
+	// first-2 but ahead of them.
+	close(rGo)
+	waitFor(t, func() bool {
+		st := r.AdmissionStats()
+		return st.RetryInFlight == 1 && st.Queued == 3
+	})
+	// The holder's commit raises the limit to two: the retry and first-1
+	// are admitted, first-2 waits for one of them.
+	close(release)
+	holder.Wait()
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == 2
+	})
+	mu.Lock()
+	assert.ElementsMatch(t, []string{"retry", "first-1"}, order, "admitted first")
+	mu.Unlock()
+	assert.Equal(t, 1, r.AdmissionStats().Queued, "first-2 still waits")
+	close(proceed)
+	wg.Wait()
+}
