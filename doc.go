@@ -43,9 +43,12 @@
 //
 // Under contention, each Runner limits how many of its attempts run at once
 // with an adaptive limit that shrinks when attempts conflict and opens again
-// when they commit (on by default; see Adaptive), and calls can name
-// conflict keys so that those touching the same rows take turns inside the
-// process (Keys). Observers (SlogObserver, and the txnotel module for
+// when they commit (on by default; see Adaptive). Its ceiling is the
+// connection pool's size when the backend knows it (PoolSizer), and the
+// retries of Runs that conflicted pass a narrower lane of their own, so a
+// hot spot cannot take every connection. Calls can name conflict keys so
+// that those touching the same rows take turns inside the process (Keys),
+// and across processes with DatabaseKeys (KeyLocker). Observers (SlogObserver, and the txnotel module for
 // OpenTelemetry) see every attempt, retry, give-up, commit and wait.
 //
 // # Files
