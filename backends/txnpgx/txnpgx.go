@@ -167,10 +167,11 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 		unlock(uctx)
 		return nil, nil, err
 	}
-	for _, h := range KeyHashes(keys) {
-		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", h); err != nil {
-			return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err))
-		}
+	// One statement for all keys, so that a Run waits for its second key
+	// without a round trip after its first is granted; the function scan
+	// of unnest yields, and locks, the hashes in the array's order.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) AS k", KeyHashes(keys)); err != nil {
+		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err))
 	}
 	tx, err := conn.BeginTx(ctx, o)
 	if err != nil {
