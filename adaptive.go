@@ -54,7 +54,13 @@ import (
 // itself (the pool timed out, the connection broke) teaches the controller
 // nothing.
 //
-// The limit starts at its ceiling. While it stays there, F is below
+// The limit starts at 1, in slow start as TCP's: every clean commit raises
+// it by one, which doubles it every generation, until the first conflict
+// or the ceiling. A workload without contention reaches its ceiling in a
+// few attempt times (log₂ of the ceiling generations); a storm is met at a
+// low limit instead of with every pooled connection at once, which on
+// PostgreSQL with a random lock order would be a tangle of deadlocks each
+// found only after deadlock_timeout. While the limit stays at its ceiling, F is below
 // calmConflict and nobody waits (the controller is "calm"), acquire and
 // release use atomic operations only, except that one release in calmSample
 // takes the mutex to sample the attempt's duration. The first conflict, or
@@ -102,6 +108,7 @@ type adaptive struct {
 	avgDur   float64       // moving average of attempt durations, in seconds
 	lastCut  time.Time     // when the last cut was made
 	epoch    atomic.Uint64 // incremented at every cut, under mu
+	slow     bool          // in slow start
 	queue    waitQueue
 	// ahead holds the waiters admitted before queue's: retries that
 	// passed the retry lane, which have waited their turn once already.
@@ -129,9 +136,22 @@ func retryLaneCeiling(main int) int {
 	return max(1, (main+3)/4)
 }
 
+// newAdaptive returns a controller whose limit starts at its ceiling.
 func newAdaptive(max int) *adaptive {
 	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
 	a.calm.Store(true)
+	return a
+}
+
+// newSlowStart returns a controller in slow start: its limit starts at 1
+// and every clean commit raises it by one, doubling it every generation,
+// until the first conflict or the ceiling ends the slow start.
+func newSlowStart(max int) *adaptive {
+	a := newAdaptive(max)
+	if max > 1 {
+		a.limit, a.slow = 1, true
+		a.calm.Store(false)
+	}
 	return a
 }
 
@@ -332,7 +352,13 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 			a.conflict += (sample - a.conflict) * min(1, weight*conflictGain)
 		}
 	}
+	if conflict {
+		a.slow = false
+	}
 	switch {
+	case committed && a.slow:
+		a.limit = min(a.max, a.limit+1)
+		a.slow = a.limit < a.max
 	case conflict && (t.epoch == a.epoch.Load() || a.generationPassed(now)):
 		// Cut relative to the concurrency the attempt actually ran with,
 		// so that a limit far above real use does not take many cuts to

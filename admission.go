@@ -36,13 +36,17 @@ import (
 type AdmissionStats struct {
 	// Limit is the adaptive concurrency limit (0 when it is off).
 	Limit int
+	// Ceiling is the most Limit can be: the smaller of Adaptive's max and
+	// the backend's pool size (0 when the limit is off).
+	Ceiling int
 	// InFlight is the number of attempts currently admitted.
 	InFlight int
 	// Queued is the number of attempts waiting for the adaptive limit.
 	Queued int
-	// RetryLimit, RetryInFlight and RetryQueued describe the retry lane:
-	// its limit, the retries it admitted, and the retries waiting for it.
-	RetryLimit, RetryInFlight, RetryQueued int
+	// RetryLimit, RetryCeiling, RetryInFlight and RetryQueued describe the
+	// retry lane: its limit and ceiling, the retries it admitted, and the
+	// retries waiting for it.
+	RetryLimit, RetryCeiling, RetryInFlight, RetryQueued int
 	// Keys is the number of conflict keys held or waited for.
 	Keys int
 }
@@ -55,12 +59,12 @@ func (r *Runner[T]) AdmissionStats() AdmissionStats {
 	var s AdmissionStats
 	if a := r.adaptive; a != nil {
 		a.mu.Lock()
-		s.Limit, s.InFlight, s.Queued = a.allowed(), int(a.running.Load()), a.waiting()
+		s.Limit, s.Ceiling, s.InFlight, s.Queued = a.allowed(), int(a.max), int(a.running.Load()), a.waiting()
 		a.mu.Unlock()
 	}
 	if a := r.retryLane; a != nil {
 		a.mu.Lock()
-		s.RetryLimit, s.RetryInFlight, s.RetryQueued = a.allowed(), int(a.running.Load()), a.waiting()
+		s.RetryLimit, s.RetryCeiling, s.RetryInFlight, s.RetryQueued = a.allowed(), int(a.max), int(a.running.Load()), a.waiting()
 		a.mu.Unlock()
 	}
 	r.keys.mu.Lock()

@@ -15,12 +15,12 @@ import (
 	"github.com/txnkit/txn/internal/fakedb"
 )
 
-// admissionRunner returns a Runner with adaptive control, zero backoff and
-// a fake clock.
+// admissionRunner returns a Runner with adaptive control starting open (at
+// its ceiling, not in slow start), zero backoff and a fake clock.
 func admissionRunner(t *testing.T, opts ...txn.RunnerOption) (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
 	t.Helper()
 	db := fakedb.New()
-	base := []txn.RunnerOption{txn.WithClock(fakeclock.New(time.Now())), txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(0)}
+	base := []txn.RunnerOption{txn.WithClock(fakeclock.New(time.Now())), txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(0), txn.StartOpen()}
 	r := txn.New[*fakedb.Tx](db, append(base, opts...)...)
 	require.NoError(t, r.Err())
 	return db, r
@@ -77,7 +77,9 @@ func inside(t *testing.T, r *txn.Runner[*fakedb.Tx], n int, release <-chan struc
 
 func TestAdaptiveOnByDefault(t *testing.T) {
 	r := txn.New[*fakedb.Tx](fakedb.New())
-	assert.Equal(t, txn.DefaultAdaptiveMax, r.AdmissionStats().Limit)
+	st := r.AdmissionStats()
+	assert.Equal(t, txn.DefaultAdaptiveMax, st.Ceiling)
+	assert.Equal(t, 1, st.Limit, "the limit starts in slow start")
 	off := txn.New[*fakedb.Tx](fakedb.New(), txn.NoAdaptive())
 	assert.Zero(t, off.AdmissionStats().Limit)
 	require.NoError(t, off.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))

@@ -1,5 +1,11 @@
 package txn
 
+// StartOpen makes the Runner's adaptive limits start at their ceilings
+// instead of in slow start, for tests of the steady state.
+func StartOpen() RunnerOption {
+	return runnerOption(func(c *config) { c.startOpen = true })
+}
+
 // KeyWaiters returns the number of attempts of r waiting for key, so that
 // tests can tell a call is queued without waiting on the clock.
 func KeyWaiters[T any](r *Runner[T], key string) int {

@@ -67,6 +67,7 @@ type config struct {
 	seeded      bool
 	adaptiveMax int
 	dbKeys      bool
+	startOpen   bool // tests: the limits start at their ceilings
 
 	err error
 }

@@ -35,7 +35,15 @@ func (p *pooledDB) Begin(ctx context.Context, opts []txn.BeginOption[*fakedb.Tx]
 	return p.DB.Begin(ctx, opts)
 }
 
+// pooledRunner returns a Runner over a pooledDB of size connections whose
+// limits start open (at their ceilings), with zero backoff and a fake
+// clock; slowStartRunner is the same in slow start, the default.
 func pooledRunner(t *testing.T, size int, opts ...txn.RunnerOption) (*pooledDB, *txn.Runner[*fakedb.Tx]) {
+	t.Helper()
+	return slowStartRunner(t, size, append([]txn.RunnerOption{txn.StartOpen()}, opts...)...)
+}
+
+func slowStartRunner(t *testing.T, size int, opts ...txn.RunnerOption) (*pooledDB, *txn.Runner[*fakedb.Tx]) {
 	t.Helper()
 	clk := fakeclock.New(time.Now())
 	db := &pooledDB{DB: fakedb.New(), size: size, clock: clk}
@@ -46,21 +54,59 @@ func pooledRunner(t *testing.T, size int, opts ...txn.RunnerOption) (*pooledDB, 
 }
 
 func TestPoolSizeSetsCeiling(t *testing.T) {
-	_, r := pooledRunner(t, 20)
+	_, r := slowStartRunner(t, 20)
 	st := r.AdmissionStats()
-	assert.Equal(t, 20, st.Limit, "the limit starts at the pool's size")
-	assert.Equal(t, 5, st.RetryLimit, "the retry lane is a quarter of the pool")
+	assert.Equal(t, 20, st.Ceiling, "the ceiling is the pool's size")
+	assert.Equal(t, 5, st.RetryCeiling, "the retry lane is a quarter of the pool")
 
-	_, r = pooledRunner(t, 20, txn.Adaptive(8))
-	assert.Equal(t, 8, r.AdmissionStats().Limit, "a smaller ceiling given with Adaptive wins")
+	_, r = slowStartRunner(t, 20, txn.Adaptive(8))
+	assert.Equal(t, 8, r.AdmissionStats().Ceiling, "a smaller ceiling given with Adaptive wins")
 
-	_, r = pooledRunner(t, 0)
-	assert.Equal(t, txn.DefaultAdaptiveMax, r.AdmissionStats().Limit, "an unbounded pool leaves the default ceiling")
+	_, r = slowStartRunner(t, 0)
+	assert.Equal(t, txn.DefaultAdaptiveMax, r.AdmissionStats().Ceiling, "an unbounded pool leaves the default ceiling")
 
-	_, r = pooledRunner(t, 1)
+	_, r = slowStartRunner(t, 1)
 	st = r.AdmissionStats()
+	assert.Equal(t, 1, st.Ceiling)
+	assert.Equal(t, 1, st.RetryCeiling)
 	assert.Equal(t, 1, st.Limit)
 	assert.Equal(t, 1, st.RetryLimit)
+}
+
+// Slow start: the limit starts at 1 and every clean commit raises it by
+// one, so that it doubles every generation of attempts until the ceiling.
+func TestSlowStartDoublesToCeiling(t *testing.T) {
+	_, r := slowStartRunner(t, 20)
+	require.Equal(t, 1, r.AdmissionStats().Limit)
+	var levels []int
+	for r.AdmissionStats().Limit < 20 {
+		k := r.AdmissionStats().Limit
+		levels = append(levels, k)
+		sideBySide(t, r, repeat(nil, k), txn.MaxAttempts(1))
+		require.Less(t, len(levels), 10, "slow start never reached the ceiling: %v", levels)
+	}
+	assert.Equal(t, []int{1, 2, 4, 8, 16}, levels, "the limit per generation")
+	assert.Equal(t, 20, r.AdmissionStats().Limit)
+}
+
+// The first conflict ends slow start: from then on the limit is cut and
+// grows back additively.
+func TestSlowStartEndsAtFirstConflict(t *testing.T) {
+	_, r := slowStartRunner(t, 64)
+	sideBySide(t, r, repeat(nil, 1), txn.MaxAttempts(1))
+	sideBySide(t, r, repeat(nil, 2), txn.MaxAttempts(1))
+	sideBySide(t, r, repeat(nil, 4), txn.MaxAttempts(1))
+	require.Equal(t, 8, r.AdmissionStats().Limit)
+	sideBySide(t, r, append([]error{errConflict}, repeat(nil, 7)...), txn.MaxAttempts(1))
+	// The conflict came first and cut 8 by F/2 = 1/32; the seven clean
+	// commits that followed then gained about one level between them
+	// (still in slow start they would have gained seven).
+	after := r.AdmissionStats().Limit
+	assert.LessOrEqual(t, after, 8, "slow start went on after the conflict")
+	// Another generation of clean commits gains at most one level, not a
+	// doubling.
+	sideBySide(t, r, repeat(nil, after), txn.MaxAttempts(1))
+	assert.LessOrEqual(t, r.AdmissionStats().Limit, after+1)
 }
 
 func TestPoolSizedRunnerQueuesInsteadOfPool(t *testing.T) {

@@ -59,8 +59,13 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 				ceiling = n
 			}
 		}
-		s.adaptive = newAdaptive(ceiling)
-		s.retryLane = newAdaptive(retryLaneCeiling(ceiling))
+		if s.cfg.startOpen {
+			s.adaptive = newAdaptive(ceiling)
+			s.retryLane = newAdaptive(retryLaneCeiling(ceiling))
+		} else {
+			s.adaptive = newSlowStart(ceiling)
+			s.retryLane = newSlowStart(retryLaneCeiling(ceiling))
+		}
 	}
 	if s.cfg.dbKeys {
 		if s.locker, _ = b.(KeyLocker[T]); s.locker == nil {

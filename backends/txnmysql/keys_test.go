@@ -26,8 +26,8 @@ func TestPoolSizeIsMaxOpenConns(t *testing.T) {
 	db := openDB(t, nil)
 	db.SetMaxOpenConns(12)
 	st := txnmysql.New(db).AdmissionStats()
-	assert.Equal(t, 12, st.Limit)
-	assert.Equal(t, 3, st.RetryLimit)
+	assert.Equal(t, 12, st.Ceiling)
+	assert.Equal(t, 3, st.RetryCeiling)
 }
 
 // Two Runners over two pools stand for two processes. With DatabaseKeys,

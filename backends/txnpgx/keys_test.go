@@ -24,8 +24,8 @@ func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add
 
 func TestPoolSizeIsMaxConns(t *testing.T) {
 	pool := newPool(t, nil)
-	assert.Equal(t, 8, txnpgx.New(pool).AdmissionStats().Limit)
-	assert.Equal(t, 2, txnpgx.New(pool).AdmissionStats().RetryLimit)
+	assert.Equal(t, 8, txnpgx.New(pool).AdmissionStats().Ceiling)
+	assert.Equal(t, 2, txnpgx.New(pool).AdmissionStats().RetryCeiling)
 }
 
 // Two Runners over two pools stand for two processes. With DatabaseKeys,
