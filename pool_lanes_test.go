@@ -324,3 +324,47 @@ func TestRetryWaitsAheadOfFirstAttempts(t *testing.T) {
 	close(proceed)
 	wg.Wait()
 }
+
+// Many Runs through both lanes, with conflicts on first attempts and
+// retries and callers giving up while they wait: every Run returns and
+// nothing stays admitted or queued in either lane.
+func TestLanesUnderLoadLeaveNothingBehind(t *testing.T) {
+	checkNoLeak(t)
+	for _, size := range []int{1, 2, 8} {
+		_, r := slowStartRunner(t, size)
+		var wg sync.WaitGroup
+		for g := 0; g < 24; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := newRand(uint64(g + 1))
+				for i := 0; i < 60; i++ {
+					ctx, cancel := context.WithCancel(context.Background())
+					giveUp := rng.IntN(8) == 0
+					attempt := 0
+					err := r.Run(ctx, func(context.Context, *fakedb.Tx) error {
+						attempt++
+						if giveUp && attempt == 2 {
+							// The caller leaves while others wait.
+							cancel()
+						}
+						if attempt < 4 && rng.IntN(3) == 0 {
+							return errConflict
+						}
+						return nil
+					})
+					cancel()
+					if err != nil {
+						assert.ErrorIs(t, err, context.Canceled)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		st := r.AdmissionStats()
+		assert.Zero(t, st.InFlight, "size %d", size)
+		assert.Zero(t, st.Queued, "size %d", size)
+		assert.Zero(t, st.RetryInFlight, "size %d", size)
+		assert.Zero(t, st.RetryQueued, "size %d", size)
+	}
+}
