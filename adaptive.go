@@ -39,9 +39,13 @@ import (
 //   - Patience: where every transaction touches the same rows, the level
 //     just above the cut always fails, and on PostgreSQL a probe that ends
 //     in a deadlock costs a whole deadlock_timeout. So a cut made while F ≥
-//     1/4 multiplies patience by 1+F (nearly doubling it in a storm, up to
-//     maxPatience), and after a cut every level gained from the second on
-//     halves it (down to 1). Under a steady storm probes become
+//     1/4 multiplies patience by 1+F·w, where w ≥ 1 is the conflicting
+//     attempt's duration over the average one (at most 16): a quick
+//     conflict in a storm nearly doubles patience, a deadlock that waited
+//     deadlock_timeout multiplies it by up to 17, so that the dearer a
+//     failed probe, the rarer the next (up to maxPatience). After a cut
+//     every level gained from the second on halves it (down to 1). Under
+//     a steady storm probes become
 //     exponentially rare and the limit sits at the best level; when
 //     contention fades, the levels regained bring patience back to one. Rare
 //     conflicts leave patience alone, or their many small cuts would slow
@@ -77,7 +81,7 @@ const conflictGain = 1.0 / 16
 const stormConflict = 0.25
 
 // maxPatience bounds the slowdown of the additive increase.
-const maxPatience = 1024
+const maxPatience = 4096
 
 // adaptive is the AIMD concurrency limiter of one Runner.
 //
@@ -330,12 +334,12 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 	dur := now.Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// F weighs each attempt by its duration relative to the average: it
+	// estimates the share of attempt time lost to conflicts, so one
+	// deadlock that waited a second counts for what it cost.
+	weight := 1.0
 	if conflict || committed {
-		// F weighs each attempt by its duration relative to the average:
-		// it estimates the share of attempt time lost to conflicts, so one
-		// deadlock that waited a second counts for what it cost.
 		d := dur.Seconds()
-		weight := 1.0
 		if a.avgDur > 0 {
 			weight = min(1/conflictGain, d/a.avgDur)
 		}
@@ -368,7 +372,10 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 		a.epoch.Add(1)
 		a.lastCut = now
 		if a.conflict >= stormConflict {
-			a.patience = min(maxPatience, a.patience*(1+a.conflict))
+			// The dearer the failed probe, the rarer the next: a
+			// deadlock found after deadlock_timeout weighs up to 16
+			// average attempts.
+			a.patience = min(maxPatience, a.patience*(1+a.conflict*max(1, weight)))
 		}
 		a.gained = 0
 	case committed && a.limit < a.max:
