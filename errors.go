@@ -94,8 +94,11 @@ var (
 	ErrTxDone = errors.New("txn: transaction already finished")
 	// ErrFnFinishedTx is matched when fn committed or rolled back the
 	// transaction itself. Run owns the transaction's life cycle: fn must
-	// only use it. Run does not retry this error and runs no OnCommit
-	// callbacks; whether fn's own commit succeeded is fn's knowledge.
+	// only use it. Whatever fn then returns (nil, Retry, a retryable or a
+	// permanent error, which the returned error also matches), and even if
+	// the context ends at the same moment, Run never runs fn again for
+	// it, runs no OnCommit callbacks, and returns an error matching this;
+	// whether fn's own commit succeeded is fn's knowledge.
 	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself; leave that to Run")
 	// ErrNoTransaction is returned by OnCommit and Savepoint when the context
 	// carries no transaction of a Runner.
@@ -107,17 +110,28 @@ var (
 )
 
 // fnFinishedError is returned when fn ended the transaction itself. It
-// matches ErrFnFinishedTx and the backend's error, which wraps ErrTxDone,
-// and says so once.
-type fnFinishedError struct{ err error }
+// matches ErrFnFinishedTx, fn's own error if it returned one, and the
+// backend's error, which wraps ErrTxDone, and says so once.
+type fnFinishedError struct {
+	fnErr error // what fn returned, nil if nothing
+	err   error // the commit's or rollback's error, wrapping ErrTxDone
+}
 
 func (e *fnFinishedError) Error() string {
+	if e.fnErr != nil {
+		return ErrFnFinishedTx.Error() + " (fn returned: " + strings.TrimPrefix(e.fnErr.Error(), "txn: ") + ")"
+	}
 	cause := strings.Replace(e.err.Error(), ErrTxDone.Error()+": ", "", 1)
 	cause = strings.Replace(cause, ErrTxDone.Error(), "transaction already finished", 1)
 	return ErrFnFinishedTx.Error() + " (commit said: " + cause + ")"
 }
 
-func (e *fnFinishedError) Unwrap() []error { return []error{ErrFnFinishedTx, e.err} }
+func (e *fnFinishedError) Unwrap() []error {
+	if e.fnErr != nil {
+		return []error{ErrFnFinishedTx, e.fnErr, e.err}
+	}
+	return []error{ErrFnFinishedTx, e.err}
+}
 
 // markedError carries the class fn asked for through Retry or Permanent.
 type markedError struct {

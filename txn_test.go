@@ -805,12 +805,12 @@ func TestSemantic12BadInput(t *testing.T) {
 		}))
 		assert.Equal(t, 1, strings.Count(strings.Join(db.Log(), "\n"), "begin "), "one transaction: %v", db.Log())
 	})
-	t.Run("nested Run with options", func(t *testing.T) {
+	t.Run("nested Run with an invalid option", func(t *testing.T) {
 		r := txn.New[*fakedb.Tx](fakedb.New())
 		err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
-			return r.Run(ctx, noop, txn.MaxAttempts(1))
+			return r.Run(ctx, noop, txn.MaxAttempts(-1))
 		})
-		assert.ErrorIs(t, err, txn.ErrBadOption, "a nested Run takes no options")
+		assert.ErrorIs(t, err, txn.ErrBadOption, "a nested Run honours no option but refuses an invalid one")
 	})
 	t.Run("Savepoint of another handle type", func(t *testing.T) {
 		r := txn.New[*fakedb.Tx](fakedb.New().WithSavepoints())
