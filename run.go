@@ -51,12 +51,25 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 		}
 	}
 	if s.cfg.adaptiveMax > 0 {
-		s.adaptive = newAdaptive(s.cfg.adaptiveMax)
+		s.adaptive = newAdaptive(s.cfg.adaptiveMax, s.cfg.clock)
 	}
+	s.keys.clock = s.cfg.clock
+	s.keys.stall = s.stallInterval
 	if s.cfg.seeded {
 		s.seedSrc = rand.NewPCG(s.cfg.seed, s.cfg.seed^0x9e3779b97f4a7c15)
 	}
 	return r
+}
+
+// stallInterval is the stall interval of the conflict keys: the adaptive
+// controller's, or the floor when it is off.
+func (s *shared[T]) stallInterval() time.Duration {
+	if a := s.adaptive; a != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return stallAfter(a.avgDur)
+	}
+	return stallFloor
 }
 
 // WithBegin returns a view of r whose transactions begin with opts, built
