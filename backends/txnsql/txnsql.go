@@ -46,12 +46,14 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
 	return Driver{Name: genericName}.TxOptions(o)
 }
 
-// Classify returns txn.ClassConnLost for driver.ErrBadConn and
+// Classify returns txn.ClassConnLost for driver.ErrBadConn and for a
+// COMMIT this package stopped waiting for because the context ended, and
 // txn.ClassPermanent for everything else. database/sql's contract says a
 // driver returns ErrBadConn only when the server cannot have acted, but not
 // every driver keeps it, so at COMMIT it is treated as ambiguous.
 func Classify(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
+	var unanswered *commitUnansweredError
+	if errors.Is(err, driver.ErrBadConn) || errors.As(err, &unanswered) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
@@ -116,19 +118,87 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 		}
 		o = &v
 	}
-	return b.db.BeginTx(ctx, o)
+	// database/sql rolls a transaction back by itself when the context
+	// given to BeginTx ends, after which Commit and Rollback report
+	// sql.ErrTxDone just as they do when fn ended the transaction. Run
+	// always ends the transaction itself, and must know when fn did, so
+	// the transaction gets a context that ctx cancels only while it
+	// begins (the wait for a connection and BEGIN stay bounded by ctx).
+	// Statements in fn are still bounded by the context they are given.
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	tx, err := b.db.BeginTx(bctx, o)
+	if !stop() {
+		// ctx ended while the transaction began: database/sql rolls
+		// back what began.
+		if err == nil {
+			_ = tx.Rollback()
+		}
+		return nil, fmt.Errorf("%s: begin: %w", b.d.Name, context.Cause(ctx))
+	}
+	return tx, err
 }
 
-// Commit commits tx; a transaction that fn already ended yields an error
-// wrapping txn.ErrTxDone.
-func (b *backend) Commit(_ context.Context, tx *sql.Tx) error {
-	return doneErr(tx.Commit())
+// Commit commits tx, bounded by ctx. database/sql's Commit takes no
+// context, so it runs on its own goroutine: when ctx ends first, Commit
+// returns an error that Classify reports as txn.ClassConnLost (the outcome
+// is unknown) and leaves the commit to finish, or fail, with its
+// connection. A transaction that fn already ended yields an error wrapping
+// txn.ErrTxDone.
+func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
+	ok, err := bounded(ctx, tx.Commit)
+	if !ok {
+		return &commitUnansweredError{backend: b.d.Name, err: context.Cause(ctx)}
+	}
+	return doneErr(err)
 }
 
-// Rollback rolls tx back.
-func (b *backend) Rollback(_ context.Context, tx *sql.Tx) error {
-	return doneErr(tx.Rollback())
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout) the same
+// way as Commit: past it Rollback returns the context's error and leaves
+// the rollback to finish with its connection.
+func (b *backend) Rollback(ctx context.Context, tx *sql.Tx) error {
+	ok, err := bounded(ctx, tx.Rollback)
+	if !ok {
+		return fmt.Errorf("%s: rollback not answered in time, left to its connection: %w", b.d.Name, context.Cause(ctx))
+	}
+	return doneErr(err)
 }
+
+// bounded runs end (a Commit or Rollback) and returns true and its error,
+// or false if ctx ended first. A context that cannot end costs no
+// goroutine.
+func bounded(ctx context.Context, end func() error) (answered bool, err error) {
+	if ctx.Done() == nil {
+		return true, end()
+	}
+	done := make(chan error, 1)
+	go func() { done <- end() }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			// Both happened: the answer is known.
+			return true, err
+		default:
+			return false, nil
+		}
+	}
+}
+
+// commitUnansweredError is a COMMIT that had not been answered when the
+// context ended: it may or may not take effect.
+type commitUnansweredError struct {
+	backend string
+	err     error
+}
+
+func (e *commitUnansweredError) Error() string {
+	return e.backend + ": commit not answered before the context ended, outcome unknown: " + e.err.Error()
+}
+
+func (e *commitUnansweredError) Unwrap() error { return e.err }
 
 func doneErr(err error) error {
 	if errors.Is(err, sql.ErrTxDone) {

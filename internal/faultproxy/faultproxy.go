@@ -38,6 +38,11 @@ const (
 	// protocols such as PostgreSQL's and MySQL's when the client does not
 	// pipeline.
 	CutAfterReply
+	// Stall withholds the chunk that completed the pattern, and everything
+	// that client sends after it, until Release is called: the connection
+	// stays open but the server hears nothing, as over a link that went
+	// silent. Release forwards the withheld bytes and relaying resumes.
+	Stall
 )
 
 // String returns the mode's name.
@@ -47,6 +52,8 @@ func (m Mode) String() string {
 		return "CutBeforeForward"
 	case CutAfterReply:
 		return "CutAfterReply"
+	case Stall:
+		return "Stall"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
@@ -59,6 +66,9 @@ type fault struct {
 	pattern []byte // lower-cased
 	mode    Mode
 	fired   chan struct{}
+	release chan struct{} // closed by Release, for Stall
+
+	releaseOnce sync.Once
 }
 
 // Proxy is a running fault-injecting proxy. Its methods are safe for
@@ -74,6 +84,8 @@ type Proxy struct {
 	links   map[*link]struct{}
 	armed   *fault
 	last    chan struct{} // fired channel of the most recent Arm
+	// lastFault is the most recent Arm's fault, for Release.
+	lastFault *fault
 	fires   int
 	keep    int // bytes of client stream each link remembers for split patterns
 	closed  bool
@@ -138,14 +150,26 @@ func (p *Proxy) Close() error {
 // across several reads) suffers mode. An empty pattern matches the next
 // chunk any client sends. Wait for it with Fired.
 func (p *Proxy) Arm(pattern []byte, mode Mode) {
-	f := &fault{pattern: bytes.ToLower(bytes.Clone(pattern)), mode: mode, fired: make(chan struct{})}
+	f := &fault{pattern: bytes.ToLower(bytes.Clone(pattern)), mode: mode, fired: make(chan struct{}), release: make(chan struct{})}
 	p.mu.Lock()
 	p.armed = f
 	p.last = f.fired
+	p.lastFault = f
 	if n := len(pattern) - 1; n > p.keep {
 		p.keep = n
 	}
 	p.mu.Unlock()
+}
+
+// Release ends the stall of the most recent Arm with mode Stall, whether it
+// has fired yet or not: the withheld bytes are forwarded and relaying
+// resumes. Calling it again does nothing.
+func (p *Proxy) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastFault != nil {
+		p.lastFault.releaseOnce.Do(func() { close(p.lastFault.release) })
+	}
 }
 
 // Disarm removes the armed fault, if it has not fired.
@@ -301,6 +325,15 @@ func (l *link) clientToServer() {
 				l.fire(f)
 				l.close()
 				return
+			}
+			if f != nil && f.mode == Stall {
+				l.fire(f)
+				select {
+				case <-f.release:
+				case <-l.p.ctx.Done():
+					return
+				}
+				f = nil
 			}
 			if f != nil {
 				// CutAfterReply: the reply watcher must be in place
