@@ -80,16 +80,16 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	links   map[*link]struct{}
-	armed   *fault
-	last    chan struct{} // fired channel of the most recent Arm
+	mu    sync.Mutex
+	links map[*link]struct{}
+	armed *fault
+	last  chan struct{} // fired channel of the most recent Arm
 	// lastFault is the most recent Arm's fault, for Release.
 	lastFault *fault
-	fires   int
-	keep    int // bytes of client stream each link remembers for split patterns
-	closed  bool
-	accepts int
+	fires     int
+	keep      int // bytes of client stream each link remembers for split patterns
+	closed    bool
+	accepts   int
 }
 
 // Start listens on 127.0.0.1 on a free port and forwards every accepted
