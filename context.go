@@ -26,17 +26,17 @@ type frame[T any] struct {
 	parent *frame[T]
 	depth  int
 
-	// ended is set, under mu, when the transaction or savepoint of this
-	// level has ended; read without mu by Value.
-	ended atomic.Bool
-
 	mu        sync.Mutex
 	callbacks []func()
-	closed    bool
 	// On the outermost frame only: poison is the first retryable error
 	// seen in a nested level, and aborted says that Run then rolled the
 	// whole transaction back at once.
-	poison  error
+	poison error
+	// ended is set, under mu, when the transaction or savepoint of this
+	// level has ended; read without mu by Value. It sits beside the bools
+	// so that a frame stays in the 112-byte size class.
+	ended   atomic.Bool
+	closed  bool
 	aborted bool
 }
 
