@@ -62,7 +62,11 @@ type Classifier func(err error) Class
 var (
 	// ErrCommitUnknown is matched by the error Run returns when the outcome
 	// of the commit is unknown: the connection was lost while the commit was
-	// in flight, or commit retries ran out. fn was not run again.
+	// in flight, the context ended before it was answered, or commit
+	// retries ran out; fn was not run again. It is also matched when an
+	// Idempotent call ran fn again after such a commit and then stopped
+	// without a commit (attempts, time, a later error): the earlier commit
+	// may have happened.
 	ErrCommitUnknown = errors.New("txn: commit outcome unknown")
 	// ErrAttemptsExhausted is matched when Run gave up because the attempt
 	// limit was reached.
@@ -101,7 +105,8 @@ var (
 	// whether fn's own commit succeeded is fn's knowledge.
 	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself; leave that to Run")
 	// ErrNoTransaction is returned by OnCommit and Savepoint when the context
-	// carries no transaction of a Runner.
+	// carries no transaction of a Runner, or only one that has ended (a
+	// context kept past its Run, as in an OnCommit callback).
 	ErrNoTransaction = errors.New("txn: no transaction in context")
 	// ErrSavepointUnsupported is returned by Savepoint on a backend that has
 	// no savepoints (MongoDB). A nested Run on such a backend joins the outer
