@@ -55,6 +55,7 @@ func TestExtremeOptionsNeverPanicOrHang(t *testing.T) {
 		"RetryBudget huge":             txn.RetryBudget(math.MaxFloat64, math.MaxFloat64),
 		"RetryBudget zero":             txn.RetryBudget(0, 0),
 		"typed nil Observer":           txn.WithObserver(nilObs),
+		"typed nil in Observers":       txn.WithObserver(txn.Observers(nilObs, &recorder{})),
 		"Seed max":                     txn.Seed(math.MaxUint64),
 		"Adaptive 1":                   txn.Adaptive(1),
 		"Adaptive 0 (default)":         txn.Adaptive(0),

@@ -100,11 +100,11 @@ func (NopObserver) Committed(context.Context, CommitEvent) {}
 func (NopObserver) Admitted(context.Context, AdmissionEvent) {}
 
 // Observers returns an Observer that calls each of obs in order. Nil entries
-// are skipped; with no non-nil entry it returns nil.
+// (nil pointers included) are skipped; with no non-nil entry it returns nil.
 func Observers(obs ...Observer) Observer {
 	var list multiObserver
 	for _, o := range obs {
-		if o != nil {
+		if !isNil(o) {
 			list = append(list, o)
 		}
 	}
