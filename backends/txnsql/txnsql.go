@@ -125,6 +125,10 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 	// the transaction gets a context that ctx cancels only while it
 	// begins (the wait for a connection and BEGIN stay bounded by ctx).
 	// Statements in fn are still bounded by the context they are given.
+	if ctx.Done() == nil {
+		// ctx never ends: database/sql will not end the transaction.
+		return b.db.BeginTx(ctx, o)
+	}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	tx, err := b.db.BeginTx(bctx, o)
@@ -146,6 +150,9 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 // connection. A transaction that fn already ended yields an error wrapping
 // txn.ErrTxDone.
 func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
+	if ctx.Done() == nil {
+		return doneErr(tx.Commit())
+	}
 	ok, err := bounded(ctx, tx.Commit)
 	if !ok {
 		return &commitUnansweredError{backend: b.d.Name, err: context.Cause(ctx)}
@@ -157,6 +164,9 @@ func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
 // way as Commit: past it Rollback returns the context's error and leaves
 // the rollback to finish with its connection.
 func (b *backend) Rollback(ctx context.Context, tx *sql.Tx) error {
+	if ctx.Done() == nil {
+		return doneErr(tx.Rollback())
+	}
 	ok, err := bounded(ctx, tx.Rollback)
 	if !ok {
 		return fmt.Errorf("%s: rollback not answered in time, left to its connection: %w", b.d.Name, context.Cause(ctx))
@@ -164,13 +174,9 @@ func (b *backend) Rollback(ctx context.Context, tx *sql.Tx) error {
 	return doneErr(err)
 }
 
-// bounded runs end (a Commit or Rollback) and returns true and its error,
-// or false if ctx ended first. A context that cannot end costs no
-// goroutine.
+// bounded runs end (a Commit or Rollback) on a goroutine and returns true
+// and its error, or false if ctx ended first.
 func bounded(ctx context.Context, end func() error) (answered bool, err error) {
-	if ctx.Done() == nil {
-		return true, end()
-	}
 	done := make(chan error, 1)
 	go func() { done <- end() }()
 	select {
