@@ -236,3 +236,35 @@ func TestCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
 		})
 	}
 }
+
+// TestIdempotentCommitCutUntilAttemptsRunOut: with txn.Idempotent and
+// MaxAttempts(2), the proxy cuts the reply to every COMMIT. Each commit
+// happened, the client never learned it: the error must say the outcome is
+// unknown (and that attempts ran out), not only "attempt limit reached".
+func TestIdempotentCommitCutUntilAttemptsRunOut(t *testing.T) {
+	admin := openDB(t, nil)
+	db, p := proxied(t)
+	ctx := testCtx(t)
+	tbl := createTable(t, admin, "id INT PRIMARY KEY, calls INT NOT NULL")
+	r := txnmysql.New(db, txn.WithBackoff(txn.Constant(0)))
+	calls := 0
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		calls++
+		if _, err := tx.ExecContext(ctx,
+			"INSERT INTO "+tbl+" VALUES (1, 1) ON DUPLICATE KEY UPDATE calls = calls + 1"); err != nil {
+			return err
+		}
+		p.Arm([]byte("COMMIT"), faultproxy.CutAfterReply)
+		return nil
+	}, txn.Idempotent(), txn.MaxAttempts(2))
+	require.Error(t, err)
+	t.Logf("Run returned %v", err)
+	assert.Equal(t, 2, calls)
+	assert.Equal(t, 2, p.Fires())
+	assert.ErrorIs(t, err, txn.ErrCommitUnknown)
+	assert.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+	var gu *txn.GiveUpError
+	require.ErrorAs(t, err, &gu)
+	assert.True(t, gu.Ambiguous)
+	assert.Equal(t, 1, count(t, admin, tbl, "id = 1 AND calls = 2"), "both commits happened")
+}

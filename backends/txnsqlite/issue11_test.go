@@ -147,3 +147,34 @@ func TestNestedFreshRunOnDefaultRunner(t *testing.T) {
 	assert.Equal(t, []string{"audit"}, rows(t, db))
 	assert.Zero(t, r.AdmissionStats().InFlight)
 }
+
+// TestStatementAfterSwallowedRetryFindsTxDone: a nested Run fails with a
+// retryable error and fn ignores it: Run has rolled the transaction back at
+// once, so fn's next statement fails with sql.ErrTxDone, and only the
+// retried attempt's rows are committed.
+func TestStatementAfterSwallowedRetryFindsTxDone(t *testing.T) {
+	db := openTable(t)
+	r := txnsqlite.New(db)
+	attempt := 0
+	var afterErrs []error
+	err := r.Run(ctxT(t), func(ctx context.Context, tx *sql.Tx) error {
+		attempt++
+		n := attempt
+		if err := insert(ctx, tx, []string{"", "1:before", "2:before"}[n]); err != nil {
+			return err
+		}
+		_ = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			if n == 1 {
+				return txn.Retry(errors.New("lost a race"))
+			}
+			return nil
+		})
+		afterErrs = append(afterErrs, insert(ctx, tx, []string{"", "1:after", "2:after"}[n]))
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, attempt)
+	assert.ErrorIs(t, afterErrs[0], sql.ErrTxDone)
+	assert.NoError(t, afterErrs[1])
+	assert.Equal(t, []string{"2:after", "2:before"}, rows(t, db))
+}
