@@ -17,6 +17,8 @@ type Runner[T any] struct {
 	*shared[T]
 	// begin holds the options WithBegin set on this view of the Runner.
 	begin []BeginOption[T]
+	// intercept is the fault injector WithInterceptor set on this view.
+	intercept Interceptor
 }
 
 // shared is the state of a Runner that every view made by WithBegin shares.
@@ -64,12 +66,15 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 // view shares everything else with r: limits, retry budget, contention
 // control, random source, and a Run of the view nested in a Run of r (or
 // the reverse) joins the outer transaction. opts replace any begin options
-// r already had; WithBegin() returns a view with none. A nil r returns nil.
+// r already had; WithBegin() returns a view with none. The view keeps r's
+// Interceptor, if any. A nil r returns nil.
 func (r *Runner[T]) WithBegin(opts ...BeginOption[T]) *Runner[T] {
 	if r == nil {
 		return nil
 	}
-	return &Runner[T]{shared: r.shared, begin: opts}
+	v := *r
+	v.begin = opts
+	return &v
 }
 
 // Err returns the configuration error that every Run of r would return, or
@@ -263,6 +268,11 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 // attempt runs one transaction: begin, fn, commit.
 func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.Context, T) error) outcome {
 	cfg := st.cfg
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptBegin, st.attempts); err != nil {
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	tx, err := r.backend.Begin(ctx, r.begin)
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
@@ -281,6 +291,9 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		// only commit half of fn's work.
 		err = poison
 	}
+	if err == nil && r.intercept != nil {
+		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
+	}
 	if err != nil {
 		r.rollback(ctx, cfg, tx)
 		return outcome{err: err, class: r.beforeCommit(err)}
@@ -291,7 +304,18 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		r.rollback(ctx, cfg, tx)
 		return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
 	}
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptCommit, st.attempts); err != nil {
+			r.rollback(ctx, cfg, tx)
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	o := r.commit(ctx, st, tx)
+	if o.err == nil && r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptAfterCommit, st.attempts); err != nil {
+			return outcome{err: err, class: ClassAmbiguous}
+		}
+	}
 	if o.err == nil {
 		o.callbacks = f.callbacks
 	}
