@@ -19,6 +19,8 @@ import (
 // outermost transaction, whose faults undo their work too. It must be safe
 // for concurrent use when the view is shared by several goroutines.
 type Interceptor interface {
+	// Intercept returns nil to let attempt go on past point at, or the
+	// error the attempt fails with there. ctx is the Run's context.
 	Intercept(ctx context.Context, at InterceptPoint, attempt int) error
 }
 
