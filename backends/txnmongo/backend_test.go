@@ -17,7 +17,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // TestNestedRunJoinsOuterTransaction: a Run nested in fn uses the outer

@@ -6,6 +6,7 @@ require github.com/txnkit/txn v0.0.0
 
 require (
 	github.com/klauspost/compress v1.17.6 // indirect
+	github.com/txnkit/txn/internal/mongotest v0.0.0
 	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
 	github.com/xdg-go/scram v1.2.0 // indirect
 	github.com/xdg-go/stringprep v1.0.4 // indirect
@@ -17,3 +18,5 @@ require (
 )
 
 replace github.com/txnkit/txn => ../..
+
+replace github.com/txnkit/txn/internal/mongotest => ../../internal/mongotest
