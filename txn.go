@@ -315,7 +315,11 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		err = poison
 	}
 	if err != nil {
-		r.rollback(ctx, cfg, tx)
+		if rerr := r.rollback(ctx, cfg, tx); ctx.Err() == nil && errors.Is(rerr, ErrTxDone) {
+			// fn committed or rolled back the transaction itself: whatever
+			// it returns, running it again could repeat what it committed.
+			return nil, fmt.Errorf("%w: %w", ErrFnFinishedTx, err), ClassPermanent, nil
+		}
 		return nil, err, r.beforeCommit(err), nil
 	}
 	if cerr := ctx.Err(); cerr != nil {
@@ -385,10 +389,10 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 
 // rollback rolls tx back on a context that survives the caller's
 // cancellation, bounded by the rollback timeout.
-func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) {
+func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
 	defer cancel()
-	_ = r.backend.Rollback(rctx, tx)
+	return r.backend.Rollback(rctx, tx)
 }
 
 // backoff decides whether another try may start and sleeps until it may. It

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/txnkit/txn"
 )
@@ -32,8 +33,14 @@ const (
 //	  ... with code 50 and TransientTransactionError       retryable
 //	label TransientTransactionError                        retryable: abort, run fn in a new transaction
 //	code 388 TransactionTooLargeForCache, labelled or not  permanent
-//	label NetworkError without the two labels above        connection lost
+//	label NetworkError without the two labels above        permanent
 //	anything else (11000 DuplicateKey, unlabelled codes)   permanent
+//
+// An error of the Runner's own commitTransaction carries the class its
+// Commit decided, which is the table's except for a commit that reached
+// no server: retryable when no commit of the transaction can have
+// reached one (nothing was committed), ambiguous after an earlier commit
+// whose outcome was unknown.
 //
 // UnknownTransactionCommitResult comes only from commitTransaction: the
 // driver adds it to network errors, retryable errors, write concern
@@ -54,6 +61,16 @@ const (
 // TransientTransactionError), and Classify holds to that even when an
 // older server sends the label.
 //
+// A NetworkError without a transaction label is permanent. The driver
+// labels a network error of an operation in a running transaction
+// TransientTransactionError and one of commitTransaction
+// UnknownTransactionCommitResult, so an unlabelled one came from an
+// operation outside the transaction (fn used a context without the
+// session, or another client): aborting the transaction does not undo
+// it, it may have been applied, and running fn again could apply it
+// twice. fn can return txn.Retry(err) for an operation it knows is safe
+// to repeat.
+//
 // Codes are never classified by name, so the mislabelled codes of some
 // published tables (189 is PrimarySteppedDown, 262 ExceededTimeLimit, 13435
 // NotPrimaryNoSecondaryOk, 10107 NotWritablePrimary, 11600
@@ -62,6 +79,10 @@ const (
 func Classify(err error) txn.Class {
 	if err == nil {
 		return txn.ClassPermanent
+	}
+	var ce *commitError
+	if errors.As(err, &ce) {
+		return ce.class
 	}
 	if hasCode(err, codeTransactionTooLargeForCache) {
 		return txn.ClassPermanent
@@ -77,10 +98,37 @@ func Classify(err error) txn.Class {
 		return txn.ClassAmbiguous
 	case hasLabel(err, labelTransient):
 		return txn.ClassRetryable
-	case hasLabel(err, labelNetwork):
-		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
+}
+
+// answered reports whether err carries an answer from a server: a command
+// error with a code or code name, or a write or write concern error.
+func answered(err error) bool {
+	var ce mongo.CommandError
+	if errors.As(err, &ce) && (ce.Code != 0 || ce.Name != "") {
+		return true
+	}
+	var we mongo.WriteException
+	if errors.As(err, &we) {
+		return true
+	}
+	var be mongo.BulkWriteException
+	return errors.As(err, &be)
+}
+
+// notSent reports whether err shows that the command was never written to
+// a connection: no server could be selected, no connection could be
+// opened or checked out. A network error on an open connection is
+// labelled NetworkError and may have reached the server.
+func notSent(err error) bool {
+	if hasLabel(err, labelNetwork) {
+		return false
+	}
+	var sse topology.ServerSelectionError
+	var wqe topology.WaitQueueTimeoutError
+	var ce topology.ConnectionError
+	return errors.As(err, &sse) || errors.As(err, &wqe) || errors.As(err, &ce)
 }
 
 // hasLabel reports whether an error in err's chain carries label.

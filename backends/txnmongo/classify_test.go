@@ -84,8 +84,9 @@ func TestClassify(t *testing.T) {
 		{"WriteConflict 112 unlabelled", cmdErr(112, "WriteConflict"), txn.ClassPermanent},
 		{"retryable write label only", cmdErr(91, "ShutdownInProgress", retryable), txn.ClassPermanent},
 
-		// A network error the driver did not tie to a transaction.
-		{"network error alone", cmdErr(0, "", network), txn.ClassConnLost},
+		// A network error the driver did not tie to a transaction: an operation
+		// outside it, which aborting does not undo (permanent).
+		{"network error alone", cmdErr(0, "", network), txn.ClassPermanent},
 
 		// Wrapped and joined errors are searched.
 		{"wrapped", fmt.Errorf("repo: save: %w", cmdErr(112, "WriteConflict", transient)), txn.ClassRetryable},

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -18,8 +21,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 
 	"github.com/txnkit/txn"
-	"github.com/txnkit/txn/internal/mongotest"
 	"github.com/txnkit/txn/internal/fakeclock"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // uriVar names the environment variable with the URI of a real replica
@@ -471,4 +474,137 @@ func (b *barrier) wait() error {
 	case <-time.After(waitLimit):
 		return errors.New("barrier: the other goroutine never arrived")
 	}
+}
+
+// gate forwards TCP connections to a target. Once armed with dieOnCut, the
+// first connection the target side ends (a faultproxy.Proxy cutting it,
+// for example) makes the gate close its listener and every connection
+// before the client side of that connection sees the end: from the
+// client's point of view the server vanished at that instant, and later
+// connection attempts are refused. Placed in front of a faultproxy.Proxy
+// that loses the reply of a commit, it makes "the server applied the
+// commit, the reply was lost, and the server cannot be reached any more"
+// happen for real, without a race against the driver's reconnection.
+type gate struct {
+	ln net.Listener
+
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+	armed  bool
+	dead   bool
+	wg     sync.WaitGroup
+}
+
+// startGate listens on a free loopback port and forwards to target (which
+// setTarget may set later, before the first connection). It is closed,
+// with every connection, when the test ends.
+func startGate(t *testing.T, target string) *gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	g := &gate{ln: ln, target: target}
+	g.wg.Add(1)
+	go g.accept()
+	t.Cleanup(func() {
+		g.die()
+		g.wg.Wait()
+	})
+	return g
+}
+
+// Addr is the address to connect to.
+func (g *gate) Addr() string { return g.ln.Addr().String() }
+
+// setTarget sets the address the gate forwards to.
+func (g *gate) setTarget(addr string) {
+	g.mu.Lock()
+	g.target = addr
+	g.mu.Unlock()
+}
+
+// dieOnCut arms the gate: the next connection its target ends takes the
+// whole gate down with it.
+func (g *gate) dieOnCut() {
+	g.mu.Lock()
+	g.armed = true
+	g.mu.Unlock()
+}
+
+// die closes the listener and every connection.
+func (g *gate) die() {
+	g.mu.Lock()
+	g.dead = true
+	conns := g.conns
+	g.conns = nil
+	g.mu.Unlock()
+	_ = g.ln.Close()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (g *gate) accept() {
+	defer g.wg.Done()
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		g.mu.Lock()
+		target := g.target
+		g.mu.Unlock()
+		s, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		g.mu.Lock()
+		if g.dead {
+			g.mu.Unlock()
+			_ = c.Close()
+			_ = s.Close()
+			return
+		}
+		g.conns = append(g.conns, c, s)
+		g.mu.Unlock()
+		g.wg.Add(2)
+		go g.pipe(c, s, false)
+		go g.pipe(s, c, true)
+	}
+}
+
+// pipe copies src to dst and closes both when src ends; fromTarget says
+// that src is the target's side.
+func (g *gate) pipe(dst, src net.Conn, fromTarget bool) {
+	defer g.wg.Done()
+	_, _ = io.Copy(dst, src)
+	if fromTarget {
+		g.mu.Lock()
+		armed := g.armed
+		g.mu.Unlock()
+		if armed {
+			g.die()
+		}
+	}
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// primaryAddr returns the host:port of the server that accepts the
+// transactions of e: mongotest's address, or the primary a real replica
+// set names in its hello reply.
+func (e *env) primaryAddr(t *testing.T) string {
+	t.Helper()
+	if e.srv != nil {
+		return e.srv.Addr()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var hello struct {
+		Primary string `bson:"primary"`
+	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello))
+	require.NotEmpty(t, hello.Primary, "hello names no primary")
+	return hello.Primary
 }

@@ -105,6 +105,12 @@ type runState struct {
 	// current transaction: the session then reports no running
 	// transaction, yet the commit may be sent again.
 	committing bool
+	// unknown is true once a commitTransaction of the current
+	// transaction failed with an unknown outcome
+	// (UnknownTransactionCommitResult): the transaction may have
+	// committed, so a later re-send that reaches no server cannot say it
+	// did not.
+	unknown bool
 }
 
 // runKey is the context key of the runState.
@@ -181,7 +187,7 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 	if err := st.sess.StartTransaction(list...); err != nil {
 		return nil, fmt.Errorf("txnmongo: start transaction: %w", err)
 	}
-	st.committing = false
+	st.committing, st.unknown = false, false
 	return st.sess, nil
 }
 
@@ -191,7 +197,8 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 // ended before the first commit was sent, aborts the transaction and
 // returns an error wrapping the context's cause. The command runs without
 // the context's deadline (see the package documentation) but is still
-// cancelled when the context ends.
+// cancelled when the context ends. A failed commit is returned as a
+// *commitError that carries its class (see commitFailed).
 func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	st, err := stateOf(ctx)
 	if err != nil {
@@ -217,27 +224,88 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	if err == nil {
 		return nil
 	}
-	if isCode(err, codeNoSuchTransaction) {
-		return fmt.Errorf("txnmongo: commit: the server had already aborted the transaction "+
-			"(an operation in fn failed and fn did not return its error, or the transaction "+
-			"outlived transactionLifetimeLimitSeconds): %w", err)
-	}
-	return err
+	return st.commitFailed(err)
 }
+
+// commitFailed classifies an error of the Runner's commitTransaction and
+// wraps it in a *commitError.
+//
+// An error that carries a server answer or a transaction label keeps the
+// class Classify gives it. One that carries neither (a server selection
+// failure, a connection that could not be opened, the context ending
+// while no server was reachable) is one the driver should have labelled
+// UnknownTransactionCommitResult but does not (v2.8.2 labels server
+// selection errors only outside a commit), so Commit decides: when no
+// commit of this transaction can have reached a server, and the error
+// shows that this one did not either, nothing was committed and the
+// transaction is lost (retryable); when an earlier commit's outcome was
+// unknown, a re-send that reached no server leaves it unknown (ambiguous:
+// Run returns txn.ErrCommitUnknown); any other such error is ambiguous
+// too.
+func (st *runState) commitFailed(err error) error {
+	switch {
+	case isCode(err, codeNoSuchTransaction):
+		return &commitError{err: err, class: Classify(err), context: "txnmongo: commit: the server had already aborted the transaction " +
+			"(an operation in fn failed and fn did not return its error, or the transaction " +
+			"outlived transactionLifetimeLimitSeconds)"}
+	case hasLabel(err, labelUnknownCommit):
+		st.unknown = true
+		return &commitError{err: err, class: Classify(err)}
+	case answered(err) || hasLabel(err, labelTransient):
+		return &commitError{err: err, class: Classify(err)}
+	case st.unknown:
+		return &commitError{err: err, class: txn.ClassAmbiguous, context: "txnmongo: commit: re-sending commitTransaction reached no server " +
+			"after an earlier commitTransaction whose outcome is unknown"}
+	case notSent(err):
+		return &commitError{err: err, class: txn.ClassRetryable, context: "txnmongo: commit: commitTransaction reached no server, nothing was committed"}
+	}
+	return &commitError{err: err, class: txn.ClassAmbiguous, context: "txnmongo: commit: commitTransaction failed without an answer from the server"}
+}
+
+// commitError is an error of the Runner's own commitTransaction, with the
+// class Commit decided for it. It unwraps to the driver's error.
+type commitError struct {
+	err     error
+	class   txn.Class
+	context string // said before the driver's message, "" for nothing
+}
+
+func (e *commitError) Error() string {
+	if e.context == "" {
+		return e.err.Error()
+	}
+	return e.context + ": " + e.err.Error()
+}
+
+func (e *commitError) Unwrap() error { return e.err }
 
 // Rollback sends abortTransaction. Run calls it with a context detached
 // from the caller's cancellation and bounded by txn.RollbackTimeout. The
-// driver ignores the server's answer; Rollback returns an error wrapping
-// txn.ErrTxDone when fn already ended the transaction.
+// driver ignores the server's answer. Rollback returns an error wrapping
+// txn.ErrTxDone, without sending anything, when the session has no
+// running transaction: fn committed or aborted it, or ended the session.
 func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
+	if !sess.TransactionRunning() {
+		return fmt.Errorf("%w: fn committed or aborted the session's transaction, or ended the session", txn.ErrTxDone)
+	}
 	if err := sess.AbortTransaction(ctx); err != nil {
 		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
 	}
 	return nil
 }
 
-// Classify implements txn.Backend with the package's Classify.
+// Classify implements txn.Backend: the package's Classify, except for an
+// error labelled UnknownTransactionCommitResult that did not come from
+// the Runner's commit. The driver adds that label only to
+// commitTransaction, so fn sent one itself: its transaction is finished
+// whatever the outcome, and running fn again could apply its writes
+// twice. Such an error is permanent. (When the session shows that fn
+// ended the transaction, Rollback has already reported it.)
 func (b *backend) Classify(err error) txn.Class {
+	var ce *commitError
+	if !errors.As(err, &ce) && hasLabel(err, labelUnknownCommit) {
+		return txn.ClassPermanent
+	}
 	return Classify(err)
 }
 

@@ -126,7 +126,10 @@ func (s *Server) execute(c *conn, body bson.Raw, db string, legacy bool) (reply 
 				labels:         fp.ErrorLabels,
 				explicitLabels: fp.ErrorLabels != nil,
 			}
-			s.failTxn(req)
+			// mongod evaluates failCommand before it checks out the
+			// session: the command never reaches the transaction, which
+			// stays as it was (open, or not started at all when the
+			// command carried startTransaction).
 			doc := s.errorDoc(req, err, nil)
 			s.logOutcome(seq, err.code, labelsOf(doc), true, false)
 			return s.marshalReply(doc), false
@@ -268,9 +271,11 @@ func (s *Server) marshalReply(doc bson.D) bson.Raw {
 	return raw
 }
 
-// failTxn aborts the transaction of req after an injected error, as
-// MongoDB aborts a transaction whose command fails. commitTransaction and
-// abortTransaction leave the transaction as it is.
+// failTxn aborts the transaction of req after a command of the
+// transaction failed before it ran (a command not allowed in a transaction,
+// malformed arguments), as MongoDB aborts a transaction whose command
+// fails. commitTransaction and abortTransaction leave the transaction as it
+// is.
 func (s *Server) failTxn(req *request) {
 	if !req.inTxn || !req.hasTxnNumber || req.lsid == "" ||
 		req.name == "commitTransaction" || req.name == "abortTransaction" {
@@ -333,12 +338,12 @@ func (s *Server) hello(c *conn, req *request) bson.D {
 		d = append(d, bson.E{Key: "helloOk", Value: true})
 	}
 	return append(d,
-		bson.E{Key: "hosts", Value: bson.A{s.addr}},
+		bson.E{Key: "hosts", Value: bson.A{s.host}},
 		bson.E{Key: "setName", Value: s.cfg.replicaSet},
 		bson.E{Key: "setVersion", Value: int32(1)},
 		bson.E{Key: "secondary", Value: false},
-		bson.E{Key: "primary", Value: s.addr},
-		bson.E{Key: "me", Value: s.addr},
+		bson.E{Key: "primary", Value: s.host},
+		bson.E{Key: "me", Value: s.host},
 		bson.E{Key: "electionId", Value: s.electionID},
 		bson.E{Key: "lastWrite", Value: bson.D{{Key: "lastWriteDate", Value: bson.NewDateTimeFromTime(now)}}},
 		bson.E{Key: "maxBsonObjectSize", Value: int32(maxBSONObjectSize)},

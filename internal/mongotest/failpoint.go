@@ -23,10 +23,14 @@ import (
 // commitTransaction commits) and then drops the connection without
 // replying, which is the genuinely ambiguous outcome of a lost connection.
 //
-// An error injected into a command inside a transaction aborts the
-// transaction, as MongoDB does, except on commitTransaction and
-// abortTransaction, which leave it as it was: a commitTransaction failed by
-// ErrorCode or CloseConnection has not committed and may be retried.
+// As in mongod, the fail point is evaluated before the command checks out
+// its session, so a command it fails or cuts never reaches the
+// transaction: an open transaction stays open and may go on (the same
+// statement may be sent again and the transaction committed), and a
+// statement that carried startTransaction starts none, so the
+// transaction's later commands get NoSuchTransaction. A commitTransaction
+// failed by ErrorCode or CloseConnection has not committed and may be
+// retried.
 type FailPoint struct {
 	// Commands lists the command names that trigger the fail point
 	// (failCommands). It must not be empty.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -586,41 +588,30 @@ func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
 	}
 }
 
-func TestFailPointAPIErrorInTransaction(t *testing.T) {
+// TestFailPointLeavesTransactionOpen: mongod evaluates failCommand before
+// it checks out the session, so an injected error does not touch the
+// transaction. As in the specifications' unified test
+// transactions/tests/unified/backpressure-retryable-writes.yml, a statement
+// failed with an injected WriteConflict is sent again inside the same
+// transaction, which then commits both statements.
+func TestFailPointLeavesTransactionOpen(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
-	err := srv.SetFailPoint(mongotest.FailPoint{
-		Commands:    []string{"insert"},
-		Times:       1,
-		ErrorCode:   112,
-		ErrorLabels: []string{"TransientTransactionError"},
+	sess, sctx := insertInTxn(t, ctx, client, coll)
+	mustSetFailPoint(t, srv, mongotest.FailPoint{
+		Commands: []string{"insert"}, Times: 1,
+		ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, sctx := startTxn(t, ctx, client)
-	_, err = coll.InsertOne(sctx, bson.M{"_id": 1})
+	_, err := coll.InsertOne(sctx, bson.M{"_id": 2})
 	se := serverError(t, err)
-	if !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("err = %v", err)
-	}
-	if srv.OpenTransactions() != 0 {
-		t.Fatal("injected error left the transaction open")
-	}
-	if err := sess.AbortTransaction(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The fail point was used up: the retry works.
-	if err := sess.StartTransaction(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatalf("retry insert: %v", err)
-	}
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); !ok {
-		t.Fatal("retried insert not committed")
+	require.True(t, se.HasErrorCode(112) && se.HasErrorLabel("TransientTransactionError"), "err = %v", err)
+	require.Equal(t, 1, srv.OpenTransactions(), "an injected error must leave the transaction open")
+
+	_, err = coll.InsertOne(sctx, bson.M{"_id": 2})
+	require.NoError(t, err, "the same statement again, in the same transaction")
+	require.NoError(t, sess.CommitTransaction(ctx))
+	for _, id := range []int{1, 2} {
+		_, ok := srv.Doc(dbName, "c", id)
+		assert.True(t, ok, "document %d not committed", id)
 	}
 	var injected []mongotest.Command
 	for _, c := range srv.Commands() {
@@ -628,9 +619,33 @@ func TestFailPointAPIErrorInTransaction(t *testing.T) {
 			injected = append(injected, c)
 		}
 	}
-	if len(injected) != 1 || injected[0].Name != "insert" || injected[0].ErrorCode != 112 {
-		t.Fatalf("fail point acted on %v", injected)
-	}
+	require.Len(t, injected, 1)
+	assert.Equal(t, "insert", injected[0].Name)
+	assert.EqualValues(t, 112, injected[0].ErrorCode)
+}
+
+// TestFailPointOnFirstStatementStartsNoTransaction: when the statement that
+// carries startTransaction is failed by the fail point, mongod never starts
+// the transaction, so the transaction's next statement and its commit get
+// NoSuchTransaction (251), labelled TransientTransactionError.
+func TestFailPointOnFirstStatementStartsNoTransaction(t *testing.T) {
+	srv, ctx, client, coll := setup(t)
+	mustSetFailPoint(t, srv, mongotest.FailPoint{
+		Commands: []string{"insert"}, Times: 1,
+		ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
+	})
+	sess, sctx := startTxn(t, ctx, client)
+	_, err := coll.InsertOne(sctx, bson.M{"_id": 1})
+	require.True(t, serverError(t, err).HasErrorCode(112), "err = %v", err)
+	require.Zero(t, srv.OpenTransactions(), "the failed first statement must not start the transaction")
+
+	_, err = coll.InsertOne(sctx, bson.M{"_id": 2})
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(251) && se.HasErrorLabel("TransientTransactionError"), "next statement: %v", err)
+	err = sess.CommitTransaction(ctx)
+	se = serverError(t, err)
+	require.True(t, se.HasErrorCode(251) && se.HasErrorLabel("TransientTransactionError"), "commit: %v", err)
+	assert.Empty(t, srv.Docs(dbName, "c"))
 }
 
 func TestFailPointValidation(t *testing.T) {

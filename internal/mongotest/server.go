@@ -25,6 +25,7 @@ const (
 type config struct {
 	replicaSet  string
 	txnLifetime time.Duration
+	host        string
 }
 
 // Option configures a Server.
@@ -43,6 +44,15 @@ func WithTransactionLifetime(d time.Duration) Option {
 	return func(c *config) { c.txnLifetime = d }
 }
 
+// WithHost sets the host:port the server names as its own address in
+// hello (hosts, primary, me) and in URI; the default is Addr. A driver that
+// discovers the replica set connects to that address, so a test can put a
+// proxy there that forwards to Addr and have every connection of the
+// driver pass through it.
+func WithHost(hostport string) Option {
+	return func(c *config) { c.host = hostport }
+}
+
 // Server is a MongoDB wire-protocol server on the loopback interface that
 // presents itself as the primary of a one-member replica set. It keeps its
 // data in memory, runs multi-document transactions with snapshot isolation,
@@ -52,6 +62,7 @@ type Server struct {
 	cfg        config
 	ln         net.Listener
 	addr       string
+	host       string // the address hello and URI name
 	electionID bson.ObjectID
 	started    time.Time
 
@@ -107,11 +118,15 @@ func Start(opts ...Option) (*Server, error) {
 		cfg:        cfg,
 		ln:         ln,
 		addr:       ln.Addr().String(),
+		host:       cfg.host,
 		electionID: bson.NewObjectID(),
 		started:    time.Now(),
 		done:       make(chan struct{}),
 		conns:      map[*conn]struct{}{},
 		eng:        newEngine(),
+	}
+	if s.host == "" {
+		s.host = s.addr
 	}
 	s.wg.Add(1)
 	go s.accept()
@@ -136,13 +151,14 @@ func (s *Server) Addr() string { return s.addr }
 // URI returns a connection string for the real driver: the replica set
 // name, directConnection=false, so that the driver discovers a replica set
 // and allows transactions, and serverSelectionTimeoutMS=5000, so that a
-// stopped server fails a test quickly.
+// stopped server fails a test quickly. Its host is the one set by
+// WithHost, Addr by default.
 func (s *Server) URI() string {
 	q := url.Values{}
 	q.Set("replicaSet", s.cfg.replicaSet)
 	q.Set("directConnection", "false")
 	q.Set("serverSelectionTimeoutMS", "5000")
-	return "mongodb://" + s.addr + "/?" + q.Encode()
+	return "mongodb://" + s.host + "/?" + q.Encode()
 }
 
 // Close stops the listener, closes every connection, stops commands that
