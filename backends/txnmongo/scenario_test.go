@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -290,58 +291,121 @@ func TestPermanentErrors(t *testing.T) {
 	})
 }
 
-// TestSwallowedErrorStopsAtLimit: fn ignores the WriteConflict of its
-// update and returns nil. The server has aborted the transaction, so every
-// commit fails with NoSuchTransaction (251, TransientTransactionError);
-// the Runner re-runs fn, never aborts after a failed commit, and stops at
-// MaxAttempts with an error that says what happened.
+// TestSwallowedErrorStopsAtLimit: fn drops the error of a statement that
+// failed for real and returns nil. The server aborted the transaction when
+// the statement failed, so every commit fails with NoSuchTransaction (251,
+// TransientTransactionError); the Runner re-runs fn, never aborts after a
+// failed commit, and stops at MaxAttempts with an error that says what
+// happened. The failures: a genuine DuplicateKey on the second statement
+// (the server aborts the open transaction), and a fail point on the first
+// statement (mongod evaluates it before the session, so the transaction
+// is never started and its commit finds none).
 func TestSwallowedErrorStopsAtLimit(t *testing.T) {
+	cases := []struct {
+		name     string
+		failFrom func(t *testing.T, e *env)
+		fn       func(ctx context.Context, e *env) error
+		want     []string // the commands of one attempt, n standing for its transaction
+	}{
+		{
+			name:     "genuine DuplicateKey on the second statement",
+			failFrom: func(t *testing.T, e *env) { e.insert(t, "acct", bson.M{"_id": "dup"}) },
+			fn: func(ctx context.Context, e *env) error {
+				if _, err := e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
+					return err
+				}
+				_, _ = e.coll("acct").InsertOne(ctx, bson.M{"_id": "dup"})
+				return nil // the bug under test: the error is dropped
+			},
+			want: []string{"update#%d start", "insert#%d", "commitTransaction#%d"},
+		},
+		{
+			name: "fail point on the first statement",
+			failFrom: func(t *testing.T, e *env) {
+				e.failPoint(t, mongotest.FailPoint{
+					Commands: []string{"update"}, ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
+				})
+			},
+			fn: func(ctx context.Context, e *env) error {
+				_, _ = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
+				return nil // the bug under test: the error is dropped
+			},
+			want: []string{"update#%d start", "commitTransaction#%d"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachServer(t, func(t *testing.T, e *env) {
+				e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
+				tc.failFrom(t, e)
+				rec := &recorder{}
+				r := txnmongo.New(e.client, txn.MaxAttempts(3), txn.WithClock(newClock()), txn.WithObserver(rec))
+				var calls int
+				var lsid string
+				err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+					calls++
+					lsid = sessionID(sess)
+					return tc.fn(ctx, e)
+				})
+				var gu *txn.GiveUpError
+				require.ErrorAs(t, err, &gu)
+				require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+				assert.Equal(t, 3, gu.Attempts)
+				assert.EqualValues(t, 251, commandError(t, err).Code, "the last error is NoSuchTransaction")
+				assert.NotErrorIs(t, err, txn.ErrCommitUnknown, "NoSuchTransaction is a definite outcome")
+				for _, want := range []string{
+					"gave up after 3 attempts", "attempt limit reached",
+					"the server had already aborted the transaction", "fn did not return its error",
+					"NoSuchTransaction",
+				} {
+					assert.Contains(t, err.Error(), want)
+				}
+				assert.Equal(t, 3, calls)
+				var want []string
+				for n := 1; n <= 3; n++ {
+					for _, w := range tc.want {
+						want = append(want, fmt.Sprintf(w, n))
+					}
+				}
+				checkCommands(t, e, lsid, want...)
+				assert.EqualValues(t, 0, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"))
+			})
+		})
+	}
+}
+
+// TestSwallowedInjectedErrorCommitsPartialTransaction: fn's second
+// statement is failed by a fail point, fn drops the error and returns nil.
+// mongod evaluates failCommand before it checks out the session, so the
+// transaction is untouched and its commit succeeds with the first
+// statement only: a partial transaction, which is why fn must return
+// every error. (Before mongotest matched mongod here, the commit failed
+// with NoSuchTransaction.)
+func TestSwallowedInjectedErrorCommitsPartialTransaction(t *testing.T) {
 	eachServer(t, func(t *testing.T, e *env) {
 		e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
 		e.failPoint(t, mongotest.FailPoint{
 			Commands: []string{"update"}, ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
 		})
-		rec := &recorder{}
-		r := txnmongo.New(e.client, txn.MaxAttempts(3), txn.WithClock(newClock()), txn.WithObserver(rec))
-		var calls int
+		r := txnmongo.New(e.client, txn.WithClock(newClock()))
+		calls := 0
 		var lsid string
+		var updateErr error
 		err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
 			calls++
 			lsid = sessionID(sess)
-			_, _ = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
+			if _, err := e.coll("log").InsertOne(ctx, bson.M{"_id": "first statement"}); err != nil {
+				return err
+			}
+			_, updateErr = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
 			return nil // the bug under test: the error is dropped
 		})
-		var gu *txn.GiveUpError
-		if !errors.As(err, &gu) || !errors.Is(err, txn.ErrAttemptsExhausted) || gu.Attempts != 3 {
-			t.Fatalf("Run = %v, want a GiveUpError for the attempt limit after 3 attempts", err)
-		}
-		if ce := commandError(t, err); ce.Code != 251 {
-			t.Fatalf("last error = %v, want NoSuchTransaction", ce)
-		}
-		if errors.Is(err, txn.ErrCommitUnknown) {
-			t.Fatalf("Run = %v: NoSuchTransaction is a definite outcome", err)
-		}
-		msg := err.Error()
-		for _, want := range []string{
-			"gave up after 3 attempts", "attempt limit reached",
-			"the server had already aborted the transaction", "fn did not return its error",
-			"NoSuchTransaction",
-		} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("error %q does not say %q", msg, want)
-			}
-		}
-		if calls != 3 {
-			t.Fatalf("fn ran %d times, want 3", calls)
-		}
-		checkCommands(t, e, lsid,
-			"update#1 start", "commitTransaction#1",
-			"update#2 start", "commitTransaction#2",
-			"update#3 start", "commitTransaction#3",
-		)
-		if v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"); v != 0 {
-			t.Fatalf("v = %d, want 0", v)
-		}
+		require.NoError(t, err, "the transaction is still open on the server: the commit succeeds")
+		assert.Equal(t, 1, calls)
+		assert.EqualValues(t, 112, commandError(t, updateErr).Code)
+		checkCommands(t, e, lsid, "insert#1 start", "update#1", "commitTransaction#1")
+		assert.Len(t, e.find(t, "log", bson.M{}), 1, "the first statement was committed")
+		assert.EqualValues(t, 0, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"), "the failed statement was not")
 	})
 }
 
