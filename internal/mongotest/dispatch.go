@@ -395,7 +395,7 @@ func checkTxnFields(req *request) *cmdError {
 
 // txnFor returns the open transaction req belongs to, starting it on
 // startTransaction. s.mu is held.
-func (s *Server) txnFor(req *request, now time.Time) (*txn, *cmdError) {
+func (s *Server) txnFor(req *request, now time.Time) (*transaction, *cmdError) {
 	if err := checkTxnFields(req); err != nil {
 		return nil, err
 	}

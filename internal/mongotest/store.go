@@ -28,7 +28,7 @@ type record struct {
 	coll     *collection
 	key      string
 	versions []version
-	lockedBy *txn
+	lockedBy *transaction
 	gone     bool
 }
 
@@ -79,8 +79,9 @@ const (
 	txnAborted
 )
 
-// txn is one multi-document transaction.
-type txn struct {
+// transaction is one multi-document transaction on the server: its
+// snapshot, its pending writes and the records it has locked.
+type transaction struct {
 	sess     *session
 	number   int64
 	snapshot uint64
@@ -94,7 +95,7 @@ type session struct {
 	key       string
 	txnNumber int64
 	state     txnState
-	txn       *txn
+	txn       *transaction // the last transaction started on the session
 	// retryReply caches the reply of the retryable write with number
 	// txnNumber, returned again when the driver retries it.
 	retryReply bson.D
@@ -112,7 +113,7 @@ type engine struct {
 	clock    uint64
 	colls    map[string]*collection
 	sessions map[string]*session
-	active   map[*txn]struct{}
+	active   map[*transaction]struct{}
 	dirty    map[*record]struct{}
 	// changed is closed and replaced whenever a lock is released, waking
 	// writers that wait for one.
@@ -123,7 +124,7 @@ func newEngine() *engine {
 	return &engine{
 		colls:    map[string]*collection{},
 		sessions: map[string]*session{},
-		active:   map[*txn]struct{}{},
+		active:   map[*transaction]struct{}{},
 		dirty:    map[*record]struct{}{},
 		changed:  make(chan struct{}),
 	}
@@ -166,7 +167,7 @@ func (e *engine) record(c *collection, key string, create bool) *record {
 
 // visible returns the document of r as seen by tx (nil tx: latest
 // committed).
-func visible(r *record, tx *txn) bson.Raw {
+func visible(r *record, tx *transaction) bson.Raw {
 	if tx != nil {
 		if doc, ok := tx.pending[r]; ok {
 			return doc
@@ -177,7 +178,7 @@ func visible(r *record, tx *txn) bson.Raw {
 }
 
 // scan returns the documents of c visible to tx in natural order.
-func (e *engine) scan(c *collection, tx *txn) []item {
+func (e *engine) scan(c *collection, tx *transaction) []item {
 	if c == nil {
 		return nil
 	}
@@ -194,7 +195,7 @@ func (e *engine) scan(c *collection, tx *txn) []item {
 }
 
 // lookup returns the document with key in c as seen by tx.
-func (e *engine) lookup(c *collection, key string, tx *txn) (*record, bson.Raw) {
+func (e *engine) lookup(c *collection, key string, tx *transaction) (*record, bson.Raw) {
 	if c == nil {
 		return nil, nil
 	}
@@ -216,7 +217,7 @@ func blocked() *cmdError { return &cmdError{blocked: true} }
 // inside a transaction a lock held by another transaction or a version
 // committed after the snapshot is a write conflict; outside, a lock held by
 // a transaction means wait.
-func canWrite(r *record, tx *txn) *cmdError {
+func canWrite(r *record, tx *transaction) *cmdError {
 	if r == nil {
 		return nil
 	}
@@ -237,7 +238,7 @@ func canWrite(r *record, tx *txn) *cmdError {
 
 // write stores doc (nil: delete) under key in c for tx, or commits it at once
 // when tx is nil. The caller has checked canWrite.
-func (e *engine) write(c *collection, key string, doc bson.Raw, tx *txn) {
+func (e *engine) write(c *collection, key string, doc bson.Raw, tx *transaction) {
 	r := e.record(c, key, true)
 	if tx != nil {
 		if _, ok := tx.pending[r]; !ok {
@@ -264,11 +265,11 @@ func (e *engine) session(key string, now time.Time) *session {
 }
 
 // begin starts transaction number n on s, aborting any open one.
-func (e *engine) begin(s *session, n int64, now time.Time) *txn {
+func (e *engine) begin(s *session, n int64, now time.Time) *transaction {
 	if s.state == txnInProgress {
 		e.abort(s.txn)
 	}
-	tx := &txn{sess: s, number: n, snapshot: e.clock, started: now, pending: map[*record]bson.Raw{}}
+	tx := &transaction{sess: s, number: n, snapshot: e.clock, started: now, pending: map[*record]bson.Raw{}}
 	s.txnNumber = n
 	s.state = txnInProgress
 	s.txn = tx
@@ -278,7 +279,7 @@ func (e *engine) begin(s *session, n int64, now time.Time) *txn {
 }
 
 // commit applies the writes of tx atomically at one new timestamp.
-func (e *engine) commit(tx *txn) {
+func (e *engine) commit(tx *transaction) {
 	if len(tx.order) > 0 {
 		ts := e.tick()
 		for _, r := range tx.order {
@@ -291,7 +292,7 @@ func (e *engine) commit(tx *txn) {
 }
 
 // abort discards the writes of tx.
-func (e *engine) abort(tx *txn) {
+func (e *engine) abort(tx *transaction) {
 	for _, r := range tx.order {
 		r.lockedBy = nil
 		e.dirty[r] = struct{}{}
@@ -299,7 +300,7 @@ func (e *engine) abort(tx *txn) {
 	e.finish(tx, txnAborted)
 }
 
-func (e *engine) finish(tx *txn, st txnState) {
+func (e *engine) finish(tx *transaction, st txnState) {
 	tx.pending = nil
 	tx.order = nil
 	delete(e.active, tx)
