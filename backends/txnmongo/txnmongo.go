@@ -19,9 +19,14 @@
 // session. fn receives a context bound to the session
 // (mongo.NewSessionContext): every operation given that context is part of
 // the transaction, and an operation given another context is not. fn must
-// return the errors of its operations: a failed operation makes the server
-// abort the transaction, and a fn that drops the error sees its commit fail
-// with NoSuchTransaction and runs again, up to the Runner's attempt limit.
+// return the errors of its operations: an operation that fails for real
+// makes the server abort the transaction, and a fn that drops the error
+// sees its commit fail with NoSuchTransaction and runs again, up to the
+// Runner's attempt limit; an error raised before the operation reached the
+// transaction leaves it open, and dropping it commits a partial
+// transaction. fn must not commit, abort or end the session: Run then ends
+// with an error matching txn.ErrFnFinishedTx, whatever fn returns, and does
+// not run fn again.
 //
 // The Runner drives StartTransaction, CommitTransaction and
 // AbortTransaction itself instead of calling Session.WithTransaction, so
@@ -31,7 +36,9 @@
 // UnknownTransactionCommitResult re-sends only commitTransaction (the
 // driver upgrades its write concern to majority), and a commit that failed
 // with MaxTimeMSExpired makes Run return an error matching
-// txn.ErrCommitUnknown.
+// txn.ErrCommitUnknown. So does a commit re-send that reaches no server
+// after a commit whose outcome was unknown: the driver leaves that error
+// unlabelled, and the transaction may have committed.
 //
 // MongoDB has no savepoints: a Run nested in fn joins the outer transaction
 // outright, and txn.Savepoint returns txn.ErrSavepointUnsupported.
