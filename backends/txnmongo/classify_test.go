@@ -7,6 +7,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/txnkit/txn"
@@ -115,9 +116,8 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := txnmongo.Classify(tt.err); got != tt.want {
-				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
-			}
+			got := txnmongo.Classify(tt.err)
+			assert.EqualValues(t, tt.want, got, "Classify(%v) = %v, want %v", tt.err, got, tt.want)
 		})
 	}
 }

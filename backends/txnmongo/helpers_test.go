@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
@@ -76,9 +77,7 @@ func newEnv(t *testing.T, name string, srv *mongotest.Server, uri string) *env {
 	e.client = e.newClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Ping(ctx, nil); err != nil {
-		t.Fatalf("%s at %s: %v", name, uri, err)
-	}
+	require.NoError(t, e.admin.Ping(ctx, nil), "%s at %s", name, uri)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -100,9 +99,7 @@ func connect(t *testing.T, uri string, opts ...*options.ClientOptions) *mongo.Cl
 	t.Helper()
 	all := append([]*options.ClientOptions{options.Client().ApplyURI(uri)}, opts...)
 	client, err := mongo.Connect(all...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", uri, err)
-	}
+	require.NoError(t, err, "connect %s", uri)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -136,9 +133,8 @@ func (e *env) insert(t *testing.T, coll string, docs ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := e.admin.Database(e.db).Collection(coll).InsertMany(ctx, docs); err != nil {
-		t.Fatalf("insert into %s: %v", coll, err)
-	}
+	_, err := e.admin.Database(e.db).Collection(coll).InsertMany(ctx, docs)
+	require.NoError(t, err, "insert into %s", coll)
 }
 
 // find returns the committed documents of coll matching filter, sorted by
@@ -148,13 +144,9 @@ func (e *env) find(t *testing.T, coll string, filter any) []bson.M {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cur, err := e.admin.Database(e.db).Collection(coll).Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
-	if err != nil {
-		t.Fatalf("find in %s: %v", coll, err)
-	}
+	require.NoError(t, err, "find in %s", coll)
 	var out []bson.M
-	if err := cur.All(ctx, &out); err != nil {
-		t.Fatalf("find in %s: %v", coll, err)
-	}
+	require.NoError(t, cur.All(ctx, &out), "find in %s", coll)
 	return out
 }
 
@@ -169,7 +161,7 @@ func intField(t *testing.T, d bson.M, key string) int64 {
 	case float64:
 		return int64(v)
 	}
-	t.Fatalf("field %s of %v is %T", key, d, d[key])
+	require.Failf(t, "not a number", "field %s of %v is %T", key, d, d[key])
 	return 0
 }
 
@@ -210,9 +202,7 @@ func (e *env) failPoint(t *testing.T, fp mongotest.FailPoint) {
 	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: mode}, {Key: "data", Value: data}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
-		t.Fatalf("configureFailPoint: %v", err)
-	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, cmd).Err(), "configureFailPoint")
 	t.Cleanup(func() { e.clearFailPoint(t) })
 }
 
@@ -221,9 +211,7 @@ func (e *env) clearFailPoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}
-	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
-		t.Errorf("configureFailPoint off: %v", err)
-	}
+	assert.NoError(t, e.admin.Database("admin").RunCommand(ctx, cmd).Err(), "configureFailPoint off")
 }
 
 // killSession aborts the transaction a session may have left open on the
@@ -233,9 +221,7 @@ func (e *env) killSession(t *testing.T, id bson.Raw) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "killSessions", Value: bson.A{id}}}).Err(); err != nil {
-		t.Fatalf("killSessions: %v", err)
-	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "killSessions", Value: bson.A{id}}}).Err(), "killSessions")
 }
 
 // cmd is one command of a session, as the server logged it (mongotest) or
@@ -301,9 +287,8 @@ func summary(cmds []cmd) []string {
 func checkCommands(t *testing.T, e *env, lsid string, want ...string) []cmd {
 	t.Helper()
 	cmds := e.commands(lsid)
-	if got := summary(cmds); !slices.Equal(got, want) {
-		t.Fatalf("commands of the Run's session:\n got  %q\n want %q", got, want)
-	}
+	got := summary(cmds)
+	require.Equal(t, want, got, "commands of the Run's session")
 	return cmds
 }
 
@@ -441,9 +426,7 @@ func newClock() *fakeclock.Clock {
 func commandError(t *testing.T, err error) mongo.CommandError {
 	t.Helper()
 	var ce mongo.CommandError
-	if !errors.As(err, &ce) {
-		t.Fatalf("error %v (%T) wraps no mongo.CommandError", err, err)
-	}
+	require.ErrorAs(t, err, &ce, "error %v (%T) wraps no mongo.CommandError", err, err)
 	return ce
 }
 
