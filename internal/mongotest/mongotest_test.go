@@ -2,7 +2,6 @@ package mongotest_test
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -42,9 +41,7 @@ func connect(t *testing.T, srv *mongotest.Server, opts ...*options.ClientOptions
 	t.Helper()
 	all := append([]*options.ClientOptions{options.Client().ApplyURI(srv.URI())}, opts...)
 	client, err := mongo.Connect(all...)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
+	require.NoError(t, err, "connect")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -57,9 +54,7 @@ func connect(t *testing.T, srv *mongotest.Server, opts ...*options.ClientOptions
 func serverError(t *testing.T, err error) mongo.ServerError {
 	t.Helper()
 	var se mongo.ServerError
-	if !errors.As(err, &se) {
-		t.Fatalf("error %v (%T) is not a mongo.ServerError", err, err)
-	}
+	require.ErrorAs(t, err, &se, "error %v (%T) is not a mongo.ServerError", err, err)
 	return se
 }
 
@@ -67,9 +62,7 @@ func serverError(t *testing.T, err error) mongo.ServerError {
 func value(t *testing.T, srv *mongotest.Server, coll string, id any, key string) bson.RawValue {
 	t.Helper()
 	d, ok := srv.Doc(dbName, coll, id)
-	if !ok {
-		t.Fatalf("document %v not found in %s", id, coll)
-	}
+	require.True(t, ok, "document %v not found in %s", id, coll)
 	return d.Lookup(key)
 }
 
@@ -86,9 +79,8 @@ func setup(t *testing.T, opts ...mongotest.Option) (*mongotest.Server, context.C
 // mustInsert inserts d into coll or fails the test.
 func mustInsert(t *testing.T, ctx context.Context, coll *mongo.Collection, d any) {
 	t.Helper()
-	if _, err := coll.InsertOne(ctx, d); err != nil {
-		t.Fatal(err)
-	}
+	_, err := coll.InsertOne(ctx, d)
+	require.NoError(t, err)
 }
 
 // insertInTxn starts a transaction that inserts {_id: 1} into coll.
@@ -102,9 +94,7 @@ func insertInTxn(t *testing.T, ctx context.Context, client *mongo.Client, coll *
 // mustSetFailPoint sets fp on srv or fails the test.
 func mustSetFailPoint(t *testing.T, srv *mongotest.Server, fp mongotest.FailPoint) {
 	t.Helper()
-	if err := srv.SetFailPoint(fp); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, srv.SetFailPoint(fp))
 }
 
 func namesOf(cmds []mongotest.Command) []string {
@@ -118,17 +108,12 @@ func namesOf(cmds []mongotest.Command) []string {
 func TestHandshakePresentsReplicaSetPrimary(t *testing.T) {
 	srv := mongotest.New(t)
 	ctx := testContext(t)
-	if !strings.Contains(srv.URI(), "replicaSet=rs0") || !strings.HasPrefix(srv.URI(), "mongodb://127.0.0.1:") {
-		t.Fatalf("URI = %q", srv.URI())
-	}
+	require.True(t, strings.Contains(srv.URI(), "replicaSet=rs0"), "URI = %q", srv.URI())
+	require.True(t, strings.HasPrefix(srv.URI(), "mongodb://127.0.0.1:"), "URI = %q", srv.URI())
 	client := connect(t, srv)
-	if err := client.Ping(ctx, nil); err != nil {
-		t.Fatalf("ping: %v", err)
-	}
+	require.NoError(t, client.Ping(ctx, nil), "ping")
 	var hello bson.M
-	if err := client.Database("admin").RunCommand(ctx, doc("hello", 1)).Decode(&hello); err != nil {
-		t.Fatalf("hello: %v", err)
-	}
+	require.NoError(t, client.Database("admin").RunCommand(ctx, doc("hello", 1)).Decode(&hello), "hello")
 	for k, want := range map[string]any{
 		"isWritablePrimary": true,
 		"setName":           "rs0",
@@ -136,19 +121,15 @@ func TestHandshakePresentsReplicaSetPrimary(t *testing.T) {
 		"me":                srv.Addr(),
 		"maxWireVersion":    int32(21),
 	} {
-		if hello[k] != want {
-			t.Errorf("hello[%s] = %v, want %v", k, hello[k], want)
-		}
+		assert.EqualValues(t, want, hello[k], "hello[%s] = %v, want %v", k, hello[k], want)
 	}
 	for _, k := range []string{"maxBsonObjectSize", "maxMessageSizeBytes", "maxWriteBatchSize",
 		"logicalSessionTimeoutMinutes", "electionId", "setVersion", "connectionId", "$clusterTime", "operationTime"} {
-		if _, ok := hello[k]; !ok {
-			t.Errorf("hello has no %s", k)
-		}
+		_, ok := hello[k]
+		assert.True(t, ok, "hello has no %s", k)
 	}
-	if _, ok := hello["topologyVersion"]; ok {
-		t.Error("hello advertises topologyVersion; the driver would stream heartbeats")
-	}
+	_, ok := hello["topologyVersion"]
+	assert.False(t, ok, "hello advertises topologyVersion; the driver would stream heartbeats")
 	// The driver opened its connections with a legacy OP_QUERY isMaster.
 	var legacy int
 	for _, c := range srv.AllCommands() {
@@ -156,12 +137,8 @@ func TestHandshakePresentsReplicaSetPrimary(t *testing.T) {
 			legacy++
 		}
 	}
-	if legacy == 0 {
-		t.Error("no isMaster handshake logged")
-	}
-	if slices.Contains(srv.CommandNames(), "isMaster") {
-		t.Error("Commands includes handshakes")
-	}
+	assert.NotEqual(t, 0, legacy, "no isMaster handshake logged")
+	assert.False(t, slices.Contains(srv.CommandNames(), "isMaster"), "Commands includes handshakes")
 }
 
 func TestCRUDOutsideTransactions(t *testing.T) {
@@ -169,114 +146,84 @@ func TestCRUDOutsideTransactions(t *testing.T) {
 	ctx := testContext(t)
 	coll := connect(t, srv).Database(dbName).Collection("items")
 
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1, "name": "a", "n": int32(1)}); err != nil {
-		t.Fatalf("insert: %v", err)
-	}
+	_, err := coll.InsertOne(ctx, bson.M{"_id": 1, "name": "a", "n": int32(1)})
+	require.NoError(t, err, "insert")
 	docs := []any{
 		bson.M{"_id": 2, "name": "b", "n": int32(2), "tags": bson.A{"x", "y"}},
 		bson.M{"_id": 3, "name": "c", "n": int32(3)},
 	}
-	if _, err := coll.InsertMany(ctx, docs); err != nil {
-		t.Fatalf("insert many: %v", err)
-	}
-	_, err := coll.InsertOne(ctx, bson.M{"_id": 2})
-	if !mongo.IsDuplicateKeyError(err) {
-		t.Fatalf("duplicate insert: err = %v, want duplicate key", err)
-	}
+	_, err = coll.InsertMany(ctx, docs)
+	require.NoError(t, err, "insert many")
+	_, err = coll.InsertOne(ctx, bson.M{"_id": 2})
+	require.True(t, mongo.IsDuplicateKeyError(err), "duplicate insert: err = %v, want duplicate key", err)
 	res, err := coll.InsertOne(ctx, bson.M{"name": "generated"})
-	if err != nil {
-		t.Fatalf("insert without _id: %v", err)
-	}
-	if _, ok := res.InsertedID.(bson.ObjectID); !ok {
-		t.Fatalf("InsertedID = %T, want ObjectID", res.InsertedID)
-	}
+	require.NoError(t, err, "insert without _id")
+	_, ok := res.InsertedID.(bson.ObjectID)
+	require.True(t, ok, "InsertedID = %T, want ObjectID", res.InsertedID)
 
 	var got bson.M
-	if err := coll.FindOne(ctx, bson.M{"_id": 2}).Decode(&got); err != nil || got["name"] != "b" {
-		t.Fatalf("find by _id: %v %v", got, err)
-	}
-	if err := coll.FindOne(ctx, bson.M{"tags": "y"}).Decode(&got); err != nil || got["_id"] != int32(2) {
-		t.Fatalf("find by array element: %v %v", got, err)
-	}
-	if err := coll.FindOne(ctx, bson.M{"_id": 42}).Err(); !errors.Is(err, mongo.ErrNoDocuments) {
-		t.Fatalf("find missing: err = %v", err)
-	}
+	err = coll.FindOne(ctx, bson.M{"_id": 2}).Decode(&got)
+	require.NoError(t, err, "find by _id: %v %v", got, err)
+	require.EqualValues(t, "b", got["name"], "find by _id: %v %v", got, err)
+	err = coll.FindOne(ctx, bson.M{"tags": "y"}).Decode(&got)
+	require.NoError(t, err, "find by array element: %v %v", got, err)
+	require.EqualValues(t, int32(2), got["_id"], "find by array element: %v %v", got, err)
+	err = coll.FindOne(ctx, bson.M{"_id": 42}).Err()
+	require.ErrorIs(t, err, mongo.ErrNoDocuments, "find missing: err = %v", err)
 	cur, err := coll.Find(ctx, bson.M{"n": bson.M{"$gte": 2}}, options.Find().SetSort(bson.M{"n": -1}).SetProjection(bson.M{"name": 1}))
-	if err != nil {
-		t.Fatalf("find range: %v", err)
-	}
+	require.NoError(t, err, "find range")
 	var all []bson.M
-	if err := cur.All(ctx, &all); err != nil {
-		t.Fatalf("cursor: %v", err)
-	}
-	if len(all) != 2 || all[0]["name"] != "c" || all[1]["name"] != "b" || all[0]["n"] != nil {
-		t.Fatalf("find range = %v", all)
-	}
+	require.NoError(t, cur.All(ctx, &all), "cursor")
+	require.Len(t, all, 2, "find range = %v", all)
+	require.Equal(t, "c", all[0]["name"], "find range = %v", all)
+	require.Equal(t, "b", all[1]["name"], "find range = %v", all)
+	require.Nil(t, all[0]["n"], "find range = %v", all)
 
 	up, err := coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"name": "A", "sub.x": 1}, "$inc": bson.M{"n": 10}})
-	if err != nil || up.MatchedCount != 1 || up.ModifiedCount != 1 {
-		t.Fatalf("update: %+v %v", up, err)
-	}
-	if n := value(t, srv, "items", 1, "n"); n.Int32() != 11 {
-		t.Fatalf("n after $inc = %v", n)
-	}
-	if x := value(t, srv, "items", 1, "sub"); x.Document().Lookup("x").Int32() != 1 {
-		t.Fatalf("sub after $set sub.x = %v", x)
-	}
+	require.NoError(t, err, "update: %+v %v", up, err)
+	require.EqualValues(t, 1, up.MatchedCount, "update: %+v", up)
+	require.EqualValues(t, 1, up.ModifiedCount, "update: %+v", up)
+	require.EqualValues(t, 11, value(t, srv, "items", 1, "n").Int32(), "n after $inc")
+	require.EqualValues(t, 1, value(t, srv, "items", 1, "sub").Document().Lookup("x").Int32(), "sub after $set sub.x")
 	up, err = coll.UpdateOne(ctx, bson.M{"_id": 9}, bson.M{"$set": bson.M{"name": "upserted"}}, options.UpdateOne().SetUpsert(true))
-	if err != nil || up.UpsertedCount != 1 || up.UpsertedID != int32(9) {
-		t.Fatalf("upsert: %+v %v", up, err)
-	}
-	if _, err := coll.ReplaceOne(ctx, bson.M{"_id": 3}, bson.M{"name": "C"}); err != nil {
-		t.Fatalf("replace: %v", err)
-	}
-	if d, _ := srv.Doc(dbName, "items", 3); d.Lookup("n").Type != 0 || d.Lookup("name").StringValue() != "C" {
-		t.Fatalf("after replace: %v", d)
-	}
+	require.NoError(t, err, "upsert: %+v %v", up, err)
+	require.EqualValues(t, 1, up.UpsertedCount, "upsert: %+v", up)
+	require.Equal(t, int32(9), up.UpsertedID, "upsert: %+v", up)
+	_, err = coll.ReplaceOne(ctx, bson.M{"_id": 3}, bson.M{"name": "C"})
+	require.NoError(t, err, "replace")
+	d, _ := srv.Doc(dbName, "items", 3)
+	require.Zero(t, d.Lookup("n").Type, "after replace: %v", d)
+	require.Equal(t, "C", d.Lookup("name").StringValue(), "after replace: %v", d)
 	many, err := coll.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": bson.A{1, 2}}}, bson.M{"$inc": bson.M{"n": 1}})
-	if err != nil || many.ModifiedCount != 2 {
-		t.Fatalf("update many: %+v %v", many, err)
-	}
+	require.NoError(t, err, "update many: %+v %v", many, err)
+	require.EqualValues(t, 2, many.ModifiedCount, "update many: %+v %v", many, err)
 
 	var after bson.M
 	err = coll.FindOneAndUpdate(ctx, bson.M{"_id": 2}, bson.M{"$inc": bson.M{"n": 1}},
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
-	if err != nil || after["n"] != int32(4) {
-		t.Fatalf("findOneAndUpdate: %v %v", after, err)
-	}
+	require.NoError(t, err, "findOneAndUpdate: %v %v", after, err)
+	require.EqualValues(t, int32(4), after["n"], "findOneAndUpdate: %v %v", after, err)
 	n, err := coll.CountDocuments(ctx, bson.M{"n": bson.M{"$exists": true}})
-	if err != nil || n != 2 {
-		t.Fatalf("count documents = %d, %v", n, err)
-	}
+	require.NoError(t, err, "count documents = %d, %v", n, err)
+	require.EqualValues(t, 2, n, "count documents = %d, %v", n, err)
 	est, err := coll.EstimatedDocumentCount(ctx)
-	if err != nil || est != 5 {
-		t.Fatalf("estimated count = %d, %v", est, err)
-	}
-	if err := coll.FindOneAndDelete(ctx, bson.M{"_id": 9}).Err(); err != nil {
-		t.Fatalf("findOneAndDelete: %v", err)
-	}
+	require.NoError(t, err, "estimated count = %d, %v", est, err)
+	require.EqualValues(t, 5, est, "estimated count = %d, %v", est, err)
+	require.NoError(t, coll.FindOneAndDelete(ctx, bson.M{"_id": 9}).Err(), "findOneAndDelete")
 	del, err := coll.DeleteMany(ctx, bson.M{"name": bson.M{"$in": bson.A{"C", "generated"}}})
-	if err != nil || del.DeletedCount != 2 {
-		t.Fatalf("delete many: %+v %v", del, err)
-	}
-	if got := len(srv.Docs(dbName, "items")); got != 2 {
-		t.Fatalf("%d documents left, want 2", got)
-	}
-	if err := coll.Drop(ctx); err != nil {
-		t.Fatalf("drop: %v", err)
-	}
-	if got := len(srv.Docs(dbName, "items")); got != 0 {
-		t.Fatalf("%d documents after drop", got)
-	}
+	require.NoError(t, err, "delete many: %+v %v", del, err)
+	require.EqualValues(t, 2, del.DeletedCount, "delete many: %+v %v", del, err)
+	require.Len(t, srv.Docs(dbName, "items"), 2, "documents left")
+	require.NoError(t, coll.Drop(ctx), "drop")
+	require.Empty(t, srv.Docs(dbName, "items"), "documents after drop")
 }
 
 func TestUnknownCommand(t *testing.T) {
 	srv := mongotest.New(t)
 	ctx := testContext(t)
 	err := connect(t, srv).Database(dbName).RunCommand(ctx, doc("frobnicate", 1)).Err()
-	if se := serverError(t, err); !se.HasErrorCode(59) {
-		t.Fatalf("err = %v, want CommandNotFound (59)", err)
-	}
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(59), "err = %v, want CommandNotFound (59)", err)
 }
 
 func TestTransactionCommit(t *testing.T) {
@@ -284,58 +231,40 @@ func TestTransactionCommit(t *testing.T) {
 	ctx := testContext(t)
 	client := connect(t, srv)
 	coll := client.Database(dbName).Collection("accounts")
-	if _, err := coll.InsertMany(ctx, []any{bson.M{"_id": "a", "bal": 100}, bson.M{"_id": "b", "bal": 0}}); err != nil {
-		t.Fatal(err)
-	}
+	_, err := coll.InsertMany(ctx, []any{bson.M{"_id": "a", "bal": 100}, bson.M{"_id": "b", "bal": 0}})
+	require.NoError(t, err)
 	srv.ResetCommands()
 
 	sess, err := client.StartSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer sess.EndSession(ctx)
-	if err := sess.StartTransaction(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, sess.StartTransaction())
 	sctx := mongo.NewSessionContext(ctx, sess)
-	if _, err := coll.UpdateOne(sctx, bson.M{"_id": "a"}, bson.M{"$inc": bson.M{"bal": -30}}); err != nil {
-		t.Fatalf("debit: %v", err)
-	}
-	if _, err := coll.UpdateOne(sctx, bson.M{"_id": "b"}, bson.M{"$inc": bson.M{"bal": 30}}); err != nil {
-		t.Fatalf("credit: %v", err)
-	}
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": "log1", "amount": 30}); err != nil {
-		t.Fatalf("insert: %v", err)
-	}
+	_, err = coll.UpdateOne(sctx, bson.M{"_id": "a"}, bson.M{"$inc": bson.M{"bal": -30}})
+	require.NoError(t, err, "debit")
+	_, err = coll.UpdateOne(sctx, bson.M{"_id": "b"}, bson.M{"$inc": bson.M{"bal": 30}})
+	require.NoError(t, err, "credit")
+	_, err = coll.InsertOne(sctx, bson.M{"_id": "log1", "amount": 30})
+	require.NoError(t, err, "insert")
 	// The transaction reads its own writes; nobody else does yet.
 	var a bson.M
-	if err := coll.FindOne(sctx, bson.M{"_id": "a"}).Decode(&a); err != nil || a["bal"] != int32(70) {
-		t.Fatalf("read own write: %v %v", a, err)
-	}
-	if err := coll.FindOne(ctx, bson.M{"_id": "a"}).Decode(&a); err != nil || a["bal"] != int32(100) {
-		t.Fatalf("outside read during transaction: %v %v", a, err)
-	}
-	if _, ok := srv.Doc(dbName, "accounts", "log1"); ok {
-		t.Fatal("uncommitted insert visible")
-	}
-	if srv.OpenTransactions() != 1 {
-		t.Fatalf("OpenTransactions = %d", srv.OpenTransactions())
-	}
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
-	if got := value(t, srv, "accounts", "a", "bal").Int32(); got != 70 {
-		t.Fatalf("a = %d after commit", got)
-	}
-	if got := value(t, srv, "accounts", "b", "bal").Int32(); got != 30 {
-		t.Fatalf("b = %d after commit", got)
-	}
-	if _, ok := srv.Doc(dbName, "accounts", "log1"); !ok {
-		t.Fatal("committed insert missing")
-	}
-	if srv.OpenTransactions() != 0 {
-		t.Fatalf("OpenTransactions = %d after commit", srv.OpenTransactions())
-	}
+	err = coll.FindOne(sctx, bson.M{"_id": "a"}).Decode(&a)
+	require.NoError(t, err, "read own write: %v %v", a, err)
+	require.EqualValues(t, int32(70), a["bal"], "read own write: %v %v", a, err)
+	err = coll.FindOne(ctx, bson.M{"_id": "a"}).Decode(&a)
+	require.NoError(t, err, "outside read during transaction: %v %v", a, err)
+	require.EqualValues(t, int32(100), a["bal"], "outside read during transaction: %v %v", a, err)
+	_, ok := srv.Doc(dbName, "accounts", "log1")
+	require.False(t, ok, "uncommitted insert visible")
+	require.EqualValues(t, 1, srv.OpenTransactions(), "OpenTransactions = %d", srv.OpenTransactions())
+	require.NoError(t, sess.CommitTransaction(ctx), "commit")
+	got := value(t, srv, "accounts", "a", "bal").Int32()
+	require.EqualValues(t, 70, got, "a = %d after commit", got)
+	got = value(t, srv, "accounts", "b", "bal").Int32()
+	require.EqualValues(t, 30, got, "b = %d after commit", got)
+	_, ok = srv.Doc(dbName, "accounts", "log1")
+	require.True(t, ok, "committed insert missing")
+	require.EqualValues(t, 0, srv.OpenTransactions(), "OpenTransactions = %d after commit", srv.OpenTransactions())
 
 	// The log shows one transaction number, started by the first command.
 	var txnCmds []mongotest.Command
@@ -345,69 +274,49 @@ func TestTransactionCommit(t *testing.T) {
 		}
 	}
 	want := []string{"update", "update", "insert", "find", "commitTransaction"}
-	if !slices.Equal(namesOf(txnCmds), want) {
-		t.Fatalf("transaction commands = %v, want %v", txnCmds, want)
-	}
+	require.Equal(t, want, namesOf(txnCmds), "transaction commands = %v, want %v", txnCmds, want)
 	id := mongotest.SessionID(sess.ID())
 	for i, c := range txnCmds {
-		if c.SessionID != id || !c.HasTxnNumber || c.TxnNumber != txnCmds[0].TxnNumber || c.StartTransaction != (i == 0) {
-			t.Errorf("command %v: session %s, want %s and one txnNumber started by the first", c, c.SessionID, id)
-		}
+		assert.EqualValues(t, id, c.SessionID, "command %v: session %s, want %s and one txnNumber started by the first", c, c.SessionID, id)
+		assert.True(t, c.HasTxnNumber, "command %v: session %s, want %s and one txnNumber started by the first", c, c.SessionID, id)
+		assert.EqualValues(t, txnCmds[0].TxnNumber, c.TxnNumber, "command %v: session %s, want %s and one txnNumber started by the first", c, c.SessionID, id)
+		assert.EqualValues(t, (i == 0), c.StartTransaction, "command %v: session %s, want %s and one txnNumber started by the first", c, c.SessionID, id)
 	}
-	if txnCmds[0].Collection != "accounts" || txnCmds[0].Database != dbName {
-		t.Errorf("first command names %s.%s", txnCmds[0].Database, txnCmds[0].Collection)
-	}
+	assert.EqualValues(t, "accounts", txnCmds[0].Collection, "first command names %s.%s", txnCmds[0].Database, txnCmds[0].Collection)
+	assert.EqualValues(t, dbName, txnCmds[0].Database, "first command names %s.%s", txnCmds[0].Database, txnCmds[0].Collection)
 
 	// Committing the same transaction number again succeeds, as in MongoDB.
 	srv.ResetCommands()
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("second commit: %v", err)
-	}
-	if names := srv.CommandNames(); !slices.Equal(names, []string{"commitTransaction"}) {
-		t.Fatalf("second commit sent %v", names)
-	}
-	if got := value(t, srv, "accounts", "a", "bal").Int32(); got != 70 {
-		t.Fatalf("a = %d after second commit", got)
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "second commit")
+	names := srv.CommandNames()
+	require.Equal(t, []string{"commitTransaction"}, names, "second commit sent %v", names)
+	got = value(t, srv, "accounts", "a", "bal").Int32()
+	require.EqualValues(t, 70, got, "a = %d after second commit", got)
 }
 
 func TestTransactionAbort(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
 	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 1})
 	sess, err := client.StartSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer sess.EndSession(ctx)
-	if err := sess.StartTransaction(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, sess.StartTransaction())
 	sctx := mongo.NewSessionContext(ctx, sess)
-	if _, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 2}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := coll.DeleteOne(sctx, bson.M{"_id": 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := coll.InsertOne(sctx, bson.M{"_id": 2}); err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.AbortTransaction(ctx); err != nil {
-		t.Fatalf("abort: %v", err)
-	}
-	if got := value(t, srv, "c", 1, "v").Int32(); got != 1 {
-		t.Fatalf("v = %d after abort", got)
-	}
-	if _, ok := srv.Doc(dbName, "c", 2); ok {
-		t.Fatal("aborted insert visible")
-	}
-	if srv.OpenTransactions() != 0 {
-		t.Fatalf("OpenTransactions = %d after abort", srv.OpenTransactions())
-	}
+	_, err = coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 2}})
+	require.NoError(t, err)
+	_, err = coll.DeleteOne(sctx, bson.M{"_id": 1})
+	require.NoError(t, err)
+	_, err = coll.InsertOne(sctx, bson.M{"_id": 2})
+	require.NoError(t, err)
+	require.NoError(t, sess.AbortTransaction(ctx), "abort")
+	got := value(t, srv, "c", 1, "v").Int32()
+	require.EqualValues(t, 1, got, "v = %d after abort", got)
+	_, ok := srv.Doc(dbName, "c", 2)
+	require.False(t, ok, "aborted insert visible")
+	require.EqualValues(t, 0, srv.OpenTransactions(), "OpenTransactions = %d after abort", srv.OpenTransactions())
 	// The document is free again for a write outside a transaction.
-	if _, err := coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 3}}); err != nil {
-		t.Fatal(err)
-	}
+	_, err = coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 3}})
+	require.NoError(t, err)
 }
 
 // startTxn starts a transaction on a new session of client and returns the
@@ -415,13 +324,9 @@ func TestTransactionAbort(t *testing.T) {
 func startTxn(t *testing.T, ctx context.Context, client *mongo.Client) (*mongo.Session, context.Context) {
 	t.Helper()
 	sess, err := client.StartSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { sess.EndSession(context.Background()) })
-	if err := sess.StartTransaction(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, sess.StartTransaction())
 	return sess, mongo.NewSessionContext(ctx, sess)
 }
 
@@ -429,9 +334,8 @@ func TestConcurrentSessionsWriteConflict(t *testing.T) {
 	srv := mongotest.New(t)
 	ctx := testContext(t)
 	c1, c2 := connect(t, srv), connect(t, srv)
-	if _, err := c1.Database(dbName).Collection("c").InsertOne(ctx, bson.M{"_id": "k", "v": 0}); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c1.Database(dbName).Collection("c").InsertOne(ctx, bson.M{"_id": "k", "v": 0})
+	require.NoError(t, err)
 
 	type result struct {
 		sess *mongo.Session
@@ -487,39 +391,27 @@ func TestConcurrentSessionsWriteConflict(t *testing.T) {
 			loser = &results[i]
 		}
 	}
-	if winner == nil || loser == nil {
-		t.Fatalf("want exactly one conflict, got errors %v and %v", results[0].err, results[1].err)
-	}
+	require.False(t, winner == nil || loser == nil, "want exactly one conflict, got errors %v and %v", results[0].err, results[1].err)
 	se := serverError(t, loser.err)
-	if !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("loser error = %v, want WriteConflict (112) labelled TransientTransactionError", loser.err)
-	}
+	require.True(t, se.HasErrorCode(112), "loser error = %v, want WriteConflict (112) labelled TransientTransactionError", loser.err)
+	require.True(t, se.HasErrorLabel("TransientTransactionError"), "loser error = %v, want WriteConflict (112) labelled TransientTransactionError", loser.err)
 	// The server aborted the loser's transaction.
-	err := loser.coll.FindOne(loser.sctx, bson.M{"_id": "k"}).Err()
-	if se := serverError(t, err); !se.HasErrorCode(251) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("command after conflict: %v, want NoSuchTransaction (251) labelled TransientTransactionError", err)
-	}
-	if err := loser.sess.AbortTransaction(ctx); err != nil {
-		t.Fatalf("abort after conflict: %v", err)
-	}
-	if err := winner.sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("winner commit: %v", err)
-	}
-	if got := value(t, srv, "c", "k", "v").AsInt64(); got != int64(winner.who) {
-		t.Fatalf("v = %d, want the winner's %d", got, winner.who)
-	}
+	err = loser.coll.FindOne(loser.sctx, bson.M{"_id": "k"}).Err()
+	se = serverError(t, err)
+	require.True(t, se.HasErrorCode(251), "command after conflict: %v, want NoSuchTransaction (251) labelled TransientTransactionError", err)
+	require.True(t, se.HasErrorLabel("TransientTransactionError"), "command after conflict: %v, want NoSuchTransaction (251) labelled TransientTransactionError", err)
+	require.NoError(t, loser.sess.AbortTransaction(ctx), "abort after conflict")
+	require.NoError(t, winner.sess.CommitTransaction(ctx), "winner commit")
+	got := value(t, srv, "c", "k", "v").AsInt64()
+	require.EqualValues(t, int64(winner.who), got, "v = %d, want the winner's %d", got, winner.who)
 	var conflicts int
 	for _, c := range srv.Commands() {
 		if c.ErrorCode == 112 {
 			conflicts++
-			if !slices.Contains(c.ErrorLabels, "TransientTransactionError") {
-				t.Errorf("logged conflict without label: %v", c)
-			}
+			assert.True(t, slices.Contains(c.ErrorLabels, "TransientTransactionError"), "logged conflict without label: %v", c)
 		}
 	}
-	if conflicts != 1 {
-		t.Fatalf("%d conflicts logged, want 1", conflicts)
-	}
+	require.EqualValues(t, 1, conflicts, "%d conflicts logged, want 1", conflicts)
 }
 
 func TestSnapshotIsolationAndCommittedAfterSnapshotConflict(t *testing.T) {
@@ -527,37 +419,33 @@ func TestSnapshotIsolationAndCommittedAfterSnapshotConflict(t *testing.T) {
 	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 1})
 	sess, sctx := startTxn(t, ctx, client)
 	var d bson.M
-	if err := coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d); err != nil || d["v"] != int32(1) {
-		t.Fatalf("first read: %v %v", d, err)
-	}
+	err := coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d)
+	require.NoError(t, err, "first read: %v %v", d, err)
+	require.EqualValues(t, int32(1), d["v"], "first read: %v %v", d, err)
 	// A write outside the transaction commits after its snapshot.
-	if _, err := coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 2}}); err != nil {
-		t.Fatal(err)
-	}
+	_, err = coll.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 2}})
+	require.NoError(t, err)
 	mustInsert(t, ctx, coll, bson.M{"_id": 2})
-	if err := coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d); err != nil || d["v"] != int32(1) {
-		t.Fatalf("snapshot read: %v %v, want v 1", d, err)
-	}
-	if err := coll.FindOne(sctx, bson.M{"_id": 2}).Err(); !errors.Is(err, mongo.ErrNoDocuments) {
-		t.Fatalf("document inserted after the snapshot: %v", err)
-	}
-	_, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 10}})
-	if se := serverError(t, err); !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("write after a newer commit: %v, want WriteConflict", err)
-	}
+	err = coll.FindOne(sctx, bson.M{"_id": 1}).Decode(&d)
+	require.NoError(t, err, "snapshot read: %v %v, want v 1", d, err)
+	require.EqualValues(t, int32(1), d["v"], "snapshot read: %v %v, want v 1", d, err)
+	err = coll.FindOne(sctx, bson.M{"_id": 2}).Err()
+	require.ErrorIs(t, err, mongo.ErrNoDocuments, "document inserted after the snapshot: %v", err)
+	_, err = coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 10}})
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(112), "write after a newer commit: %v, want WriteConflict", err)
+	require.True(t, se.HasErrorLabel("TransientTransactionError"), "write after a newer commit: %v, want WriteConflict", err)
 	_ = sess.AbortTransaction(ctx)
-	if got := value(t, srv, "c", 1, "v").Int32(); got != 2 {
-		t.Fatalf("v = %d", got)
-	}
+	got := value(t, srv, "c", 1, "v").Int32()
+	require.EqualValues(t, 2, got, "v = %d", got)
 }
 
 func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
 	mustInsert(t, ctx, coll, bson.M{"_id": 1, "v": 0})
 	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 1}}); err != nil {
-		t.Fatal(err)
-	}
+	_, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": 1}})
+	require.NoError(t, err)
 	srv.ResetCommands()
 	done := make(chan error, 1)
 	go func() {
@@ -567,25 +455,18 @@ func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
 	// Wait until the outside update reached the server, then commit.
 	deadline := time.Now().Add(5 * time.Second)
 	for !slices.Contains(srv.CommandNames(), "update") {
-		if time.Now().After(deadline) {
-			t.Fatal("outside update never arrived")
-		}
+		require.False(t, time.Now().After(deadline), "outside update never arrived")
 		time.Sleep(5 * time.Millisecond)
 	}
 	select {
 	case err := <-done:
-		t.Fatalf("outside update finished while the transaction held the lock: %v", err)
+		require.Failf(t, "lock not held", "outside update finished while the transaction held the lock: %v", err)
 	default:
 	}
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("outside update: %v", err)
-	}
-	if got := value(t, srv, "c", 1, "v").Int32(); got != 2 {
-		t.Fatalf("v = %d, want 2 (the waiting write applies after the commit)", got)
-	}
+	require.NoError(t, sess.CommitTransaction(ctx))
+	require.NoError(t, <-done, "outside update")
+	got := value(t, srv, "c", 1, "v").Int32()
+	require.EqualValues(t, 2, got, "v = %d, want 2 (the waiting write applies after the commit)", got)
 }
 
 // TestFailPointLeavesTransactionOpen: mongod evaluates failCommand before
@@ -655,9 +536,7 @@ func TestFailPointValidation(t *testing.T) {
 		{Commands: []string{"insert"}},
 		{Commands: []string{"insert"}, ErrorCode: 1, Times: -1},
 	} {
-		if err := srv.SetFailPoint(fp); err == nil {
-			t.Errorf("SetFailPoint(%+v) succeeded", fp)
-		}
+		assert.Error(t, srv.SetFailPoint(fp), "SetFailPoint(%+v)", fp)
 	}
 }
 
@@ -674,45 +553,33 @@ func TestConfigureFailPointCommitUnknownResult(t *testing.T) {
 			"errorLabels", bson.A{"UnknownTransactionCommitResult"},
 		),
 	)).Err()
-	if err != nil {
-		t.Fatalf("configureFailPoint: %v", err)
-	}
+	require.NoError(t, err, "configureFailPoint")
 	sess, _ := insertInTxn(t, ctx, client, coll)
 	srv.ResetCommands()
 	err = sess.CommitTransaction(ctx)
 	se := serverError(t, err)
-	if !se.HasErrorCode(50) || !se.HasErrorLabel("UnknownTransactionCommitResult") {
-		t.Fatalf("commit: %v, want MaxTimeMSExpired labelled UnknownTransactionCommitResult", err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); ok {
-		t.Fatal("failed commit was applied")
-	}
-	if srv.OpenTransactions() != 1 {
-		t.Fatal("failed commit ended the transaction")
-	}
+	require.True(t, se.HasErrorCode(50), "commit: %v, want MaxTimeMSExpired labelled UnknownTransactionCommitResult", err)
+	require.True(t, se.HasErrorLabel("UnknownTransactionCommitResult"), "commit: %v, want MaxTimeMSExpired labelled UnknownTransactionCommitResult", err)
+	_, ok := srv.Doc(dbName, "c", 1)
+	require.False(t, ok, "failed commit was applied")
+	require.EqualValues(t, 1, srv.OpenTransactions(), "failed commit ended the transaction")
 	// Retrying only the commit commits the transaction.
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit retry: %v", err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); !ok {
-		t.Fatal("retried commit not applied")
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit retry")
+	_, ok = srv.Doc(dbName, "c", 1)
+	require.True(t, ok, "retried commit not applied")
 	cmds := srv.Commands()
-	if names := namesOf(cmds); !slices.Equal(names, []string{"commitTransaction", "commitTransaction"}) {
-		t.Fatalf("commands = %v, want only commitTransaction twice", cmds)
-	}
-	if cmds[0].TxnNumber != cmds[1].TxnNumber || cmds[0].SessionID != cmds[1].SessionID || !cmds[0].FailPoint || cmds[1].FailPoint {
-		t.Fatalf("commits = %v", cmds)
-	}
+	names := namesOf(cmds)
+	require.Equal(t, []string{"commitTransaction", "commitTransaction"}, names, "commands = %v, want only commitTransaction twice", cmds)
+	require.EqualValues(t, cmds[1].TxnNumber, cmds[0].TxnNumber, "commits = %v", cmds)
+	require.EqualValues(t, cmds[1].SessionID, cmds[0].SessionID, "commits = %v", cmds)
+	require.True(t, cmds[0].FailPoint, "commits = %v", cmds)
+	require.False(t, cmds[1].FailPoint, "commits = %v", cmds)
 
 	// configureFailPoint outside admin is refused, like MongoDB.
 	err = client.Database(dbName).RunCommand(ctx, doc("configureFailPoint", "failCommand", "mode", "off")).Err()
-	if se := serverError(t, err); !se.HasErrorCode(13) {
-		t.Fatalf("configureFailPoint on %s: %v", dbName, err)
-	}
-	if err := admin.RunCommand(ctx, doc("configureFailPoint", "failCommand", "mode", "off")).Err(); err != nil {
-		t.Fatalf("mode off: %v", err)
-	}
+	se = serverError(t, err)
+	require.True(t, se.HasErrorCode(13), "configureFailPoint on %s: %v", dbName, err)
+	require.NoError(t, admin.RunCommand(ctx, doc("configureFailPoint", "failCommand", "mode", "off")).Err(), "mode off")
 }
 
 func TestConfigureFailPointAlwaysOnAndOff(t *testing.T) {
@@ -723,21 +590,15 @@ func TestConfigureFailPointAlwaysOnAndOff(t *testing.T) {
 		"mode", "alwaysOn",
 		"data", doc("failCommands", bson.A{"find"}, "errorCode", 388),
 	)).Err()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for i := 0; i < 3; i++ {
 		err := coll.FindOne(ctx, bson.M{}).Err()
-		if se := serverError(t, err); !se.HasErrorCode(388) {
-			t.Fatalf("find %d: %v", i, err)
-		}
+		se := serverError(t, err)
+		require.True(t, se.HasErrorCode(388), "find %d: %v", i, err)
 	}
-	if err := admin.RunCommand(ctx, doc("configureFailPoint", "failCommand", "mode", "off")).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := coll.FindOne(ctx, bson.M{}).Err(); !errors.Is(err, mongo.ErrNoDocuments) {
-		t.Fatalf("find after off: %v", err)
-	}
+	require.NoError(t, admin.RunCommand(ctx, doc("configureFailPoint", "failCommand", "mode", "off")).Err())
+	err = coll.FindOne(ctx, bson.M{}).Err()
+	require.ErrorIs(t, err, mongo.ErrNoDocuments, "find after off: %v", err)
 }
 
 func TestFailPointAutomaticLabelsRetryCommit(t *testing.T) {
@@ -747,19 +608,14 @@ func TestFailPointAutomaticLabelsRetryCommit(t *testing.T) {
 	// RetryableWriteError and the driver retries the commit once.
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, ErrorCode: 91})
 	srv.ResetCommands()
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit")
 	cmds := srv.Commands()
-	if names := namesOf(cmds); !slices.Equal(names, []string{"commitTransaction", "commitTransaction"}) {
-		t.Fatalf("commands = %v", cmds)
-	}
-	if cmds[0].ErrorCode != 91 || !slices.Contains(cmds[0].ErrorLabels, "RetryableWriteError") {
-		t.Fatalf("first commit = %v", cmds[0])
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); !ok {
-		t.Fatal("not committed")
-	}
+	names := namesOf(cmds)
+	require.Equal(t, []string{"commitTransaction", "commitTransaction"}, names, "commands = %v", cmds)
+	require.EqualValues(t, 91, cmds[0].ErrorCode, "first commit = %v", cmds[0])
+	require.True(t, slices.Contains(cmds[0].ErrorLabels, "RetryableWriteError"), "first commit = %v", cmds[0])
+	_, ok := srv.Doc(dbName, "c", 1)
+	require.True(t, ok, "not committed")
 }
 
 func TestCloseConnectionDuringCommit(t *testing.T) {
@@ -772,29 +628,21 @@ func TestCloseConnectionDuringCommit(t *testing.T) {
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 2, CloseConnection: true})
 	srv.ResetCommands()
 	err := sess.CommitTransaction(context.Background())
-	if err == nil {
-		t.Fatalf("commit succeeded through two dropped connections: %v", srv.Commands())
-	}
-	if !mongo.IsNetworkError(err) {
-		t.Errorf("commit error %v is not a network error", err)
-	}
-	if se := serverError(t, err); !se.HasErrorLabel("UnknownTransactionCommitResult") {
-		t.Errorf("commit error %v lacks UnknownTransactionCommitResult", err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); ok {
-		t.Fatal("closeConnection applied the commit")
-	}
+	require.Error(t, err, "commit through two dropped connections: %v", srv.Commands())
+	assert.True(t, mongo.IsNetworkError(err), "commit error %v is not a network error", err)
+	se := serverError(t, err)
+	assert.True(t, se.HasErrorLabel("UnknownTransactionCommitResult"), "commit error %v lacks UnknownTransactionCommitResult", err)
+	_, ok := srv.Doc(dbName, "c", 1)
+	require.False(t, ok, "closeConnection applied the commit")
 	cmds := srv.Commands()
-	if names := namesOf(cmds); !slices.Equal(names, []string{"commitTransaction", "commitTransaction"}) || !cmds[0].Hangup || !cmds[1].Hangup {
-		t.Fatalf("commands = %v", cmds)
-	}
+	names := namesOf(cmds)
+	require.Equal(t, []string{"commitTransaction", "commitTransaction"}, names, "commands = %v", cmds)
+	require.True(t, cmds[0].Hangup, "commands = %v", cmds)
+	require.True(t, cmds[1].Hangup, "commands = %v", cmds)
 	// The fail point is used up; retrying the commit commits.
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit retry: %v", err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); !ok {
-		t.Fatal("not committed after retry")
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit retry")
+	_, ok = srv.Doc(dbName, "c", 1)
+	require.True(t, ok, "not committed after retry")
 }
 
 func TestCloseConnectionOnceIsRetriedByDriver(t *testing.T) {
@@ -802,46 +650,37 @@ func TestCloseConnectionOnceIsRetriedByDriver(t *testing.T) {
 	sess, _ := insertInTxn(t, ctx, client, coll)
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, CloseConnection: true})
 	srv.ResetCommands()
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit")
 	cmds := srv.Commands()
-	if names := namesOf(cmds); !slices.Equal(names, []string{"commitTransaction", "commitTransaction"}) || !cmds[0].Hangup || cmds[1].Hangup {
-		t.Fatalf("commands = %v", cmds)
-	}
-	if cmds[0].ConnectionID == cmds[1].ConnectionID {
-		t.Fatal("retry used the closed connection")
-	}
+	names := namesOf(cmds)
+	require.Equal(t, []string{"commitTransaction", "commitTransaction"}, names, "commands = %v", cmds)
+	require.True(t, cmds[0].Hangup, "commands = %v", cmds)
+	require.False(t, cmds[1].Hangup, "commands = %v", cmds)
+	require.NotEqual(t, cmds[1].ConnectionID, cmds[0].ConnectionID, "retry used the closed connection")
 }
 
 func TestCloseConnectionAfterApplyCommitsOnce(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
 	mustInsert(t, ctx, coll, bson.M{"_id": 1, "n": 0})
 	sess, sctx := startTxn(t, ctx, client)
-	if _, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
-		t.Fatal(err)
-	}
-	err := client.Database("admin").RunCommand(ctx, doc(
+	_, err := coll.UpdateOne(sctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"n": 1}})
+	require.NoError(t, err)
+	err = client.Database("admin").RunCommand(ctx, doc(
 		"configureFailPoint", "failCommand",
 		"mode", doc("times", 1),
 		"data", doc("failCommands", bson.A{"commitTransaction"}, "closeConnectionAfterApply", true),
 	)).Err()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	srv.ResetCommands()
 	// The first commit applies and loses its reply; the driver's retry of
 	// the same transaction number succeeds without applying it twice.
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
-	if got := value(t, srv, "c", 1, "n").Int32(); got != 1 {
-		t.Fatalf("n = %d, want 1", got)
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit")
+	got := value(t, srv, "c", 1, "n").Int32()
+	require.EqualValues(t, 1, got, "n = %d, want 1", got)
 	cmds := srv.Commands()
-	if names := namesOf(cmds); !slices.Equal(names, []string{"commitTransaction", "commitTransaction"}) || !cmds[0].Hangup {
-		t.Fatalf("commands = %v", cmds)
-	}
+	names := namesOf(cmds)
+	require.Equal(t, []string{"commitTransaction", "commitTransaction"}, names, "commands = %v", cmds)
+	require.True(t, cmds[0].Hangup, "commands = %v", cmds)
 }
 
 func TestRetryableWriteAppliedOnce(t *testing.T) {
@@ -849,16 +688,15 @@ func TestRetryableWriteAppliedOnce(t *testing.T) {
 	ctx := testContext(t)
 	coll := connect(t, srv).Database(dbName).Collection("c")
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"insert"}, Times: 1, CloseConnectionAfterApply: true})
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": 1}); err != nil {
-		t.Fatalf("insert: %v (the retry must get the first reply, not a duplicate key error)", err)
-	}
+	_, err := coll.InsertOne(ctx, bson.M{"_id": 1})
+	require.NoError(t, err, "insert: %v (the retry must get the first reply, not a duplicate key error)")
 	cmds := srv.Commands()
-	if len(cmds) != 2 || cmds[0].TxnNumber != cmds[1].TxnNumber || !cmds[0].HasTxnNumber || cmds[0].InTransaction {
-		t.Fatalf("commands = %v", cmds)
-	}
-	if got := len(srv.Docs(dbName, "c")); got != 1 {
-		t.Fatalf("%d documents", got)
-	}
+	require.EqualValues(t, 2, len(cmds), "commands = %v", cmds)
+	require.EqualValues(t, cmds[1].TxnNumber, cmds[0].TxnNumber, "commands = %v", cmds)
+	require.True(t, cmds[0].HasTxnNumber, "commands = %v", cmds)
+	require.False(t, cmds[0].InTransaction, "commands = %v", cmds)
+	got := len(srv.Docs(dbName, "c"))
+	require.EqualValues(t, 1, got, "%d documents", got)
 }
 
 func TestWriteConcernErrorOnCommit(t *testing.T) {
@@ -869,17 +707,14 @@ func TestWriteConcernErrorOnCommit(t *testing.T) {
 		Times:             1,
 		WriteConcernError: &mongotest.WriteConcernError{Code: 64, Message: "waiting for replication timed out"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	err = sess.CommitTransaction(ctx)
-	if se := serverError(t, err); !se.HasErrorCode(64) || !se.HasErrorLabel("UnknownTransactionCommitResult") {
-		t.Fatalf("commit: %v, want WriteConcernFailed labelled UnknownTransactionCommitResult", err)
-	}
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(64), "commit: %v, want WriteConcernFailed labelled UnknownTransactionCommitResult", err)
+	require.True(t, se.HasErrorLabel("UnknownTransactionCommitResult"), "commit: %v, want WriteConcernFailed labelled UnknownTransactionCommitResult", err)
 	// A write concern error reports on replication, not on the commit.
-	if _, ok := srv.Doc(dbName, "c", 1); !ok {
-		t.Fatal("commit with writeConcernError not applied")
-	}
+	_, ok := srv.Doc(dbName, "c", 1)
+	require.True(t, ok, "commit with writeConcernError not applied")
 }
 
 func TestFailPointSkipBlockAndAppName(t *testing.T) {
@@ -889,33 +724,21 @@ func TestFailPointSkipBlockAndAppName(t *testing.T) {
 	named := connect(t, srv, options.Client().SetAppName("victim"))
 
 	err := srv.SetFailPoint(mongotest.FailPoint{Commands: []string{"ping"}, ErrorCode: 11600, AppName: "victim", Skip: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := plain.Ping(ctx, nil); err != nil {
-		t.Fatalf("ping from another app: %v", err)
-	}
-	if err := named.Ping(ctx, nil); err != nil {
-		t.Fatalf("skipped ping: %v", err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, plain.Ping(ctx, nil), "ping from another app")
+	require.NoError(t, named.Ping(ctx, nil), "skipped ping")
 	for i := 0; i < 2; i++ {
 		err := named.Database("admin").RunCommand(ctx, doc("ping", 1)).Err()
-		if se := serverError(t, err); !se.HasErrorCode(11600) {
-			t.Fatalf("ping %d: %v", i, err)
-		}
+		se := serverError(t, err)
+		require.True(t, se.HasErrorCode(11600), "ping %d: %v", i, err)
 	}
-	if n := srv.ClearFailPoint(); n != 2 {
-		t.Fatalf("fail point acted %d times, want 2", n)
-	}
+	n := srv.ClearFailPoint()
+	require.EqualValues(t, 2, n, "fail point acted %d times, want 2", n)
 
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"ping"}, Times: 1, BlockTime: 30 * time.Millisecond})
 	start := time.Now()
-	if err := plain.Ping(ctx, nil); err != nil {
-		t.Fatalf("blocked ping: %v", err)
-	}
-	if time.Since(start) < 30*time.Millisecond {
-		t.Fatal("blockTimeMS did not delay the command")
-	}
+	require.NoError(t, plain.Ping(ctx, nil), "blocked ping")
+	require.False(t, time.Since(start) < 30*time.Millisecond, "blockTimeMS did not delay the command")
 }
 
 func TestNoSuchTransactionAfterLifetime(t *testing.T) {
@@ -923,64 +746,49 @@ func TestNoSuchTransactionAfterLifetime(t *testing.T) {
 	sess, _ := insertInTxn(t, ctx, client, coll)
 	deadline := time.Now().Add(5 * time.Second)
 	for srv.OpenTransactions() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("transaction outlived its lifetime")
-		}
+		require.False(t, time.Now().After(deadline), "transaction outlived its lifetime")
 		time.Sleep(10 * time.Millisecond)
 		_ = coll.FindOne(ctx, bson.M{}).Err() // commands reap expired transactions
 	}
 	err := sess.CommitTransaction(ctx)
-	if se := serverError(t, err); !se.HasErrorCode(251) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("commit of expired transaction: %v", err)
-	}
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(251), "commit of expired transaction: %v", err)
+	require.True(t, se.HasErrorLabel("TransientTransactionError"), "commit of expired transaction: %v", err)
 }
 
 func TestDropConnectionsAndClose(t *testing.T) {
 	srv, err := mongotest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ctx := testContext(t)
 	client := connect(t, srv)
 	coll := client.Database(dbName).Collection("c")
 	mustInsert(t, ctx, coll, bson.M{"_id": 1})
-	if srv.DropConnections() == 0 {
-		t.Fatal("no connections to drop")
-	}
+	require.NotEqual(t, 0, srv.DropConnections(), "no connections to drop")
 	// Reads are retried by the driver on a new connection.
-	if err := coll.FindOne(ctx, bson.M{"_id": 1}).Err(); err != nil {
-		t.Fatalf("find after drop: %v", err)
-	}
+	require.NoError(t, coll.FindOne(ctx, bson.M{"_id": 1}).Err(), "find after drop")
 	srv.Close()
 	srv.Close()
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	if err := coll.FindOne(short, bson.M{"_id": 1}).Err(); err == nil {
-		t.Fatal("find succeeded after Close")
-	}
+	require.Error(t, coll.FindOne(short, bson.M{"_id": 1}).Err(), "find after Close")
 }
 
 func TestConcurrentInsertsOfOneID(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
 	s1, ctx1 := startTxn(t, ctx, client)
 	_, ctx2 := startTxn(t, ctx, client)
-	if _, err := coll.InsertOne(ctx1, bson.M{"_id": "x", "by": 1}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := coll.InsertOne(ctx2, bson.M{"_id": "x", "by": 2})
-	if se := serverError(t, err); !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
-		t.Fatalf("second insert: %v, want WriteConflict", err)
-	}
-	if err := s1.CommitTransaction(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_, err := coll.InsertOne(ctx1, bson.M{"_id": "x", "by": 1})
+	require.NoError(t, err)
+	_, err = coll.InsertOne(ctx2, bson.M{"_id": "x", "by": 2})
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(112), "second insert: %v, want WriteConflict", err)
+	require.True(t, se.HasErrorLabel("TransientTransactionError"), "second insert: %v, want WriteConflict", err)
+	require.NoError(t, s1.CommitTransaction(ctx))
 	// Once committed, the same insert outside a transaction is a duplicate.
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": "x"}); !mongo.IsDuplicateKeyError(err) {
-		t.Fatalf("insert after commit: %v", err)
-	}
-	if got := value(t, srv, "c", "x", "by").Int32(); got != 1 {
-		t.Fatalf("by = %d", got)
-	}
+	_, err = coll.InsertOne(ctx, bson.M{"_id": "x"})
+	require.True(t, mongo.IsDuplicateKeyError(err), "insert after commit: %v", err)
+	got := value(t, srv, "c", "x", "by").Int32()
+	require.EqualValues(t, 1, got, "by = %d", got)
 }
 
 func TestConfigureFailPointRejectsBadInput(t *testing.T) {
@@ -994,9 +802,8 @@ func TestConfigureFailPointRejectsBadInput(t *testing.T) {
 		doc("configureFailPoint", "failCommand", "mode", "alwaysOn", "data", doc("failCommands", bson.A{"find"})),
 	} {
 		err := admin.RunCommand(ctx, cmd).Err()
-		if se := serverError(t, err); !se.HasErrorCode(2) {
-			t.Errorf("%v: %v, want BadValue", cmd, err)
-		}
+		se := serverError(t, err)
+		assert.True(t, se.HasErrorCode(2), "%v: %v, want BadValue", cmd, err)
 	}
 }
 
@@ -1009,32 +816,21 @@ func TestDriverRetriesCommitUntilDeadline(t *testing.T) {
 	sess, _ := insertInTxn(t, ctx, client, coll)
 	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 3, CloseConnection: true})
 	srv.ResetCommands()
-	if err := sess.CommitTransaction(ctx); err != nil {
-		t.Fatalf("commit under a deadline: %v", err)
-	}
-	if got := len(srv.Commands()); got != 4 {
-		t.Fatalf("%d commit attempts, want 4: %v", got, srv.Commands())
-	}
+	require.NoError(t, sess.CommitTransaction(ctx), "commit under a deadline")
+	got := len(srv.Commands())
+	require.EqualValues(t, 4, got, "%d commit attempts, want 4: %v", got, srv.Commands())
 }
 
 func TestKillSessionsAbortsOpenTransaction(t *testing.T) {
 	srv, ctx, client, coll := setup(t)
 	sess, _ := insertInTxn(t, ctx, client, coll)
-	if srv.OpenTransactions() != 1 {
-		t.Fatal("no open transaction")
-	}
+	require.EqualValues(t, 1, srv.OpenTransactions(), "no open transaction")
 	err := client.Database("admin").RunCommand(ctx, doc("killSessions", bson.A{sess.ID()})).Err()
-	if err != nil {
-		t.Fatalf("killSessions: %v", err)
-	}
-	if srv.OpenTransactions() != 0 {
-		t.Fatal("killSessions left the transaction open")
-	}
+	require.NoError(t, err, "killSessions")
+	require.EqualValues(t, 0, srv.OpenTransactions(), "killSessions left the transaction open")
 	err = sess.CommitTransaction(ctx)
-	if se := serverError(t, err); !se.HasErrorCode(251) {
-		t.Fatalf("commit after killSessions: %v, want NoSuchTransaction", err)
-	}
-	if _, ok := srv.Doc(dbName, "c", 1); ok {
-		t.Fatal("killed transaction committed")
-	}
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(251), "commit after killSessions: %v, want NoSuchTransaction", err)
+	_, ok := srv.Doc(dbName, "c", 1)
+	require.False(t, ok, "killed transaction committed")
 }

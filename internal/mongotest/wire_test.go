@@ -7,31 +7,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 func marshal(t *testing.T, v any) bson.Raw {
 	t.Helper()
 	b, err := bson.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return b
 }
 
 // roundTrip writes msg to nc and reads one reply.
 func roundTrip(t *testing.T, nc net.Conn, msg []byte) (header, []byte) {
 	t.Helper()
-	if err := nc.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nc.Write(msg); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, nc.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := nc.Write(msg)
+	require.NoError(t, err)
 	h, body, err := readMessage(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return h, body
 }
 
@@ -69,101 +64,73 @@ func opMsgWithSequence(requestID int32, flags uint32, body bson.Raw, id string, 
 
 func TestRawWireProtocol(t *testing.T) {
 	s, err := Start()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer s.Close()
 	nc, err := net.Dial("tcp", s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer nc.Close()
 
 	// Legacy OP_QUERY isMaster gets an OP_REPLY.
 	h, body := roundTrip(t, nc, buildOpQuery(7, "admin.$cmd", marshal(t, bson.D{{Key: "isMaster", Value: 1}, {Key: "helloOk", Value: true}})))
-	if h.opCode != opReply || h.responseTo != 7 {
-		t.Fatalf("reply header %+v", h)
-	}
-	if n := binary.LittleEndian.Uint32(body[16:]); n != 1 {
-		t.Fatalf("numberReturned = %d", n)
-	}
+	require.EqualValues(t, opReply, h.opCode, "reply header %+v", h)
+	require.EqualValues(t, 7, h.responseTo, "reply header %+v", h)
+	n := binary.LittleEndian.Uint32(body[16:])
+	require.EqualValues(t, 1, n, "numberReturned = %d", n)
 	reply := bson.Raw(body[20:])
-	if !reply.Lookup("ismaster").Boolean() || !reply.Lookup("helloOk").Boolean() || reply.Lookup("setName").StringValue() != "rs0" {
-		t.Fatalf("isMaster reply %v", reply)
-	}
+	require.True(t, reply.Lookup("ismaster").Boolean(), "isMaster reply %v", reply)
+	require.True(t, reply.Lookup("helloOk").Boolean(), "isMaster reply %v", reply)
+	require.EqualValues(t, "rs0", reply.Lookup("setName").StringValue(), "isMaster reply %v", reply)
 
 	// Other commands are refused over OP_QUERY, as by MongoDB 7.0.
 	_, body = roundTrip(t, nc, buildOpQuery(8, "test.$cmd", marshal(t, bson.D{{Key: "ping", Value: 1}})))
-	if code := bson.Raw(body[20:]).Lookup("code").Int32(); code != codeUnsupportedOpQueryCommand {
-		t.Fatalf("ping over OP_QUERY: code %d", code)
-	}
+	code := bson.Raw(body[20:]).Lookup("code").Int32()
+	require.EqualValues(t, codeUnsupportedOpQueryCommand, code, "ping over OP_QUERY: code %d", code)
 
 	// OP_MSG insert with a document sequence.
 	ins := marshal(t, bson.D{{Key: "insert", Value: "c"}, {Key: "$db", Value: "test"}})
 	h, body = roundTrip(t, nc, opMsgWithSequence(9, 0, ins, "documents",
 		marshal(t, bson.D{{Key: "_id", Value: 1}}), marshal(t, bson.D{{Key: "_id", Value: 2}})))
-	if h.opCode != opMsg || h.responseTo != 9 {
-		t.Fatalf("reply header %+v", h)
-	}
+	require.EqualValues(t, opMsg, h.opCode, "reply header %+v", h)
+	require.EqualValues(t, 9, h.responseTo, "reply header %+v", h)
 	_, r, err := parseOpMsg(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Lookup("n").Int32() != 2 || r.Lookup("ok").Double() != 1 {
-		t.Fatalf("insert reply %v", r)
-	}
+	require.NoError(t, err)
+	require.EqualValues(t, 2, r.Lookup("n").Int32(), "insert reply %v", r)
+	require.EqualValues(t, 1, r.Lookup("ok").Double(), "insert reply %v", r)
 
 	// moreToCome (an unacknowledged write) gets no reply; the next request does.
 	_, err = nc.Write(opMsgWithSequence(10, msgMoreToCome, ins, "documents", marshal(t, bson.D{{Key: "_id", Value: 3}})))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	h, _ = roundTrip(t, nc, opMsgWithSequence(11, 0, ins, "documents", marshal(t, bson.D{{Key: "_id", Value: 4}})))
-	if h.responseTo != 11 {
-		t.Fatalf("reply to %d, want 11", h.responseTo)
-	}
-	if got := len(s.Docs("test", "c")); got != 4 {
-		t.Fatalf("%d documents, want 4", got)
-	}
+	require.EqualValues(t, 11, h.responseTo, "reply to %d, want 11", h.responseTo)
+	require.Len(t, s.Docs("test", "c"), 4)
 
 	// A field given twice, in the body and as a sequence, is malformed: the
 	// server hangs up.
 	bad := marshal(t, bson.D{{Key: "insert", Value: "c"}, {Key: "documents", Value: bson.A{}}, {Key: "$db", Value: "test"}})
-	if _, err := nc.Write(opMsgWithSequence(12, 0, bad, "documents")); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := readMessage(nc); err == nil {
-		t.Fatal("malformed message answered")
-	}
+	_, err = nc.Write(opMsgWithSequence(12, 0, bad, "documents"))
+	require.NoError(t, err)
+	_, _, err = readMessage(nc)
+	require.Error(t, err, "malformed message answered")
 }
 
 func TestCloseStopsEveryGoroutine(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s, err := Start()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var conns []net.Conn
 	for i := 0; i < 3; i++ {
 		nc, err := net.Dial("tcp", s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		conns = append(conns, nc)
 	}
 	// One connection waits in a blocked fail point when the server stops.
-	if err := s.SetFailPoint(FailPoint{Commands: []string{"ping"}, BlockTime: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, s.SetFailPoint(FailPoint{Commands: []string{"ping"}, BlockTime: time.Hour}))
 	ping := marshal(t, bson.D{{Key: "ping", Value: 1}, {Key: "$db", Value: "admin"}})
 	msg := buildOpMsg(1, 0, ping)
-	if _, err := conns[0].Write(msg); err != nil {
-		t.Fatal(err)
-	}
+	_, err = conns[0].Write(msg)
+	require.NoError(t, err)
 	for deadline := time.Now().Add(5 * time.Second); len(s.Commands()) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("ping never arrived")
-		}
+		require.False(t, time.Now().After(deadline), "ping never arrived")
 		time.Sleep(time.Millisecond)
 	}
 	s.Close()
@@ -174,7 +141,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			require.Failf(t, "goroutines left", "%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -219,13 +186,11 @@ func TestMatches(t *testing.T) {
 	}
 	for _, c := range cases {
 		got, err := matches(d, marshal(t, c.filter))
-		if err != nil || got != c.want {
-			t.Errorf("matches(%v) = %v, %v; want %v", c.filter, got, err, c.want)
-		}
+		assert.Nil(t, err, "matches(%v)", c.filter)
+		assert.Equal(t, c.want, got, "matches(%v)", c.filter)
 	}
-	if _, err := matches(d, marshal(t, bson.D{{Key: "n", Value: bson.D{{Key: "$regex", Value: "x"}}}})); err == nil {
-		t.Error("unsupported operator accepted")
-	}
+	_, err := matches(d, marshal(t, bson.D{{Key: "n", Value: bson.D{{Key: "$regex", Value: "x"}}}}))
+	assert.NotNil(t, err, "unsupported operator accepted")
 }
 
 func TestApplyUpdate(t *testing.T) {
@@ -258,13 +223,11 @@ func TestApplyUpdate(t *testing.T) {
 	}
 	for _, c := range cases {
 		got, err := applyUpdate(old, docValue(marshal(t, c.update)), false, now)
-		if err != nil {
-			t.Errorf("applyUpdate(%v): %v", c.update, err)
+		if !assert.Nil(t, err, "applyUpdate(%v)", c.update) {
 			continue
 		}
-		if want := marshal(t, c.want); string(got) != string(want) {
-			t.Errorf("applyUpdate(%v) = %v, want %v", c.update, got, want)
-		}
+		want := marshal(t, c.want)
+		assert.EqualValues(t, string(want), string(got), "applyUpdate(%v) = %v, want %v", c.update, got, want)
 	}
 	for _, bad := range []bson.D{
 		{{Key: "$set", Value: bson.D{{Key: "_id", Value: 2}}}},
@@ -272,9 +235,8 @@ func TestApplyUpdate(t *testing.T) {
 		{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 1}}}},
 		{{Key: "$bogus", Value: bson.D{{Key: "a", Value: 1}}}},
 	} {
-		if _, err := applyUpdate(old, docValue(marshal(t, bad)), false, now); err == nil {
-			t.Errorf("applyUpdate(%v) succeeded", bad)
-		}
+		_, err := applyUpdate(old, docValue(marshal(t, bad)), false, now)
+		assert.NotNil(t, err, "applyUpdate(%v) succeeded", bad)
 	}
 }
 
@@ -283,10 +245,6 @@ func TestValueKeyTreatsEqualNumbersAlike(t *testing.T) {
 	for _, v := range []any{int32(7), int64(7), 7.0} {
 		keys[valueKey(mustValue(v))] = true
 	}
-	if len(keys) != 1 {
-		t.Fatalf("keys %v", keys)
-	}
-	if valueKey(mustValue("7")) == valueKey(mustValue(7)) {
-		t.Fatal("string and number share a key")
-	}
+	require.EqualValues(t, 1, len(keys), "keys %v", keys)
+	require.NotEqual(t, valueKey(mustValue(7)), valueKey(mustValue("7")), "string and number share a key")
 }
