@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
@@ -105,6 +107,90 @@ func commitReplyLost(t *testing.T, e *env, p *faultproxy.Proxy, g *gate, uri str
 	checkCommands(t, e, lsid, "update#1 start", "commitTransaction#1")
 	assert.EqualValues(t, 1, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"), "the commit was applied once")
 	return gu.Last
+}
+
+// TestCommitNotSentIsRetried: the server becomes unreachable after fn's
+// last operation and before the commit, and the driver has seen it go (its
+// monitor marked the member unknown). The Runner's commitTransaction fails
+// server selection: the driver did not send it, and no earlier commit of
+// the transaction exists, so nothing was committed and the error is
+// retryable (fn runs again in a new transaction), not an unknown outcome.
+// The driver leaves that error unlabelled; before the fix Run returned it
+// as a permanent error after one attempt.
+//
+// Only mongotest can stand behind the proxy chain in replica-set mode
+// (mongotest.WithHost); through a direct connection the driver never
+// fails server selection, so the scenario cannot be built against a real
+// replica set.
+func TestCommitNotSentIsRetried(t *testing.T) {
+	t.Run("mongotest", func(t *testing.T) {
+		g := startGate(t, "")
+		srv := mongotest.New(t, mongotest.WithHost(g.Addr()))
+		g.setTarget(srv.Addr())
+		e := newEnv(t, "mongotest", srv, "mongodb://"+srv.Addr()+"/?directConnection=true")
+		e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
+		unknown := make(chan struct{}, 1)
+		client := connect(t, srv.URI(), options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor()).
+			SetServerSelectionTimeout(selectionTimeout).SetHeartbeatInterval(500*time.Millisecond).
+			SetServerMonitor(&event.ServerMonitor{
+				ServerDescriptionChanged: func(ev *event.ServerDescriptionChangedEvent) {
+					if ev.NewDescription.Kind == "Unknown" {
+						select {
+						case unknown <- struct{}{}:
+						default:
+						}
+					}
+				},
+			}))
+		t.Cleanup(func() {
+			// Ending the client's sessions needs a server: do not wait
+			// for the usual disconnect timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), selectionTimeout)
+			defer cancel()
+			_ = client.Disconnect(ctx)
+		})
+		rec := &recorder{}
+		r := txnmongo.New(client, txn.MaxAttempts(2), txn.WithClock(newClock()), txn.WithObserver(rec))
+		acct := client.Database(e.db).Collection("acct")
+		calls := 0
+		var lsid string
+		var id bson.Raw
+		err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+			calls++
+			lsid, id = sessionID(sess), slices.Clone(sess.ID())
+			if calls > 1 {
+				_, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
+				return err
+			}
+			if _, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
+				return err
+			}
+			g.die()
+			select {
+			case <-unknown:
+			case <-time.After(waitLimit):
+				return txn.Permanent(errors.New("the driver never saw the server go"))
+			}
+			return nil
+		})
+		// The first transaction is still open on the server, which would
+		// abort it after transactionLifetimeLimitSeconds.
+		defer e.killSession(t, id)
+		require.NotEmpty(t, rec.retries, "Run = %v: the unsent commit must be retried", err)
+		assert.Equal(t, txn.ClassRetryable, rec.retries[0].Class, "a commit that reached no server committed nothing")
+		var sse topology.ServerSelectionError
+		assert.ErrorAs(t, rec.retries[0].Err, &sse)
+		// The server stays away: the second attempt cannot reach it
+		// either, and Run stops at the attempt limit with a known outcome.
+		require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+		assert.NotErrorIs(t, err, txn.ErrCommitUnknown, "no commit reached the server: the outcome is known")
+		assert.Equal(t, 2, calls)
+		checkCommands(t, e, lsid, "update#1 start") // no commit, no abort reached the server
+		assert.EqualValues(t, 0, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"))
+	})
+	t.Run("replset", func(t *testing.T) {
+		t.Skip("needs a replica set member behind a proxy that the driver discovers as such (mongotest.WithHost); a real replica set names its own hosts")
+	})
 }
 
 // TestFnFinishesTransactionThenFails: fn commits or aborts the
