@@ -118,6 +118,11 @@ type runState struct {
 	// committed, so a later re-send that reaches no server cannot say it
 	// did not.
 	unknown bool
+	// timedOut is true when the last commitTransaction failed with an
+	// error the driver treats as a timeout. The driver then returns
+	// before it clears the session's "committing" mark, which only an
+	// abort of a running transaction clears.
+	timedOut bool
 }
 
 // runKey is the context key of the runState.
@@ -180,6 +185,16 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 	default:
 		return nil, fmt.Errorf("%w: txnmongo expects TxOptions, got %T", txn.ErrBadOption, opts)
 	}
+	if st.timedOut && !st.sess.TransactionRunning() {
+		// The session is still marked as committing and no abort can
+		// clear the mark: the driver would send every statement of a
+		// new transaction with startTransaction and commit none of them.
+		// This follows a commit re-send that timed out in server
+		// selection, so the first transaction's outcome is unknown.
+		return nil, &commitError{class: txn.ClassPermanent, err: fmt.Errorf(
+			"txnmongo: cannot run fn again on the Run's session, which the driver still marks as committing after a commit that timed out: %w",
+			txn.ErrCommitUnknown)}
+	}
 	if st.sess.TransactionRunning() {
 		// A commit that timed out (MaxTimeMSExpired, or the driver's own
 		// timeout) leaves the transaction open on the client; this only
@@ -194,7 +209,7 @@ func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 	if err := st.sess.StartTransaction(list...); err != nil {
 		return nil, fmt.Errorf("txnmongo: start transaction: %w", err)
 	}
-	st.committing, st.unknown = false, false
+	st.committing, st.unknown, st.timedOut = false, false, false
 	return st.sess, nil
 }
 
@@ -250,6 +265,7 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 // Run returns txn.ErrCommitUnknown); any other such error is ambiguous
 // too.
 func (st *runState) commitFailed(err error) error {
+	st.timedOut = mongo.IsTimeout(err)
 	switch {
 	case isCode(err, codeNoSuchTransaction):
 		return &commitError{err: err, class: Classify(err), context: "txnmongo: commit: the server had already aborted the transaction " +
