@@ -169,7 +169,11 @@ func stateOf(ctx context.Context) (*runState, error) {
 
 // Begin starts a transaction on the Run's session with the default options
 // overlaid by those of TxOptions. StartTransaction contacts no server: the
-// transaction starts with fn's first operation.
+// transaction starts with fn's first operation. After a commit that timed
+// out, Begin aborts the transaction when it is still running, and returns
+// a permanent error matching txn.ErrCommitUnknown when it is not: the
+// driver then still marks the session as committing, and a new
+// transaction on it would not be committed.
 func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
 	st, err := stateOf(ctx)
 	if err != nil {
