@@ -26,6 +26,24 @@ import (
 // server becomes unreachable, short so that the tests stay fast.
 const selectionTimeout = 300 * time.Millisecond
 
+// warm waits until client has selected its server and holds an idle
+// pooled connection to it, so that under a short server selection timeout
+// only the failures a test provokes can time out, not a slow handshake
+// on a loaded machine.
+func warm(t *testing.T, client *mongo.Client) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := client.Ping(ctx, nil)
+		cancel()
+		if err == nil {
+			return
+		}
+		require.False(t, time.Now().After(deadline), "server never reachable: %v", err)
+	}
+}
+
 // TestCommitReplyLostThenServerUnreachable: the server applies the
 // commit, its reply is lost (a proxy cuts the connection after reading
 // it), and from then on the server refuses connections. The driver's own
@@ -91,6 +109,8 @@ func TestIdempotentAfterCommitUnreachable(t *testing.T) {
 		e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
 		p.Arm([]byte("commitTransaction"), faultproxy.CutAfterReply)
 		client := connect(t, srv.URI(), options.Client().SetAppName(e.app).SetServerSelectionTimeout(selectionTimeout))
+		warm(t, client)
+		e.resetCommands() // the ping's implicit session may be the Run's, pooled
 		r := txnmongo.New(client, txn.WithClock(newClock()))
 		acct := client.Database(e.db).Collection("acct")
 		calls := 0
@@ -121,6 +141,8 @@ func commitReplyLost(t *testing.T, e *env, p *faultproxy.Proxy, g *gate, uri str
 	p.Arm([]byte("commitTransaction"), faultproxy.CutAfterReply)
 	client := connect(t, uri, options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor()).
 		SetServerSelectionTimeout(selectionTimeout))
+	warm(t, client)
+	e.resetCommands() // the ping's implicit session may be the Run's, pooled
 	rec := &recorder{}
 	r := txnmongo.New(client, txn.WithClock(newClock()), txn.WithObserver(rec))
 	acct := client.Database(e.db).Collection("acct")
@@ -183,6 +205,8 @@ func TestCommitNotSentIsRetried(t *testing.T) {
 					}
 				},
 			}))
+		warm(t, client)
+		e.resetCommands() // the ping's implicit session may be the Run's, pooled
 		t.Cleanup(func() {
 			// Ending the client's sessions needs a server: do not wait
 			// for the usual disconnect timeout.
