@@ -319,13 +319,19 @@ func TestFnFinishesTransactionThenFails(t *testing.T) {
 				}
 				r := txnmongo.New(e.client, txn.WithClock(newClock()))
 				calls := 0
+				var id bson.Raw
 				err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
 					calls++
+					id = slices.Clone(sess.ID())
 					if _, err := e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
 						return err
 					}
 					return tc.finish(ctx, sess)
 				})
+				// A commit of fn's that failed leaves the transaction open
+				// on the server, holding its lock until
+				// transactionLifetimeLimitSeconds.
+				defer e.killSession(t, id)
 				require.ErrorIs(t, err, txn.ErrFnFinishedTx)
 				assert.Equal(t, 1, calls, "fn must not run again")
 				e.clearFailPoint(t)
