@@ -16,6 +16,7 @@ import (
 	"fmt"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds.
@@ -125,9 +126,10 @@ func (b *Backend) RollbackToSavepoint(ctx context.Context, tx *sql.Tx, name stri
 // ClassifyConn returns txn.ClassConnLost for driver.ErrBadConn and
 // txn.ClassPermanent for everything else. database/sql's contract says a
 // driver returns ErrBadConn only when the server cannot have acted, but not
-// every driver keeps it, so at COMMIT it is treated as ambiguous.
+// every driver keeps it, so at COMMIT it is treated as ambiguous. It looks
+// through wrapping and never panics: typed nils in err's chain are skipped.
 func ClassifyConn(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
+	if errchain.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
