@@ -145,3 +145,24 @@ func FuzzClassify(f *testing.F) {
 		assert.Equal(t, txn.ClassPermanent, txnsqlite.Classify(wrapN(tn, d)), "a typed nil is not an error to retry")
 	})
 }
+
+// TestCantOpenIsPermanent runs on a database file in a directory that does
+// not exist: the connect fails with SQLITE_CANTOPEN, which Classify leaves
+// permanent (a missing directory or a permission does not fix itself), so
+// Run returns after one attempt without running fn.
+func TestCantOpenIsPermanent(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "missing", "x.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	rec := &recorder{}
+	r := txnsqlite.New(db, txn.MaxAttempts(3), txn.WithObserver(rec))
+	calls := 0
+	err = r.Run(context.Background(), func(context.Context, *sql.Tx) error { calls++; return nil })
+	require.Error(t, err)
+	var se *sqlite.Error
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, 14, se.Code()&0xff, "SQLITE_CANTOPEN: %v", err)
+	assert.Equal(t, txn.ClassPermanent, txnsqlite.Classify(err))
+	assert.Zero(t, calls)
+	assert.Empty(t, rec.codes(), "no retry")
+}
