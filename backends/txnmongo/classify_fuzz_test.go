@@ -113,8 +113,9 @@ func fuzzBase(kind uint8, code int32, msg string, labels []string) error {
 // nils. Properties: no panic; a known Class; wrapping, errors.Join and a
 // type with Unwrap() []error do not change the class; a typed nil alone,
 // however wrapped, is permanent; an error without the three labels is
-// permanent; UnknownTransactionCommitResult without code 50 or 388 means
-// commit-retryable; code 388 is never retried.
+// permanent; UnknownTransactionCommitResult without MaxTimeMSExpired (code
+// 50, or the name on a command error) or code 388 means commit-retryable;
+// code 388 is never retried.
 func FuzzClassify(f *testing.F) {
 	for _, code := range []int32{0, 24, 50, 112, 189, 251, 262, 388, 10107, 11000, 11600, 13435, -1, 1 << 30} {
 		for mask := uint8(0); mask < 8; mask++ {
@@ -147,7 +148,10 @@ func FuzzClassify(f *testing.F) {
 		if code == 388 {
 			assert.Equal(t, txn.ClassPermanent, c, "TransactionTooLargeForCache")
 		}
-		if mask&2 != 0 && code != 50 && code != 388 {
+		// MaxTimeMSExpired is recognised by code (50) or, on a command
+		// error, by name; kind 0 uses msg as the name.
+		maxTime := code == 50 || (kind%6 == 0 && msg == "MaxTimeMSExpired")
+		if mask&2 != 0 && !maxTime && code != 388 {
 			assert.Equal(t, txn.ClassCommitRetryable, c, "UnknownTransactionCommitResult")
 		}
 	})
