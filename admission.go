@@ -542,7 +542,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (ticket, error) {
 		if keyWait {
 			key = st.keys[0]
 		}
-		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: limit, Queue: queued, Key: key})
+		cfg.observer.Admitted(ctx, AdmissionEvent{Operation: cfg.operation, Wait: cfg.clock.Now().Sub(start), Limit: limit, Queue: queued, Key: key})
 	}
 	return t, nil
 }

@@ -23,6 +23,7 @@ type config struct {
 	idempotent      bool
 	beginOptions    any
 	keys            []string
+	operation       string
 
 	// Runner only.
 	budget      *budget
@@ -183,4 +184,16 @@ func RetryBudget(ratio, minPerSecond float64) Option {
 		}
 		c.budget = newBudget(ratio, minPerSecond)
 	}
+}
+
+// Operation names what this call does (an endpoint, a method, a use case):
+// every observer event of the call carries the name in its Operation field,
+// SlogObserver logs it as the "operation" attribute, and the txnotel module
+// records it as the txn.operation metric attribute, so that retries and
+// give-ups can be told apart per operation. Use it per call; given to New it
+// names every call of the Runner that does not set its own. Keep the set of
+// names small (a route pattern, not a URL with ids): metrics are split by
+// it. The empty name, the default, means unnamed.
+func Operation(name string) Option {
+	return func(c *config) { c.operation = name }
 }

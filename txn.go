@@ -250,7 +250,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		st.attempts++
 		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts, Key: st.firstKey()})
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
 		callbacks, err, cls, reason := r.attempt(ctx, &st, fn)
 		if held {
@@ -263,7 +263,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		if err == nil {
 			if cfg.observer != nil {
-				cfg.observer.Committed(ctx, CommitEvent{Attempts: st.attempts, Elapsed: st.elapsed()})
+				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
 			for _, cb := range callbacks {
 				cb()
@@ -273,7 +273,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		switch cls {
 		case ClassPermanent:
 			if cfg.observer != nil {
-				cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: st.elapsed(), Class: cls, Err: err})
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: cls, Err: err})
 			}
 			return err
 		case ClassAmbiguous:
@@ -419,7 +419,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 		return ErrBudgetExhausted
 	}
 	if cfg.observer != nil {
-		cfg.observer.RetryScheduled(ctx, RetryEvent{Attempt: st.attempts, Class: cls, Delay: d, Err: err})
+		cfg.observer.RetryScheduled(ctx, RetryEvent{Operation: cfg.operation, Attempt: st.attempts, Class: cls, Delay: d, Err: err})
 	}
 	return cfg.clock.Sleep(ctx, d)
 }
@@ -428,7 +428,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 func (r *Runner[T]) giveUp(ctx context.Context, st *runState, reason error, cls Class, last error, ambiguous bool) error {
 	e := &GiveUpError{Reason: reason, Ambiguous: ambiguous, Attempts: st.attempts, Elapsed: st.elapsed(), Last: last}
 	if st.cfg.observer != nil {
-		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
+		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
 	}
 	return e
 }
