@@ -157,7 +157,9 @@ func TestStatusMapping(t *testing.T) {
 		{name: "unknown commit gives Unknown", script: func(db *fakedb.DB) { db.FailCommit(fakedb.Err(txn.ClassConnLost, "connection reset")) },
 			code: codes.Unknown, contains: "commit outcome unknown", calls: 1},
 		{name: "deadline gives DeadlineExceeded", err: errConflict, backoff: time.Hour,
-			ctx:  func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), time.Minute) },
+			ctx: func() (context.Context, context.CancelFunc) {
+				return context.WithTimeout(context.Background(), time.Minute)
+			},
 			code: codes.DeadlineExceeded, contains: "before the transaction committed", calls: 1},
 		{name: "handler status passes", err: status.Error(codes.NotFound, "no such account"),
 			code: codes.NotFound, contains: "no such account", calls: 1},
