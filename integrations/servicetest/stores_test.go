@@ -17,12 +17,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/backends/txnpgx"
 	"github.com/txnkit/txn/backends/txnsql"
 	"github.com/txnkit/txn/backends/txnsqlite"
+	"github.com/txnkit/txn/integrations/txngrpc"
 	"github.com/txnkit/txn/internal/faultproxy"
 	"github.com/txnkit/txn/internal/testdb"
 	"github.com/txnkit/txn/txnhttp"
@@ -41,6 +43,8 @@ type store struct {
 	counter string
 	// mw builds the middleware over the store's Runner.
 	mw func(opts ...txnhttp.Option) *txnhttp.Middleware
+	// unary builds the gRPC interceptor over the store's Runner.
+	unary func(opts ...txngrpc.Option) grpc.UnaryServerInterceptor
 	// callOpts are added to every request (SQLite: a DEFERRED BEGIN, so that
 	// two transactions can both read before they write, and conflict).
 	callOpts []txn.Option
@@ -144,6 +148,9 @@ func pgStoreOn(t *testing.T, pool *pgxpool.Pool) store {
 			return errors.As(err, &pgErr) && pgErr.Code == "40001"
 		},
 		mw: func(opts ...txnhttp.Option) *txnhttp.Middleware { return txnhttp.New(r, opts...) },
+		unary: func(opts ...txngrpc.Option) grpc.UnaryServerInterceptor {
+			return txngrpc.UnaryServerInterceptor(r, opts...)
+		},
 		read: func(ctx context.Context) (v int64, err error) {
 			tx, err := txnpgx.Tx(ctx)
 			if err != nil {
@@ -211,6 +218,9 @@ func sqlStore(t *testing.T, name string, db *sql.DB, newRunner func(...txn.Optio
 		retries:  log,
 		conflict: conflict,
 		mw:       func(opts ...txnhttp.Option) *txnhttp.Middleware { return txnhttp.New(r, opts...) },
+		unary: func(opts ...txngrpc.Option) grpc.UnaryServerInterceptor {
+			return txngrpc.UnaryServerInterceptor(r, opts...)
+		},
 		callOpts: callOpts,
 		read: func(ctx context.Context) (v int64, err error) {
 			tx, err := txnsql.Tx(ctx)
