@@ -84,14 +84,19 @@
 // buffering).
 //
 // The operation name of each Run (txn.Operation, seen by observers, logs
-// and metrics) is the route pattern of the standard ServeMux (r.Pattern)
-// when the middleware wraps a route's handler, or the name given to
-// WrapNamed; OperationName replaces the rule.
+// and metrics) is the route pattern of the standard ServeMux: r.Pattern when
+// the middleware wraps a route's handler, the pattern the mux would choose
+// when it wraps a *http.ServeMux, or the name given to WrapNamed;
+// OperationName replaces the rule.
+//
+// A request whose context already carries a transaction of the Runner
+// (the middleware applied twice, or a handler called from inside a Run)
+// joins it: the handler runs once, in it, writing to the outer response.
 //
 // # Proven against
 //
 // The package's own tests use a scripted backend over a real HTTP server.
-// The tests of the module integrations/txnhttptest run the middleware over a
+// The tests of the module integrations/servicetest run the middleware over a
 // real HTTP server against PostgreSQL, MariaDB and SQLite with real
 // serialization failures and deadlocks.
 package txnhttp
@@ -286,8 +291,9 @@ func RollbackOn(rollback func(status int) bool) Option {
 // Middleware runs handlers in transactions of one Runner. Build it with New;
 // it is safe for concurrent use.
 type Middleware struct {
-	run func(ctx context.Context, fn func(ctx context.Context) error, opts []txn.Option) error
-	s   settings
+	run  func(ctx context.Context, fn func(ctx context.Context) error, opts []txn.Option) error
+	inTx func(ctx context.Context) bool
+	s    settings
 }
 
 // New returns the Middleware that runs handlers in transactions of r,
@@ -313,6 +319,10 @@ func New[T any](r *txn.Runner[T], opts ...Option) *Middleware {
 	}
 	m.run = func(ctx context.Context, fn func(context.Context) error, opts []txn.Option) error {
 		return r.Run(ctx, func(ctx context.Context, _ T) error { return fn(ctx) }, opts...)
+	}
+	m.inTx = func(ctx context.Context) bool {
+		_, ok := txn.TxFrom[T](ctx)
+		return ok
 	}
 	return m
 }
@@ -394,6 +404,10 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 			return
 		}
 	}
+	if m.inTx(r.Context()) {
+		h.ServeHTTP(w, r)
+		return
+	}
 	body, rest, err := readBody(r, s.maxBody)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -427,6 +441,9 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 
 	if name == "" {
 		name = s.operation(r)
+	}
+	if mux, ok := h.(*http.ServeMux); ok && name == "" {
+		_, name = mux.Handler(r)
 	}
 	opts := []txn.Option{txn.Operation(name)}
 	if rest != nil {

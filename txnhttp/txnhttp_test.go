@@ -436,3 +436,24 @@ func TestBadConfiguration(t *testing.T) {
 	assert.Equal(t, http.StatusInternalServerError, resp.code)
 	assert.Zero(t, calls)
 }
+
+func TestWholeMuxAndNestedMiddleware(t *testing.T) {
+	o := &obs{}
+	db, r := newRunner(t, txn.WithObserver(o))
+	mw := txnhttp.New(r)
+	calls := 0
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		calls++
+		tx(req).Write("row")
+		_, _ = io.WriteString(w, "ok")
+	})
+	mux := http.NewServeMux()
+	mux.Handle("POST /items/{id}", mw.Wrap(h)) // applied twice: the inner one joins
+	url := serve(t, mw.Wrap(mux))
+	resp := do(t, "POST", url+"/items/3", "")
+	assert.Equal(t, http.StatusOK, resp.code)
+	assert.Equal(t, "ok", resp.body)
+	assert.Equal(t, 1, calls)
+	assert.Equal(t, 1, db.Committed("row"))
+	assert.Equal(t, []string{"POST /items/{id} key="}, o.seen, "one Run, named by the pattern the mux chose")
+}
