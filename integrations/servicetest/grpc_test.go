@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,6 +19,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
 	"github.com/txnkit/txn/integrations/txngrpc"
+	"github.com/txnkit/txn/internal/faultproxy"
 )
 
 const (
@@ -182,4 +184,68 @@ func TestGRPCStreamingPassesThrough(t *testing.T) {
 	assert.Equal(t, int64(5), out.GetValue())
 	assert.Equal(t, codes.Unavailable, status.Code(stream.RecvMsg(out)))
 	assert.Equal(t, int32(1), calls.Load())
+}
+
+func TestGRPCRealCommitOutcomeUnknown(t *testing.T) {
+	pool, proxy := proxiedPGPool(t)
+	s := pgStoreOn(t, pool)
+	var calls atomic.Int32
+	conn := startGRPC(t, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+		calls.Add(1)
+		return in, s.incr(ctx)
+	}}, s.unary())
+	proxy.Arm([]byte("commit"), faultproxy.CutAfterReply)
+	err := conn.Invoke(context.Background(), addMethod, wrapperspb.Int64(1), new(wrapperspb.Int64Value))
+	st := status.Convert(err)
+	assert.Equal(t, codes.Unknown, st.Code(), st.Message())
+	assert.Contains(t, st.Message(), "commit outcome unknown")
+	assert.Equal(t, int32(1), calls.Load(), "never re-run after an unknown outcome")
+	c, _ := s.state()
+	assert.Equal(t, int64(1), c, "the commit did happen")
+}
+
+func TestGRPCRealDeadline(t *testing.T) {
+	pool := pgPool(t, nil)
+	s := pgStoreOn(t, pool)
+	// Another transaction holds the counter's row lock.
+	holder, err := pool.Begin(context.Background())
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(context.Background()) }()
+	_, err = holder.Exec(context.Background(), "UPDATE "+s.counter+" SET v = v WHERE id = 1")
+	require.NoError(t, err)
+
+	// The server gives each call a deadline much shorter than the client's,
+	// so that the status the client gets is the interceptor's.
+	serverDeadline := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		return h(ctx, req)
+	}
+	var calls atomic.Int32
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(serverDeadline, s.unary()))
+	srv.RegisterService(&counterDesc, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+		calls.Add(1)
+		if err := s.audit(ctx); err != nil {
+			return nil, err
+		}
+		return in, s.incr(ctx) // waits for the lock until the deadline
+	}})
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	err = conn.Invoke(ctx, addMethod, wrapperspb.Int64(1), new(wrapperspb.Int64Value))
+	st := status.Convert(err)
+	assert.Equal(t, codes.DeadlineExceeded, st.Code(), st.Message())
+	assert.Contains(t, st.Message(), "before the transaction committed", "the interceptor's status, not the client's own deadline")
+	require.NoError(t, holder.Rollback(context.Background()))
+	c, a := s.state()
+	assert.Equal(t, int64(0), c)
+	assert.Equal(t, int64(0), a, "the audit row was rolled back")
 }
