@@ -233,8 +233,8 @@ func SkipSafeMethods() Option {
 // Keys takes the conflict keys of each request from it (txn.Keys): calls
 // naming a common key run their attempts one at a time. keys is called once
 // per request, before the first attempt, with a request whose body can be
-// read (and is read again from the start by the handler). Returning no key
-// sets none.
+// read (and is read again from the start by the handler; a body streamed
+// under LargeBodyOnce is not shown to it). Returning no key sets none.
 func Keys(keys func(r *http.Request) []string) Option {
 	return func(s *settings) {
 		if keys == nil {
@@ -388,9 +388,19 @@ func (f HandlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// errStatusRollback is what fn returns when the handler's status asks for a
-// rollback: the held response is then sent as it is.
-var errStatusRollback = errors.New("txnhttp: handler answered with a rollback status")
+// errStatusRollback is matched by what fn returns when the handler's status
+// asks for a rollback: the held response is then sent as it is.
+var errStatusRollback = errors.New("txnhttp: rolled back")
+
+// statusRollback is that error, saying which status (observers see it in
+// their give-up event).
+type statusRollback struct{ code int }
+
+func (e statusRollback) Error() string {
+	return fmt.Sprintf("txnhttp: rolled back: the handler answered %d", e.code)
+}
+
+func (e statusRollback) Is(target error) bool { return target == errStatusRollback }
 
 func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handler, name string) {
 	s := &m.s
@@ -426,17 +436,20 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 			return
 		}
 	}
-	replay := func(req *http.Request) {
-		if body == nil && rest == nil {
-			return
+	// replay gives req the body from its start; a probe (for Keys and
+	// CallOptions) of a request whose body is streamed (LargeBodyOnce)
+	// gets none, so as not to consume it before the handler.
+	replay := func(req *http.Request, probe bool) {
+		switch {
+		case body == nil && rest == nil:
+		case rest != nil && probe:
+			req.Body, req.GetBody = http.NoBody, nil
+		case rest != nil:
+			req.Body, req.GetBody = io.NopCloser(rest), nil
+		default:
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
-		if rest != nil {
-			req.Body = io.NopCloser(rest)
-			req.GetBody = nil
-			return
-		}
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 
 	if name == "" {
@@ -452,13 +465,13 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 	if s.keys != nil || s.callOptions != nil {
 		probe := r.Clone(r.Context())
 		if s.keys != nil {
-			replay(probe)
+			replay(probe, true)
 			if keys := s.keys(probe); len(keys) > 0 {
 				opts = append(opts, txn.Keys(keys...))
 			}
 		}
 		if s.callOptions != nil {
-			replay(probe)
+			replay(probe, true)
 			opts = append(opts, s.callOptions(probe)...)
 		}
 	}
@@ -474,7 +487,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 		st := &attemptState{}
 		ctx = context.WithValue(ctx, attemptKey{}, st)
 		req := r.Clone(ctx)
-		replay(req)
+		replay(req, false)
 		buf := out.attempt()
 		h.ServeHTTP(buf, req)
 		buf.end()
@@ -488,7 +501,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 			return ferr
 		case m.s.rollbackOn(buf.status()):
 			final = buf
-			return txn.Permanent(errStatusRollback)
+			return txn.Permanent(statusRollback{code: buf.status()})
 		}
 		final = buf
 		return nil

@@ -249,8 +249,13 @@ func TestBodyBeyondReplayLimit(t *testing.T) {
 	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.code)
 	assert.Zero(t, calls, "the handler does not run")
 
-	// LargeBodyOnce: one attempt, the whole body, no retry.
-	resp = do(t, "POST", serve(t, txnhttp.New(r, txnhttp.MaxBody(10), txnhttp.LargeBodyOnce()).Wrap(h)), big)
+	// LargeBodyOnce: one attempt, the whole body, no retry; the key
+	// function does not consume it.
+	var keyBody []byte
+	resp = do(t, "POST", serve(t, txnhttp.New(r, txnhttp.MaxBody(10), txnhttp.LargeBodyOnce(),
+		txnhttp.Keys(func(req *http.Request) []string { keyBody, _ = io.ReadAll(req.Body); return nil }),
+	).Wrap(h)), big)
+	assert.Empty(t, keyBody)
 	assert.Equal(t, 1, calls)
 	assert.Equal(t, big, got)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.code, "retryable error, one attempt allowed")
