@@ -484,7 +484,7 @@ func TestPlotSVG(t *testing.T) {
 			{Policy: "none", CommitsPerSecond: 50, RatioToBaseline: &ratio, LatencyMs: latencyMs{P99: 12.5}},
 			{Policy: "a<b&c", CommitsPerSecond: 0, LatencyMs: latencyMs{}},
 		}}
-	assertSVG(t, plotSVG(rep), "none", "a&lt;b&amp;c", "serial")
+	assertSVG(t, plotSVG(rep), "none", "a&lt;b&amp;c", "serial goodput (dashed line)", "stroke-dasharray")
 	assertSVG(t, plotSVG(&report{}))
 }
 
