@@ -550,7 +550,8 @@ func uniquePrefix(t *testing.T) string {
 }
 
 // TestServers runs the workload briefly on PostgreSQL and MySQL/MariaDB,
-// on tables of its own, and drops them afterwards. Under SERIALIZABLE,
+// without the library and with it, on tables of its own, and drops them
+// afterwards. Under SERIALIZABLE,
 // PostgreSQL's transfers fail with 40001; MySQL's, with random lock order,
 // deadlock (1213). (Random order on PostgreSQL waits deadlock_timeout, 1 s,
 // per deadlock: too slow for a test.)
@@ -561,7 +562,7 @@ func TestServers(t *testing.T) {
 			dsn := requireServer(t, backend)
 			prefix := uniquePrefix(t)
 			t.Cleanup(func() { dropTables(t, backend, dsn, prefix) })
-			code, out, errOut := runArgs(t, nil, "--backend", backend, "--compare", "--policy", "none,full",
+			code, out, errOut := runArgs(t, nil, "--backend", backend, "--compare", "--policy", "plain,none,full",
 				"--rounds", "2", "--duration", "400ms", "--workers", "8", "--accounts", "2", "--lock-order", c.order,
 				"--table-prefix", prefix, "--json", "-", "--quiet")
 			require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
@@ -569,9 +570,15 @@ func TestServers(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(out), &rep))
 			assert.True(t, rep.Invariant.OK, "%+v", rep.Invariant)
 			assert.Positive(t, rep.Baseline.Commits)
+			require.Len(t, rep.Results, 3)
+			plain := rep.Results[0]
+			assert.Equal(t, plainName, plain.Policy)
+			assert.Positive(t, plain.Failed, "without the library, 8 workers on 2 accounts lose transfers: %+v", plain)
+			assert.Positive(t, plain.Commits)
 			var retries int64
-			for _, r := range rep.Results {
+			for _, r := range rep.Results[1:] {
 				assert.Positive(t, r.Commits, r.Policy)
+				assert.Zero(t, r.Failed, "%s: %s", r.Policy, r.FirstError)
 				retries += r.Retries
 			}
 			assert.Positive(t, retries, "8 workers on 2 accounts conflict")
