@@ -3,12 +3,14 @@ package txnbun_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
@@ -21,6 +23,7 @@ import (
 	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/pgdriver"
 )
 
 // Tables of this package, prefixed so that other packages can use the same
@@ -53,7 +56,8 @@ type filler struct {
 
 // server is one database the tests run against.
 type server struct {
-	name     string
+	name     string // the subtest's name
+	kind     string // postgres, mariadb or sqlite
 	db       *bun.DB
 	other    *bun.DB // a second pool: the other side of a conflict
 	classify txn.Classifier
@@ -67,10 +71,11 @@ type server struct {
 	readForConflict string
 }
 
-func (s *server) is(name string) bool { return s.name == name }
+func (s *server) is(kind string) bool { return s.kind == kind }
 
-// open returns the server called name: PostgreSQL (pgdialect over pgx's
-// database/sql driver), MariaDB (mysqldialect) or SQLite (sqlitedialect over
+// open returns the server called name: PostgreSQL through pgdialect over
+// pgx's database/sql driver ("postgres") or over bun's own pgdriver
+// ("pgdriver"), MariaDB (mysqldialect) or SQLite (sqlitedialect over
 // modernc.org/sqlite), with this package's tables created afresh.
 func open(t *testing.T, name string) *server {
 	t.Helper()
@@ -79,20 +84,27 @@ func open(t *testing.T, name string) *server {
 	case "postgres":
 		dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
 		s = &server{
-			classify: txnpgx.Classify, db: openPG(t, dsn), other: openPG(t, dsn),
+			kind: "postgres", classify: txnpgx.Classify, db: openPG(t, dsn), other: openPG(t, dsn),
+			conflictOpts:    []txn.Option{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
+			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
+		}
+	case "pgdriver":
+		dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
+		s = &server{
+			kind: "postgres", classify: classifyPGDriver, db: openPGDriver(t, dsn), other: openPGDriver(t, dsn),
 			conflictOpts:    []txn.Option{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
 		}
 	case "mariadb":
 		dsn := testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault)
 		s = &server{
-			classify: txnmysql.Classify, db: openMy(t, dsn), other: openMy(t, dsn),
+			kind: "mariadb", classify: txnmysql.Classify, db: openMy(t, dsn), other: openMy(t, dsn),
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ? LOCK IN SHARE MODE",
 		}
 	case "sqlite":
 		path := filepath.Join(t.TempDir(), "txnbun.db")
 		s = &server{
-			classify: txnsqlite.Classify, db: openLite(t, path), other: openLite(t, path),
+			kind: "sqlite", classify: txnsqlite.Classify, db: openLite(t, path), other: openLite(t, path),
 			conflictOpts:    []txn.Option{txnsqlite.Deferred()},
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
 		}
@@ -109,6 +121,24 @@ func openPG(t *testing.T, dsn string) *bun.DB {
 	sqldb, err := sql.Open("pgx", dsn)
 	require.NoError(t, err)
 	return ping(t, bun.NewDB(sqldb, pgdialect.New()), "PostgreSQL", testdb.PostgresEnv)
+}
+
+func openPGDriver(t *testing.T, dsn string) *bun.DB {
+	t.Helper()
+	sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
+	return ping(t, bun.NewDB(sqldb, pgdialect.New()), "PostgreSQL", testdb.PostgresEnv)
+}
+
+// classifyPGDriver is the classifier the README gives users of bun's
+// pgdriver: its server errors are pgdriver.Error values, which
+// txnpgx.Classify does not read, so it hands their SQLSTATE and message to
+// txnpgx.Classify as a *pgconn.PgError.
+func classifyPGDriver(err error) txn.Class {
+	var pe pgdriver.Error
+	if errors.As(err, &pe) {
+		return txnpgx.Classify(&pgconn.PgError{Code: pe.Field('C'), Message: pe.Field('M')})
+	}
+	return txnpgx.Classify(err)
 }
 
 func openMy(t *testing.T, dsn string) *bun.DB {
@@ -160,7 +190,7 @@ func resetTables(t *testing.T, db *bun.DB) {
 
 // forEach runs body as a subtest per server.
 func forEach(t *testing.T, body func(t *testing.T, s *server)) {
-	for _, name := range []string{"postgres", "mariadb", "sqlite"} {
+	for _, name := range []string{"postgres", "pgdriver", "mariadb", "sqlite"} {
 		t.Run(name, func(t *testing.T) { body(t, open(t, name)) })
 	}
 }
