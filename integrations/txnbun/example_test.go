@@ -39,7 +39,7 @@ func Example() {
 
 	// Build the Runner once and share it. The classifier comes from the
 	// backend package of the driver under db.
-	r := txnbun.New(db, txnpgx.Classify,
+	r := txnbun.NewWithClassifier(db, txnpgx.Classify,
 		txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}),
 		txn.MaxAttempts(10),
 	)
@@ -78,7 +78,7 @@ func Example_nested() {
 		log.Fatal(err)
 	}
 
-	r := txnbun.New(db, txnsqlite.Classify)
+	r := txnbun.NewWithClassifier(db, txnsqlite.Classify)
 	errLimit := errors.New("over the limit")
 	err = r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(&Account{ID: 1, Balance: 100}).Exec(ctx); err != nil {

@@ -46,6 +46,14 @@ type account struct {
 	Balance       int64 `bun:"balance,notnull"`
 }
 
+type ledger struct {
+	bun.BaseModel `bun:"table:txnbun_ledger"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+	Src           int64 `bun:"src,notnull"`
+	Dst           int64 `bun:"dst,notnull"`
+	Amount        int64 `bun:"amount,notnull"`
+}
+
 // filler rows make a MariaDB transaction heavy, so that InnoDB picks the
 // other one as a deadlock victim.
 type filler struct {
@@ -172,7 +180,7 @@ func ping(t *testing.T, db *bun.DB, what, env string) *bun.DB {
 func resetTables(t *testing.T, db *bun.DB) {
 	t.Helper()
 	ctx := context.Background()
-	for _, m := range []any{(*counter)(nil), (*logRow)(nil), (*account)(nil), (*filler)(nil)} {
+	for _, m := range []any{(*counter)(nil), (*logRow)(nil), (*account)(nil), (*ledger)(nil), (*filler)(nil)} {
 		_, err := db.NewDropTable().Model(m).IfExists().Exec(ctx)
 		require.NoError(t, err)
 		_, err = db.NewCreateTable().Model(m).Exec(ctx)

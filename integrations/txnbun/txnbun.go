@@ -2,20 +2,23 @@
 // fn receives the bun.Tx of the attempt, and the Runner retries fn in a fresh
 // transaction when the database reports a lost race.
 //
-//	r := txnbun.New(db, txnpgx.Classify) // db is a *bun.DB
+//	r := txnbun.NewWithClassifier(db, txnpgx.Classify) // db is a *bun.DB; build once, share
 //	err := r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
 //		_, err := tx.NewUpdate().Model(&acct).WherePK().Exec(ctx)
 //		return err
 //	})
 //
-// Errors are classified by the classifier given to New, taken from the
-// backend package of the driver under the *bun.DB: txnpgx.Classify for
+// Errors are classified by the classifier given to NewWithClassifier, taken
+// from the backend package of the driver under the *bun.DB: txnpgx.Classify for
 // pgdialect over pgx's database/sql driver (github.com/jackc/pgx/v5/stdlib),
 // txnmysql.Classify for mysqldialect over github.com/go-sql-driver/mysql,
 // txnsqlite.Classify for sqlitedialect over modernc.org/sqlite. This package
 // imports none of them, so a bun user downloads only the driver they already
-// use. driver.ErrBadConn is recognised as a lost connection whatever the
-// classifier says.
+// use. bun's own pgdriver reports server errors as pgdriver.Error values,
+// which txnpgx.Classify does not read: the README shows the five lines that
+// hand their SQLSTATE to it. Whatever the classifier leaves permanent is
+// still checked by Classify, so a lost connection is never mistaken for a
+// definite failure.
 //
 // A Run nested in fn on the same Runner, and txn.Savepoint, run in a
 // savepoint of the transaction (SAVEPOINT, ROLLBACK TO SAVEPOINT, RELEASE
@@ -38,16 +41,24 @@ import (
 // Runner is the Runner type this package builds: fn receives a bun.Tx.
 type Runner = txn.Runner[bun.Tx]
 
-// New returns a Runner over db whose driver errors are classified by
-// classify, the Classify function of the backend package matching db's
-// driver (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify) or one of
-// your own. A nil classify retries only lost connections. Options configure
-// the Runner (limits, backoff, observer, TxOptions, ...); the Runner is safe
-// for concurrent use and meant to be shared.
+// New returns a Runner over db whose errors are classified by Classify
+// alone, which knows no driver: use NewWithClassifier to retry the
+// database's conflicts. Options configure the Runner (limits, backoff,
+// observer, TxOptions, ...); the Runner is safe for concurrent use and
+// meant to be shared.
 //
 // A nil db yields a Runner whose Run returns txn.ErrNilRunner; an invalid
 // option yields one whose Run returns an error matching txn.ErrBadOption.
-func New(db *bun.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
+func New(db *bun.DB, opts ...txn.Option) *Runner {
+	return NewWithClassifier(db, nil, opts...)
+}
+
+// NewWithClassifier is New with classify, the Classify function of the
+// backend package matching db's driver (txnpgx.Classify, txnmysql.Classify,
+// txnsqlite.Classify), or a function of yours wrapping one. Errors that
+// classify leaves permanent are still checked by Classify. A nil classify
+// means Classify alone. Failures are reported as for New.
+func NewWithClassifier(db *bun.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
 	if db == nil {
 		return txn.New[bun.Tx](nil, opts...)
 	}
@@ -63,10 +74,10 @@ func TxOptions(o sql.TxOptions) txn.Option {
 	return txnsql.TxOptions(o)
 }
 
-// Classify is the classification the Runner applies to what the classifier
-// given to New leaves permanent: txn.ClassConnLost for driver.ErrBadConn
-// (retried before COMMIT, an unknown outcome during it), txn.ClassPermanent
-// for everything else. It lets you compose a classifier that keeps it.
+// Classify is the driver-free classification every Runner of this package
+// applies, after the classifier given to NewWithClassifier: it returns
+// txn.ClassConnLost for driver.ErrBadConn (retried before COMMIT, an
+// unknown outcome during it) and txn.ClassPermanent for everything else.
 func Classify(err error) txn.Class {
 	return txnsql.ClassifyConn(err)
 }

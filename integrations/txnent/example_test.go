@@ -32,7 +32,7 @@ func Example() {
 	defer client.Close()
 
 	// Build the Runner once, over the client's driver, and share it.
-	r := txnent.New(drv, txnpgx.Classify,
+	r := txnent.NewWithClassifier(drv, txnpgx.Classify,
 		txnent.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}),
 		txn.MaxAttempts(10),
 	)
@@ -72,7 +72,7 @@ func Example_nested() {
 		log.Fatal(err)
 	}
 
-	r := txnent.New(drv, txnsqlite.Classify)
+	r := txnent.NewWithClassifier(drv, txnsqlite.Classify)
 	errLimit := errors.New("over the limit")
 	id, err := txn.Do(ctx, r, func(ctx context.Context, tx *txnent.Tx) (int, error) {
 		c := client.BindDriver(tx)

@@ -26,7 +26,7 @@ import (
 )
 
 // server is one database the tests run against, with this package's tables
-// (txnent_accounts, txnent_notes) created afresh: accounts 1 and 2 are
+// (txnent_accounts, txnent_notes, txnent_transfers) created afresh: accounts 1 and 2 are
 // counters, 3 to 202 are filler that makes a MariaDB transaction heavy.
 type server struct {
 	name     string
@@ -105,7 +105,7 @@ func open(t *testing.T, name string) *server {
 	s.drv = entsql.OpenDB(entDialect, db)
 	s.client = ent.NewClient(ent.Driver(s.drv))
 	ctx := context.Background()
-	for _, table := range []string{"txnent_accounts", "txnent_notes"} {
+	for _, table := range []string{"txnent_accounts", "txnent_notes", "txnent_transfers"} {
 		_, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table)
 		require.NoError(t, err)
 	}

@@ -11,17 +11,18 @@
 //
 //	drv := entsql.OpenDB(dialect.Postgres, db)
 //	client := ent.NewClient(ent.Driver(drv))
-//	r := txnent.New(drv, txnpgx.Classify)
+//	r := txnent.NewWithClassifier(drv, txnpgx.Classify) // build once, share
 //	err := r.Run(ctx, txnent.WithClient(client.BindDriver, func(ctx context.Context, c *ent.Client) error {
 //		return c.Account.UpdateOneID(1).AddBalance(-100).Exec(ctx)
 //	}))
 //
-// Errors are classified by the classifier given to New, taken from the
-// backend package of the database/sql driver under the ent driver:
+// Errors are classified by the classifier given to NewWithClassifier, taken
+// from the backend package of the database/sql driver under the ent driver:
 // txnpgx.Classify (pgx's stdlib driver), txnmysql.Classify
 // (github.com/go-sql-driver/mysql), txnsqlite.Classify (modernc.org/sqlite).
-// This package imports none of them. driver.ErrBadConn is recognised as a
-// lost connection whatever the classifier says.
+// This package imports none of them. Whatever the classifier leaves
+// permanent is still checked by Classify, so a lost connection is never
+// mistaken for a definite failure.
 //
 // ent's SQL driver has no savepoints, so a Run nested in fn on the same
 // Runner (and txn.Savepoint) issues SAVEPOINT, ROLLBACK TO SAVEPOINT and
@@ -45,15 +46,24 @@ type Runner = txn.Runner[*Tx]
 
 // New returns a Runner that begins its transactions on drv, the driver the
 // generated client was opened with (an *entsql.Driver, possibly wrapped by
-// dialect.Debug), and classifies driver errors with classify: the Classify
-// function of the backend package matching the database/sql driver
-// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify) or one of your
-// own. A nil classify retries only lost connections. Options configure the
-// Runner; it is safe for concurrent use and meant to be shared.
+// dialect.Debug), and classifies errors with Classify alone, which knows no
+// driver: use NewWithClassifier to retry the database's conflicts. Options
+// configure the Runner; it is safe for concurrent use and meant to be
+// shared.
 //
 // A nil drv yields a Runner whose Run returns txn.ErrNilRunner; an invalid
 // option yields one whose Run returns an error matching txn.ErrBadOption.
-func New(drv dialect.Driver, classify txn.Classifier, opts ...txn.Option) *Runner {
+func New(drv dialect.Driver, opts ...txn.Option) *Runner {
+	return NewWithClassifier(drv, nil, opts...)
+}
+
+// NewWithClassifier is New with classify, the Classify function of the
+// backend package matching the database/sql driver under drv
+// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify), or a function of
+// yours wrapping one. Errors that classify leaves permanent are still
+// checked by Classify. A nil classify means Classify alone. Failures are
+// reported as for New.
+func NewWithClassifier(drv dialect.Driver, classify txn.Classifier, opts ...txn.Option) *Runner {
 	if drv == nil {
 		return txn.New[*Tx](nil, opts...)
 	}
@@ -69,10 +79,10 @@ func TxOptions(o sql.TxOptions) txn.Option {
 	return txnsql.TxOptions(o)
 }
 
-// Classify is the classification the Runner applies to what the classifier
-// given to New leaves permanent: txn.ClassConnLost for driver.ErrBadConn
-// (retried before COMMIT, an unknown outcome during it), txn.ClassPermanent
-// for everything else.
+// Classify is the driver-free classification every Runner of this package
+// applies, after the classifier given to NewWithClassifier: it returns
+// txn.ClassConnLost for driver.ErrBadConn (retried before COMMIT, an
+// unknown outcome during it) and txn.ClassPermanent for everything else.
 func Classify(err error) txn.Class {
 	return txnsql.ClassifyConn(err)
 }

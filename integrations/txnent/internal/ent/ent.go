@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/txnkit/txn/integrations/txnent/internal/ent/account"
 	"github.com/txnkit/txn/integrations/txnent/internal/ent/note"
+	"github.com/txnkit/txn/integrations/txnent/internal/ent/transfer"
 )
 
 // ent aliases to avoid import conflicts in user's code.
@@ -74,8 +75,9 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			account.Table: account.ValidColumn,
-			note.Table:    note.ValidColumn,
+			account.Table:  account.ValidColumn,
+			note.Table:     note.ValidColumn,
+			transfer.Table: transfer.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

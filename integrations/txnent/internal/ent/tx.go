@@ -16,6 +16,8 @@ type Tx struct {
 	Account *AccountClient
 	// Note is the client for interacting with the Note builders.
 	Note *NoteClient
+	// Transfer is the client for interacting with the Transfer builders.
+	Transfer *TransferClient
 
 	// lazily loaded.
 	client     *Client
@@ -149,6 +151,7 @@ func (tx *Tx) Client() *Client {
 func (tx *Tx) init() {
 	tx.Account = NewAccountClient(tx.config)
 	tx.Note = NewNoteClient(tx.config)
+	tx.Transfer = NewTransferClient(tx.config)
 }
 
 // txDriver wraps the given dialect.Tx with a nop dialect.Driver implementation.

@@ -31,10 +31,24 @@ var (
 		Columns:    TxnentNotesColumns,
 		PrimaryKey: []*schema.Column{TxnentNotesColumns[0]},
 	}
+	// TxnentTransfersColumns holds the columns for the "txnent_transfers" table.
+	TxnentTransfersColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "src", Type: field.TypeInt},
+		{Name: "dst", Type: field.TypeInt},
+		{Name: "amount", Type: field.TypeInt64},
+	}
+	// TxnentTransfersTable holds the schema information for the "txnent_transfers" table.
+	TxnentTransfersTable = &schema.Table{
+		Name:       "txnent_transfers",
+		Columns:    TxnentTransfersColumns,
+		PrimaryKey: []*schema.Column{TxnentTransfersColumns[0]},
+	}
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		TxnentAccountsTable,
 		TxnentNotesTable,
+		TxnentTransfersTable,
 	}
 )
 
@@ -44,5 +58,8 @@ func init() {
 	}
 	TxnentNotesTable.Annotation = &entsql.Annotation{
 		Table: "txnent_notes",
+	}
+	TxnentTransfersTable.Annotation = &entsql.Annotation{
+		Table: "txnent_transfers",
 	}
 }

@@ -11,3 +11,6 @@ type Account func(*sql.Selector)
 
 // Note is the predicate function for note builders.
 type Note func(*sql.Selector)
+
+// Transfer is the predicate function for transfer builders.
+type Transfer func(*sql.Selector)

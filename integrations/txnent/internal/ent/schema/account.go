@@ -42,3 +42,22 @@ func (Note) Fields() []ent.Field {
 		field.String("text"),
 	}
 }
+
+// Transfer is a ledger row: amount moved from account Src to account Dst.
+type Transfer struct {
+	ent.Schema
+}
+
+// Annotations names the table.
+func (Transfer) Annotations() []schema.Annotation {
+	return []schema.Annotation{entsql.Annotation{Table: "txnent_transfers"}}
+}
+
+// Fields of the Transfer.
+func (Transfer) Fields() []ent.Field {
+	return []ent.Field{
+		field.Int("src"),
+		field.Int("dst"),
+		field.Int64("amount"),
+	}
+}
