@@ -418,6 +418,27 @@ func TestBuildersJoin(t *testing.T) {
 	})
 }
 
+// TestBoundClientKeepsHooks: BindDriver copies the client's configuration,
+// so a hook registered with client.Use sees the bound client's mutations.
+func TestBoundClientKeepsHooks(t *testing.T) {
+	forEach(t, func(t *testing.T, s *server) {
+		ctx := ctxT(t)
+		var seen atomic.Int32
+		s.client.Use(func(next ent.Mutator) ent.Mutator {
+			return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+				seen.Add(1)
+				return next.Mutate(ctx, m)
+			})
+		})
+		r := txnent.NewWithClassifier(s.drv, s.classify)
+		require.NoError(t, r.Run(ctx, txnent.WithClient(s.client.BindDriver, func(ctx context.Context, c *ent.Client) error {
+			return addNote(ctx, c, "hooked")
+		})))
+		assert.Equal(t, int32(1), seen.Load())
+		assert.Equal(t, []string{"hooked"}, notes(t, s))
+	})
+}
+
 // TestOptionsAndNil covers the adapter's own input checks.
 func TestOptionsAndNil(t *testing.T) {
 	ctx := context.Background()
