@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
@@ -17,6 +18,7 @@ import (
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/pgdriver"
 )
 
 // Account is the model of the examples.
@@ -56,6 +58,34 @@ func Example() {
 	} else if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// With bun's own PostgreSQL driver, pgdriver, server errors are
+// pgdriver.Error values, which txnpgx.Classify (written for pgx) does not
+// read: a classifier of five lines hands their SQLSTATE over.
+func Example_pgdriver() {
+	classify := func(err error) txn.Class {
+		var pe pgdriver.Error
+		if errors.As(err, &pe) {
+			return txnpgx.Classify(&pgconn.PgError{Code: pe.Field('C'), Message: pe.Field('M')})
+		}
+		return txnpgx.Classify(err)
+	}
+	sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(os.Getenv("DATABASE_URL"))))
+	db := bun.NewDB(sqldb, pgdialect.New())
+	defer db.Close()
+
+	r := txnbun.NewWithClassifier(db, classify,
+		txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
+	ctx := context.Background()
+	n, err := txn.Do(ctx, r, func(ctx context.Context, tx bun.Tx) (int, error) {
+		n, err := tx.NewSelect().Model((*Account)(nil)).Where("balance < 0").Count(ctx)
+		return int(n), err
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("overdrawn accounts:", n)
 }
 
 // A nested Run is a savepoint: a permanent error inside it undoes only its
