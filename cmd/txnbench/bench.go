@@ -61,7 +61,7 @@ type arm struct {
 	workers  int
 	baseline bool
 	transfer TransferFunc
-	perCall  func(transfer) []txn.Option
+	perCall  func(transfer) []txn.CallOption
 	obs      *counter
 
 	commits  atomic.Int64 // live, for the progress line
@@ -81,7 +81,7 @@ func newArm(s Store, p *policy, params policyParams, workers int, seed uint64, b
 	}
 	opts := append(p.runner(params), txn.WithObserver(a.obs))
 	if seed != 0 {
-		opts = append(opts, txn.WithSeed(seed))
+		opts = append(opts, txn.Seed(seed))
 	}
 	a.transfer = s.Bank(opts...)
 	return a
@@ -124,7 +124,7 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 			defer wg.Done()
 			for ctx.Err() == nil && time.Now().Before(end) {
 				tr := w.next(rng)
-				var opts []txn.Option
+				var opts []txn.CallOption
 				if a.perCall != nil {
 					opts = a.perCall(tr)
 				}

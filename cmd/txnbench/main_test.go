@@ -142,10 +142,10 @@ type lyingStore struct {
 	Store
 }
 
-func (s lyingStore) Bank(opts ...txn.Option) TransferFunc {
+func (s lyingStore) Bank(opts ...txn.RunnerOption) TransferFunc {
 	inner := s.Store.Bank(opts...)
 	var lied atomic.Bool
-	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
+	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
 		if lied.CompareAndSwap(false, true) {
 			return nil
 		}
@@ -335,10 +335,10 @@ func TestPolicyTable(t *testing.T) {
 // nopBackend lets TestPolicyTable build Runners to validate options.
 type nopBackend struct{}
 
-func (nopBackend) Begin(context.Context, any) (int, error) { return 0, nil }
-func (nopBackend) Commit(context.Context, int) error       { return nil }
-func (nopBackend) Rollback(context.Context, int) error     { return nil }
-func (nopBackend) Classify(error) txn.Class                { return txn.ClassPermanent }
+func (nopBackend) Begin(context.Context, []txn.BeginOption[int]) (int, error) { return 0, nil }
+func (nopBackend) Commit(context.Context, int) error                          { return nil }
+func (nopBackend) Rollback(context.Context, int) error                        { return nil }
+func (nopBackend) Classify(error) txn.Class                                   { return txn.ClassPermanent }
 
 func TestSchedule(t *testing.T) {
 	s := schedule(3, 4)

@@ -20,11 +20,11 @@ type policy struct {
 	// help says what the policy does, for -h and the README.
 	help string
 	// runner returns the options of the Runner the policy's transfers use.
-	runner func(p policyParams) []txn.Option
+	runner func(p policyParams) []txn.RunnerOption
 	// perCall, if set, returns options for one transfer, for policies that
 	// depend on what the transaction touches (such as conflict keys naming
 	// the two accounts).
-	perCall func(t transfer) []txn.Option
+	perCall func(t transfer) []txn.CallOption
 }
 
 // policyTable returns the policies in the order --compare runs them.
@@ -33,50 +33,50 @@ func policyTable() []policy {
 		{
 			name: "none",
 			help: "retry at once, no backoff",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.Constant(0)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "constant",
 			help: "wait --backoff-base before every retry",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.Constant(p.base)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.Constant(p.base)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "full",
 			help: "exponential backoff with full jitter (the library's default backoff), no adaptive limit",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "equal",
 			help: "exponential backoff with equal jitter",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.EqualJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.EqualJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "decorrelated",
 			help: "decorrelated jitter",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.DecorrelatedJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.DecorrelatedJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 		},
 		{
 			name: "adaptive",
 			help: "full jitter plus the adaptive concurrency limit: the library's defaults",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0)}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0)}
 			},
 		},
 		{
 			name: "keyed",
 			help: "full jitter plus conflict keys naming the two accounts (txn.Keys), no adaptive limit",
-			runner: func(p policyParams) []txn.Option {
-				return []txn.Option{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
+			runner: func(p policyParams) []txn.RunnerOption {
+				return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.NoAdaptive()}
 			},
 			perCall: accountKeys,
 		},
@@ -84,8 +84,8 @@ func policyTable() []policy {
 }
 
 // accountKeys names the two accounts of a transfer as its conflict keys.
-func accountKeys(t transfer) []txn.Option {
-	return []txn.Option{txn.Keys(strconv.FormatInt(t.from, 10), strconv.FormatInt(t.to, 10))}
+func accountKeys(t transfer) []txn.CallOption {
+	return []txn.CallOption{txn.Keys(strconv.FormatInt(t.from, 10), strconv.FormatInt(t.to, 10))}
 }
 
 // policyNames returns the names of policyTable, in order.

@@ -53,7 +53,7 @@ type Store interface {
 	// opts (those of one policy, and the observer). Each transfer reads both
 	// balances, updates both and inserts a ledger row, in one transaction;
 	// callOpts are passed to that call's Run.
-	Bank(opts ...txn.Option) TransferFunc
+	Bank(opts ...txn.RunnerOption) TransferFunc
 	// Check reads what the invariant is checked on.
 	Check(ctx context.Context) (totals, error)
 	// Code returns a short name of a database error (an SQLSTATE, an error
@@ -65,7 +65,7 @@ type Store interface {
 }
 
 // TransferFunc runs one transfer in a transaction, retried by a Runner.
-type TransferFunc func(ctx context.Context, t transfer, callOpts ...txn.Option) error
+type TransferFunc func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error
 
 // totals is what Check reads.
 type totals struct {

@@ -21,10 +21,10 @@ import (
 // conflicting transfers fail with WriteConflict (112), labelled
 // TransientTransactionError.
 type mongoStore struct {
-	client     *mongo.Client
-	accounts   *mongo.Collection
-	ledger     *mongo.Collection
-	runnerOpts []txn.Option
+	client   *mongo.Client
+	accounts *mongo.Collection
+	ledger   *mongo.Collection
+	begin    []txn.BeginOption[*mongo.Session]
 }
 
 // openMongo connects to the replica set c.dsn names. The collections live
@@ -57,7 +57,7 @@ func openMongo(ctx context.Context, c *config) (Store, error) {
 		ledger:   db.Collection(c.tablePrefix + "ledger"),
 	}
 	if c.isolation == "snapshot" {
-		s.runnerOpts = []txn.Option{txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot()))}
+		s.begin = []txn.BeginOption[*mongo.Session]{txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot()))}
 	}
 	return s, nil
 }
@@ -85,9 +85,9 @@ func (s *mongoStore) Setup(ctx context.Context, accounts int) error {
 }
 
 // Bank implements Store.
-func (s *mongoStore) Bank(opts ...txn.Option) TransferFunc {
-	r := txnmongo.New(s.client, append(append([]txn.Option{}, s.runnerOpts...), opts...)...)
-	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
+func (s *mongoStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+	r := txnmongo.New(s.client, opts...).WithBegin(s.begin...)
+	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
 		return r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
 			first, second := t.order()
 			balances := map[int64]int64{}

@@ -42,7 +42,7 @@ func openMySQL(ctx context.Context, c *config) (Store, error) {
 		batch:     1000,
 	}
 	if lvl, ok := sqlIsolation(c.isolation); ok {
-		s.runnerOpts = []txn.Option{txnmysql.TxOptions(sql.TxOptions{Isolation: lvl})}
+		s.begin = []txn.BeginOption[*sql.Tx]{txnmysql.TxOptions(sql.TxOptions{Isolation: lvl})}
 	}
 	return s, nil
 }

@@ -16,9 +16,9 @@ import (
 // pgStore is the Store of PostgreSQL (and servers speaking its protocol),
 // through pgx and txnpgx.
 type pgStore struct {
-	pool       *pgxpool.Pool
-	prefix     string
-	runnerOpts []txn.Option
+	pool   *pgxpool.Pool
+	prefix string
+	begin  []txn.BeginOption[pgx.Tx]
 }
 
 // openPostgres connects to the PostgreSQL server c.dsn names, with a pool
@@ -42,7 +42,7 @@ func openPostgres(ctx context.Context, c *config) (Store, error) {
 	}
 	s := &pgStore{pool: pool, prefix: c.tablePrefix}
 	if lvl, ok := pgIsolation(c.isolation); ok {
-		s.runnerOpts = []txn.Option{txnpgx.TxOptions(pgx.TxOptions{IsoLevel: lvl})}
+		s.begin = []txn.BeginOption[pgx.Tx]{txnpgx.TxOptions(pgx.TxOptions{IsoLevel: lvl})}
 	}
 	return s, nil
 }
@@ -82,12 +82,12 @@ func (s *pgStore) Setup(ctx context.Context, accounts int) error {
 }
 
 // Bank implements Store.
-func (s *pgStore) Bank(opts ...txn.Option) TransferFunc {
-	r := txnpgx.New(s.pool, append(append([]txn.Option{}, s.runnerOpts...), opts...)...)
+func (s *pgStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+	r := txnpgx.New(s.pool, opts...).WithBegin(s.begin...)
 	sel := s.q(`SELECT balance FROM %[1]saccounts WHERE id = $1`)
 	upd := s.q(`UPDATE %[1]saccounts SET balance = balance + $1 WHERE id = $2`)
 	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES ($1, $2, $3)`)
-	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
+	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			return sqlTransfer(ctx, pgxStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)

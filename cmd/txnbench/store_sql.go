@@ -17,10 +17,10 @@ type sqlStore struct {
 	// ddl creates the two tables; %[1]s is the prefix.
 	ddl []string
 	// newRunner builds the backend's Runner.
-	newRunner func(db *sql.DB, opts ...txn.Option) *txn.Runner[*sql.Tx]
-	// runnerOpts are options every Runner of the store gets (isolation).
-	runnerOpts []txn.Option
-	code       func(err error) string
+	newRunner func(db *sql.DB, opts ...txn.RunnerOption) *txn.Runner[*sql.Tx]
+	// begin are the begin options every Runner of the store gets (isolation).
+	begin []txn.BeginOption[*sql.Tx]
+	code  func(err error) string
 	// batch is how many accounts one INSERT creates.
 	batch int
 }
@@ -66,12 +66,12 @@ func insertAccounts(ctx context.Context, accounts, batch int, insert func(contex
 }
 
 // Bank implements Store.
-func (s *sqlStore) Bank(opts ...txn.Option) TransferFunc {
-	r := s.newRunner(s.db, append(append([]txn.Option{}, s.runnerOpts...), opts...)...)
+func (s *sqlStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+	r := s.newRunner(s.db, opts...).WithBegin(s.begin...)
 	sel := s.q(`SELECT balance FROM %[1]saccounts WHERE id = ?`)
 	upd := s.q(`UPDATE %[1]saccounts SET balance = balance + ? WHERE id = ?`)
 	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES (?, ?, ?)`)
-	return func(ctx context.Context, t transfer, callOpts ...txn.Option) error {
+	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			return sqlTransfer(ctx, stdStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)

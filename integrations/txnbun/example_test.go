@@ -41,10 +41,8 @@ func Example() {
 
 	// Build the Runner once and share it. The classifier comes from the
 	// backend package of the driver under db.
-	r := txnbun.NewWithClassifier(db, txnpgx.Classify,
-		txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}),
-		txn.MaxAttempts(10),
-	)
+	r := txnbun.New(db, txn.WithClassifier(txnpgx.Classify), txn.MaxAttempts(10)).
+		WithBegin(txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}))
 	ctx := context.Background()
 	err = r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewUpdate().Model((*Account)(nil)).Set("balance = balance - ?", 100).Where("id = ?", 1).Exec(ctx); err != nil {
@@ -75,8 +73,8 @@ func Example_pgdriver() {
 	db := bun.NewDB(sqldb, pgdialect.New())
 	defer db.Close()
 
-	r := txnbun.NewWithClassifier(db, classify,
-		txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
+	r := txnbun.New(db, txn.WithClassifier(classify)).
+		WithBegin(txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 	ctx := context.Background()
 	n, err := txn.Do(ctx, r, func(ctx context.Context, tx bun.Tx) (int, error) {
 		n, err := tx.NewSelect().Model((*Account)(nil)).Where("balance < 0").Count(ctx)
@@ -108,7 +106,7 @@ func Example_nested() {
 		log.Fatal(err)
 	}
 
-	r := txnbun.NewWithClassifier(db, txnsqlite.Classify)
+	r := txnbun.New(db, txn.WithClassifier(txnsqlite.Classify))
 	errLimit := errors.New("over the limit")
 	err = r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(&Account{ID: 1, Balance: 100}).Exec(ctx); err != nil {

@@ -69,10 +69,10 @@ type server struct {
 	db       *bun.DB
 	other    *bun.DB // a second pool: the other side of a conflict
 	classify txn.Classifier
-	// conflictOpts are the call options under which a read followed by a
+	// conflictOpts are the begin options under which a read followed by a
 	// write of the same row conflicts with a concurrent writer:
 	// REPEATABLE READ on PostgreSQL, a deferred BEGIN on SQLite.
-	conflictOpts []txn.Option
+	conflictOpts []txn.BeginOption[bun.Tx]
 	// readForConflict is the read that makes two read-then-write
 	// transactions conflict: a shared lock on MariaDB (both then wait for
 	// each other's lock: a deadlock), a plain read elsewhere.
@@ -93,14 +93,14 @@ func open(t *testing.T, name string) *server {
 		dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
 		s = &server{
 			kind: "postgres", classify: txnpgx.Classify, db: openPG(t, dsn), other: openPG(t, dsn),
-			conflictOpts:    []txn.Option{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
+			conflictOpts:    []txn.BeginOption[bun.Tx]{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
 		}
 	case "pgdriver":
 		dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
 		s = &server{
 			kind: "postgres", classify: classifyPGDriver, db: openPGDriver(t, dsn), other: openPGDriver(t, dsn),
-			conflictOpts:    []txn.Option{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
+			conflictOpts:    []txn.BeginOption[bun.Tx]{txnbun.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
 		}
 	case "mariadb":
@@ -113,7 +113,7 @@ func open(t *testing.T, name string) *server {
 		path := filepath.Join(t.TempDir(), "txnbun.db")
 		s = &server{
 			kind: "sqlite", classify: txnsqlite.Classify, db: openLite(t, path), other: openLite(t, path),
-			conflictOpts:    []txn.Option{txnsqlite.Deferred()},
+			conflictOpts:    []txn.BeginOption[bun.Tx]{txnbun.TxOptions(sql.TxOptions{ReadOnly: true})}, // BEGIN DEFERRED: modernc reads ReadOnly only to choose it,
 			readForConflict: "SELECT n FROM txnbun_counter WHERE id = ?",
 		}
 	default:
@@ -254,4 +254,12 @@ func notes(t *testing.T, db *bun.DB) []string {
 func addNote(ctx context.Context, tx bun.Tx, note string) error {
 	_, err := tx.NewInsert().Model(&logRow{Note: note}).Exec(ctx)
 	return err
+}
+
+// runner returns a Runner over s with s's classifier and opts.
+func (s *server) runner(opts ...txn.RunnerOption) *txnbun.Runner {
+	if s.classify != nil {
+		opts = append([]txn.RunnerOption{txn.WithClassifier(s.classify)}, opts...)
+	}
+	return txnbun.New(s.db, opts...)
 }

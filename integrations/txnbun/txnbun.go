@@ -2,13 +2,13 @@
 // fn receives the bun.Tx of the attempt, and the Runner retries fn in a fresh
 // transaction when the database reports a lost race.
 //
-//	r := txnbun.NewWithClassifier(db, txnpgx.Classify) // db is a *bun.DB; build once, share
+//	r := txnbun.New(db, txn.WithClassifier(txnpgx.Classify)) // db is a *bun.DB; build once, share
 //	err := r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
 //		_, err := tx.NewUpdate().Model(&acct).WherePK().Exec(ctx)
 //		return err
 //	})
 //
-// Errors are classified by the classifier given to NewWithClassifier, taken
+// Errors are classified by the classifier given with txn.WithClassifier, taken
 // from the backend package of the driver under the *bun.DB: txnpgx.Classify for
 // pgdialect over pgx's database/sql driver (github.com/jackc/pgx/v5/stdlib),
 // txnmysql.Classify for mysqldialect over github.com/go-sql-driver/mysql,
@@ -17,8 +17,8 @@
 // use. bun's own pgdriver reports server errors as pgdriver.Error values,
 // which txnpgx.Classify does not read: the README shows the five lines that
 // hand their SQLSTATE to it. Whatever the classifier leaves permanent is
-// still checked by Classify, so a lost connection is never mistaken for a
-// definite failure.
+// still checked for a lost connection, never mistaken for a definite failure.
+// Without one, Classify (txnsql.ClassifyGeneric) applies.
 //
 // A Run nested in fn on the same Runner, and txn.Savepoint, run in a
 // savepoint of the transaction (SAVEPOINT, ROLLBACK TO SAVEPOINT, RELEASE
@@ -41,65 +41,49 @@ import (
 // Runner is the Runner type this package builds: fn receives a bun.Tx.
 type Runner = txn.Runner[bun.Tx]
 
-// New returns a Runner over db whose errors are classified by Classify
-// alone, which knows no driver: use NewWithClassifier to retry the
-// database's conflicts. Options configure the Runner (limits, backoff,
-// observer, TxOptions, ...); the Runner is safe for concurrent use and
-// meant to be shared.
-//
-// A nil db yields a Runner whose Run returns txn.ErrNilRunner; an invalid
-// option yields one whose Run returns an error matching txn.ErrBadOption.
-func New(db *bun.DB, opts ...txn.Option) *Runner {
-	return NewWithClassifier(db, nil, opts...)
-}
-
-// NewWithClassifier is New with classify, the Classify function of the
-// backend package matching db's driver (txnpgx.Classify, txnmysql.Classify,
-// txnsqlite.Classify), or a function of yours wrapping one. Errors that
-// classify leaves permanent are still checked by Classify. A nil classify
-// means Classify alone. Failures are reported as for New.
-func NewWithClassifier(db *bun.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
+// New returns a Runner over the bun.DB the application opened. Its errors are classified by
+// Classify, which knows no driver: give the classifier of the backend
+// package matching the database/sql driver with txn.WithClassifier
+// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify); a lost
+// connection is still recognised under it. A nil db yields a Runner whose
+// Run returns txn.ErrNilRunner; an invalid option one whose Run returns an
+// error matching txn.ErrBadOption.
+func New(db *bun.DB, opts ...txn.RunnerOption) *Runner {
 	if db == nil {
 		return txn.New[bun.Tx](nil, opts...)
 	}
-	return txn.New[bun.Tx](&backend{db: db, classify: classify}, opts...)
+	return txn.New[bun.Tx](&backend{db: db}, opts...)
 }
 
-// TxOptions sets the isolation level and read-only flag of the transactions,
-// on the Runner (passed to New) or for one call (passed to Run or txn.Do).
-// Backend options built the same way, such as txnsqlite.Deferred, work too.
-// A level the driver does not support makes BEGIN, and so Run, fail with the
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin. A level
+// the driver does not support makes BEGIN, and so Run, fail with the
 // driver's error.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txnsql.TxOptions(o)
+func TxOptions(o sql.TxOptions) txn.BeginOption[bun.Tx] {
+	return txn.NewBeginOption[bun.Tx]("txnbun", o)
 }
 
-// Classify is the driver-free classification every Runner of this package
-// applies, after the classifier given to NewWithClassifier: it returns
-// txn.ClassConnLost for driver.ErrBadConn (retried before COMMIT, an
-// unknown outcome during it) and txn.ClassPermanent for everything else.
+// Classify is the driver-free classifier of every Runner of this package
+// built without txn.WithClassifier, txnsql.ClassifyGeneric: a lost
+// connection (driver.ErrBadConn), SQLSTATE 40001/40P01 through an error's
+// SQLState() method, SQLite's busy and locked codes through its Code()
+// method; everything else is txn.ClassPermanent. MySQL and MariaDB errors
+// expose no such method: give txnmysql.Classify with txn.WithClassifier.
 func Classify(err error) txn.Class {
-	return txnsql.ClassifyConn(err)
+	return txnsql.ClassifyGeneric(err)
 }
 
 // backend adapts a *bun.DB to txn.Backend and txn.Savepointer.
 type backend struct {
-	db       *bun.DB
-	classify txn.Classifier
+	db *bun.DB
 }
 
 // Begin starts a transaction with db.BeginTx, so that bun's query hooks see
-// it. opts may be nil, a sql.TxOptions or a *sql.TxOptions.
-func (b *backend) Begin(ctx context.Context, opts any) (bun.Tx, error) {
-	var o *sql.TxOptions
-	switch v := opts.(type) {
-	case nil:
-	case sql.TxOptions:
-		o = &v
-	case *sql.TxOptions:
-		o = v
-	default:
-		return bun.Tx{}, fmt.Errorf("%w: txnbun expects sql.TxOptions, got %T", txn.ErrBadOption, opts)
+// it, with the sql.TxOptions of TxOptions, if any.
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[bun.Tx]) (bun.Tx, error) {
+	o, err := txnsql.ReadTxOptions("txnbun", opts)
+	if err != nil {
+		return bun.Tx{}, err
 	}
 	return b.db.BeginTx(ctx, o)
 }
@@ -122,15 +106,12 @@ func doneErr(err error) error {
 	return err
 }
 
-// Classify applies the Runner's classifier, then Classify.
-func (b *backend) Classify(err error) txn.Class {
-	if b.classify != nil {
-		if c := b.classify(err); c != txn.ClassPermanent {
-			return c
-		}
-	}
-	return Classify(err)
-}
+// Classify is the package's Classify; txn.WithClassifier replaces it.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn recognises a lost connection (driver.ErrBadConn), also
+// under a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
 
 // BeginSavepoint opens savepoint name in tx. The statements run on the
 // context the core passes (a rollback's is detached from the caller's

@@ -48,7 +48,7 @@ func TestConflictRetried(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
 		rec := &retries{}
-		r := txnbun.NewWithClassifier(s.db, s.classify, txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)))
+		r := s.runner(txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond))).WithBegin(s.conflictOpts...)
 		bar := newBarrier(2)
 		var attempts, callbacks atomic.Int32
 		var wg sync.WaitGroup
@@ -75,7 +75,7 @@ func TestConflictRetried(t *testing.T) {
 					}
 					_, err := tx.NewUpdate().Model(&counter{ID: 1, N: n + 1}).WherePK().Exec(ctx)
 					return err
-				}, s.conflictOpts...)
+				})
 			}()
 		}
 		wg.Wait()
@@ -100,7 +100,7 @@ func TestConflictRetried(t *testing.T) {
 func TestNestedRunRollsBackToSavepoint(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
-		r := txnbun.NewWithClassifier(s.db, s.classify)
+		r := s.runner()
 		errRefused := errors.New("inner refused")
 		var outer, kept, undone atomic.Int32
 		err := r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -193,7 +193,7 @@ func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
 
 func nestedRestart(t *testing.T, s *server, swallow bool) {
 	ctx := ctxT(t)
-	r := txnbun.NewWithClassifier(s.db, s.classify, append([]txn.Option{txn.WithBackoff(txn.Constant(time.Millisecond))}, s.conflictOpts...)...)
+	r := s.runner(txn.WithBackoff(txn.Constant(time.Millisecond))).WithBegin(s.conflictOpts...)
 	var attempts, callbacks int
 	var first error
 	err := r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -248,7 +248,7 @@ func nestedRestart(t *testing.T, s *server, swallow bool) {
 func TestPanicRollsBack(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
-		r := txnbun.NewWithClassifier(s.db, s.classify)
+		r := s.runner()
 		var attempts, callbacks int
 		require.PanicsWithValue(t, "boom", func() {
 			_ = r.Run(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -288,13 +288,13 @@ func TestBankWorkload(t *testing.T) {
 		}
 		_, err := s.db.NewInsert().Model(&accts).Exec(ctx)
 		require.NoError(t, err)
-		opts := []txn.Option{txn.MaxAttempts(100)}
-		if s.is("postgres") {
-			opts = append(opts, s.conflictOpts...)
-		}
+		opts := []txn.RunnerOption{txn.MaxAttempts(100)}
 		rec := &retries{}
 		opts = append(opts, txn.WithObserver(rec))
-		r := txnbun.NewWithClassifier(s.db, s.classify, opts...)
+		r := s.runner(opts...)
+		if s.is("postgres") {
+			r = r.WithBegin(s.conflictOpts...)
+		}
 		var committed, moved, applied atomic.Int64
 		var wg sync.WaitGroup
 		for w := range workers {
@@ -379,14 +379,13 @@ func TestOptionsAndNil(t *testing.T) {
 	ctx := context.Background()
 	fn := func(context.Context, bun.Tx) error { return nil }
 	require.ErrorIs(t, txnbun.New(nil).Run(ctx, fn), txn.ErrNilRunner)
-	require.ErrorIs(t, txnbun.NewWithClassifier(nil, nil).Run(ctx, fn), txn.ErrNilRunner)
+	require.ErrorIs(t, txnbun.New(nil).Run(ctx, fn), txn.ErrNilRunner)
 	forEach(t, func(t *testing.T, s *server) {
 		require.NoError(t, txnbun.New(s.db).Run(ctx, fn))
-		r := txnbun.NewWithClassifier(s.db, s.classify)
-		require.ErrorIs(t, r.Run(ctx, fn, txn.WithBeginOptions(42)), txn.ErrBadOption)
+		r := s.runner()
+		require.ErrorIs(t, r.WithBegin(txn.NewBeginOption[bun.Tx]("other", 42)).Run(ctx, fn), txn.ErrBadOption)
 		ro := sql.TxOptions{ReadOnly: true}
-		require.NoError(t, r.Run(ctx, fn, txnbun.TxOptions(ro)))
-		require.NoError(t, r.Run(ctx, fn, txn.WithBeginOptions(&ro)))
+		require.NoError(t, r.WithBegin(txnbun.TxOptions(ro)).Run(ctx, fn))
 		err := r.Run(ctx, func(ctx context.Context, tx bun.Tx) error { return tx.Commit() })
 		require.ErrorIs(t, err, txn.ErrFnFinishedTx)
 	})

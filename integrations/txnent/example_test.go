@@ -32,10 +32,8 @@ func Example() {
 	defer client.Close()
 
 	// Build the Runner once, over the client's driver, and share it.
-	r := txnent.NewWithClassifier(drv, txnpgx.Classify,
-		txnent.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}),
-		txn.MaxAttempts(10),
-	)
+	r := txnent.New(drv, txn.WithClassifier(txnpgx.Classify), txn.MaxAttempts(10)).
+		WithBegin(txnent.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}))
 	ctx := context.Background()
 	err = r.Run(ctx, txnent.WithClient(client.BindDriver, func(ctx context.Context, c *ent.Client) error {
 		if err := c.Account.UpdateOneID(1).AddBalance(-100).Exec(ctx); err != nil {
@@ -72,7 +70,7 @@ func Example_nested() {
 		log.Fatal(err)
 	}
 
-	r := txnent.NewWithClassifier(drv, txnsqlite.Classify)
+	r := txnent.New(drv, txn.WithClassifier(txnsqlite.Classify))
 	errLimit := errors.New("over the limit")
 	id, err := txn.Do(ctx, r, func(ctx context.Context, tx *txnent.Tx) (int, error) {
 		c := client.BindDriver(tx)

@@ -34,10 +34,10 @@ type server struct {
 	client   *ent.Client
 	other    *sql.DB // a second pool: the other side of a conflict
 	classify txn.Classifier
-	// conflictOpts are the call options under which a read followed by a
+	// conflictOpts are the begin options under which a read followed by a
 	// write of the same row conflicts with a concurrent writer:
 	// REPEATABLE READ on PostgreSQL, a deferred BEGIN on SQLite.
-	conflictOpts []txn.Option
+	conflictOpts []txn.BeginOption[*txnent.Tx]
 	// readForConflict is the read that makes two read-then-write
 	// transactions conflict: a shared lock on MariaDB (both then wait for
 	// each other's lock: a deadlock), a plain read elsewhere.
@@ -78,7 +78,7 @@ func open(t *testing.T, name string) *server {
 		entDialect = dialect.Postgres
 		s = &server{
 			classify: txnpgx.Classify, other: openSQL(t, "pgx", dsn, "PostgreSQL", testdb.PostgresEnv),
-			conflictOpts:    []txn.Option{txnent.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
+			conflictOpts:    []txn.BeginOption[*txnent.Tx]{txnent.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead})},
 			readForConflict: "SELECT balance FROM txnent_accounts WHERE id = ?",
 		}
 	case "mariadb":
@@ -95,7 +95,7 @@ func open(t *testing.T, name string) *server {
 		entDialect = dialect.SQLite
 		s = &server{
 			classify: txnsqlite.Classify, other: openLite(t, path),
-			conflictOpts:    []txn.Option{txnsqlite.Deferred()},
+			conflictOpts:    []txn.BeginOption[*txnent.Tx]{txnent.TxOptions(sql.TxOptions{ReadOnly: true})}, // BEGIN DEFERRED: modernc reads ReadOnly only to choose it,
 			readForConflict: "SELECT balance FROM txnent_accounts WHERE id = ?",
 		}
 	default:
@@ -222,4 +222,12 @@ func notes(t *testing.T, s *server) []string {
 
 func addNote(ctx context.Context, c *ent.Client, text string) error {
 	return c.Note.Create().SetText(text).Exec(ctx)
+}
+
+// runner returns a Runner over s with s's classifier and opts.
+func (s *server) runner(opts ...txn.RunnerOption) *txnent.Runner {
+	if s.classify != nil {
+		opts = append([]txn.RunnerOption{txn.WithClassifier(s.classify)}, opts...)
+	}
+	return txnent.New(s.drv, opts...)
 }

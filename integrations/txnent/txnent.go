@@ -11,18 +11,18 @@
 //
 //	drv := entsql.OpenDB(dialect.Postgres, db)
 //	client := ent.NewClient(ent.Driver(drv))
-//	r := txnent.NewWithClassifier(drv, txnpgx.Classify) // build once, share
+//	r := txnent.New(drv, txn.WithClassifier(txnpgx.Classify)) // build once, share
 //	err := r.Run(ctx, txnent.WithClient(client.BindDriver, func(ctx context.Context, c *ent.Client) error {
 //		return c.Account.UpdateOneID(1).AddBalance(-100).Exec(ctx)
 //	}))
 //
-// Errors are classified by the classifier given to NewWithClassifier, taken
+// Errors are classified by the classifier given with txn.WithClassifier, taken
 // from the backend package of the database/sql driver under the ent driver:
 // txnpgx.Classify (pgx's stdlib driver), txnmysql.Classify
 // (github.com/go-sql-driver/mysql), txnsqlite.Classify (modernc.org/sqlite).
 // This package imports none of them. Whatever the classifier leaves
-// permanent is still checked by Classify, so a lost connection is never
-// mistaken for a definite failure.
+// permanent is still checked for a lost connection, never mistaken for a
+// definite failure. Without one, Classify (txnsql.ClassifyGeneric) applies.
 //
 // ent's SQL driver has no savepoints, so a Run nested in fn on the same
 // Runner (and txn.Savepoint) issues SAVEPOINT, ROLLBACK TO SAVEPOINT and
@@ -44,47 +44,36 @@ import (
 // Runner is the Runner type this package builds: fn receives a *Tx.
 type Runner = txn.Runner[*Tx]
 
-// New returns a Runner that begins its transactions on drv, the driver the
-// generated client was opened with (an *entsql.Driver, possibly wrapped by
-// dialect.Debug), and classifies errors with Classify alone, which knows no
-// driver: use NewWithClassifier to retry the database's conflicts. Options
-// configure the Runner; it is safe for concurrent use and meant to be
-// shared.
-//
-// A nil drv yields a Runner whose Run returns txn.ErrNilRunner; an invalid
-// option yields one whose Run returns an error matching txn.ErrBadOption.
-func New(drv dialect.Driver, opts ...txn.Option) *Runner {
-	return NewWithClassifier(drv, nil, opts...)
-}
-
-// NewWithClassifier is New with classify, the Classify function of the
-// backend package matching the database/sql driver under drv
-// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify), or a function of
-// yours wrapping one. Errors that classify leaves permanent are still
-// checked by Classify. A nil classify means Classify alone. Failures are
-// reported as for New.
-func NewWithClassifier(drv dialect.Driver, classify txn.Classifier, opts ...txn.Option) *Runner {
+// New returns a Runner over drv, the driver the generated client was opened with (an *entsql.Driver, possibly wrapped by dialect.Debug). Its errors are classified by
+// Classify, which knows no driver: give the classifier of the backend
+// package matching the database/sql driver with txn.WithClassifier
+// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify); a lost
+// connection is still recognised under it. A nil drv yields a Runner whose
+// Run returns txn.ErrNilRunner; an invalid option one whose Run returns an
+// error matching txn.ErrBadOption.
+func New(drv dialect.Driver, opts ...txn.RunnerOption) *Runner {
 	if drv == nil {
 		return txn.New[*Tx](nil, opts...)
 	}
-	return txn.New[*Tx](&backend{drv: drv, classify: classify}, opts...)
+	return txn.New[*Tx](&backend{drv: drv}, opts...)
 }
 
-// TxOptions sets the isolation level and read-only flag of the transactions,
-// on the Runner (passed to New) or for one call (passed to Run or txn.Do).
-// Backend options built the same way, such as txnsqlite.Deferred, work too.
-// The driver must have a BeginTx method (ent's SQL driver and dialect.Debug
-// have one); otherwise Run returns an error matching txn.ErrBadOption.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txnsql.TxOptions(o)
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin. A level
+// the driver does not support makes BEGIN, and so Run, fail with the
+// driver's error.
+func TxOptions(o sql.TxOptions) txn.BeginOption[*Tx] {
+	return txn.NewBeginOption[*Tx]("txnent", o)
 }
 
-// Classify is the driver-free classification every Runner of this package
-// applies, after the classifier given to NewWithClassifier: it returns
-// txn.ClassConnLost for driver.ErrBadConn (retried before COMMIT, an
-// unknown outcome during it) and txn.ClassPermanent for everything else.
+// Classify is the driver-free classifier of every Runner of this package
+// built without txn.WithClassifier, txnsql.ClassifyGeneric: a lost
+// connection (driver.ErrBadConn), SQLSTATE 40001/40P01 through an error's
+// SQLState() method, SQLite's busy and locked codes through its Code()
+// method; everything else is txn.ClassPermanent. MySQL and MariaDB errors
+// expose no such method: give txnmysql.Classify with txn.WithClassifier.
 func Classify(err error) txn.Class {
-	return txnsql.ClassifyConn(err)
+	return txnsql.ClassifyGeneric(err)
 }
 
 // WithClient adapts fn, which takes a generated client, to the function
@@ -137,8 +126,7 @@ func (t *Tx) Dialect() string { return t.dialect }
 
 // backend adapts a dialect.Driver to txn.Backend and txn.Savepointer.
 type backend struct {
-	drv      dialect.Driver
-	classify txn.Classifier
+	drv dialect.Driver
 }
 
 // txBeginner is implemented by ent's SQL driver and by dialect.Debug.
@@ -146,23 +134,13 @@ type txBeginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error)
 }
 
-// Begin starts a transaction. opts may be nil, a sql.TxOptions or a
-// *sql.TxOptions.
-func (b *backend) Begin(ctx context.Context, opts any) (*Tx, error) {
-	var o *sql.TxOptions
-	switch v := opts.(type) {
-	case nil:
-	case sql.TxOptions:
-		o = &v
-	case *sql.TxOptions:
-		o = v
-	default:
-		return nil, fmt.Errorf("%w: txnent expects sql.TxOptions, got %T", txn.ErrBadOption, opts)
+// Begin starts a transaction with the sql.TxOptions of TxOptions, if any.
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*Tx]) (*Tx, error) {
+	o, err := txnsql.ReadTxOptions("txnent", opts)
+	if err != nil {
+		return nil, err
 	}
-	var (
-		tx  dialect.Tx
-		err error
-	)
+	var tx dialect.Tx
 	if tb, ok := b.drv.(txBeginner); ok {
 		tx, err = tb.BeginTx(ctx, o)
 	} else if o != nil {
@@ -194,15 +172,12 @@ func doneErr(err error) error {
 	return err
 }
 
-// Classify applies the Runner's classifier, then Classify.
-func (b *backend) Classify(err error) txn.Class {
-	if b.classify != nil {
-		if c := b.classify(err); c != txn.ClassPermanent {
-			return c
-		}
-	}
-	return Classify(err)
-}
+// Classify is the package's Classify; txn.WithClassifier replaces it.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn recognises a lost connection (driver.ErrBadConn), also
+// under a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
 
 // BeginSavepoint executes SAVEPOINT name in tx and returns tx.
 func (b *backend) BeginSavepoint(ctx context.Context, tx *Tx, name string) (*Tx, error) {

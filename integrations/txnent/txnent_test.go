@@ -50,7 +50,7 @@ func TestConflictRetried(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
 		rec := &retries{}
-		r := txnent.NewWithClassifier(s.drv, s.classify, txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)))
+		r := s.runner(txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond))).WithBegin(s.conflictOpts...)
 		bar := newBarrier(2)
 		var attempts, callbacks atomic.Int32
 		var wg sync.WaitGroup
@@ -77,7 +77,7 @@ func TestConflictRetried(t *testing.T) {
 						}
 					}
 					return c.Account.UpdateOneID(1).SetBalance(n + 1).Exec(ctx)
-				}, s.conflictOpts...)
+				})
 			}()
 		}
 		wg.Wait()
@@ -103,7 +103,7 @@ func TestConflictRetried(t *testing.T) {
 func TestNestedRunRollsBackToSavepoint(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
-		r := txnent.NewWithClassifier(s.drv, s.classify)
+		r := s.runner()
 		errRefused := errors.New("inner refused")
 		var outer, kept, undone atomic.Int32
 		err := r.Run(ctx, txnent.WithClient(s.client.BindDriver, func(ctx context.Context, c *ent.Client) error {
@@ -201,7 +201,7 @@ func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
 
 func nestedRestart(t *testing.T, s *server, swallow bool) {
 	ctx := ctxT(t)
-	r := txnent.NewWithClassifier(s.drv, s.classify, append([]txn.Option{txn.WithBackoff(txn.Constant(time.Millisecond))}, s.conflictOpts...)...)
+	r := s.runner(txn.WithBackoff(txn.Constant(time.Millisecond))).WithBegin(s.conflictOpts...)
 	var attempts, callbacks int
 	var first error
 	err := r.Run(ctx, func(ctx context.Context, tx *txnent.Tx) error {
@@ -255,7 +255,7 @@ func nestedRestart(t *testing.T, s *server, swallow bool) {
 func TestPanicRollsBack(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
-		r := txnent.NewWithClassifier(s.drv, s.classify)
+		r := s.runner()
 		var attempts, callbacks int
 		require.PanicsWithValue(t, "boom", func() {
 			_ = r.Run(ctx, func(ctx context.Context, tx *txnent.Tx) error {
@@ -303,11 +303,11 @@ func TestBankWorkload(t *testing.T) {
 			ids[i] = a.ID
 		}
 		rec := &retries{}
-		opts := []txn.Option{txn.MaxAttempts(100), txn.WithObserver(rec)}
+		opts := []txn.RunnerOption{txn.MaxAttempts(100), txn.WithObserver(rec)}
+		r := s.runner(opts...)
 		if s.is("postgres") {
-			opts = append(opts, s.conflictOpts...)
+			r = r.WithBegin(s.conflictOpts...)
 		}
-		r := txnent.NewWithClassifier(s.drv, s.classify, opts...)
 		lock := ""
 		if !s.is("sqlite") {
 			lock = " FOR UPDATE"
@@ -403,7 +403,7 @@ func txnentTx(ctx context.Context) *txnent.Tx {
 func TestBuildersJoin(t *testing.T) {
 	forEach(t, func(t *testing.T, s *server) {
 		ctx := ctxT(t)
-		r := txnent.NewWithClassifier(s.drv, s.classify)
+		r := s.runner()
 		errLater := errors.New("later failure")
 		err := r.Run(ctx, txnent.WithClient(s.client.BindDriver, func(ctx context.Context, c *ent.Client) error {
 			etx, err := c.Tx(ctx)
@@ -430,7 +430,7 @@ func TestBoundClientKeepsHooks(t *testing.T) {
 				return next.Mutate(ctx, m)
 			})
 		})
-		r := txnent.NewWithClassifier(s.drv, s.classify)
+		r := s.runner()
 		require.NoError(t, r.Run(ctx, txnent.WithClient(s.client.BindDriver, func(ctx context.Context, c *ent.Client) error {
 			return addNote(ctx, c, "hooked")
 		})))
@@ -444,14 +444,13 @@ func TestOptionsAndNil(t *testing.T) {
 	ctx := context.Background()
 	fn := func(context.Context, *txnent.Tx) error { return nil }
 	require.ErrorIs(t, txnent.New(nil).Run(ctx, fn), txn.ErrNilRunner)
-	require.ErrorIs(t, txnent.NewWithClassifier(nil, nil).Run(ctx, fn), txn.ErrNilRunner)
+	require.ErrorIs(t, txnent.New(nil).Run(ctx, fn), txn.ErrNilRunner)
 	forEach(t, func(t *testing.T, s *server) {
 		require.NoError(t, txnent.New(s.drv).Run(ctx, fn))
-		r := txnent.NewWithClassifier(s.drv, s.classify)
-		require.ErrorIs(t, r.Run(ctx, fn, txn.WithBeginOptions(42)), txn.ErrBadOption)
+		r := s.runner()
+		require.ErrorIs(t, r.WithBegin(txn.NewBeginOption[*txnent.Tx]("other", 42)).Run(ctx, fn), txn.ErrBadOption)
 		ro := sql.TxOptions{ReadOnly: true}
-		require.NoError(t, r.Run(ctx, fn, txnent.TxOptions(ro)))
-		require.NoError(t, r.Run(ctx, fn, txn.WithBeginOptions(&ro)))
+		require.NoError(t, r.WithBegin(txnent.TxOptions(ro)).Run(ctx, fn))
 		require.NoError(t, r.Run(ctx, func(ctx context.Context, tx *txnent.Tx) error {
 			assert.Equal(t, s.drv.Dialect(), tx.Dialect())
 			return tx.Close()
