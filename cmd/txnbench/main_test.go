@@ -411,10 +411,10 @@ func TestPolicyTable(t *testing.T) {
 // nopBackend lets TestPolicyTable build Runners to validate options.
 type nopBackend struct{}
 
-func (nopBackend) Begin(context.Context, any) (int, error) { return 0, nil }
-func (nopBackend) Commit(context.Context, int) error       { return nil }
-func (nopBackend) Rollback(context.Context, int) error     { return nil }
-func (nopBackend) Classify(error) txn.Class                { return txn.ClassPermanent }
+func (nopBackend) Begin(context.Context, []txn.BeginOption[int]) (int, error) { return 0, nil }
+func (nopBackend) Commit(context.Context, int) error                          { return nil }
+func (nopBackend) Rollback(context.Context, int) error                        { return nil }
+func (nopBackend) Classify(error) txn.Class                                   { return txn.ClassPermanent }
 
 func TestSchedule(t *testing.T) {
 	s := schedule(3, 4)

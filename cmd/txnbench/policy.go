@@ -12,10 +12,10 @@ import (
 // stores only pass them through (and add their backend's begin options).
 
 // runnerOption is an option of a Runner (txn.New and the backends' New).
-type runnerOption = txn.Option
+type runnerOption = txn.RunnerOption
 
 // callOption is an option of one Run call.
-type callOption = txn.Option
+type callOption = txn.CallOption
 
 // policyParams are the knobs the command line gives every policy.
 type policyParams struct {
@@ -119,15 +119,9 @@ func policyTable() []policy {
 func runnerOptions(p *policy, params policyParams, obs txn.Observer, seed uint64) []runnerOption {
 	opts := append(p.runner(params), txn.WithObserver(obs))
 	if seed != 0 {
-		opts = append(opts, txn.WithSeed(seed))
+		opts = append(opts, txn.Seed(seed))
 	}
 	return opts
-}
-
-// joinOptions returns the store's options (begin options such as the
-// isolation level) followed by the policy's, in a new slice.
-func joinOptions(store, policy []runnerOption) []runnerOption {
-	return append(append([]runnerOption{}, store...), policy...)
 }
 
 // accountKeys names the two accounts of a transfer as its conflict keys.

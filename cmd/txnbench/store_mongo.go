@@ -26,8 +26,8 @@ type mongoStore struct {
 	ledger   *mongo.Collection
 	// txOpts are the transaction options (read concern) of every transfer.
 	txOpts *options.TransactionOptionsBuilder
-	// runnerOpts pass txOpts to every Runner of the store.
-	runnerOpts []runnerOption
+	// begin passes txOpts to every Runner of the store.
+	begin []txn.BeginOption[*mongo.Session]
 }
 
 // openMongo connects to the replica set c.dsn names. The collections live
@@ -65,7 +65,7 @@ func openMongo(ctx context.Context, c *config) (Store, error) {
 	}
 	if c.isolation == "snapshot" {
 		s.txOpts = options.Transaction().SetReadConcern(readconcern.Snapshot())
-		s.runnerOpts = []runnerOption{txnmongo.TxOptions(s.txOpts)}
+		s.begin = []txn.BeginOption[*mongo.Session]{txnmongo.TxOptions(s.txOpts)}
 	}
 	return s, nil
 }
@@ -94,7 +94,7 @@ func (s *mongoStore) Setup(ctx context.Context, accounts int) error {
 
 // Bank implements Store.
 func (s *mongoStore) Bank(opts ...runnerOption) TransferFunc {
-	r := txnmongo.New(s.client, joinOptions(s.runnerOpts, opts)...)
+	r := txnmongo.New(s.client, opts...).WithBegin(s.begin...)
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
 			return s.transfer(ctx, t)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 )
 
@@ -42,7 +43,7 @@ func openMySQL(ctx context.Context, c *config) (Store, error) {
 	}
 	if lvl, ok := sqlIsolation(c.isolation); ok {
 		s.txOpts = &sql.TxOptions{Isolation: lvl}
-		s.runnerOpts = []runnerOption{txnmysql.TxOptions(*s.txOpts)}
+		s.begin = []txn.BeginOption[*sql.Tx]{txnmysql.TxOptions(*s.txOpts)}
 	}
 	return s, nil
 }

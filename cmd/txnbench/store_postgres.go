@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
 )
 
@@ -19,8 +20,8 @@ type pgStore struct {
 	prefix string
 	// txOpts are the transaction options (isolation) of every transfer.
 	txOpts pgx.TxOptions
-	// runnerOpts pass txOpts to every Runner of the store.
-	runnerOpts []runnerOption
+	// begin passes txOpts to every Runner of the store.
+	begin []txn.BeginOption[pgx.Tx]
 }
 
 // openPostgres connects to the PostgreSQL server c.dsn names, with a pool
@@ -44,7 +45,7 @@ func openPostgres(ctx context.Context, c *config) (Store, error) {
 	s := &pgStore{pool: pool, prefix: c.tablePrefix}
 	if lvl, ok := pgIsolation(c.isolation); ok {
 		s.txOpts = pgx.TxOptions{IsoLevel: lvl}
-		s.runnerOpts = []runnerOption{txnpgx.TxOptions(s.txOpts)}
+		s.begin = []txn.BeginOption[pgx.Tx]{txnpgx.TxOptions(s.txOpts)}
 	}
 	return s, nil
 }
@@ -104,7 +105,7 @@ func (s *pgStore) statements() (sel, upd, ins string) {
 
 // Bank implements Store.
 func (s *pgStore) Bank(opts ...runnerOption) TransferFunc {
-	r := txnpgx.New(s.pool, joinOptions(s.runnerOpts, opts)...)
+	r := txnpgx.New(s.pool, opts...).WithBegin(s.begin...)
 	sel, upd, ins := s.statements()
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {

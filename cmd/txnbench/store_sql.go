@@ -21,10 +21,10 @@ type sqlStore struct {
 	// txOpts are the transaction options (isolation) of every transfer,
 	// nil for the driver's defaults.
 	txOpts *sql.TxOptions
-	// runnerOpts are options every Runner of the store gets: txOpts as the
-	// backend's begin option.
-	runnerOpts []runnerOption
-	code       func(err error) string
+	// begin are the begin options every Runner of the store gets: txOpts
+	// as the backend's begin option.
+	begin []txn.BeginOption[*sql.Tx]
+	code  func(err error) string
 	// batch is how many accounts one INSERT creates.
 	batch int
 }
@@ -78,7 +78,7 @@ func (s *sqlStore) statements() (sel, upd, ins string) {
 
 // Bank implements Store.
 func (s *sqlStore) Bank(opts ...runnerOption) TransferFunc {
-	r := s.newRunner(s.db, joinOptions(s.runnerOpts, opts)...)
+	r := s.newRunner(s.db, opts...).WithBegin(s.begin...)
 	sel, upd, ins := s.statements()
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
