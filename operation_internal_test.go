@@ -15,10 +15,10 @@ import (
 // failed, and errors are classified by their Retry/Permanent marks only.
 type opBackend struct{}
 
-func (opBackend) Begin(context.Context, any) (int, error) { return 0, nil }
-func (opBackend) Commit(context.Context, int) error       { return nil }
-func (opBackend) Rollback(context.Context, int) error     { return nil }
-func (opBackend) Classify(error) Class                    { return ClassPermanent }
+func (opBackend) Begin(context.Context, []BeginOption[int]) (int, error) { return 0, nil }
+func (opBackend) Commit(context.Context, int) error                      { return nil }
+func (opBackend) Rollback(context.Context, int) error                    { return nil }
+func (opBackend) Classify(error) Class                                   { return ClassPermanent }
 
 // opRecorder records the Operation of every event, by event kind.
 type opRecorder struct {

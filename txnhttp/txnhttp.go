@@ -144,7 +144,7 @@ type settings struct {
 	errorHandler func(http.ResponseWriter, *http.Request, error)
 	skip         []func(*http.Request) bool
 	keys         func(*http.Request) []string
-	callOptions  func(*http.Request) []txn.Option
+	callOptions  func(*http.Request) []txn.CallOption
 	operation    func(*http.Request) string
 	rollbackOn   func(status int) bool
 	err          error
@@ -250,7 +250,7 @@ func Keys(keys func(r *http.Request) []string) Option {
 // per request, before the first attempt, with a request whose body can be
 // read. Its options come after the middleware's own (operation name, keys),
 // so they may override them.
-func CallOptions(opts func(r *http.Request) []txn.Option) Option {
+func CallOptions(opts func(r *http.Request) []txn.CallOption) Option {
 	return func(s *settings) {
 		if opts == nil {
 			s.fail("CallOptions(nil)")
@@ -291,7 +291,7 @@ func RollbackOn(rollback func(status int) bool) Option {
 // Middleware runs handlers in transactions of one Runner. Build it with New;
 // it is safe for concurrent use.
 type Middleware struct {
-	run  func(ctx context.Context, fn func(ctx context.Context) error, opts []txn.Option) error
+	run  func(ctx context.Context, fn func(ctx context.Context) error, opts []txn.CallOption) error
 	inTx func(ctx context.Context) bool
 	s    settings
 }
@@ -317,7 +317,7 @@ func New[T any](r *txn.Runner[T], opts ...Option) *Middleware {
 			m.s.err = err
 		}
 	}
-	m.run = func(ctx context.Context, fn func(context.Context) error, opts []txn.Option) error {
+	m.run = func(ctx context.Context, fn func(context.Context) error, opts []txn.CallOption) error {
 		return r.Run(ctx, func(ctx context.Context, _ T) error { return fn(ctx) }, opts...)
 	}
 	m.inTx = func(ctx context.Context) bool {
@@ -458,7 +458,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 	if mux, ok := h.(*http.ServeMux); ok && name == "" {
 		_, name = mux.Handler(r)
 	}
-	opts := []txn.Option{txn.Operation(name)}
+	opts := []txn.CallOption{txn.Operation(name)}
 	if rest != nil {
 		opts = append(opts, txn.MaxAttempts(1))
 	}

@@ -28,10 +28,10 @@ var (
 	errBroken   = fakedb.Err(txn.ClassPermanent, "constraint violated")
 )
 
-func newRunner(t *testing.T, opts ...txn.Option) (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
+func newRunner(t *testing.T, opts ...txn.RunnerOption) (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
 	t.Helper()
 	db := fakedb.New()
-	r := txn.New[*fakedb.Tx](db, append([]txn.Option{txn.WithBackoff(txn.Constant(0))}, opts...)...)
+	r := txn.New[*fakedb.Tx](db, append([]txn.RunnerOption{txn.WithBackoff(txn.Constant(0))}, opts...)...)
 	require.NoError(t, r.Err())
 	return db, r
 }
@@ -156,7 +156,7 @@ func TestStatusMapping(t *testing.T) {
 		committed  int
 	}{
 		{name: "give-up under contention", err: errConflict,
-			opts: []txnhttp.Option{txnhttp.CallOptions(func(*http.Request) []txn.Option { return []txn.Option{txn.MaxAttempts(3)} })},
+			opts: []txnhttp.Option{txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(3)} })},
 			code: http.StatusServiceUnavailable, retryAfter: "1", contains: "contention"},
 		{name: "unknown commit outcome", script: func(db *fakedb.DB) { db.FailCommit(fakedb.Err(txn.ClassConnLost, "connection reset")) },
 			code: http.StatusInternalServerError, contains: "outcome unknown", committed: 1},
@@ -263,8 +263,8 @@ func TestBodyBeyondReplayLimit(t *testing.T) {
 
 	// A body within the limit is retried.
 	calls = 0
-	resp = do(t, "POST", serve(t, txnhttp.New(r, txnhttp.MaxBody(100), txnhttp.CallOptions(func(*http.Request) []txn.Option {
-		return []txn.Option{txn.MaxAttempts(2)}
+	resp = do(t, "POST", serve(t, txnhttp.New(r, txnhttp.MaxBody(100), txnhttp.CallOptions(func(*http.Request) []txn.CallOption {
+		return []txn.CallOption{txn.MaxAttempts(2)}
 	})).Wrap(h)), big)
 	assert.Equal(t, 2, calls)
 	assert.Equal(t, big, got)
@@ -406,7 +406,7 @@ func TestErrorHandlerIsReplaceable(t *testing.T) {
 		code, _ := txnhttp.Status(req, err)
 		w.WriteHeader(code)
 		_, _ = io.WriteString(w, `{"error":"busy"}`)
-	}), txnhttp.CallOptions(func(*http.Request) []txn.Option { return []txn.Option{txn.MaxAttempts(2)} }))
+	}), txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(2)} }))
 	h := txnhttp.HandlerFunc(func(w http.ResponseWriter, req *http.Request) error { return errConflict })
 	resp := do(t, "POST", serve(t, mw.Wrap(h)), "")
 	assert.Equal(t, http.StatusServiceUnavailable, resp.code)
@@ -436,7 +436,7 @@ func TestBadConfiguration(t *testing.T) {
 
 	// A bad per-request option is a permanent error: 500, handler not run.
 	calls := 0
-	mw = txnhttp.New(r, txnhttp.CallOptions(func(*http.Request) []txn.Option { return []txn.Option{txn.MaxAttempts(-1)} }))
+	mw = txnhttp.New(r, txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(-1)} }))
 	resp = do(t, "POST", serve(t, mw.Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls++ }))), "")
 	assert.Equal(t, http.StatusInternalServerError, resp.code)
 	assert.Zero(t, calls)

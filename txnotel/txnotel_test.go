@@ -22,7 +22,7 @@ type flaky struct{ n int }
 
 var errConflict = errors.New("conflict")
 
-func (f *flaky) Begin(context.Context, any) (int, error) { return 0, nil }
+func (f *flaky) Begin(context.Context, []txn.BeginOption[int]) (int, error) { return 0, nil }
 func (f *flaky) Commit(context.Context, int) error {
 	if f.n > 0 {
 		f.n--

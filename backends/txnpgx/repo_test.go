@@ -72,7 +72,7 @@ func TestRepositoryHelperJoinsTheTransaction(t *testing.T) {
 		if err := newQueries(txnpgx.TxOr(ctx, pool)).insert(ctx, tbl, 10); err != nil {
 			return err
 		}
-		spErr := txn.Savepoint(ctx, func(ctx context.Context) error {
+		spErr := txn.Savepoint(ctx, func(ctx context.Context, _ pgx.Tx) error {
 			tx, err := txnpgx.Tx(ctx)
 			if err != nil {
 				return err

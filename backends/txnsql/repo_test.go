@@ -19,7 +19,7 @@ import (
 
 type handBackend struct{ begun []*sql.Tx }
 
-func (b *handBackend) Begin(context.Context, any) (*sql.Tx, error) {
+func (b *handBackend) Begin(context.Context, []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
 	tx := new(sql.Tx)
 	b.begun = append(b.begun, tx)
 	return tx, nil

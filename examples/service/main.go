@@ -162,12 +162,13 @@ func open(ctx context.Context, c config, log *slog.Logger) (*service, error) {
 		s.dollar = true
 		// Serializable: two transfers on the same account fail one with
 		// 40001, which txnpgx.Classify marks retryable.
-		s.r = txnsql.New(s.db, txnpgx.Classify, txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
+		s.r = txnsql.New(s.db, txn.WithClassifier(txnpgx.Classify)).
+			WithBegin(txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 	case "mysql":
 		s.db, err = sql.Open("mysql", orDefault(c.dsn, "TXN_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"))
 		// Serializable: the balance read takes a shared lock; two
 		// transfers upgrading theirs deadlock (1213), which is retried.
-		s.r = txnmysql.New(s.db, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
+		s.r = txnmysql.New(s.db).WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 	default:
 		return nil, fmt.Errorf("--backend %q: want sqlite, postgres or mysql", c.backend)
 	}

@@ -141,8 +141,8 @@ func TestGRPCRealConflict(t *testing.T) {
 	assert.Equal(t, int64(2), a, "the audit row of the failed attempt was rolled back with it")
 
 	// With one attempt allowed, the loser gets Aborted.
-	_, errs, attempts, events = grpcPair(t, s, txngrpc.CallOptions(func(context.Context, string, any) []txn.Option {
-		return []txn.Option{txn.MaxAttempts(1)}
+	_, errs, attempts, events = grpcPair(t, s, txngrpc.CallOptions(func(context.Context, string, any) []txn.CallOption {
+		return []txn.CallOption{txn.MaxAttempts(1)}
 	}))
 	got := []codes.Code{status.Code(errs[0]), status.Code(errs[1])}
 	assert.ElementsMatch(t, []codes.Code{codes.OK, codes.Aborted}, got)

@@ -80,7 +80,7 @@ type pair struct {
 // waits for the other request (first attempts only), writes an audit row
 // through the repository helper, increments the counter and writes the
 // rest.
-func conflictPair(t *testing.T, s store, streaming bool, callOpts ...txn.Option) pair {
+func conflictPair(t *testing.T, s store, streaming bool, callOpts ...txn.CallOption) pair {
 	t.Helper()
 	var (
 		mu  sync.Mutex
@@ -131,8 +131,8 @@ func conflictPair(t *testing.T, s store, streaming bool, callOpts ...txn.Option)
 		}
 		fmt.Fprintf(w, " wrote %d", v+1)
 	})
-	opts := append(append([]txn.Option(nil), s.callOpts...), callOpts...)
-	mw := s.mw(txnhttp.CallOptions(func(*http.Request) []txn.Option { return opts }))
+	opts := append(append([]txn.CallOption(nil), s.callOpts...), callOpts...)
+	mw := s.mw(txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return opts }))
 	require.NoError(t, mw.Err())
 	mux := http.NewServeMux()
 	mux.Handle("POST /incr", mw.Wrap(h))
@@ -259,7 +259,7 @@ func TestHTTPRealConflict(t *testing.T) {
 					return s.bad(r.Context())
 				})
 				opts := s.callOpts
-				srv := httptest.NewServer(s.mw(txnhttp.CallOptions(func(*http.Request) []txn.Option { return opts })).Wrap(h))
+				srv := httptest.NewServer(s.mw(txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return opts })).Wrap(h))
 				defer srv.Close()
 				r := post(t, srv.URL, "P", "")
 				assert.Equal(t, http.StatusInternalServerError, r.code)

@@ -45,9 +45,8 @@ type store struct {
 	mw func(opts ...txnhttp.Option) *txnhttp.Middleware
 	// unary builds the gRPC interceptor over the store's Runner.
 	unary func(opts ...txngrpc.Option) grpc.UnaryServerInterceptor
-	// callOpts are added to every request (SQLite: a DEFERRED BEGIN, so that
-	// two transactions can both read before they write, and conflict).
-	callOpts []txn.Option
+	// callOpts are added to every request.
+	callOpts []txn.CallOption
 	// read reads the counter in the transaction of ctx, taking whatever
 	// lock makes a concurrent writer conflict.
 	read func(ctx context.Context) (int64, error)
@@ -138,7 +137,7 @@ func pgStoreOn(t *testing.T, pool *pgxpool.Pool) store {
 		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+ctr+", "+aud)
 	})
 	log := &retryLog{}
-	r := txnpgx.New(pool, txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}), txn.WithObserver(log))
+	r := txnpgx.New(pool, txn.WithObserver(log)).WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}))
 	return store{
 		name:    "PostgreSQL",
 		counter: ctr,
@@ -195,11 +194,11 @@ func pgStoreOn(t *testing.T, pool *pgxpool.Pool) store {
 // sqlStore is a database/sql store reached through txnsql.Tx; readSuffix
 // is appended to the counter's SELECT (MariaDB: LOCK IN SHARE MODE, so that
 // two readers that then both update deadlock).
-func sqlStore(t *testing.T, name string, db *sql.DB, newRunner func(...txn.Option) *txnsql.Runner,
-	conflict func(error) bool, readSuffix string, callOpts ...txn.Option) store {
+func sqlStore(t *testing.T, name string, db *sql.DB, newRunner func(...txn.RunnerOption) *txnsql.Runner,
+	conflict func(error) bool, readSuffix string, begin ...txn.BeginOption[*sql.Tx]) store {
 	t.Helper()
 	log := &retryLog{}
-	r := newRunner(txn.WithObserver(log))
+	r := newRunner(txn.WithObserver(log)).WithBegin(begin...)
 	ctr, aud := uniqueName("counter"), uniqueName("audit")
 	exec := func(q string) {
 		_, err := db.Exec(q)
@@ -221,7 +220,6 @@ func sqlStore(t *testing.T, name string, db *sql.DB, newRunner func(...txn.Optio
 		unary: func(opts ...txngrpc.Option) grpc.UnaryServerInterceptor {
 			return txngrpc.UnaryServerInterceptor(r, opts...)
 		},
-		callOpts: callOpts,
 		read: func(ctx context.Context) (v int64, err error) {
 			tx, err := txnsql.Tx(ctx)
 			if err != nil {
@@ -277,7 +275,7 @@ func mariaStore(t *testing.T) store {
 		testdb.Unreachable(t, "MariaDB/MySQL at "+cfg.Addr, testdb.MySQLEnv, err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	newRunner := func(opts ...txn.Option) *txnsql.Runner { return txnmysql.New(db, opts...) }
+	newRunner := func(opts ...txn.RunnerOption) *txnsql.Runner { return txnmysql.New(db, opts...) }
 	deadlock := func(err error) bool {
 		var me *mysql.MySQLError
 		return errors.As(err, &me) && me.Number == 1213
@@ -290,8 +288,10 @@ func sqliteStore(t *testing.T) store {
 	db, err := txnsqlite.Open(filepath.Join(t.TempDir(), "servicetest.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	newRunner := func(opts ...txn.Option) *txnsql.Runner { return txnsqlite.New(db, opts...) }
+	newRunner := func(opts ...txn.RunnerOption) *txnsql.Runner { return txnsqlite.New(db, opts...) }
 	busy := func(err error) bool { return txnsqlite.Classify(err) == txn.ClassRetryable }
+	// A DEFERRED BEGIN, so that two transactions can both read before they
+	// write, and conflict.
 	return sqlStore(t, "SQLite", db, newRunner, busy, "", txnsqlite.Deferred())
 }
 

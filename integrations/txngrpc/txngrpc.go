@@ -54,7 +54,7 @@ type Option func(*settings)
 type settings struct {
 	skip        func(fullMethod string) bool
 	keys        func(ctx context.Context, fullMethod string, req any) []string
-	callOptions func(ctx context.Context, fullMethod string, req any) []txn.Option
+	callOptions func(ctx context.Context, fullMethod string, req any) []txn.CallOption
 	mapErr      func(error) error
 }
 
@@ -75,7 +75,7 @@ func Keys(keys func(ctx context.Context, fullMethod string, req any) []string) O
 // txn.MaxElapsed, isolation level, txn.Idempotent, ...). They come after the
 // interceptor's own (operation name, keys), so they may override them. A
 // nil opts is ignored.
-func CallOptions(opts func(ctx context.Context, fullMethod string, req any) []txn.Option) Option {
+func CallOptions(opts func(ctx context.Context, fullMethod string, req any) []txn.CallOption) Option {
 	return func(s *settings) { s.callOptions = opts }
 }
 
@@ -105,7 +105,7 @@ func UnaryServerInterceptor[T any](r *txn.Runner[T], opts ...Option) grpc.UnaryS
 		if s.skip != nil && s.skip(info.FullMethod) {
 			return handler(ctx, req)
 		}
-		callOpts := []txn.Option{txn.Operation(info.FullMethod)}
+		callOpts := []txn.CallOption{txn.Operation(info.FullMethod)}
 		if s.keys != nil {
 			if keys := s.keys(ctx, info.FullMethod, req); len(keys) > 0 {
 				callOpts = append(callOpts, txn.Keys(keys...))

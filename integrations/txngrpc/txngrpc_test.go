@@ -90,10 +90,10 @@ func add(ctx context.Context, conn *grpc.ClientConn, n int64) (int64, error) {
 	return out.GetValue(), err
 }
 
-func newRunner(t *testing.T, opts ...txn.Option) (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
+func newRunner(t *testing.T, opts ...txn.RunnerOption) (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
 	t.Helper()
 	db := fakedb.New()
-	r := txn.New[*fakedb.Tx](db, append([]txn.Option{txn.WithBackoff(txn.Constant(0))}, opts...)...)
+	r := txn.New[*fakedb.Tx](db, append([]txn.RunnerOption{txn.WithBackoff(txn.Constant(0))}, opts...)...)
 	require.NoError(t, r.Err())
 	return db, r
 }
@@ -152,7 +152,7 @@ func TestStatusMapping(t *testing.T) {
 		calls    int32
 	}{
 		{name: "contention gives Aborted", err: errConflict,
-			opts: []txngrpc.Option{txngrpc.CallOptions(func(context.Context, string, any) []txn.Option { return []txn.Option{txn.MaxAttempts(3)} })},
+			opts: []txngrpc.Option{txngrpc.CallOptions(func(context.Context, string, any) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(3)} })},
 			code: codes.Aborted, contains: "contention", calls: 3},
 		{name: "unknown commit gives Unknown", script: func(db *fakedb.DB) { db.FailCommit(fakedb.Err(txn.ClassConnLost, "connection reset")) },
 			code: codes.Unknown, contains: "commit outcome unknown", calls: 1},
@@ -273,8 +273,8 @@ func ExampleUnaryServerInterceptor() {
 			}
 			return nil
 		}),
-		txngrpc.CallOptions(func(context.Context, string, any) []txn.Option {
-			return []txn.Option{txn.MaxAttempts(5)}
+		txngrpc.CallOptions(func(context.Context, string, any) []txn.CallOption {
+			return []txn.CallOption{txn.MaxAttempts(5)}
 		}),
 	)))
 	_ = srv
