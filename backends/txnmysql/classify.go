@@ -162,7 +162,7 @@ type ClassifyOptions struct {
 }
 
 // Classifier returns a classifier that is Classify plus the opt-in errors
-// that o turns on. Pass it to NewWithClassifier.
+// that o turns on. Pass it to New with txn.WithClassifier.
 func Classifier(o ClassifyOptions) txn.Classifier {
 	return func(err error) txn.Class {
 		if c := Classify(err); c != txn.ClassPermanent {
@@ -284,18 +284,4 @@ const badConnNoWrite = "bad connection"
 // errors.New) and its exact message.
 func isBadConnNoWrite(e error) bool {
 	return reflect.TypeOf(e) == reflect.TypeOf(errors.New("")) && e.Error() == badConnNoWrite
-}
-
-// withConn returns classify (Classify if nil) completed with classifyConn,
-// so that a custom classifier never hides a lost connection.
-func withConn(classify txn.Classifier) txn.Classifier {
-	if classify == nil {
-		return Classify
-	}
-	return func(err error) txn.Class {
-		if c := classify(err); c != txn.ClassPermanent {
-			return c
-		}
-		return classifyConn(err)
-	}
 }

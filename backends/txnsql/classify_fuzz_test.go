@@ -37,26 +37,26 @@ func wrapN(err error, depth int) error {
 	return err
 }
 
-func TestClassifyConnTypedNilNeverPanics(t *testing.T) {
+func TestClassifyTypedNilNeverPanics(t *testing.T) {
 	for _, tn := range typedNils {
 		t.Run(fmt.Sprintf("%T", tn), func(t *testing.T) {
 			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassPermanent, txnsql.ClassifyConn(tn))
-				assert.Equal(t, txn.ClassPermanent, txnsql.ClassifyConn(fmt.Errorf("fn: %w", tn)))
-				assert.Equal(t, txn.ClassPermanent, txnsql.ClassifyConn(errors.Join(errors.New("x"), tn)))
-				assert.Equal(t, txn.ClassConnLost, txnsql.ClassifyConn(errors.Join(tn, driver.ErrBadConn)))
-				assert.Equal(t, txn.ClassConnLost, txnsql.ClassifyConn(multiErr{tn, fmt.Errorf("q: %w", driver.ErrBadConn)}))
+				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(tn))
+				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(fmt.Errorf("fn: %w", tn)))
+				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(errors.Join(errors.New("x"), tn)))
+				assert.Equal(t, txn.ClassConnLost, txnsql.Classify(errors.Join(tn, driver.ErrBadConn)))
+				assert.Equal(t, txn.ClassConnLost, txnsql.Classify(multiErr{tn, fmt.Errorf("q: %w", driver.ErrBadConn)}))
 			})
 		})
 	}
 }
 
-// FuzzClassifyConn feeds ClassifyConn, the classifier of a txnsql Runner
+// FuzzClassify feeds Classify, the classifier of a txnsql Runner
 // built without one, driver.ErrBadConn and other errors, wrapped to a
 // fuzzed depth and joined with typed nils. Properties: no panic; only
 // driver.ErrBadConn in the chain is a lost connection; wrapping and
 // joining do not change the class; a typed nil alone is permanent.
-func FuzzClassifyConn(f *testing.F) {
+func FuzzClassify(f *testing.F) {
 	f.Add(true, "", uint8(0), uint8(0))
 	f.Add(false, "driver: bad connection", uint8(3), uint8(1))
 	f.Add(false, "", uint8(31), uint8(2))
@@ -71,10 +71,10 @@ func FuzzClassifyConn(f *testing.F) {
 		if badConn {
 			want = txn.ClassConnLost
 		}
-		assert.Equal(t, want, txnsql.ClassifyConn(base))
-		assert.Equal(t, want, txnsql.ClassifyConn(wrapN(base, d)))
-		assert.Equal(t, want, txnsql.ClassifyConn(errors.Join(wrapN(tn, d), base)))
-		assert.Equal(t, want, txnsql.ClassifyConn(multiErr{tn, wrapN(base, d), tn}))
-		assert.Equal(t, txn.ClassPermanent, txnsql.ClassifyConn(wrapN(tn, d)))
+		assert.Equal(t, want, txnsql.Classify(base))
+		assert.Equal(t, want, txnsql.Classify(wrapN(base, d)))
+		assert.Equal(t, want, txnsql.Classify(errors.Join(wrapN(tn, d), base)))
+		assert.Equal(t, want, txnsql.Classify(multiErr{tn, wrapN(base, d), tn}))
+		assert.Equal(t, txn.ClassPermanent, txnsql.Classify(wrapN(tn, d)))
 	})
 }

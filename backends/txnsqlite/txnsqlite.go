@@ -118,13 +118,28 @@ const (
 // DefaultBusyTimeout is the busy_timeout Open sets.
 const DefaultBusyTimeout = 5 * time.Second
 
+// Runner is the Runner type this package builds.
+type Runner = txn.Runner[*sql.Tx]
+
+// sqlDriver is how txnsql sees this package.
+func sqlDriver() txnsql.Driver {
+	return txnsql.Driver{Name: "txnsqlite", Classify: Classify}
+}
+
 // New returns a Runner over db, a database opened with the driver of
-// modernc.org/sqlite, that retries the errors Classify recognises. Options
-// are those of package txn; use txnsql.TxOptions or Deferred for
-// transaction options. A nil db yields a Runner whose Run returns
+// modernc.org/sqlite, that retries the errors Classify recognises
+// (txn.WithClassifier replaces it). Begin options (Deferred, TxOptions) are
+// given to Runner.WithBegin. A nil db yields a Runner whose Run returns
 // txn.ErrNilRunner.
-func New(db *sql.DB, opts ...txn.Option) *txn.Runner[*sql.Tx] {
-	return txnsql.New(db, Classify, opts...)
+func New(db *sql.DB, opts ...txn.RunnerOption) *Runner {
+	return txnsql.NewRunner(db, sqlDriver(), opts...)
+}
+
+// TxOptions returns a begin option that sets the transactions'
+// sql.TxOptions; give it to Runner.WithBegin. modernc.org/sqlite uses only
+// ReadOnly, to choose between BEGIN and the DSN's _txlock (see Deferred).
+func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
+	return sqlDriver().TxOptions(o)
 }
 
 // Classify returns ClassifyCode's class for the first *sqlite.Error in err's
@@ -159,15 +174,16 @@ func ClassifyCode(code int) txn.Class {
 	return txn.ClassPermanent
 }
 
-// Deferred makes a call's transaction begin with a plain, DEFERRED BEGIN even
+// Deferred is a begin option (give it to Runner.WithBegin) that makes the
+// transactions begin with a plain, DEFERRED BEGIN even
 // on a database whose DSN sets _txlock=immediate (as Open does). Use it for
 // transactions that only read: they then take no write lock and, in WAL
 // mode, run beside the writer. It passes sql.TxOptions{ReadOnly: true}, which
 // modernc.org/sqlite uses only to choose the BEGIN statement: a write inside
 // such a transaction is not refused, it just may fail with
 // SQLITE_BUSY_SNAPSHOT and be retried.
-func Deferred() txn.Option {
-	return txnsql.TxOptions(sql.TxOptions{ReadOnly: true})
+func Deferred() txn.BeginOption[*sql.Tx] {
+	return TxOptions(sql.TxOptions{ReadOnly: true})
 }
 
 // DSN returns the modernc.org/sqlite data source name Open uses for the
