@@ -14,9 +14,9 @@ type benchErr struct{}
 
 func (benchErr) Error() string { return "conflict" }
 
-func (b *benchBackend) Begin(context.Context, any) (int, error) { return 1, nil }
-func (b *benchBackend) Commit(context.Context, int) error       { return nil }
-func (b *benchBackend) Rollback(context.Context, int) error     { return nil }
+func (b *benchBackend) Begin(context.Context, []txn.BeginOption[int]) (int, error) { return 1, nil }
+func (b *benchBackend) Commit(context.Context, int) error                          { return nil }
+func (b *benchBackend) Rollback(context.Context, int) error                        { return nil }
 func (b *benchBackend) Classify(err error) txn.Class {
 	if _, ok := err.(benchErr); ok {
 		return txn.ClassRetryable

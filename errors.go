@@ -85,9 +85,10 @@ var (
 	ErrBadOption = errors.New("txn: invalid option")
 	// ErrForeignRunner is returned when Run is called, inside the fn of
 	// another Runner's Run, on a different Runner. Transactions of two
-	// Runners cannot be joined; call the inner Run outside the outer fn, or
-	// use the same Runner.
-	ErrForeignRunner = errors.New("txn: nested Run on a different Runner")
+	// Runners cannot be joined; call the inner Run on the outer Runner (or a
+	// WithBegin view of it), or outside the outer fn.
+	ErrForeignRunner = errors.New("txn: Run called inside a transaction of another Runner; " +
+		"call it on the outer Runner (or a WithBegin view of it) to join that transaction, or outside the outer fn")
 	// ErrTxDone is wrapped by backends when a commit or rollback finds the
 	// transaction already finished. Run turns it into ErrFnFinishedTx.
 	ErrTxDone = errors.New("txn: transaction already finished")
@@ -95,7 +96,7 @@ var (
 	// transaction itself. Run owns the transaction's life cycle: fn must
 	// only use it. Run does not retry this error and runs no OnCommit
 	// callbacks; whether fn's own commit succeeded is fn's knowledge.
-	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself")
+	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself; leave that to Run")
 	// ErrNoTransaction is returned by OnCommit and Savepoint when the context
 	// carries no transaction of a Runner.
 	ErrNoTransaction = errors.New("txn: no transaction in context")
@@ -104,6 +105,19 @@ var (
 	// transaction instead.
 	ErrSavepointUnsupported = errors.New("txn: savepoints not supported by this backend")
 )
+
+// fnFinishedError is returned when fn ended the transaction itself. It
+// matches ErrFnFinishedTx and the backend's error, which wraps ErrTxDone,
+// and says so once.
+type fnFinishedError struct{ err error }
+
+func (e *fnFinishedError) Error() string {
+	cause := strings.Replace(e.err.Error(), ErrTxDone.Error()+": ", "", 1)
+	cause = strings.Replace(cause, ErrTxDone.Error(), "transaction already finished", 1)
+	return ErrFnFinishedTx.Error() + " (commit said: " + cause + ")"
+}
+
+func (e *fnFinishedError) Unwrap() []error { return []error{ErrFnFinishedTx, e.err} }
 
 // markedError carries the class fn asked for through Retry or Permanent.
 type markedError struct {
@@ -173,7 +187,9 @@ func (e *GiveUpError) Error() string {
 		b.WriteByte('s')
 	}
 	fmt.Fprintf(&b, " in %v", e.Elapsed.Round(time.Microsecond))
-	if e.Reason != nil {
+	// The reason is left out when the last error already says it, as a
+	// driver's "timeout: context deadline exceeded" does.
+	if e.Reason != nil && (e.Last == nil || !errors.Is(e.Last, e.Reason)) {
 		b.WriteString(": ")
 		b.WriteString(strings.TrimPrefix(e.Reason.Error(), "txn: "))
 	}
@@ -182,7 +198,7 @@ func (e *GiveUpError) Error() string {
 	}
 	if e.Last != nil {
 		b.WriteString(": ")
-		b.WriteString(e.Last.Error())
+		b.WriteString(strings.TrimPrefix(e.Last.Error(), "txn: "))
 	}
 	return b.String()
 }

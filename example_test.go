@@ -24,7 +24,7 @@ type memBackend struct {
 
 var errSerialization = errors.New("could not serialize access")
 
-func (b *memBackend) Begin(context.Context, any) (*memTx, error) {
+func (b *memBackend) Begin(context.Context, []txn.BeginOption[*memTx]) (*memTx, error) {
 	b.begun++
 	return &memTx{id: b.begun}, nil
 }

@@ -17,7 +17,7 @@ func posInf() float64 { return math.Inf(1) }
 // intBackend is a do-nothing backend whose transactions are ints.
 type intBackend struct{}
 
-func (intBackend) Begin(context.Context, any) (int, error) { return 1, nil }
-func (intBackend) Commit(context.Context, int) error       { return nil }
-func (intBackend) Rollback(context.Context, int) error     { return nil }
-func (intBackend) Classify(err error) txn.Class            { return txn.ClassPermanent }
+func (intBackend) Begin(context.Context, []txn.BeginOption[int]) (int, error) { return 1, nil }
+func (intBackend) Commit(context.Context, int) error                          { return nil }
+func (intBackend) Rollback(context.Context, int) error                        { return nil }
+func (intBackend) Classify(err error) txn.Class                               { return txn.ClassPermanent }

@@ -6,32 +6,69 @@ import (
 	"time"
 )
 
-// Option configures a Runner (passed to New or a backend's constructor) or a
-// single call (passed to Run or Do). Options marked "Runner only" are
-// rejected, with an error matching ErrBadOption, when passed to a call.
-type Option func(*config)
+// RunnerOption configures a Runner: New and every backend's constructor
+// take them. Options that make sense only for a whole Runner (Adaptive,
+// NoAdaptive, RetryBudget, WithClassifier, WithClock, Seed) are
+// RunnerOptions only, so the compiler refuses them in a call of Run or Do.
+type RunnerOption interface {
+	applyRunner(c *config)
+}
+
+// CallOption configures one call of Run or Do. Options that make sense only
+// for one call (Keys, Idempotent) are CallOptions only, so the compiler
+// refuses them in New.
+type CallOption interface {
+	applyCall(c *config)
+}
+
+// Option is valid both for a Runner, where it sets the default of every
+// call, and for a single call, where it overrides that default: MaxAttempts,
+// MaxElapsed, WithBackoff, RollbackTimeout, WithObserver.
+type Option interface {
+	RunnerOption
+	CallOption
+}
+
+// option is an Option.
+type option func(*config)
+
+func (o option) applyRunner(c *config) { o(c) }
+func (o option) applyCall(c *config)   { o(c) }
+
+// runnerOption is a RunnerOption only.
+type runnerOption func(*config)
+
+func (o runnerOption) applyRunner(c *config) { o(c) }
+
+// callOption is a CallOption only.
+type callOption func(*config)
+
+func (o callOption) applyCall(c *config) { o(c) }
 
 // config is what options set. A Runner holds one; a call with options works
 // on a copy.
 type config struct {
+	// Runner and call.
 	maxAttempts     int
 	maxElapsed      time.Duration
 	backoff         Backoff
 	observer        Observer
-	clock           Clock
 	rollbackTimeout time.Duration
-	idempotent      bool
-	beginOptions    any
-	keys            []string
+
+	// Call only.
+	idempotent bool
+	keys       []string
+	operation  string
 
 	// Runner only.
+	clock       Clock
+	classifier  Classifier
 	budget      *budget
 	seed        uint64
 	seeded      bool
 	adaptiveMax int
 
-	perCall bool
-	err     error
+	err error
 }
 
 func defaultConfig() config {
@@ -44,31 +81,24 @@ func defaultConfig() config {
 	}
 }
 
+// fail records the first invalid option.
 func (c *config) fail(format string, args ...any) {
 	if c.err == nil {
 		c.err = fmt.Errorf("%w: "+format, append([]any{ErrBadOption}, args...)...)
 	}
 }
 
-func (c *config) runnerOnly(name string) bool {
-	if c.perCall {
-		c.fail("%s is a Runner option and cannot be set per call", name)
-		return false
-	}
-	return true
-}
-
 // MaxAttempts limits how many times fn runs in one Run; 0 removes the limit
 // (the context and MaxElapsed still apply). The default is
 // DefaultMaxAttempts. A negative n is an error.
 func MaxAttempts(n int) Option {
-	return func(c *config) {
+	return option(func(c *config) {
 		if n < 0 {
 			c.fail("MaxAttempts(%d) is negative", n)
 			return
 		}
 		c.maxAttempts = n
-	}
+	})
 }
 
 // MaxElapsed limits the time one Run may spend: a retry whose backoff would
@@ -76,19 +106,20 @@ func MaxAttempts(n int) Option {
 // ErrElapsedExhausted. 0, the default, sets no limit beyond the context's
 // deadline. A negative d is an error.
 func MaxElapsed(d time.Duration) Option {
-	return func(c *config) {
+	return option(func(c *config) {
 		if d < 0 {
 			c.fail("MaxElapsed(%v) is negative", d)
 			return
 		}
 		c.maxElapsed = d
-	}
+	})
 }
 
 // WithBackoff sets the backoff policy. The default is
-// FullJitter(DefaultBackoffBase, DefaultBackoffCap). A nil policy is an error.
+// FullJitter(DefaultBackoffBase, DefaultBackoffCap). A nil policy, or a
+// built-in one built with bad arguments, is an error.
 func WithBackoff(b Backoff) Option {
-	return func(c *config) {
+	return option(func(c *config) {
 		if b == nil {
 			c.fail("WithBackoff(nil)")
 			return
@@ -100,39 +131,13 @@ func WithBackoff(b Backoff) Option {
 			}
 		}
 		c.backoff = b
-	}
+	})
 }
 
 // WithObserver sets the Observer that receives Run's events; combine several
 // with Observers. nil turns observation off, which is the default.
 func WithObserver(o Observer) Option {
-	return func(c *config) { c.observer = o }
-}
-
-// WithClock replaces the system clock, for tests. Runner only. A nil clock
-// is an error.
-func WithClock(clk Clock) Option {
-	return func(c *config) {
-		if !c.runnerOnly("WithClock") {
-			return
-		}
-		if clk == nil {
-			c.fail("WithClock(nil)")
-			return
-		}
-		c.clock = clk
-	}
-}
-
-// WithSeed makes the Runner's jitter reproducible: the random source of each
-// Run is drawn from a generator seeded with seed. Runner only.
-func WithSeed(seed uint64) Option {
-	return func(c *config) {
-		if !c.runnerOnly("WithSeed") {
-			return
-		}
-		c.seed, c.seeded = seed, true
-	}
+	return option(func(c *config) { c.observer = o })
 }
 
 // RollbackTimeout bounds each rollback. Rollbacks run on a context detached
@@ -140,27 +145,70 @@ func WithSeed(seed uint64) Option {
 // caller has gone away; this timeout keeps them from hanging. The default is
 // DefaultRollbackTimeout; d must be positive.
 func RollbackTimeout(d time.Duration) Option {
-	return func(c *config) {
+	return option(func(c *config) {
 		if d <= 0 {
 			c.fail("RollbackTimeout(%v) must be positive", d)
 			return
 		}
 		c.rollbackTimeout = d
-	}
+	})
 }
 
 // Idempotent declares that running fn twice has the effect of running it
 // once. Only then does Run re-run fn after an ambiguous commit (connection
-// lost during COMMIT) instead of returning ErrCommitUnknown. Use it per call.
-func Idempotent() Option {
-	return func(c *config) { c.idempotent = true }
+// lost during COMMIT) instead of returning ErrCommitUnknown.
+func Idempotent() CallOption {
+	return callOption(func(c *config) { c.idempotent = true })
 }
 
-// WithBeginOptions passes backend-specific transaction options (isolation
-// level, read-only, ...) to the backend's Begin. Backends wrap it in typed
-// options such as txnpgx.TxOptions; users rarely call it directly.
-func WithBeginOptions(v any) Option {
-	return func(c *config) { c.beginOptions = v }
+// Keys names what this call's transaction will write (an account id, an
+// order number): calls of the same Runner naming a common key run their
+// attempts one at a time, in arrival order, while calls on disjoint keys run
+// in parallel. An empty key is an error.
+func Keys(keys ...string) CallOption {
+	return callOption(func(c *config) {
+		for _, k := range keys {
+			if k == "" {
+				c.fail("Keys: empty key")
+				return
+			}
+		}
+		c.keys = keys
+	})
+}
+
+// WithClock replaces the system clock, for tests. A nil clock is an error.
+func WithClock(clk Clock) RunnerOption {
+	return runnerOption(func(c *config) {
+		if clk == nil {
+			c.fail("WithClock(nil)")
+			return
+		}
+		c.clock = clk
+	})
+}
+
+// Seed makes the Runner's jitter reproducible: the random source of each
+// Run is drawn from a generator seeded with seed.
+func Seed(seed uint64) RunnerOption {
+	return runnerOption(func(c *config) { c.seed, c.seeded = seed, true })
+}
+
+// WithClassifier replaces the backend's error table with c: c decides the
+// class of every error fn returns or the database reports, except those
+// marked with Retry or Permanent. What c leaves permanent is still checked
+// for a lost connection by backends that implement ConnClassifier (all of
+// this module's SQL backends do), so that a COMMIT cut off mid-flight is
+// never taken for a definite failure. Build c from a backend's Classify, or
+// its Classifier with options, to extend the table. A nil c is an error.
+func WithClassifier(cl Classifier) RunnerOption {
+	return runnerOption(func(c *config) {
+		if cl == nil {
+			c.fail("WithClassifier(nil)")
+			return
+		}
+		c.classifier = cl
+	})
 }
 
 // RetryBudget bounds retries across all goroutines of a Runner: every Run
@@ -170,17 +218,54 @@ func WithBeginOptions(v any) Option {
 // instead of retrying, so that a database in trouble receives at most about
 // ratio·Runs + minPerSecond·seconds extra attempts rather than MaxAttempts
 // times its load. Off by default; RetryBudget(0.2, 10) mirrors Finagle's
-// default. Runner only. ratio and minPerSecond must be finite and not
-// negative.
-func RetryBudget(ratio, minPerSecond float64) Option {
-	return func(c *config) {
-		if !c.runnerOnly("RetryBudget") {
-			return
-		}
+// default. ratio and minPerSecond must be finite and not negative.
+func RetryBudget(ratio, minPerSecond float64) RunnerOption {
+	return runnerOption(func(c *config) {
 		if !(ratio >= 0) || !(minPerSecond >= 0) || math.IsInf(ratio, 0) || math.IsInf(minPerSecond, 0) {
 			c.fail("RetryBudget(%v, %v) needs finite, non-negative numbers", ratio, minPerSecond)
 			return
 		}
 		c.budget = newBudget(ratio, minPerSecond)
-	}
+	})
+}
+
+// Adaptive sets the ceiling of the Runner's adaptive concurrency control,
+// which is on by default with DefaultAdaptiveMax: at most limit attempts run
+// at once, where limit shrinks when attempts conflict and grows back while
+// they commit cleanly, between 1 and max (0 means DefaultAdaptiveMax).
+// Attempts over the limit wait in a first-in, first-out queue and leave it
+// as soon as their context ends. max must not be negative.
+func Adaptive(max int) RunnerOption {
+	return runnerOption(func(c *config) {
+		if max < 0 {
+			c.fail("Adaptive(%d) is negative", max)
+			return
+		}
+		if max == 0 {
+			max = DefaultAdaptiveMax
+		}
+		c.adaptiveMax = max
+	})
+}
+
+// NoAdaptive turns the adaptive concurrency control off: attempts start as
+// soon as they are called, however many conflict. Measured with txnbench,
+// the control never cost more than noise at low contention and kept goodput
+// near the serial rate in storms (see the README), so turn it off only to
+// compare, or when something outside the Runner already limits concurrency
+// per hot row.
+func NoAdaptive() RunnerOption {
+	return runnerOption(func(c *config) { c.adaptiveMax = 0 })
+}
+
+// Operation names what a call does (an endpoint, a method, a use case):
+// every observer event of the call carries the name in its Operation field,
+// SlogObserver logs it as the "operation" attribute, and the txnotel module
+// records it as the txn.operation metric attribute, so that retries and
+// give-ups can be told apart per operation. Given to New it names every
+// call of the Runner that does not set its own. Keep the set of names small
+// (a route pattern, not a URL with ids): metrics are split by it. The empty
+// name, the default, means unnamed.
+func Operation(name string) Option {
+	return option(func(c *config) { c.operation = name })
 }

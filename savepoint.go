@@ -33,14 +33,6 @@ func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(contex
 	return r.withSavepoint(ctx, parent, func(child *frame[T]) error { return fn(child, child.tx) })
 }
 
-func (f *frame[T]) savepoint(ctx context.Context, fn func(context.Context) error) error {
-	r := f.runner
-	if r.sp == nil {
-		return ErrSavepointUnsupported
-	}
-	return r.withSavepoint(ctx, f, func(child *frame[T]) error { return fn(child) })
-}
-
 // withSavepoint runs body inside a savepoint of parent's transaction. A
 // permanent error rolls back to the savepoint and is returned; any other
 // error is returned unchanged without touching the savepoint, and marks the
@@ -52,7 +44,7 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 		if r.classify(err) != ClassPermanent {
 			parent.markPoisoned(err)
 		}
-		return fmt.Errorf("txn: savepoint: %w", err)
+		return fmt.Errorf("txn: begin savepoint: %w", err)
 	}
 	child := &frame[T]{Context: ctx, runner: r, cfg: parent.cfg, tx: spTx, parent: parent, depth: parent.depth + 1}
 	returned := false
@@ -87,14 +79,6 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 	return nil
 }
 
-// close ends a frame and returns its callbacks.
-func (f *frame[T]) close() []func() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closed = true
-	return f.callbacks
-}
-
 // rollbackTo undoes a savepoint on a context detached from cancellation.
 func (r *Runner[T]) rollbackTo(ctx context.Context, cfg *config, sp T, name string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
@@ -107,20 +91,27 @@ func (r *Runner[T]) rollbackTo(ctx context.Context, cfg *config, sp T, name stri
 	}
 }
 
-// Savepoint runs fn inside a savepoint of the transaction carried by ctx. If
-// fn returns a permanent error, the savepoint's work (and its OnCommit
-// callbacks) is undone, the transaction stays usable, and the error is
-// returned. A retryable error is returned unchanged and dooms the
+// Savepoint runs fn inside a savepoint of the transaction carried by ctx,
+// handing fn the savepoint's transaction handle as Run does; T is inferred
+// from fn. If fn returns a permanent error, the savepoint's work (and its
+// OnCommit callbacks) is undone, the transaction stays usable, and the
+// error is returned. A retryable error is returned unchanged and dooms the
 // transaction: the outermost Run will restart it even if the caller ignores
-// the error. It returns ErrNoTransaction outside a transaction and
-// ErrSavepointUnsupported on backends without savepoints.
-func Savepoint(ctx context.Context, fn func(ctx context.Context) error) error {
+// the error. It returns ErrNilFunc for a nil fn, ErrNoTransaction when ctx
+// carries no transaction, or one whose handle is not a T (the message names
+// the type it carries), and ErrSavepointUnsupported on backends without
+// savepoints.
+func Savepoint[T any](ctx context.Context, fn func(ctx context.Context, tx T) error) error {
 	if fn == nil {
 		return ErrNilFunc
 	}
-	f, err := frameOf(ctx)
+	f, err := frameFor[T](ctx)
 	if err != nil {
 		return err
 	}
-	return f.savepoint(ctx, fn)
+	r := f.runner
+	if r.sp == nil {
+		return ErrSavepointUnsupported
+	}
+	return r.withSavepoint(ctx, f, func(child *frame[T]) error { return fn(child, child.tx) })
 }

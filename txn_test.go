@@ -45,11 +45,11 @@ func newClock(db *fakedb.DB) loggingClock {
 
 // setup returns a fake database, its clock, and a Runner over them with a
 // seeded random source.
-func setup(t *testing.T, savepoints bool, opts ...txn.Option) (*fakedb.DB, loggingClock, *txn.Runner[*fakedb.Tx]) {
+func setup(t *testing.T, savepoints bool, opts ...txn.RunnerOption) (*fakedb.DB, loggingClock, *txn.Runner[*fakedb.Tx]) {
 	t.Helper()
 	db := fakedb.New()
 	clk := newClock(db)
-	opts = append([]txn.Option{txn.WithClock(clk), txn.WithSeed(1)}, opts...)
+	opts = append([]txn.RunnerOption{txn.WithClock(clk), txn.Seed(1)}, opts...)
 	var r *txn.Runner[*fakedb.Tx]
 	if savepoints {
 		r = txn.New[*fakedb.Tx](db.WithSavepoints(), opts...)
@@ -127,7 +127,7 @@ func TestSemantic03Classes(t *testing.T) {
 		name       string
 		fnErrs     []error
 		commitErrs []error
-		opts       []txn.Option
+		opts       []txn.CallOption
 		wantCalls  int
 		wantCommit int // committed writes of "k"
 		wantIs     []error
@@ -144,7 +144,7 @@ func TestSemantic03Classes(t *testing.T) {
 		{name: "ambiguous commit is not retried", commitErrs: []error{errAmbig}, wantCalls: 1, wantCommit: 1,
 			wantIs: []error{txn.ErrCommitUnknown, errAmbig}},
 		{name: "ambiguous commit of an idempotent call re-runs fn", commitErrs: []error{errConnLost},
-			opts: []txn.Option{txn.Idempotent()}, wantCalls: 2, wantCommit: 2},
+			opts: []txn.CallOption{txn.Idempotent()}, wantCalls: 2, wantCommit: 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestNestedSwallowedRetryableErrorStillRestarts(t *testing.T) {
 	err := r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
 		outer++
 		tx.Write("outer")
-		sp := txn.Savepoint(ctx, func(ctx context.Context) error {
+		sp := txn.Savepoint(ctx, func(ctx context.Context, _ *fakedb.Tx) error {
 			if outer == 1 {
 				return errConflict
 			}
@@ -298,7 +298,7 @@ func TestNestedRunWithoutSavepointsJoins(t *testing.T) {
 	outer := 0
 	err := r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
 		outer++
-		require.ErrorIs(t, txn.Savepoint(ctx, func(context.Context) error { return nil }), txn.ErrSavepointUnsupported)
+		require.ErrorIs(t, txn.Savepoint(ctx, func(context.Context, *fakedb.Tx) error { return nil }), txn.ErrSavepointUnsupported)
 		return r.Run(ctx, func(ctx context.Context, tx2 *fakedb.Tx) error {
 			assert.Same(t, tx, tx2)
 			tx2.Write("k")
@@ -445,7 +445,7 @@ func TestBackoffSleepWakesOnCancel(t *testing.T) {
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.ErrorIs(t, err, errConflict)
 	case <-time.After(time.Minute):
-		t.Fatal("Run kept sleeping after the context was cancelled")
+		require.FailNow(t, "Run kept sleeping after the context was cancelled")
 	}
 	assert.Equal(t, 1, calls)
 }
@@ -503,6 +503,37 @@ func TestSemantic07GiveUpErrorWrapsLastError(t *testing.T) {
 		strings.Replace(err.Error(), err.(*txn.GiveUpError).Elapsed.Round(time.Microsecond).String(), "0s", 1))
 }
 
+// TestGiveUpErrorSaysThingsOnce: a reason the last error already states is
+// not repeated, nor is the "txn:" prefix.
+func TestGiveUpErrorSaysThingsOnce(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err  *txn.GiveUpError
+		want string
+	}{
+		"deadline in the driver's error": {
+			&txn.GiveUpError{Reason: context.DeadlineExceeded, Attempts: 2, Last: fmt.Errorf("timeout: %w", context.DeadlineExceeded)},
+			"txn: gave up after 2 attempts in 0s: timeout: context deadline exceeded",
+		},
+		"deadline and another error": {
+			&txn.GiveUpError{Reason: context.DeadlineExceeded, Attempts: 1, Last: errConflict},
+			"txn: gave up after 1 attempt in 0s: context deadline exceeded: " + errConflict.Error(),
+		},
+		"last error of the library": {
+			&txn.GiveUpError{Reason: txn.ErrBudgetExhausted, Attempts: 3, Last: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", context.Canceled)},
+			"txn: gave up after 3 attempts in 0s: retry budget exhausted: context done before commit, transaction rolled back: context canceled",
+		},
+		"unknown outcome": {
+			&txn.GiveUpError{Reason: txn.ErrCommitUnknown, Ambiguous: true, Attempts: 1, Last: errBad},
+			"txn: gave up after 1 attempt in 0s: commit outcome unknown: " + errBad.Error(),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.EqualError(t, tc.err, tc.want)
+			assert.Equal(t, 1, strings.Count(tc.err.Error(), "txn:"))
+		})
+	}
+}
+
 // Semantic 8: a panic rolls back and is re-panicked, never retried.
 func TestPanicRollsBackAndRepanics(t *testing.T) {
 	db, _, r := setup(t, false)
@@ -551,11 +582,11 @@ func TestOnCommitRunsOnceAfterCommit(t *testing.T) {
 			db.Record("callback %d", n)
 			order = append(order, fmt.Sprintf("attempt %d", n))
 		}))
-		_ = txn.Savepoint(ctx, func(ctx context.Context) error {
+		_ = txn.Savepoint(ctx, func(ctx context.Context, _ *fakedb.Tx) error {
 			require.NoError(t, txn.OnCommit(ctx, func() { order = append(order, "rolled-back savepoint") }))
 			return errBad
 		})
-		require.NoError(t, txn.Savepoint(ctx, func(ctx context.Context) error {
+		require.NoError(t, txn.Savepoint(ctx, func(ctx context.Context, _ *fakedb.Tx) error {
 			return txn.OnCommit(ctx, func() { order = append(order, fmt.Sprintf("released savepoint %d", n)) })
 		}))
 		if n == 1 {
@@ -583,7 +614,7 @@ func TestOnCommitNotRunWhenCommitFails(t *testing.T) {
 
 func TestOnCommitOutsideTransaction(t *testing.T) {
 	assert.ErrorIs(t, txn.OnCommit(context.Background(), func() {}), txn.ErrNoTransaction)
-	assert.ErrorIs(t, txn.Savepoint(context.Background(), func(context.Context) error { return nil }), txn.ErrNoTransaction)
+	assert.ErrorIs(t, txn.Savepoint(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }), txn.ErrNoTransaction)
 	_, _, r := setup(t, false)
 	var leaked context.Context
 	require.NoError(t, r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
@@ -678,21 +709,31 @@ func TestSemantic11SlogObserver(t *testing.T) {
 // Semantic 12: bad input gets a clear error, never a panic or a hang.
 func TestSemantic12BadInput(t *testing.T) {
 	ctx := context.Background()
-	db := fakedb.New()
-	r := txn.New[*fakedb.Tx](db)
-	var nilRunner *txn.Runner[*fakedb.Tx]
 	noop := func(context.Context, *fakedb.Tx) error { return nil }
 
-	assert.ErrorIs(t, r.Run(ctx, nil), txn.ErrNilFunc)
-	assert.ErrorIs(t, nilRunner.Run(ctx, noop), txn.ErrNilRunner)
-	assert.ErrorIs(t, nilRunner.Err(), txn.ErrNilRunner)
-	assert.ErrorIs(t, txn.New[*fakedb.Tx](nil).Run(ctx, noop), txn.ErrNilRunner)
-	//nolint:staticcheck // a nil context is the bad input under test
-	assert.ErrorIs(t, r.Run(nil, noop), txn.ErrNilContext) //lint:ignore SA1012 testing nil
-	_, err := txn.Do[*fakedb.Tx, int](ctx, r, nil)
-	assert.ErrorIs(t, err, txn.ErrNilFunc)
-
-	for name, opt := range map[string]txn.Option{
+	t.Run("nil fn", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		assert.ErrorIs(t, r.Run(ctx, nil), txn.ErrNilFunc)
+		_, err := txn.Do[*fakedb.Tx, int](ctx, r, nil)
+		assert.ErrorIs(t, err, txn.ErrNilFunc)
+	})
+	t.Run("nil runner", func(t *testing.T) {
+		var nilRunner *txn.Runner[*fakedb.Tx]
+		assert.ErrorIs(t, nilRunner.Run(ctx, noop), txn.ErrNilRunner)
+		assert.ErrorIs(t, nilRunner.Err(), txn.ErrNilRunner)
+		assert.Nil(t, nilRunner.WithBegin())
+		var zero txn.Runner[*fakedb.Tx]
+		assert.ErrorIs(t, zero.Run(ctx, noop), txn.ErrNilRunner)
+	})
+	t.Run("nil backend", func(t *testing.T) {
+		assert.ErrorIs(t, txn.New[*fakedb.Tx](nil).Run(ctx, noop), txn.ErrNilRunner)
+	})
+	t.Run("nil context", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		//nolint:staticcheck // a nil context is the bad input under test
+		assert.ErrorIs(t, r.Run(nil, noop), txn.ErrNilContext) //lint:ignore SA1012 testing nil
+	})
+	for name, opt := range map[string]txn.RunnerOption{
 		"negative attempts":    txn.MaxAttempts(-1),
 		"negative elapsed":     txn.MaxElapsed(-time.Second),
 		"nil backoff":          txn.WithBackoff(nil),
@@ -700,51 +741,87 @@ func TestSemantic12BadInput(t *testing.T) {
 		"negative base":        txn.WithBackoff(txn.Constant(-time.Second)),
 		"zero rollback":        txn.RollbackTimeout(0),
 		"nil clock":            txn.WithClock(nil),
+		"nil classifier":       txn.WithClassifier(nil),
 		"negative budget":      txn.RetryBudget(-1, 0),
 		"infinite budget rate": txn.RetryBudget(0.1, posInf()),
 	} {
-		bad := txn.New[*fakedb.Tx](db, opt)
-		assert.ErrorIs(t, bad.Err(), txn.ErrBadOption, name)
-		assert.ErrorIs(t, bad.Run(ctx, noop), txn.ErrBadOption, name)
+		t.Run("runner option "+name, func(t *testing.T) {
+			bad := txn.New[*fakedb.Tx](fakedb.New(), opt)
+			assert.ErrorIs(t, bad.Err(), txn.ErrBadOption)
+			assert.ErrorIs(t, bad.Run(ctx, noop), txn.ErrBadOption)
+		})
 	}
-	assert.ErrorIs(t, r.Run(ctx, noop, txn.MaxAttempts(-2)), txn.ErrBadOption, "per call")
-	assert.ErrorIs(t, r.Run(ctx, noop, txn.WithSeed(1)), txn.ErrBadOption, "Runner-only option per call")
-	assert.ErrorContains(t, r.Run(ctx, noop, txn.RetryBudget(1, 1)), "Runner option")
-
-	done, cancel := context.WithCancel(ctx)
-	cancel()
-	calls := 0
-	err = r.Run(done, failing(&calls, "k"))
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.Equal(t, 0, calls, "a context already done runs nothing")
-	assert.Empty(t, db.Log())
-
-	// fn ends the transaction itself.
-	calls = 0
-	err = r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
-		calls++
-		tx.Finish()
-		return nil
+	t.Run("call option negative attempts", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		assert.ErrorIs(t, r.Run(ctx, noop, txn.MaxAttempts(-2)), txn.ErrBadOption)
 	})
-	assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
-	assert.ErrorIs(t, err, txn.ErrTxDone)
-	assert.Equal(t, 1, calls)
-
-	// Nested Run across two Runners.
-	other := txn.New[*fakedb.Tx](fakedb.New())
-	err = r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
-		return other.Run(ctx, noop)
+	t.Run("context already done", func(t *testing.T) {
+		db := fakedb.New()
+		r := txn.New[*fakedb.Tx](db)
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		calls := 0
+		err := r.Run(done, failing(&calls, "k"))
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, 0, calls, "a context already done runs nothing")
+		assert.Empty(t, db.Log())
 	})
-	assert.ErrorIs(t, err, txn.ErrForeignRunner)
-	otherType := txn.New[int](intBackend{})
-	err = r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
-		return otherType.Run(ctx, func(context.Context, int) error { return nil })
+	t.Run("fn ends the transaction itself", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		calls := 0
+		err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			calls++
+			tx.Finish()
+			return nil
+		})
+		assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
+		assert.ErrorIs(t, err, txn.ErrTxDone)
+		assert.Equal(t, 1, calls)
+		assert.Equal(t, 1, strings.Count(err.Error(), "txn:"), "the message says txn once: %q", err)
 	})
-	assert.ErrorIs(t, err, txn.ErrForeignRunner)
-	err = r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
-		return r.Run(ctx, noop, txn.MaxAttempts(1))
+	t.Run("nested Run on another Runner", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		other := txn.New[*fakedb.Tx](fakedb.New())
+		err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			return other.Run(ctx, noop)
+		})
+		assert.ErrorIs(t, err, txn.ErrForeignRunner)
+		assert.ErrorContains(t, err, "call it on the outer Runner")
 	})
-	assert.ErrorIs(t, err, txn.ErrBadOption, "a nested Run takes no options")
+	t.Run("nested Run on a Runner of another handle type", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		otherType := txn.New[int](intBackend{})
+		err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			return otherType.Run(ctx, func(context.Context, int) error { return nil })
+		})
+		assert.ErrorIs(t, err, txn.ErrForeignRunner)
+	})
+	t.Run("nested Run through a WithBegin view joins", func(t *testing.T) {
+		db := fakedb.New()
+		r := txn.New[*fakedb.Tx](db.WithSavepoints())
+		view := r.WithBegin()
+		require.NoError(t, r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			return view.Run(ctx, noop)
+		}))
+		assert.Equal(t, 1, strings.Count(strings.Join(db.Log(), "\n"), "begin "), "one transaction: %v", db.Log())
+	})
+	t.Run("nested Run with options", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New())
+		err := r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			return r.Run(ctx, noop, txn.MaxAttempts(1))
+		})
+		assert.ErrorIs(t, err, txn.ErrBadOption, "a nested Run takes no options")
+	})
+	t.Run("Savepoint of another handle type", func(t *testing.T) {
+		r := txn.New[*fakedb.Tx](fakedb.New().WithSavepoints())
+		var spErr error
+		require.NoError(t, r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error {
+			spErr = txn.Savepoint(ctx, func(context.Context, int) error { return nil })
+			return nil
+		}))
+		assert.ErrorIs(t, spErr, txn.ErrNoTransaction)
+		assert.ErrorContains(t, spErr, "ctx carries a *fakedb.Tx transaction; make fn take a *fakedb.Tx")
+	})
 }
 
 func TestDoReturnsValueOfCommittedAttempt(t *testing.T) {
@@ -769,7 +846,7 @@ func TestDoReturnsValueOfCommittedAttempt(t *testing.T) {
 func TestBudgetBoundsRetries(t *testing.T) {
 	db := fakedb.New()
 	clk := fakeclock.New(time.Now())
-	r := txn.New[*fakedb.Tx](db, txn.WithClock(clk), txn.WithSeed(3), txn.RetryBudget(0.1, 0), txn.MaxAttempts(0),
+	r := txn.New[*fakedb.Tx](db, txn.WithClock(clk), txn.Seed(3), txn.RetryBudget(0.1, 0), txn.MaxAttempts(0),
 		txn.WithBackoff(txn.Constant(0)))
 	// The database is down: every attempt fails.
 	attempts := 0
@@ -855,4 +932,64 @@ func TestRunnerConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 400, db.Committed("k"))
+}
+
+// connDB is a fake backend that also recognises a lost connection.
+type connDB struct{ *fakedb.DB }
+
+var errGone = errors.New("connection gone")
+
+func (connDB) ClassifyConn(err error) txn.Class {
+	if errors.Is(err, errGone) {
+		return txn.ClassConnLost
+	}
+	return txn.ClassPermanent
+}
+
+// TestWithClassifier: the Runner's classifier replaces the backend's
+// table, Retry and Permanent marks still win, and what it leaves permanent
+// is checked by the backend's ConnClassifier.
+func TestWithClassifier(t *testing.T) {
+	errMine := errors.New("version check failed")
+	mine := func(err error) txn.Class {
+		if errors.Is(err, errMine) {
+			return txn.ClassRetryable
+		}
+		return txn.ClassPermanent
+	}
+	ctx := context.Background()
+	newRunner := func() (*fakedb.DB, *txn.Runner[*fakedb.Tx]) {
+		db := fakedb.New()
+		return db, txn.New[*fakedb.Tx](connDB{db}, txn.WithClassifier(mine), txn.WithClock(fakeclock.New(time.Now())), txn.Seed(1))
+	}
+	t.Run("replaces the table", func(t *testing.T) {
+		_, r := newRunner()
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k", errConflict))
+		assert.Same(t, errConflict, err, "the backend's retryable error is permanent for this classifier")
+		assert.Equal(t, 1, calls)
+	})
+	t.Run("its own retryable errors", func(t *testing.T) {
+		db, r := newRunner()
+		calls := 0
+		require.NoError(t, r.Run(ctx, failing(&calls, "k", errMine)))
+		assert.Equal(t, 2, calls)
+		assert.Equal(t, 1, db.Committed("k"))
+	})
+	t.Run("marks win", func(t *testing.T) {
+		_, r := newRunner()
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k", txn.Permanent(errMine)))
+		assert.ErrorIs(t, err, errMine)
+		assert.Equal(t, 1, calls)
+	})
+	t.Run("a lost connection at commit stays unknown", func(t *testing.T) {
+		db, r := newRunner()
+		db.FailCommit(errGone)
+		calls := 0
+		err := r.Run(ctx, failing(&calls, "k"))
+		assert.ErrorIs(t, err, txn.ErrCommitUnknown)
+		assert.ErrorIs(t, err, errGone)
+		assert.Equal(t, 1, calls)
+	})
 }

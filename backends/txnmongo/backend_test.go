@@ -95,7 +95,7 @@ func TestSavepointUnsupported(t *testing.T) {
 			if _, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
 				return err
 			}
-			spErr = txn.Savepoint(ctx, func(context.Context) error {
+			spErr = txn.Savepoint(ctx, func(context.Context, *mongo.Session) error {
 				called = true
 				return nil
 			})
@@ -115,7 +115,7 @@ func TestSavepointUnsupported(t *testing.T) {
 func TestTxOptions(t *testing.T) {
 	// run runs a find and an insert on client's collection and returns
 	// the commands of the Run's session.
-	run := func(t *testing.T, e *env, client *mongo.Client, r *txnmongo.Runner, opts ...txn.Option) ([]cmd, error) {
+	run := func(t *testing.T, e *env, client *mongo.Client, r *txnmongo.Runner) ([]cmd, error) {
 		t.Helper()
 		e.resetCommands()
 		coll := client.Database(e.db).Collection("c")
@@ -127,7 +127,7 @@ func TestTxOptions(t *testing.T) {
 			}
 			_, err := coll.InsertOne(ctx, bson.M{})
 			return err
-		}, opts...)
+		})
 		return e.commands(lsid), err
 	}
 	readLevel := func(c cmd) string {
@@ -162,7 +162,7 @@ func TestTxOptions(t *testing.T) {
 			require.EqualValues(t, "majority", w, "commit write concern w = %v, want majority", w)
 		})
 		t.Run("Runner options", func(t *testing.T) {
-			r := txnmongo.New(e.client, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
+			r := txnmongo.New(e.client).WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
 			cmds, err := run(t, e, e.client, r)
 			require.NoError(t, err)
 			lvl := readLevel(cmds[0])
@@ -170,22 +170,22 @@ func TestTxOptions(t *testing.T) {
 			w := writeW(cmds[2])
 			require.EqualValues(t, "majority", w, "commit write concern w = %v, want the default majority", w)
 		})
-		t.Run("per call replaces the Runner's", func(t *testing.T) {
-			r := txnmongo.New(e.client, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
-			cmds, err := run(t, e, e.client, r, txnmongo.TxOptions(options.Transaction().
-				SetReadConcern(readconcern.Majority()).SetWriteConcern(writeconcern.W1())))
+		t.Run("a view replaces the Runner's", func(t *testing.T) {
+			r := txnmongo.New(e.client).WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
+			cmds, err := run(t, e, e.client, r.WithBegin(txnmongo.TxOptions(options.Transaction().
+				SetReadConcern(readconcern.Majority()).SetWriteConcern(writeconcern.W1()))))
 			require.NoError(t, err)
 			lvl := readLevel(cmds[0])
 			require.EqualValues(t, "majority", lvl, "read concern = %q, want majority", lvl)
 			w := writeW(cmds[2])
 			require.EqualValues(t, int64(1), w, "commit write concern w = %v, want 1", w)
 		})
-		t.Run("per call read preference", func(t *testing.T) {
+		t.Run("view read preference", func(t *testing.T) {
 			// The driver refuses reads with a non-primary read preference
 			// in a transaction, before sending them.
 			rec := &recorder{}
 			r := txnmongo.New(e.client, txn.WithObserver(rec))
-			cmds, err := run(t, e, e.client, r, txnmongo.TxOptions(options.Transaction().SetReadPreference(readpref.PrimaryPreferred())))
+			cmds, err := run(t, e, e.client, r.WithBegin(txnmongo.TxOptions(options.Transaction().SetReadPreference(readpref.PrimaryPreferred()))))
 			require.ErrorContains(t, err, "read preference in a transaction must be primary")
 			require.Len(t, rec.attempts, 1, "the refusal is not retried")
 			// The refused find never reached the server; the driver had
@@ -197,10 +197,10 @@ func TestTxOptions(t *testing.T) {
 		t.Run("foreign begin options", func(t *testing.T) {
 			r := txnmongo.New(e.client)
 			called := false
-			err := r.Run(e.ctx(t), func(context.Context, *mongo.Session) error {
+			err := r.WithBegin(txn.NewBeginOption[*mongo.Session]("other", 42)).Run(e.ctx(t), func(context.Context, *mongo.Session) error {
 				called = true
 				return nil
-			}, txn.WithBeginOptions(42))
+			})
 			require.ErrorIs(t, err, txn.ErrBadOption)
 			require.False(t, called, "fn must not run")
 		})

@@ -7,6 +7,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Error labels, as the server and the driver attach them.
@@ -76,12 +77,17 @@ const (
 // NotPrimaryNoSecondaryOk, 10107 NotWritablePrimary, 11600
 // InterruptedAtShutdown, 251 NoSuchTransaction, 24 LockTimeout) cannot
 // mislead it: their labels decide.
+//
+// Classify looks at every error of err's chain (%w, errors.Join, any
+// Unwrap() []error) and never panics: a typed nil in the chain, such as a
+// nil *mongo.CommandError (whose value-receiver methods panic on a nil
+// pointer), is skipped as if absent, so an error holding only typed nils
+// is permanent.
 func Classify(err error) txn.Class {
 	if err == nil {
 		return txn.ClassPermanent
 	}
-	var ce *commitError
-	if errors.As(err, &ce) {
+	if ce, ok := errchain.As[*commitError](err); ok {
 		return ce.class
 	}
 	if hasCode(err, codeTransactionTooLargeForCache) {
@@ -105,16 +111,9 @@ func Classify(err error) txn.Class {
 // answered reports whether err carries an answer from a server: a command
 // error with a code or code name, or a write or write concern error.
 func answered(err error) bool {
-	var ce mongo.CommandError
-	if errors.As(err, &ce) && (ce.Code != 0 || ce.Name != "") {
-		return true
-	}
-	var we mongo.WriteException
-	if errors.As(err, &we) {
-		return true
-	}
-	var be mongo.BulkWriteException
-	return errors.As(err, &be)
+	return anyError(err, func(ce mongo.CommandError) bool { return ce.Code != 0 || ce.Name != "" }) ||
+		anyError(err, func(mongo.WriteException) bool { return true }) ||
+		anyError(err, func(mongo.BulkWriteException) bool { return true })
 }
 
 // notSent reports whether err shows that the command was never written to
@@ -125,37 +124,40 @@ func notSent(err error) bool {
 	if hasLabel(err, labelNetwork) {
 		return false
 	}
-	var sse topology.ServerSelectionError
-	var wqe topology.WaitQueueTimeoutError
-	var ce topology.ConnectionError
-	return errors.As(err, &sse) || errors.As(err, &wqe) || errors.As(err, &ce)
+	return anyError(err, func(topology.ServerSelectionError) bool { return true }) ||
+		anyError(err, func(topology.WaitQueueTimeoutError) bool { return true }) ||
+		anyError(err, func(topology.ConnectionError) bool { return true })
+}
+
+// anyError reports whether f holds for an error of err's chain that is a
+// T. Typed nils are skipped and a method that panics counts as false
+// (errchain.Any), so f may call the driver's methods freely.
+func anyError[T error](err error, f func(T) bool) bool {
+	return errchain.Any(err, func(e error) bool {
+		var t T
+		return errors.As(e, &t) && f(t)
+	})
 }
 
 // hasLabel reports whether an error in err's chain carries label.
 func hasLabel(err error, label string) bool {
-	var le mongo.LabeledError
-	return errors.As(err, &le) && le.HasErrorLabel(label)
+	return anyError(err, func(le mongo.LabeledError) bool { return le.HasErrorLabel(label) })
 }
 
 // hasCode reports whether a server error in err's chain carries code,
 // including the codes of write errors and write concern errors.
 func hasCode(err error, code int) bool {
-	var se mongo.ServerError
-	return errors.As(err, &se) && se.HasErrorCode(code)
+	return anyError(err, func(se mongo.ServerError) bool { return se.HasErrorCode(code) })
 }
 
-// isCode reports whether err is a command error with code.
+// isCode reports whether err's chain holds a command error with code.
 func isCode(err error, code int32) bool {
-	var ce mongo.CommandError
-	return errors.As(err, &ce) && ce.Code == code
+	return anyError(err, func(ce mongo.CommandError) bool { return ce.Code == code })
 }
 
 // isMaxTimeMSExpired reports a MaxTimeMSExpired error, by code or name,
 // from the command or from its write concern.
 func isMaxTimeMSExpired(err error) bool {
-	var ce mongo.CommandError
-	if errors.As(err, &ce) && ce.IsMaxTimeMSExpiredError() {
-		return true
-	}
-	return hasCode(err, codeMaxTimeMSExpired)
+	return anyError(err, mongo.CommandError.IsMaxTimeMSExpiredError) ||
+		hasCode(err, codeMaxTimeMSExpired)
 }

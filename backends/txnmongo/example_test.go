@@ -74,7 +74,7 @@ func Example() {
 }
 
 // Transaction options: snapshot reads for every Run of the Runner, majority
-// reads for one call. Unset fields keep the defaults, primary read
+// reads through a view of it. Unset fields keep the defaults, primary read
 // preference and majority write concern.
 func ExampleTxOptions() {
 	ctx := context.Background()
@@ -88,8 +88,9 @@ func ExampleTxOptions() {
 		log.Fatal(err)
 	}
 
-	r := txnmongo.New(client, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
-	total, err := txn.Do(ctx, r, func(ctx context.Context, _ *mongo.Session) (int, error) {
+	r := txnmongo.New(client).WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
+	majority := r.WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Majority())))
+	total, err := txn.Do(ctx, majority, func(ctx context.Context, _ *mongo.Session) (int, error) {
 		cur, err := orders.Aggregate(ctx, mongo.Pipeline{
 			{{Key: "$group", Value: bson.M{"_id": nil, "total": bson.M{"$sum": "$amount"}}}},
 		})
@@ -101,7 +102,7 @@ func ExampleTxOptions() {
 			return 0, err
 		}
 		return out[0].Total, nil
-	}, txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Majority())))
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

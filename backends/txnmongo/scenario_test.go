@@ -36,7 +36,7 @@ func TestWriteConflictsThenSuccess(t *testing.T) {
 		clk := newClock()
 		rec := &recorder{clk: clk}
 		base := 10 * time.Millisecond
-		r := txnmongo.New(e.client, txn.WithClock(clk), txn.WithSeed(1),
+		r := txnmongo.New(e.client, txn.WithClock(clk), txn.Seed(1),
 			txn.WithBackoff(txn.EqualJitter(base, time.Second)), txn.WithObserver(rec))
 		acct := e.coll("acct")
 		var calls int
@@ -406,7 +406,7 @@ func TestConnectionDroppedDuringCommit(t *testing.T) {
 				fp.Commands = []string{"commitTransaction"}
 				e.failPoint(t, fp)
 				rec := &recorder{}
-				opts := []txn.Option{txn.WithClock(newClock()), txn.WithObserver(rec)}
+				opts := []txn.RunnerOption{txn.WithClock(newClock()), txn.WithObserver(rec)}
 				if tc.attempts > 0 {
 					opts = append(opts, txn.MaxAttempts(tc.attempts))
 				}

@@ -64,6 +64,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds. fn receives the Run's
@@ -72,27 +73,29 @@ type Runner = txn.Runner[*mongo.Session]
 
 // New returns a Runner over client that classifies errors with Classify.
 // Transactions default to primary read preference and majority write
-// concern; the read concern is the client's unless TxOptions sets one.
-// TxOptions given here apply to every Run. A nil client yields a Runner
-// whose Run returns txn.ErrNilRunner.
-func New(client *mongo.Client, opts ...txn.Option) *Runner {
+// concern; the read concern is the client's unless TxOptions, given to
+// Runner.WithBegin, sets one. txn.WithClassifier replaces Classify. A nil
+// client yields a Runner whose Run returns txn.ErrNilRunner.
+func New(client *mongo.Client, opts ...txn.RunnerOption) *Runner {
 	if client == nil {
 		return txn.New[*mongo.Session](nil, opts...)
 	}
 	return txn.New[*mongo.Session](&backend{client: client}, opts...)
 }
 
-// TxOptions sets the transaction options (read concern, write concern,
-// read preference), for example
+// TxOptions returns a begin option that sets the transaction options (read
+// concern, write concern, read preference); give it to Runner.WithBegin:
 //
-//	txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot()))
+//	r.WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
 //
-// Given to New it applies to every Run; given to Run or Do it replaces the
-// Runner's TxOptions for that call. Fields it leaves unset keep the
-// defaults: primary read preference and majority write concern.
-func TxOptions(opts ...options.Lister[options.TransactionOptions]) txn.Option {
-	return txn.WithBeginOptions(txOptions(opts))
+// Fields it leaves unset keep the defaults: primary read preference and
+// majority write concern.
+func TxOptions(opts ...options.Lister[options.TransactionOptions]) txn.BeginOption[*mongo.Session] {
+	return txn.NewBeginOption[*mongo.Session](backendName, txOptions(opts))
 }
+
+// backendName marks this package's begin options.
+const backendName = "txnmongo"
 
 // txOptions is what TxOptions passes to Begin.
 type txOptions []options.Lister[options.TransactionOptions]
@@ -174,20 +177,19 @@ func stateOf(ctx context.Context) (*runState, error) {
 // a permanent error matching txn.ErrCommitUnknown when it is not: the
 // driver then still marks the session as committing, and a new
 // transaction on it would not be committed.
-func (b *backend) Begin(ctx context.Context, opts any) (*mongo.Session, error) {
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Session]) (*mongo.Session, error) {
 	st, err := stateOf(ctx)
 	if err != nil {
 		return nil, err
 	}
 	list := []options.Lister[options.TransactionOptions]{defaultTxOptions()}
-	switch v := opts.(type) {
-	case nil:
-	case txOptions:
+	for _, opt := range opts {
+		v, ok := opt.Value().(txOptions)
+		if opt.Backend() != backendName || !ok {
+			return nil, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnmongo Runner; use txnmongo.TxOptions",
+				txn.ErrBadOption, opt.Backend(), opt.Value())
+		}
 		list = append(list, v...)
-	case options.Lister[options.TransactionOptions]:
-		list = append(list, v)
-	default:
-		return nil, fmt.Errorf("%w: txnmongo expects TxOptions, got %T", txn.ErrBadOption, opts)
 	}
 	if st.timedOut && !st.sess.TransactionRunning() {
 		// The session is still marked as committing and no abort can
@@ -329,8 +331,7 @@ func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
 // twice. Such an error is permanent. (When the session shows that fn
 // ended the transaction, Rollback has already reported it.)
 func (b *backend) Classify(err error) txn.Class {
-	var ce *commitError
-	if !errors.As(err, &ce) && hasLabel(err, labelUnknownCommit) {
+	if _, ok := errchain.As[*commitError](err); !ok && hasLabel(err, labelUnknownCommit) {
 		return txn.ClassPermanent
 	}
 	return Classify(err)

@@ -12,8 +12,9 @@ import (
 )
 
 // TestClassifyCustomClassifierKeepsConnectionErrors checks that a custom
-// classifier given to NewWithClassifier cannot hide a lost connection, and
-// that what it recognises wins.
+// classifier given with txn.WithClassifier cannot hide a lost connection,
+// and that what it recognises wins: the Runner completes it with the
+// backend's connection rules, which see the errors below.
 func TestClassifyCustomClassifierKeepsConnectionErrors(t *testing.T) {
 	errMine := errors.New("version check failed")
 	custom := func(err error) txn.Class {
@@ -22,7 +23,13 @@ func TestClassifyCustomClassifierKeepsConnectionErrors(t *testing.T) {
 		}
 		return txn.ClassPermanent // knows nothing else
 	}
-	c := withConn(custom)
+	conn := func(err error) txn.Class {
+		if c := custom(err); c != txn.ClassPermanent {
+			return c
+		}
+		return classifyConn(err)
+	}
+	c := conn
 	assert.Equal(t, txn.ClassRetryable, c(fmt.Errorf("x: %w", errMine)))
 	assert.Equal(t, txn.ClassConnLost, c(mysql.ErrInvalidConn))
 	assert.Equal(t, txn.ClassConnLost, c(fmt.Errorf("x: %w", driver.ErrBadConn)))
@@ -30,5 +37,5 @@ func TestClassifyCustomClassifierKeepsConnectionErrors(t *testing.T) {
 	// The custom classifier replaces the table: a deadlock is what it says.
 	assert.Equal(t, txn.ClassPermanent, c(&mysql.MySQLError{Number: erLockDeadlock}))
 
-	assert.Equal(t, txn.ClassRetryable, withConn(nil)(&mysql.MySQLError{Number: erLockDeadlock}))
+	assert.Equal(t, txn.ClassRetryable, Classify(&mysql.MySQLError{Number: erLockDeadlock}))
 }

@@ -33,7 +33,7 @@ func TestDeadlockRetried(t *testing.T) {
 func TestTxnsqlWithClassifyDeadlockRetried(t *testing.T) {
 	db := openDB(t, nil)
 	rec := &retryRecorder{}
-	oppositeOrderTransfers(t, db, txnsql.New(db, txnmysql.Classify, txn.WithObserver(rec)), rec)
+	oppositeOrderTransfers(t, db, txnsql.New(db, txn.WithClassifier(txnmysql.Classify), txn.WithObserver(rec)), rec)
 }
 
 // oppositeOrderTransfers moves 10 from account 1 to 2 and 30 from 2 to 1 at
@@ -292,7 +292,7 @@ func TestLockNowaitRetriedWhenOptedIn(t *testing.T) {
 	holder := holdLocks(ctx, admin, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE")
 
 	rec := &retryRecorder{}
-	r := txnmysql.NewWithClassifier(db, txnmysql.Classifier(txnmysql.ClassifyOptions{LockWaitNowait: true}), txn.WithObserver(rec))
+	r := txnmysql.New(db, txn.WithClassifier(txnmysql.Classifier(txnmysql.ClassifyOptions{LockWaitNowait: true})), txn.WithObserver(rec))
 	calls := 0
 	var firstErr error
 	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -364,7 +364,7 @@ func TestStatementTimeoutRetriedOnlyWhenOptedIn(t *testing.T) {
 	t.Run("StatementTimeout", func(t *testing.T) {
 		unlock := hold(t)
 		rec := &retryRecorder{}
-		r := txnmysql.NewWithClassifier(db, txnmysql.Classifier(txnmysql.ClassifyOptions{StatementTimeout: true}), txn.WithObserver(rec))
+		r := txnmysql.New(db, txn.WithClassifier(txnmysql.Classifier(txnmysql.ClassifyOptions{StatementTimeout: true})), txn.WithObserver(rec))
 		calls := 0
 		err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			calls++
@@ -392,7 +392,7 @@ func TestTxOptionsIsolationAndReadOnly(t *testing.T) {
 	db := openDB(t, nil)
 	ctx := testCtx(t)
 	tbl := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, v INT NOT NULL")
-	r := txnmysql.New(db, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
+	r := txnmysql.New(db).WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 
 	// locked reports whether another connection finds row 1 locked.
 	locked := func(ctx context.Context) (bool, error) {
@@ -437,22 +437,22 @@ func TestTxOptionsIsolationAndReadOnly(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, isLocked, "a plain read locks the row under SERIALIZABLE")
 	})
-	t.Run("PerCallReadCommitted", func(t *testing.T) {
-		saw, err := txn.Do(ctx, r, rereads, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted}))
+	t.Run("ViewReadCommitted", func(t *testing.T) {
+		saw, err := txn.Do(ctx, r.WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted})), rereads)
 		require.NoError(t, err)
 		assert.True(t, saw, "READ COMMITTED sees the committed change")
 	})
-	t.Run("PerCallRepeatableReadReadOnly", func(t *testing.T) {
+	t.Run("ViewRepeatableReadReadOnly", func(t *testing.T) {
 		calls := 0
 		var saw bool
-		err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) (err error) {
+		err := r.WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})).Run(ctx, func(ctx context.Context, tx *sql.Tx) (err error) {
 			calls++
 			if saw, err = rereads(ctx, tx); err != nil {
 				return err
 			}
 			_, err = tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (2, 0)")
 			return err
-		}, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}))
+		})
 		assert.False(t, saw, "REPEATABLE READ keeps its snapshot")
 		assert.Equal(t, uint16(1792), errNumber(err), "write in a read-only transaction: %v", err)
 		assert.Equal(t, 1, calls)
@@ -460,14 +460,15 @@ func TestTxOptionsIsolationAndReadOnly(t *testing.T) {
 	})
 	t.Run("UnsupportedLevel", func(t *testing.T) {
 		calls := 0
-		err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := r.WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSnapshot})).Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			calls++
 			return nil
-		}, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSnapshot}))
+		})
 		assert.ErrorContains(t, err, "isolation level")
 		assert.Equal(t, 0, calls)
 
-		err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil }, txn.WithBeginOptions("serializable"))
+		err = r.WithBegin(txn.NewBeginOption[*sql.Tx]("txnsqlite", sql.TxOptions{})).Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil })
 		assert.ErrorIs(t, err, txn.ErrBadOption)
+		assert.ErrorContains(t, err, "a begin option built by txnsqlite was given to a txnmysql Runner")
 	})
 }

@@ -153,7 +153,7 @@ func fired(t *testing.T, p *faultproxy.Proxy) {
 	select {
 	case <-p.Fired():
 	case <-time.After(10 * time.Second):
-		t.Fatal("the armed fault did not fire")
+		require.FailNow(t, "the armed fault did not fire")
 	}
 }
 
@@ -183,7 +183,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 			ctx := testCtx(t)
 			tbl := createTable(t, admin, "id INT PRIMARY KEY, calls INT NOT NULL")
 
-			var opts []txn.Option
+			var opts []txn.CallOption
 			if tc.idempotent {
 				opts = append(opts, txn.Idempotent())
 			}

@@ -49,7 +49,7 @@ func ExampleNew() {
 
 // Opting into retries of NOWAIT failures, and composing the classifier with
 // an error of the application's own.
-func ExampleNewWithClassifier() {
+func ExampleClassifier() {
 	db, err := sql.Open("mysql", "app:secret@tcp(127.0.0.1:3306)/shop")
 	if err != nil {
 		log.Fatal(err)
@@ -58,12 +58,12 @@ func ExampleNewWithClassifier() {
 
 	errStale := errors.New("stale version")
 	mysqlClass := txnmysql.Classifier(txnmysql.ClassifyOptions{LockWaitNowait: true})
-	r := txnmysql.NewWithClassifier(db, func(err error) txn.Class {
+	r := txnmysql.New(db, txn.WithClassifier(func(err error) txn.Class {
 		if errors.Is(err, errStale) {
 			return txn.ClassRetryable
 		}
 		return mysqlClass(err)
-	})
+	}))
 
 	err = r.Run(context.Background(), func(ctx context.Context, tx *sql.Tx) error {
 		var stock int
@@ -84,7 +84,9 @@ func ExampleNewWithClassifier() {
 }
 
 // Isolation level and read-only flag, for every transaction of a Runner or
-// for one call. txn.Do returns a value from the attempt that committed.
+// of a view of it made by WithBegin, which shares the Runner's limits and
+// contention control. txn.Do returns a value from the attempt that
+// committed.
 func ExampleTxOptions() {
 	db, err := sql.Open("mysql", "app:secret@tcp(127.0.0.1:3306)/bank")
 	if err != nil {
@@ -92,13 +94,14 @@ func ExampleTxOptions() {
 	}
 	defer db.Close()
 
-	r := txnmysql.New(db, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted}))
+	r := txnmysql.New(db).WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted}))
+	reports := r.WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}))
 
-	total, err := txn.Do(context.Background(), r, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+	total, err := txn.Do(context.Background(), reports, func(ctx context.Context, tx *sql.Tx) (int64, error) {
 		var sum int64
 		err := tx.QueryRowContext(ctx, "SELECT SUM(balance) FROM accounts").Scan(&sum)
 		return sum, err
-	}, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}))
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -122,7 +125,7 @@ func Example_savepoint() {
 			return err
 		}
 		// Try the coupon; if it does not apply, keep the order without it.
-		err := txn.Savepoint(ctx, func(ctx context.Context) error {
+		err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, "UPDATE orders SET total = total - 1000 WHERE id = ?", 42); err != nil {
 				return err
 			}

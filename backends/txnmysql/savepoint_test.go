@@ -64,7 +64,7 @@ func TestSavepointRollbackKeepsOuterWrites(t *testing.T) {
 		if err := txn.OnCommit(ctx, func() { ran = append(ran, "outer") }); err != nil {
 			return err
 		}
-		err := txn.Savepoint(ctx, func(ctx context.Context) error {
+		err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if err := insertName(ctx, tbl, "inner-rolled-back"); err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ func TestSavepointRollbackKeepsOuterWrites(t *testing.T) {
 		if n != 0 {
 			return txn.Permanent(errors.New("the rolled-back savepoint's row is still visible in the transaction"))
 		}
-		err = txn.Savepoint(ctx, func(ctx context.Context) error {
+		err = txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if err := insertName(ctx, tbl, "inner-kept"); err != nil {
 				return err
 			}
@@ -115,14 +115,14 @@ func TestSavepointRollbackNestedLevels(t *testing.T) {
 	}
 	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		// Level 1 kept, level 2 rolled back.
-		err := txn.Savepoint(ctx, func(ctx context.Context) error {
+		err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if err := insertName(ctx, tbl, "a1-kept"); err != nil {
 				return err
 			}
 			if err := on(ctx, "a1"); err != nil {
 				return err
 			}
-			err := txn.Savepoint(ctx, func(ctx context.Context) error {
+			err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				if err := insertName(ctx, tbl, "a2-rolled-back"); err != nil {
 					return err
 				}
@@ -140,11 +140,11 @@ func TestSavepointRollbackNestedLevels(t *testing.T) {
 			return err
 		}
 		// Level 2 released, then level 1 rolled back: both go.
-		err = txn.Savepoint(ctx, func(ctx context.Context) error {
+		err = txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if err := insertName(ctx, tbl, "b1-rolled-back"); err != nil {
 				return err
 			}
-			if err := txn.Savepoint(ctx, func(ctx context.Context) error {
+			if err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				if err := insertName(ctx, tbl, "b2-rolled-back"); err != nil {
 					return err
 				}

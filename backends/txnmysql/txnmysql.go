@@ -26,38 +26,38 @@ import (
 	"github.com/txnkit/txn/backends/txnsql"
 )
 
+// Runner is the Runner type this package builds.
+type Runner = txn.Runner[*sql.Tx]
+
+// sqlDriver is how txnsql sees this package.
+func sqlDriver() txnsql.Driver {
+	return txnsql.Driver{Name: "txnmysql", Classify: Classify, ClassifyConn: classifyConn}
+}
+
 // New returns a Runner over db, a handle opened with the MySQL driver
 // (sql.Open("mysql", dsn) or sql.OpenDB(mysql.NewConnector(cfg))), whose
 // errors are classified by Classify. Options configure the Runner (limits,
-// backoff, observer, TxOptions, ...). The Runner is safe for concurrent use
-// and meant to be shared.
+// backoff, observer, ...); txn.WithClassifier replaces Classify, typically
+// with Classifier(ClassifyOptions{...}) to opt into more retryable errors,
+// or with a function of yours that handles some errors and defers to
+// Classify for the rest. What such a classifier leaves permanent is still
+// checked for a lost connection (mysql.ErrInvalidConn, driver.ErrBadConn,
+// MariaDB's 1927), which Run retries before COMMIT and reports as an
+// unknown outcome during COMMIT. The Runner is safe for concurrent use and
+// meant to be shared.
 //
 // A nil db yields a Runner whose Run returns txn.ErrNilRunner; an invalid
 // option yields one whose Run returns an error matching txn.ErrBadOption.
-func New(db *sql.DB, opts ...txn.Option) *txn.Runner[*sql.Tx] {
-	return NewWithClassifier(db, nil, opts...)
+func New(db *sql.DB, opts ...txn.RunnerOption) *Runner {
+	return txnsql.NewRunner(db, sqlDriver(), opts...)
 }
 
-// NewWithClassifier is New with another classifier, typically
-// Classifier(ClassifyOptions{...}) to opt into more retryable errors, or a
-// function of yours that handles some errors and defers to Classify for the
-// rest. A nil classify means Classify.
-//
-// What classify leaves permanent is still checked for a lost connection
-// (mysql.ErrInvalidConn, driver.ErrBadConn, MariaDB's 1927), which Run
-// retries before COMMIT and reports as an unknown outcome during COMMIT, so
-// a custom classifier cannot turn a COMMIT cut off mid-flight into a
-// definite failure. Failures are reported as for New.
-func NewWithClassifier(db *sql.DB, classify txn.Classifier, opts ...txn.Option) *txn.Runner[*sql.Tx] {
-	return txnsql.New(db, withConn(classify), opts...)
-}
-
-// TxOptions sets the isolation level and the read-only flag of the
-// transactions, on the Runner (passed to New) or for one call (passed to
-// Run or txn.Do). The driver supports sql.LevelDefault, LevelReadUncommitted,
+// TxOptions returns a begin option that sets the isolation level and the
+// read-only flag of the transactions; give it to Runner.WithBegin. The
+// driver supports sql.LevelDefault, LevelReadUncommitted,
 // LevelReadCommitted, LevelRepeatableRead and LevelSerializable; any other
 // level makes BEGIN, and so Run, fail with the driver's error, which is not
 // retried. ReadOnly starts the transaction with START TRANSACTION READ ONLY.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txnsql.TxOptions(o)
+func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
+	return sqlDriver().TxOptions(o)
 }

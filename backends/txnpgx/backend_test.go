@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 )
 
@@ -35,7 +37,7 @@ func (f *fakeBeginner) BeginTx(_ context.Context, o pgx.TxOptions) (pgx.Tx, erro
 
 // TestCommitErrors checks how Commit reports each kind of failure.
 func TestCommitErrors(t *testing.T) {
-	b := &backend{classify: Classify}
+	b := &backend{}
 	ctx := context.Background()
 	serverErr := &pgconn.PgError{Code: "40001"}
 	tests := []struct {
@@ -56,28 +58,16 @@ func TestCommitErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			err := b.Commit(ctx, &fakeTx{commitErr: tt.commitErr})
 			if tt.commitErr == nil {
-				if err != nil {
-					t.Fatalf("Commit = %v", err)
-				}
+				require.NoError(t, err)
 				return
 			}
-			if !errors.Is(err, tt.commitErr) {
-				t.Errorf("Commit error %v does not wrap %v", err, tt.commitErr)
-			}
-			if got := errors.Is(err, txn.ErrTxDone); got != tt.done {
-				t.Errorf("errors.Is(ErrTxDone) = %v, want %v", got, tt.done)
-			}
-			if got := b.Classify(err); got != tt.class {
-				t.Errorf("class = %v, want %v", got, tt.class)
-			}
+			assert.ErrorIs(t, err, tt.commitErr)
+			assert.Equal(t, tt.done, errors.Is(err, txn.ErrTxDone), "errors.Is(ErrTxDone)")
+			assert.Equal(t, tt.class, b.Classify(err))
 		})
 	}
-	if err := b.Commit(ctx, &fakeTx{commitErr: serverErr}); err != serverErr {
-		t.Errorf("a server error must come back unchanged, got %#v", err)
-	}
-	if err := b.Rollback(ctx, &fakeTx{rollbackErr: pgx.ErrTxClosed}); !errors.Is(err, txn.ErrTxDone) {
-		t.Errorf("Rollback of a closed tx = %v, want ErrTxDone", err)
-	}
+	assert.Same(t, serverErr, b.Commit(ctx, &fakeTx{commitErr: serverErr}), "a server error comes back unchanged")
+	assert.ErrorIs(t, b.Rollback(ctx, &fakeTx{rollbackErr: pgx.ErrTxClosed}), txn.ErrTxDone, "Rollback of a closed tx")
 }
 
 // TestNilDatabase: nil and typed-nil handles yield a Runner that reports
@@ -90,48 +80,29 @@ func TestNilDatabase(t *testing.T) {
 		"nil *pgx.Conn":   (*pgx.Conn)(nil),
 		"nil with custom": (*fakeBeginner)(nil),
 	} {
-		r := New(db)
-		if err := r.Run(context.Background(), fn); !errors.Is(err, txn.ErrNilRunner) {
-			t.Errorf("%s: Run = %v, want ErrNilRunner", name, err)
-		}
-		if err := NewWithClassifier(db, Classify).Err(); !errors.Is(err, txn.ErrNilRunner) {
-			t.Errorf("%s: Err = %v, want ErrNilRunner", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			assert.ErrorIs(t, New(db).Run(context.Background(), fn), txn.ErrNilRunner)
+			assert.ErrorIs(t, New(db, txn.WithClassifier(Classify)).Err(), txn.ErrNilRunner)
+		})
 	}
 }
 
-// TestBeginOptions: TxOptions reaches BeginTx, per call over per Runner,
-// and a foreign option type is a clear error.
+// TestBeginOptions: TxOptions reaches BeginTx, a view's options replace
+// the Runner's, the last option wins, and an option another package built
+// for pgx.Tx is a clear error.
 func TestBeginOptions(t *testing.T) {
 	fb := &fakeBeginner{tx: &fakeTx{}}
 	ser := pgx.TxOptions{IsoLevel: pgx.Serializable}
 	rr := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	r := New(fb, TxOptions(ser))
+	r := New(fb).WithBegin(TxOptions(ser))
 	ctx := context.Background()
 	fn := func(context.Context, pgx.Tx) error { return nil }
-	if err := r.Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(ctx, fn, TxOptions(rr)); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(ctx, fn, txn.WithBeginOptions(&rr)); err != nil {
-		t.Fatal(err)
-	}
-	if err := New(fb).Run(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
-	want := []pgx.TxOptions{ser, rr, rr, {}}
-	if len(fb.opts) != len(want) {
-		t.Fatalf("BeginTx got %v, want %v", fb.opts, want)
-	}
-	for i := range want {
-		if fb.opts[i] != want[i] {
-			t.Errorf("BeginTx #%d got %+v, want %+v", i, fb.opts[i], want[i])
-		}
-	}
-	err := r.Run(ctx, fn, txn.WithBeginOptions("serializable"))
-	if !errors.Is(err, txn.ErrBadOption) {
-		t.Errorf("foreign begin option: %v, want ErrBadOption", err)
-	}
+	require.NoError(t, r.Run(ctx, fn))
+	require.NoError(t, r.WithBegin(TxOptions(rr)).Run(ctx, fn))
+	require.NoError(t, r.WithBegin(TxOptions(ser), TxOptions(rr)).Run(ctx, fn))
+	require.NoError(t, New(fb).Run(ctx, fn))
+	assert.Equal(t, []pgx.TxOptions{ser, rr, rr, {}}, fb.opts)
+	err := r.WithBegin(txn.NewBeginOption[pgx.Tx]("other", "serializable")).Run(ctx, fn)
+	assert.ErrorIs(t, err, txn.ErrBadOption)
+	assert.ErrorContains(t, err, "a begin option built by other (carrying string) was given to a txnpgx Runner; use txnpgx.TxOptions")
 }

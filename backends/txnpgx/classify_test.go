@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
 	"github.com/txnkit/txn"
 )
 
@@ -82,12 +83,8 @@ func TestClassifyTable(t *testing.T) {
 	opt := Classifier(all)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Classify(tt.err); got != tt.def {
-				t.Errorf("Classify = %v, want %v", got, tt.def)
-			}
-			if got := opt(tt.err); got != tt.opt {
-				t.Errorf("Classifier(all) = %v, want %v", got, tt.opt)
-			}
+			assert.Equal(t, tt.def, Classify(tt.err), "Classify")
+			assert.Equal(t, tt.opt, opt(tt.err), "Classifier(all)")
 		})
 	}
 }
@@ -96,25 +93,18 @@ func TestClassifyTable(t *testing.T) {
 func TestClassifyOptionsSeparate(t *testing.T) {
 	lock := Classifier(ClassifyOptions{LockNotAvailable: true})
 	canceled := Classifier(ClassifyOptions{QueryCanceled: true})
-	if lock(pgErr("55P03", "")) != txn.ClassRetryable || lock(pgErr("57014", "")) != txn.ClassPermanent {
-		t.Error("LockNotAvailable must retry 55P03 only")
-	}
-	if canceled(pgErr("57014", "")) != txn.ClassRetryable || canceled(pgErr("55P03", "")) != txn.ClassPermanent {
-		t.Error("QueryCanceled must retry 57014 only")
-	}
+	assert.Equal(t, txn.ClassRetryable, lock(pgErr("55P03", "")), "LockNotAvailable retries 55P03")
+	assert.Equal(t, txn.ClassPermanent, lock(pgErr("57014", "")), "LockNotAvailable retries 55P03 only")
+	assert.Equal(t, txn.ClassRetryable, canceled(pgErr("57014", "")), "QueryCanceled retries 57014")
+	assert.Equal(t, txn.ClassPermanent, canceled(pgErr("55P03", "")), "QueryCanceled retries 57014 only")
 }
 
-// TestClassifyBackendFallsBackToConnectionRules: a custom classifier that
-// does not know connection errors still gets them classified.
-func TestClassifyBackendFallsBackToConnectionRules(t *testing.T) {
-	b := &backend{classify: func(error) txn.Class { return txn.ClassPermanent }}
-	if got := b.Classify(&commitInterruptedError{err: io.EOF}); got != txn.ClassConnLost {
-		t.Errorf("interrupted commit = %v, want connection-lost", got)
-	}
-	if got := b.Classify(safeErr{}); got != txn.ClassRetryable {
-		t.Errorf("SafeToRetry = %v, want retryable", got)
-	}
-	if got := b.Classify(pgErr("40001", "")); got != txn.ClassPermanent {
-		t.Errorf("a custom classifier decides server errors; got %v", got)
-	}
+// TestClassifyConnRules: the connection rules, which complete a classifier
+// given with txn.WithClassifier, recognise connection errors and leave
+// server errors to that classifier.
+func TestClassifyConnRules(t *testing.T) {
+	b := &backend{}
+	assert.Equal(t, txn.ClassConnLost, b.ClassifyConn(&commitInterruptedError{err: io.EOF}), "interrupted commit")
+	assert.Equal(t, txn.ClassRetryable, b.ClassifyConn(safeErr{}), "SafeToRetry")
+	assert.Equal(t, txn.ClassPermanent, b.ClassifyConn(pgErr("40001", "")), "server errors are the classifier's")
 }

@@ -32,10 +32,8 @@ func Example() {
 	defer pool.Close()
 
 	// Build the Runner once and share it.
-	r := txnpgx.New(pool,
-		txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}),
-		txn.MaxAttempts(10),
-	)
+	r := txnpgx.New(pool, txn.MaxAttempts(10)).
+		WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
 	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - $1 WHERE id = $2", 100, 1); err != nil {
 			return err
@@ -52,23 +50,25 @@ func Example() {
 	}
 }
 
-// Per-call transaction options replace the Runner's: here a read-only
-// snapshot for a report, on a Runner whose default is read-write.
+// A view of the Runner with other transaction options, sharing the
+// Runner's limits and contention control: here a read-only snapshot for a
+// report, on a Runner whose default is read-write.
 func ExampleTxOptions() {
 	ctx := context.Background()
 	pool := connect(ctx)
 	defer pool.Close()
 	r := txnpgx.New(pool)
-
-	total, err := txn.Do(ctx, r, func(ctx context.Context, tx pgx.Tx) (int64, error) {
-		var total int64
-		err := tx.QueryRow(ctx, "SELECT sum(balance) FROM accounts").Scan(&total)
-		return total, err
-	}, txnpgx.TxOptions(pgx.TxOptions{
+	reports := r.WithBegin(txnpgx.TxOptions(pgx.TxOptions{
 		IsoLevel:       pgx.Serializable,
 		AccessMode:     pgx.ReadOnly,
 		DeferrableMode: pgx.Deferrable, // never fails with 40001, may wait at start
 	}))
+
+	total, err := txn.Do(ctx, reports, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+		var total int64
+		err := tx.QueryRow(ctx, "SELECT sum(balance) FROM accounts").Scan(&total)
+		return total, err
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -82,8 +82,8 @@ func ExampleClassifier() {
 	pool := connect(ctx)
 	defer pool.Close()
 
-	r := txnpgx.NewWithClassifier(pool,
-		txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true}),
+	r := txnpgx.New(pool,
+		txn.WithClassifier(txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true})),
 		txn.MaxElapsed(2*time.Second),
 	)
 	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -134,8 +134,7 @@ func Example_savepoint() {
 			return err
 		}
 		// A failure in here undoes only the savepoint's work.
-		if err := txn.Savepoint(ctx, func(ctx context.Context) error {
-			sp, _ := txn.TxFrom[pgx.Tx](ctx)
+		if err := txn.Savepoint(ctx, func(ctx context.Context, sp pgx.Tx) error {
 			_, err := sp.Exec(ctx, "INSERT INTO audit (order_id) VALUES ($1)", 42)
 			return err
 		}); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/testdb"
 )
@@ -199,16 +200,10 @@ func sqlState(err error) string {
 // a *pgconn.PgError with SQLSTATE code.
 func requireRanOnceWithCode(t *testing.T, attempts int, err error, code string) {
 	t.Helper()
-	if attempts != 1 {
-		t.Fatalf("fn ran %d times, want 1", attempts)
-	}
+	require.Equal(t, 1, attempts, "fn runs once")
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		t.Fatalf("error %v is not a *pgconn.PgError", err)
-	}
-	if pgErr.Code != code {
-		t.Fatalf("SQLSTATE %s, want %s", pgErr.Code, code)
-	}
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, code, pgErr.Code, "SQLSTATE")
 }
 
 // concurrentUpdate makes the calling transaction (which must already hold a

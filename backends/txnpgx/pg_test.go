@@ -20,11 +20,11 @@ import (
 	"github.com/txnkit/txn/internal/faultproxy"
 )
 
-func serializable() txn.Option {
+func serializable() txn.BeginOption[pgx.Tx] {
 	return txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable})
 }
 
-func repeatableRead() txn.Option {
+func repeatableRead() txn.BeginOption[pgx.Tx] {
 	return txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 }
 
@@ -81,7 +81,7 @@ func TestWriteSkewSerializableRetried(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := newTable(t, pool, "k text PRIMARY KEY, v int NOT NULL")
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable(), txn.WithObserver(rec))
+	r := txnpgx.New(pool, txn.WithObserver(rec)).WithBegin(serializable())
 	ctx := testCtx(t)
 
 	bothRead := newBarrier(2)
@@ -149,7 +149,7 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 	tbl := newTable(t, pool, "id int PRIMARY KEY, on_call bool NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, true), (2, true)")
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable(), txn.WithObserver(rec))
+	r := txnpgx.New(pool, txn.WithObserver(rec)).WithBegin(serializable())
 	ctx := testCtx(t)
 
 	// The doctors-on-call write skew: each goes off call if the other is
@@ -219,7 +219,7 @@ func TestSerializationFailureInStatementRetried(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := counterTable(t, pool)
 	rec := &recorder{}
-	r := txnpgx.New(pool, repeatableRead(), txn.WithObserver(rec))
+	r := txnpgx.New(pool, txn.WithObserver(rec)).WithBegin(repeatableRead())
 	var attempts int
 	err := r.Run(testCtx(t), incrementLosingFirstRace(t, pool, tbl, &attempts))
 	require.NoError(t, err)
@@ -321,7 +321,7 @@ func TestNowaitLockNotAvailable(t *testing.T) {
 		released := holdRowLock(t, pool, tbl, 1, release)
 		var once sync.Once
 		obs := &releaseOnRetry{release: func() { once.Do(func() { close(release) }) }}
-		r := txnpgx.NewWithClassifier(pool, txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true}), txn.WithObserver(obs))
+		r := txnpgx.New(pool, txn.WithClassifier(txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true})), txn.WithObserver(obs))
 		defer func() { obs.release(); <-released }()
 		var attempts int
 		err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -458,7 +458,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 	select {
 	case <-proxy.Fired():
 	default:
-		t.Fatal("the fault did not fire")
+		require.FailNow(t, "the fault did not fire")
 	}
 	require.Error(t, err)
 	require.ErrorIs(t, err, txn.ErrCommitUnknown)
@@ -555,7 +555,7 @@ func TestConnectionsCutBeforeFnRetried(t *testing.T) {
 func TestDeadlineShorterThanBackoff(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := counterTable(t, pool)
-	r := txnpgx.New(pool, repeatableRead(), txn.WithBackoff(txn.Constant(time.Hour)))
+	r := txnpgx.New(pool, txn.WithBackoff(txn.Constant(time.Hour))).WithBegin(repeatableRead())
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var attempts int
@@ -590,7 +590,7 @@ func TestBankTransferConservesBalance(t *testing.T) {
 		mustExec(t, pool, "INSERT INTO "+acct+" VALUES ($1, $2)", i, initial)
 	}
 	rec := &recorder{}
-	r := txnpgx.New(pool, serializable(), txn.MaxAttempts(50), txn.WithObserver(rec))
+	r := txnpgx.New(pool, txn.MaxAttempts(50), txn.WithObserver(rec)).WithBegin(serializable())
 	errInsufficient := errors.New("insufficient funds")
 
 	transfer := func(ctx context.Context, from, to, amount int) error {
@@ -692,8 +692,7 @@ func TestSavepointRollbackKeepsOuterWrites(t *testing.T) {
 			ran = append(ran, "outer")
 			committedAtCallback = queryInt(t, pool, "SELECT count(*) FROM "+tbl)
 		}))
-		err := txn.Savepoint(ctx, func(ctx context.Context) error {
-			sp, _ := txn.TxFrom[pgx.Tx](ctx)
+		err := txn.Savepoint(ctx, func(ctx context.Context, sp pgx.Tx) error {
 			if _, err := sp.Exec(ctx, "INSERT INTO "+tbl+" VALUES ('savepoint')"); err != nil {
 				return err
 			}
@@ -703,8 +702,7 @@ func TestSavepointRollbackKeepsOuterWrites(t *testing.T) {
 		require.ErrorIs(t, err, errNo)
 		// A failed statement inside a savepoint is undone with it, and the
 		// transaction stays usable.
-		err = txn.Savepoint(ctx, func(ctx context.Context) error {
-			sp, _ := txn.TxFrom[pgx.Tx](ctx)
+		err = txn.Savepoint(ctx, func(ctx context.Context, sp pgx.Tx) error {
 			_, err := sp.Exec(ctx, "INSERT INTO "+tbl+" VALUES ('outer')")
 			return err
 		})
@@ -738,7 +736,7 @@ func TestRetryableErrorInSavepointRestartsTransaction(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := counterTable(t, pool)
 	log := newTable(t, pool, "attempt int PRIMARY KEY")
-	r := txnpgx.New(pool, repeatableRead())
+	r := txnpgx.New(pool).WithBegin(repeatableRead())
 	var attempts int
 	var callbacks []int
 	var nestedErrs []error
@@ -770,23 +768,23 @@ func TestRetryableErrorInSavepointRestartsTransaction(t *testing.T) {
 	require.Equal(t, 2, queryInt(t, pool, "SELECT attempt FROM "+log), "only the committed attempt's write exists")
 }
 
-// TestTxOptionsRunnerAndPerCall: options given to New apply to every Run,
-// and TxOptions given to one Run replace them for that call.
-func TestTxOptionsRunnerAndPerCall(t *testing.T) {
+// TestTxOptionsRunnerAndView: begin options given to WithBegin apply to
+// every Run of that Runner, and a view's replace them.
+func TestTxOptionsRunnerAndView(t *testing.T) {
 	pool := newPool(t, nil)
-	r := txnpgx.New(pool, txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadOnly}))
+	r := txnpgx.New(pool).WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadOnly}))
 	ctx := testCtx(t)
-	settings := func(opts ...txn.Option) (iso, ro string) {
+	settings := func(r *txnpgx.Runner) (iso, ro string) {
 		t.Helper()
 		require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			return tx.QueryRow(ctx, "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')").Scan(&iso, &ro)
-		}, opts...))
+		}))
 		return iso, ro
 	}
-	iso, ro := settings()
+	iso, ro := settings(r)
 	require.Equal(t, "serializable", iso)
 	require.Equal(t, "on", ro)
-	iso, ro = settings(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}))
+	iso, ro = settings(r.WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead})))
 	require.Equal(t, "repeatable read", iso)
 	require.Equal(t, "off", ro)
 
@@ -812,7 +810,7 @@ func TestConnRunner(t *testing.T) {
 	conn, err := pgx.Connect(ctx, pgDSN())
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
-	r := txnpgx.New(conn, repeatableRead())
+	r := txnpgx.New(conn).WithBegin(repeatableRead())
 	var attempts int
 	require.NoError(t, r.Run(ctx, incrementLosingFirstRace(t, pool, tbl, &attempts)))
 	require.Equal(t, 2, attempts)
@@ -859,7 +857,7 @@ func TestDoReturnsValue(t *testing.T) {
 func TestParallelRunsShareRunner(t *testing.T) {
 	pool := newPool(t, nil)
 	tbl := counterTable(t, pool)
-	r := txnpgx.New(pool, serializable(), txn.MaxAttempts(0))
+	r := txnpgx.New(pool, txn.MaxAttempts(0)).WithBegin(serializable())
 	ctx := testCtx(t)
 	const n = 8
 	errs := runConcurrently(n, func(int) error {

@@ -23,8 +23,8 @@ func TestStdlibClassifier(t *testing.T) {
 	defer db.Close()
 
 	rec := &recorder{}
-	r := txnsql.New(db, txnpgx.Classify,
-		txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}), txn.WithObserver(rec))
+	r := txnsql.New(db, txn.WithClassifier(txnpgx.Classify), txn.WithObserver(rec)).
+		WithBegin(txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelRepeatableRead}))
 	ctx := testCtx(t)
 	var attempts int
 	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -54,7 +54,7 @@ func TestStdlibClassifier(t *testing.T) {
 
 	// Savepoints through txnsql's SAVEPOINT statements work the same way.
 	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		spErr := txn.Savepoint(ctx, func(ctx context.Context) error {
+		spErr := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 0)")
 			return err
 		})

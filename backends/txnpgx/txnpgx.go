@@ -5,7 +5,7 @@
 // that begins a pgx.Tx:
 //
 //	pool, _ := pgxpool.New(ctx, dsn)
-//	r := txnpgx.New(pool, txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
+//	r := txnpgx.New(pool).WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
 //	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 //		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - 10 WHERE id = $1", 1)
 //		return err
@@ -16,7 +16,8 @@
 // retried only when nothing can have been committed, and a connection lost
 // while COMMIT was in flight makes Run return an error matching
 // txn.ErrCommitUnknown. Lock-wait failures (55P03) and cancelled statements
-// (57014) are retried only when asked for with Classifier.
+// (57014) are retried only when asked for, with
+// txn.WithClassifier(Classifier(ClassifyOptions{...})).
 //
 // Savepoints use pgx's nested transactions (tx.Begin), so txn.Savepoint and a
 // Run nested in fn work; a serialization failure inside a savepoint still
@@ -44,37 +45,32 @@ type Beginner interface {
 // Runner is the Runner type this package builds.
 type Runner = txn.Runner[pgx.Tx]
 
-// New returns a Runner over db that classifies errors with Classify. A
-// *pgxpool.Pool gives every attempt a connection from the pool; a *pgx.Conn
-// runs every attempt on that one connection (if it dies, Run stops instead
-// of retrying on a closed connection). A nil db, or a typed nil pointer,
-// yields a Runner whose Run returns txn.ErrNilRunner.
-func New(db Beginner, opts ...txn.Option) *Runner {
-	return NewWithClassifier(db, nil, opts...)
-}
-
-// NewWithClassifier is New with another classifier, typically
-// Classifier(ClassifyOptions{...}) or a function that wraps Classify. A nil
-// classify means Classify. Whatever classify returns ClassPermanent for is
-// still checked against the connection rules of Classify, so that a
-// connection lost during COMMIT is never mistaken for a definite failure.
-func NewWithClassifier(db Beginner, classify txn.Classifier, opts ...txn.Option) *Runner {
+// New returns a Runner over db that classifies errors with Classify
+// (txn.WithClassifier replaces it, typically with
+// Classifier(ClassifyOptions{...}) or a function that wraps Classify; what
+// it leaves permanent is still checked against the connection rules of
+// Classify, so that a connection lost during COMMIT is never mistaken for a
+// definite failure). A *pgxpool.Pool gives every attempt a connection from
+// the pool; a *pgx.Conn runs every attempt on that one connection (if it
+// dies, Run stops instead of retrying on a closed connection). A nil db, or
+// a typed nil pointer, yields a Runner whose Run returns txn.ErrNilRunner.
+func New(db Beginner, opts ...txn.RunnerOption) *Runner {
 	if isNil(db) {
 		return txn.New[pgx.Tx](nil, opts...)
 	}
-	if classify == nil {
-		classify = Classify
-	}
-	return txn.New[pgx.Tx](&backend{db: db, classify: classify}, opts...)
+	return txn.New[pgx.Tx](&backend{db: db}, opts...)
 }
 
-// TxOptions sets the isolation level, access mode and deferrable mode of
-// the transactions (and, for CockroachDB, BeginQuery such as "BEGIN PRIORITY
-// HIGH"). Given to New it applies to every Run; given to Run or Do it
-// replaces the Runner's for that call.
-func TxOptions(o pgx.TxOptions) txn.Option {
-	return txn.WithBeginOptions(o)
+// TxOptions returns a begin option that sets the isolation level, access
+// mode and deferrable mode of the transactions (and, for CockroachDB,
+// BeginQuery such as "BEGIN PRIORITY HIGH"); give it to Runner.WithBegin.
+// When several are given, the last wins.
+func TxOptions(o pgx.TxOptions) txn.BeginOption[pgx.Tx] {
+	return txn.NewBeginOption[pgx.Tx](backendName, o)
 }
+
+// backendName marks this package's begin options.
+const backendName = "txnpgx"
 
 // isNil reports whether db is nil or a typed nil pointer.
 func isNil(db Beginner) bool {
@@ -91,28 +87,25 @@ func isNil(db Beginner) bool {
 
 // backend adapts a Beginner to txn.Backend and txn.Savepointer.
 type backend struct {
-	db       Beginner
-	classify txn.Classifier
+	db Beginner
 }
 
 var (
 	_ txn.Backend[pgx.Tx]     = (*backend)(nil)
+	_ txn.ConnClassifier      = (*backend)(nil)
 	_ txn.Savepointer[pgx.Tx] = (*backend)(nil)
 )
 
 // Begin starts a transaction with the options set by TxOptions.
-func (b *backend) Begin(ctx context.Context, opts any) (pgx.Tx, error) {
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[pgx.Tx]) (pgx.Tx, error) {
 	var o pgx.TxOptions
-	switch v := opts.(type) {
-	case nil:
-	case pgx.TxOptions:
-		o = v
-	case *pgx.TxOptions:
-		if v != nil {
-			o = *v
+	for _, opt := range opts {
+		v, ok := opt.Value().(pgx.TxOptions)
+		if opt.Backend() != backendName || !ok {
+			return nil, fmt.Errorf("%w: a begin option built by %s (carrying %T) was given to a txnpgx Runner; use txnpgx.TxOptions",
+				txn.ErrBadOption, opt.Backend(), opt.Value())
 		}
-	default:
-		return nil, fmt.Errorf("%w: txnpgx expects pgx.TxOptions, got %T", txn.ErrBadOption, opts)
+		o = v
 	}
 	tx, err := b.db.BeginTx(ctx, o)
 	if err != nil {
@@ -154,13 +147,12 @@ func (b *backend) Rollback(ctx context.Context, tx pgx.Tx) error {
 	return txDone(tx.Rollback(ctx))
 }
 
-// Classify applies the Runner's classifier, then the connection rules.
-func (b *backend) Classify(err error) txn.Class {
-	if c := b.classify(err); c != txn.ClassPermanent {
-		return c
-	}
-	return classifyConn(err)
-}
+// Classify applies Classify, which includes the connection rules.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn applies the connection rules alone; the Runner uses it to
+// complete a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return classifyConn(err) }
 
 // BeginSavepoint starts a pgx nested transaction (SAVEPOINT). pgx names the
 // savepoint itself; name is not used.

@@ -1,11 +1,17 @@
-// Package txnsql runs txn transactions over database/sql, for any driver.
+// Package txnsql runs txn transactions over database/sql, for any driver,
+// and is the base of the database/sql backends txnmysql and txnsqlite.
 //
-// The driver's errors are classified by the Classifier given to New
-// (txnpgx.Classify, txnmysql.Classify, txnsqlite.Classify, or your own);
-// driver.ErrBadConn is recognised as a lost connection whatever the
-// classifier says. Savepoints use the standard SAVEPOINT, ROLLBACK TO
-// SAVEPOINT and RELEASE SAVEPOINT statements, which PostgreSQL, MySQL,
-// MariaDB and SQLite all accept.
+// New builds a Runner for any driver: it recognises only a lost connection
+// (driver.ErrBadConn); give it the driver's classifier with
+// txn.WithClassifier (txnpgx.Classify, txnmysql.Classify,
+// txnsqlite.Classify, or your own). What that classifier leaves permanent is
+// still checked for driver.ErrBadConn. Savepoints use the standard
+// SAVEPOINT, ROLLBACK TO SAVEPOINT and RELEASE SAVEPOINT statements, which
+// PostgreSQL, MySQL, MariaDB and SQLite all accept.
+//
+// A backend package for one driver describes itself with a Driver (its
+// name, error table and lost-connection test) and builds its Runners with
+// NewRunner and its begin options with Driver.TxOptions.
 package txnsql
 
 import (
@@ -14,74 +20,136 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds.
 type Runner = txn.Runner[*sql.Tx]
 
-// New returns a Runner over db whose errors are classified by classify
-// (nil: only connection errors are recognised, nothing else is retried).
-// A nil db yields a Runner whose Run returns txn.ErrNilRunner.
-func New(db *sql.DB, classify txn.Classifier, opts ...txn.Option) *Runner {
+// genericName is the Driver name of New, whose begin options every
+// database/sql Runner accepts.
+const genericName = "txnsql"
+
+// New returns a Runner over db that recognises only a lost connection
+// (driver.ErrBadConn, see Classify); add the driver's table with
+// txn.WithClassifier. A nil db yields a Runner whose Run returns
+// txn.ErrNilRunner.
+func New(db *sql.DB, opts ...txn.RunnerOption) *Runner {
+	return NewRunner(db, Driver{Name: genericName}, opts...)
+}
+
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin. Every
+// Runner over *sql.Tx accepts it, whichever backend built it.
+func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
+	return Driver{Name: genericName}.TxOptions(o)
+}
+
+// Classify returns txn.ClassConnLost for driver.ErrBadConn and
+// txn.ClassPermanent for everything else. database/sql's contract says a
+// driver returns ErrBadConn only when the server cannot have acted, but not
+// every driver keeps it, so at COMMIT it is treated as ambiguous. It looks
+// through wrapping and never panics: typed nils in err's chain are skipped.
+func Classify(err error) txn.Class {
+	if errchain.Is(err, driver.ErrBadConn) {
+		return txn.ClassConnLost
+	}
+	return txn.ClassPermanent
+}
+
+// Driver describes a backend built on this package for one database/sql
+// driver.
+type Driver struct {
+	// Name is the backend package's name ("txnmysql"); it names the
+	// backend in errors and marks the begin options it accepts.
+	Name string
+	// Classify is the driver's error table (nil: none). What it leaves
+	// permanent is checked with ClassifyConn.
+	Classify txn.Classifier
+	// ClassifyConn recognises the driver's lost-connection errors (nil:
+	// only driver.ErrBadConn). It also completes a classifier given with
+	// txn.WithClassifier. driver.ErrBadConn is recognised in any case.
+	ClassifyConn txn.Classifier
+}
+
+// NewRunner returns a Runner over db for driver d, configured by opts. A
+// nil db yields a Runner whose Run returns txn.ErrNilRunner.
+func NewRunner(db *sql.DB, d Driver, opts ...txn.RunnerOption) *Runner {
 	if db == nil {
 		return txn.New[*sql.Tx](nil, opts...)
 	}
-	return txn.New[*sql.Tx](NewBackend(db, classify), opts...)
+	return txn.New[*sql.Tx](&backend{db: db, d: d}, opts...)
 }
 
-// TxOptions sets the isolation level and read-only flag of the transactions,
-// on the Runner or per call.
-func TxOptions(o sql.TxOptions) txn.Option {
-	return txn.WithBeginOptions(o)
+// TxOptions returns a begin option carrying o for Runners of d. A Runner of
+// another database/sql backend refuses it at Begin with an error matching
+// txn.ErrBadOption that names both backends.
+func (d Driver) TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
+	return txn.NewBeginOption[*sql.Tx](d.Name, o)
 }
 
-// Backend adapts a *sql.DB to txn.Backend and txn.Savepointer. Backend
-// packages built on database/sql embed it.
-type Backend struct {
-	db       *sql.DB
-	classify txn.Classifier
+// backend adapts a *sql.DB to txn.Backend, txn.ConnClassifier and
+// txn.Savepointer.
+type backend struct {
+	db *sql.DB
+	d  Driver
 }
 
-// NewBackend returns the Backend over db with classifier classify.
-func NewBackend(db *sql.DB, classify txn.Classifier) *Backend {
-	return &Backend{db: db, classify: classify}
-}
+var (
+	_ txn.Backend[*sql.Tx]     = (*backend)(nil)
+	_ txn.ConnClassifier       = (*backend)(nil)
+	_ txn.Savepointer[*sql.Tx] = (*backend)(nil)
+)
 
-// DB returns the database handle.
-func (b *Backend) DB() *sql.DB { return b.db }
-
-// Begin starts a transaction. opts may be nil, a sql.TxOptions or a
-// *sql.TxOptions; anything else is an error matching txn.ErrBadOption.
-func (b *Backend) Begin(ctx context.Context, opts any) (*sql.Tx, error) {
-	o, err := txOptions(opts)
+// Begin starts a transaction with the sql.TxOptions of the last option in
+// opts (txnsql's own, or d's).
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
+	o, err := ReadTxOptions(b.d.Name, opts, genericName)
 	if err != nil {
 		return nil, err
 	}
 	return b.db.BeginTx(ctx, o)
 }
 
-func txOptions(opts any) (*sql.TxOptions, error) {
-	switch v := opts.(type) {
-	case nil:
-		return nil, nil
-	case sql.TxOptions:
-		return &v, nil
-	case *sql.TxOptions:
-		return v, nil
+// ReadTxOptions returns the sql.TxOptions carried by the last of opts, the
+// begin options given to a Runner of the package named runner (nil when
+// opts is empty). Packages that run transactions over database/sql under
+// another handle type (txngorm, txnsqlx, txnbun, txnent) share it. An option
+// built by a package other than runner or one of also, or one that carries
+// something else than a sql.TxOptions, yields an error matching
+// txn.ErrBadOption that names both packages.
+func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...string) (*sql.TxOptions, error) {
+	var o *sql.TxOptions
+	for _, opt := range opts {
+		if opt.Backend() != runner && !slices.Contains(also, opt.Backend()) {
+			hint := ""
+			if len(also) > 0 {
+				hint = " (or " + strings.Join(also, ", ") + ".TxOptions)"
+			}
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options%s",
+				txn.ErrBadOption, opt.Backend(), runner, runner, hint)
+		}
+		v, ok := opt.Value().(sql.TxOptions)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s begin option carries %T, not sql.TxOptions", txn.ErrBadOption, opt.Backend(), opt.Value())
+		}
+		o = &v
 	}
-	return nil, fmt.Errorf("%w: txnsql expects sql.TxOptions, got %T", txn.ErrBadOption, opts)
+	return o, nil
 }
 
 // Commit commits tx; a transaction that fn already ended yields an error
 // wrapping txn.ErrTxDone.
-func (b *Backend) Commit(_ context.Context, tx *sql.Tx) error {
+func (b *backend) Commit(_ context.Context, tx *sql.Tx) error {
 	return doneErr(tx.Commit())
 }
 
 // Rollback rolls tx back.
-func (b *Backend) Rollback(_ context.Context, tx *sql.Tx) error {
+func (b *backend) Rollback(_ context.Context, tx *sql.Tx) error {
 	return doneErr(tx.Rollback())
 }
 
@@ -92,18 +160,28 @@ func doneErr(err error) error {
 	return err
 }
 
-// Classify applies the Backend's classifier, then ClassifyConn.
-func (b *Backend) Classify(err error) txn.Class {
-	if b.classify != nil {
-		if c := b.classify(err); c != txn.ClassPermanent {
+// Classify applies the driver's table, then ClassifyConn.
+func (b *backend) Classify(err error) txn.Class {
+	if b.d.Classify != nil {
+		if c := b.d.Classify(err); c != txn.ClassPermanent {
 			return c
 		}
 	}
-	return ClassifyConn(err)
+	return b.ClassifyConn(err)
+}
+
+// ClassifyConn applies the driver's lost-connection test, then Classify.
+func (b *backend) ClassifyConn(err error) txn.Class {
+	if b.d.ClassifyConn != nil {
+		if c := b.d.ClassifyConn(err); c != txn.ClassPermanent {
+			return c
+		}
+	}
+	return Classify(err)
 }
 
 // BeginSavepoint executes SAVEPOINT name.
-func (b *Backend) BeginSavepoint(ctx context.Context, tx *sql.Tx, name string) (*sql.Tx, error) {
+func (b *backend) BeginSavepoint(ctx context.Context, tx *sql.Tx, name string) (*sql.Tx, error) {
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
 		return nil, err
 	}
@@ -111,24 +189,13 @@ func (b *Backend) BeginSavepoint(ctx context.Context, tx *sql.Tx, name string) (
 }
 
 // ReleaseSavepoint executes RELEASE SAVEPOINT name.
-func (b *Backend) ReleaseSavepoint(ctx context.Context, tx *sql.Tx, name string) error {
+func (b *backend) ReleaseSavepoint(ctx context.Context, tx *sql.Tx, name string) error {
 	_, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name)
 	return err
 }
 
 // RollbackToSavepoint executes ROLLBACK TO SAVEPOINT name.
-func (b *Backend) RollbackToSavepoint(ctx context.Context, tx *sql.Tx, name string) error {
+func (b *backend) RollbackToSavepoint(ctx context.Context, tx *sql.Tx, name string) error {
 	_, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+name)
 	return err
-}
-
-// ClassifyConn returns txn.ClassConnLost for driver.ErrBadConn and
-// txn.ClassPermanent for everything else. database/sql's contract says a
-// driver returns ErrBadConn only when the server cannot have acted, but not
-// every driver keeps it, so at COMMIT it is treated as ambiguous.
-func ClassifyConn(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
-		return txn.ClassConnLost
-	}
-	return txn.ClassPermanent
 }

@@ -45,11 +45,12 @@ func Example() {
 	}
 
 	// A read-only transaction begins DEFERRED and does not queue behind writers.
-	total, err := txn.Do(ctx, r, func(ctx context.Context, tx *sql.Tx) (int, error) {
+	readers := r.WithBegin(txnsqlite.Deferred())
+	total, err := txn.Do(ctx, readers, func(ctx context.Context, tx *sql.Tx) (int, error) {
 		var n int
 		err := tx.QueryRowContext(ctx, "SELECT sum(balance) FROM accounts").Scan(&n)
 		return n, err
-	}, txnsqlite.Deferred())
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -254,7 +254,7 @@ func TestLockedSharedCache(t *testing.T) {
 	require.NoError(t, err)
 
 	rec := &recorder{}
-	opts := []txn.Option{txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.MaxAttempts(0)}
+	opts := []txn.RunnerOption{txn.WithObserver(rec), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.MaxAttempts(0)}
 	rA, rB := txnsqlite.New(dbA, opts...), txnsqlite.New(dbB, opts...)
 	bRead, aWrote := make(chan struct{}), make(chan struct{})
 	var onceB, onceA sync.Once
@@ -391,11 +391,11 @@ func TestDeferredReadsBesideWriter(t *testing.T) {
 	r := txnsqlite.New(db)
 	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	v, err := txn.Do(short, r, func(ctx context.Context, tx *sql.Tx) (int, error) {
+	v, err := txn.Do(short, r.WithBegin(txnsqlite.Deferred()), func(ctx context.Context, tx *sql.Tx) (int, error) {
 		var v int
 		err := tx.QueryRowContext(ctx, "SELECT v FROM kv WHERE k = 'a'").Scan(&v)
 		return v, err
-	}, txnsqlite.Deferred())
+	})
 	require.NoError(t, err)
 	assert.Equal(t, 1, v)
 
@@ -405,7 +405,7 @@ func TestDeferredReadsBesideWriter(t *testing.T) {
 	err = txnsqlite.New(impatient).Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil }, txn.MaxAttempts(1))
 	require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
 	assert.Equal(t, txnsqlite.CodeBusy, sqliteCode(err))
-	err = txnsqlite.New(impatient).Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil }, txn.MaxAttempts(1), txnsqlite.Deferred())
+	err = txnsqlite.New(impatient).WithBegin(txnsqlite.Deferred()).Run(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil }, txn.MaxAttempts(1))
 	require.NoError(t, err)
 }
 
@@ -430,7 +430,7 @@ func TestSavepointAndOnCommit(t *testing.T) {
 		require.NoError(t, txn.OnCommit(ctx, func() { events = append(events, "a") }))
 		// A savepoint whose statement violates the UNIQUE constraint:
 		// SQLite's error is permanent, so only the savepoint is undone.
-		err := txn.Savepoint(ctx, func(ctx context.Context) error {
+		err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			require.NoError(t, txn.OnCommit(ctx, func() { events = append(events, "dup") }))
 			if _, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES ('b')"); err != nil {
 				return err

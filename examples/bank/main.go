@@ -11,7 +11,7 @@
 //
 // The three SQL databases go through database/sql, so their transfer code is
 // written once (sqlBank); only the Runner's constructor differs
-// (txnsqlite.New, txnmysql.New, and txnsql.New with txnpgx.Classify for
+// (txnsqlite.New, txnmysql.New, and txnsql.New with txn.WithClassifier(txnpgx.Classify) for
 // pgx's database/sql driver). MongoDB has its own (mongoBank, in mongo.go).
 package main
 
@@ -166,7 +166,7 @@ func parse(args []string) (config, error) {
 // open connects to the database and builds the Runner for it. The returned
 // function closes the database and removes a temporary SQLite directory.
 func open(o config, retries txn.Observer) (bank, func(), error) {
-	opts := []txn.Option{txn.MaxAttempts(20), txn.WithObserver(retries)}
+	opts := []txn.RunnerOption{txn.MaxAttempts(20), txn.WithObserver(retries)}
 	if o.backend == "mongodb" {
 		return openMongo(o, opts)
 	}
@@ -194,14 +194,13 @@ func open(o config, retries txn.Observer) (bank, func(), error) {
 		b.dollarPH = true
 		// Serializable: concurrent transfers on the same account fail with
 		// 40001, which txnpgx.Classify marks retryable.
-		opts = append(opts, txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
-		b.r = txnsql.New(b.db, txnpgx.Classify, opts...)
+		opts = append(opts, txn.WithClassifier(txnpgx.Classify))
+		b.r = txnsql.New(b.db, opts...).WithBegin(txnsql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 	case "mysql":
 		b.db, err = sql.Open("mysql", orDefault(o.dsn, "TXN_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"))
 		// Serializable: the balance read takes a shared lock, and two
 		// transfers upgrading theirs deadlock (1213), which txnmysql retries.
-		opts = append(opts, txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
-		b.r = txnmysql.New(b.db, opts...)
+		b.r = txnmysql.New(b.db, opts...).WithBegin(txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelSerializable}))
 	default:
 		err = fmt.Errorf("--backend %q: want sqlite, postgres, mysql or mongodb", o.backend)
 	}

@@ -24,7 +24,7 @@ type mongoBank struct {
 
 // openMongo connects to the replica set o.dsn names (transactions need
 // one); the collection lives in the database "test".
-func openMongo(o config, opts []txn.Option) (bank, func(), error) {
+func openMongo(o config, opts []txn.RunnerOption) (bank, func(), error) {
 	client, err := mongo.Connect(options.Client().ApplyURI(orDefault(o.dsn, "TXN_MONGODB_URI", "mongodb://127.0.0.1:27017/?replicaSet=rs0")))
 	if err != nil {
 		return nil, nil, err

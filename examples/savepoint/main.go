@@ -52,7 +52,7 @@ func importBatch(ctx context.Context, r *txn.Runner[*sql.Tx], rows []product) (i
 		// fn may run more than once: start every attempt from scratch.
 		imported, bad = 0, nil
 		for _, p := range rows {
-			err := txn.Savepoint(ctx, func(ctx context.Context) error {
+			err := txn.Savepoint(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				_, err := tx.ExecContext(ctx, `INSERT INTO products (sku, name, price) VALUES (?, ?, ?)`, p.SKU, p.Name, p.Price)
 				return err
 			})

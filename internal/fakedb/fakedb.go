@@ -134,7 +134,7 @@ func pop(list *[]error) error {
 }
 
 // Begin implements txn.Backend.
-func (d *DB) Begin(ctx context.Context, opts any) (*Tx, error) {
+func (d *DB) Begin(ctx context.Context, opts []txn.BeginOption[*Tx]) (*Tx, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := pop(&d.beginErrs); err != nil {

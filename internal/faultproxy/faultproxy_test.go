@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // echoServer echoes every byte back and records what it received.
@@ -24,9 +27,7 @@ type echoServer struct {
 func newEchoServer(t *testing.T) *echoServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s := &echoServer{ln: ln}
 	s.wg.Add(1)
 	go func() {
@@ -82,21 +83,14 @@ func (s *echoServer) received() string {
 // waitReceived waits until the server has received want in total.
 func (s *echoServer) waitReceived(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.received() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("server received %q, want %q", s.received(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return s.received() == want }, 5*time.Second, time.Millisecond,
+		"the server did not receive %q", want)
 }
 
 func startProxy(t *testing.T, target string) *Proxy {
 	t.Helper()
 	p, err := Start(target)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
@@ -104,9 +98,7 @@ func startProxy(t *testing.T, target string) *Proxy {
 func dial(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -114,17 +106,13 @@ func dial(t *testing.T, p *Proxy) net.Conn {
 // roundTrip writes msg and reads the echo.
 func roundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatalf("write %q: %v", msg, err)
-	}
+	_, err := c.Write([]byte(msg))
+	require.NoError(t, err, "write %q", msg)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("read echo of %q: %v", msg, err)
-	}
-	if string(got) != msg {
-		t.Fatalf("echo = %q, want %q", got, msg)
-	}
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err, "read echo of %q", msg)
+	require.Equal(t, msg, string(got), "echo")
 }
 
 // expectClosed asserts that c yields no more bytes and ends.
@@ -133,12 +121,8 @@ func expectClosed(t *testing.T, c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, err := io.ReadAll(c)
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatal("connection still open")
-	}
-	if len(b) > 0 {
-		t.Fatalf("client received %q after the cut", b)
-	}
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "connection still open")
+	require.Empty(t, b, "client received bytes after the cut")
 }
 
 func waitFired(t *testing.T, p *Proxy) {
@@ -146,7 +130,7 @@ func waitFired(t *testing.T, p *Proxy) {
 	select {
 	case <-p.Fired():
 	case <-time.After(5 * time.Second):
-		t.Fatal("fault did not fire")
+		require.FailNow(t, "fault did not fire")
 	}
 }
 
@@ -161,9 +145,8 @@ func echoBehindProxy(t *testing.T) (*echoServer, *Proxy) {
 // that the fault fires and that c is closed without receiving anything.
 func sendAndExpectCut(t *testing.T, p *Proxy, c net.Conn, msg string) {
 	t.Helper()
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.Write([]byte(msg))
+	require.NoError(t, err)
 	waitFired(t, p)
 	expectClosed(t, c)
 }
@@ -193,9 +176,7 @@ func twoConns(t *testing.T, p *Proxy) (net.Conn, net.Conn) {
 
 func wantFires(t *testing.T, p *Proxy, want int) {
 	t.Helper()
-	if got := p.Fires(); got != want {
-		t.Fatalf("Fires = %d, want %d", got, want)
-	}
+	require.Equal(t, want, p.Fires(), "Fires")
 }
 
 func TestForwardsBothWays(t *testing.T) {
@@ -204,17 +185,13 @@ func TestForwardsBothWays(t *testing.T) {
 	roundTrip(t, c, "hello")
 	big := string(bytes.Repeat([]byte("0123456789"), 10000))
 	roundTrip(t, c, big)
-	if got := s.received(); got != "hello"+big {
-		t.Fatalf("server received %d bytes, want %d", len(got), len("hello"+big))
-	}
+	require.Equal(t, "hello"+big, s.received(), "what the server received")
 	wantFires(t, p, 0)
 }
 
 func TestCutBeforeForward(t *testing.T) {
 	s, p := beginThenCut(t, "commit", CutBeforeForward, "x COMMIT;")
-	if got := s.received(); got != "begin;" {
-		t.Fatalf("server received %q: the matching chunk was forwarded", got)
-	}
+	require.Equal(t, "begin;", s.received(), "the matching chunk must not be forwarded")
 	wantFires(t, p, 1)
 }
 
@@ -233,13 +210,11 @@ func TestPatternSplitAcrossReads(t *testing.T) {
 	roundTrip(t, c, "m")
 	select {
 	case <-p.Fired():
-		t.Fatal("fired on a partial pattern")
+		require.FailNow(t, "fired on a partial pattern")
 	default:
 	}
 	sendAndExpectCut(t, p, c, "MiT yy")
-	if got := s.received(); got != "xxCOm" {
-		t.Fatalf("server received %q", got)
-	}
+	require.Equal(t, "xxCOm", s.received())
 }
 
 func TestPatternSeenBeforeArmDoesNotFire(t *testing.T) {
@@ -248,9 +223,7 @@ func TestPatternSeenBeforeArmDoesNotFire(t *testing.T) {
 	roundTrip(t, c, "commit")
 	p.Arm([]byte("commit"), CutBeforeForward)
 	roundTrip(t, c, "other")
-	if p.Fires() != 0 {
-		t.Fatal("a pattern sent before Arm fired the fault")
-	}
+	require.Zero(t, p.Fires(), "a pattern sent before Arm fired the fault")
 	sendAndExpectCut(t, p, c, "COMMIT")
 }
 
@@ -266,24 +239,18 @@ func TestOneShotFiresOnOneConnection(t *testing.T) {
 func TestCutAll(t *testing.T) {
 	_, p := echoBehindProxy(t)
 	c1, c2 := twoConns(t, p)
-	if n := p.CutAll(); n != 2 {
-		t.Fatalf("CutAll closed %d connections, want 2", n)
-	}
+	require.Equal(t, 2, p.CutAll(), "connections CutAll closed")
 	expectClosed(t, c1)
 	expectClosed(t, c2)
 	// New connections still work.
 	c3 := dial(t, p)
 	roundTrip(t, c3, "c")
-	if p.Accepted() != 3 {
-		t.Fatalf("Accepted = %d, want 3", p.Accepted())
-	}
+	assert.Equal(t, 3, p.Accepted())
 }
 
 func TestUnreachableTargetClosesClient(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	p := startProxy(t, addr)
@@ -295,24 +262,16 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 	s := newEchoServer(t)
 	before := runtime.NumGoroutine()
 	p, err := Start(s.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var conns []net.Conn
 	for i := 0; i < 5; i++ {
 		c, err := net.Dial("tcp", p.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		roundTrip(t, c, "x")
 		conns = append(conns, c)
 	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
+	require.NoError(t, p.Close())
+	require.NoError(t, p.Close(), "second Close")
 	for _, c := range conns {
 		expectClosed(t, c)
 		_ = c.Close()
@@ -322,19 +281,16 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			require.FailNowf(t, "goroutines leaked", "%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := net.Dial("tcp", p.Addr()); err == nil {
-		t.Fatal("proxy still accepts after Close")
-	}
+	_, err = net.Dial("tcp", p.Addr())
+	assert.Error(t, err, "proxy still accepts after Close")
 }
 
 func TestModeString(t *testing.T) {
 	for m, want := range map[Mode]string{CutBeforeForward: "CutBeforeForward", CutAfterReply: "CutAfterReply", Mode(9): "Mode(9)"} {
-		if got := m.String(); got != want {
-			t.Errorf("%d.String() = %q, want %q", int(m), got, want)
-		}
+		assert.Equal(t, want, m.String(), "%d.String()", int(m))
 	}
 }

@@ -1,0 +1,291 @@
+package txn
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Adaptive concurrency (Adaptive) caps how many attempts of a Runner execute
+// at once, with an AIMD controller driven by conflicts (retryable errors).
+// AIMD fits because the database gives an explicit congestion signal, the
+// conflict: there is no need to infer congestion from latency as gradient
+// controllers do, and latency here mostly measures lock waits that the
+// conflicts already report.
+//
+//   - Increase: every clean commit, while the limit is below its ceiling,
+//     raises the limit by 1/(limit·patience), about one level per
+//     limit·patience commits.
+//   - Decrease, as in DCTCP: the controller keeps F, a moving average of
+//     the share of attempt time spent in attempts that conflicted. Only
+//     attempts that ran beside others move F (an attempt running alone says
+//     nothing about contention), and each moves it in proportion to its
+//     duration over the average one, up to 16 times a normal step, which
+//     sets F outright. Weighing by time matters on PostgreSQL, where a
+//     deadlock is found only after deadlock_timeout (one second by default).
+//     A conflict then cuts the limit to (1 − F/2) times the smaller of the
+//     limit and the concurrency the attempt ran with, at least 1, at most
+//     once per generation of attempts (an attempt admitted before the last
+//     cut cannot cut again, as TCP cuts once per round trip). When nearly
+//     every attempt conflicts the limit halves; when one in twenty does, it
+//     gives up 2.5 %, so the rare conflicts of a low-contention workload
+//     cost next to no parallelism, which plain AIMD (whose limit settles
+//     near √(2/p) for a conflict rate p) would give away.
+//   - Patience: where every transaction touches the same rows, the level
+//     just above the cut always fails, and on PostgreSQL a probe that ends
+//     in a deadlock costs a whole deadlock_timeout. So a cut made while F ≥
+//     1/4 multiplies patience by 1+F (nearly doubling it in a storm, up to
+//     maxPatience), and after a cut every level gained from the second on
+//     halves it (down to 1). Under a steady storm probes become
+//     exponentially rare and the limit sits at the best level; when
+//     contention fades, the levels regained bring patience back to one. Rare
+//     conflicts leave patience alone, or their many small cuts would slow
+//     the increase until the limit decayed.
+//
+// The limit starts at its ceiling. While it stays there, F is below
+// calmConflict and nobody waits (the controller is "calm"), acquire and
+// release use atomic operations only, except that one release in calmSample
+// takes the mutex to sample the attempt's duration. The first conflict, or
+// a queue, ends the calm and every acquire and release takes the mutex.
+
+// DefaultAdaptiveMax is the adaptive limit's ceiling when Adaptive is given 0.
+const DefaultAdaptiveMax = 1024
+
+// conflictGain is the weight of one attempt in the conflict fraction F.
+const conflictGain = 1.0 / 16
+
+// stormConflict is the conflict share F from which a cut also makes the
+// controller more patient.
+const stormConflict = 0.25
+
+// maxPatience bounds the slowdown of the additive increase.
+const maxPatience = 1024
+
+// adaptive is the AIMD concurrency limiter of one Runner.
+//
+// While the limit is wide open and nothing conflicts ("calm"), attempts are
+// admitted and released with atomic operations only: the controller then
+// has nothing to learn from a clean commit, and nobody waits. The first
+// conflict, or a queue, ends the calm and everything goes through mu.
+type adaptive struct {
+	max float64
+
+	// running counts admitted attempts; changed atomically, also under mu.
+	running atomic.Int64
+	// releases counts fast releases, so that one in calmSample still
+	// teaches the controller how long attempts take.
+	releases atomic.Uint64
+	// calm is true while limit is at max, F is below calmConflict and
+	// nobody waits. It is stored under mu, and cleared before anyone
+	// enqueues, so that a release that saw it true cannot miss a waiter.
+	calm atomic.Bool
+
+	mu       sync.Mutex
+	limit    float64
+	patience float64       // clean commits per level gained, divided by the level
+	gained   int           // levels gained since the last cut
+	conflict float64       // F: moving average of the conflict share
+	avgDur   float64       // moving average of attempt durations, in seconds
+	epoch    atomic.Uint64 // incremented at every cut, under mu
+	queue    waitQueue
+}
+
+// calmConflict is the conflict share F below which a limit at its ceiling
+// counts as calm.
+const calmConflict = 0.01
+
+// calmSample: one fast release in calmSample updates the average attempt
+// duration, so that the first conflict after a calm is weighed by its time.
+const calmSample = 64
+
+func newAdaptive(max int) *adaptive {
+	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
+	a.calm.Store(true)
+	return a
+}
+
+// allowed is the integer limit; the caller holds mu.
+func (a *adaptive) allowed() int {
+	if a.limit < 1 {
+		return 1
+	}
+	return int(a.limit)
+}
+
+// grant is what acquire returns for an admitted attempt and release takes
+// back.
+type grant struct {
+	// fast is true when the attempt was admitted without the mutex.
+	fast bool
+	// epoch is the number of cuts made before admission.
+	epoch uint64
+	// inflight is the number of attempts running at admission, this one
+	// included (0 on the fast path, where it is not read).
+	inflight int
+	// start is when the attempt started, set by the caller.
+	start time.Time
+	// waited is true when the attempt queued; limit and queued are then the
+	// limit and the queue length at admission.
+	waited        bool
+	limit, queued int
+}
+
+// attemptEnd is how an admitted attempt ended, as the controller sees it.
+type attemptEnd uint8
+
+const (
+	// endOther: a permanent error, a panic, or a commit of unknown outcome;
+	// the controller learns nothing from it.
+	endOther attemptEnd = iota
+	// endCommitted: the attempt committed.
+	endCommitted
+	// endConflict: the attempt failed with a retryable error.
+	endConflict
+)
+
+// endOf returns how the attempt whose outcome is o ended.
+func endOf(o outcome) attemptEnd {
+	switch {
+	case o.err == nil:
+		return endCommitted
+	case o.class == ClassRetryable:
+		return endConflict
+	}
+	return endOther
+}
+
+// acquire admits one attempt, waiting in FIFO order while the limit is
+// reached. It returns the attempt's grant, or ctx's error if ctx ended
+// first.
+func (a *adaptive) acquire(ctx context.Context) (grant, error) {
+	if a.calm.Load() {
+		if n := a.running.Add(1); a.calm.Load() && n <= int64(a.max) {
+			return grant{fast: true, epoch: a.epoch.Load()}, nil
+		}
+		a.running.Add(-1)
+		a.mu.Lock()
+		a.admitWaiters()
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	if !a.tryAdmit() {
+		// Clear calm before counting again: a fast release that still
+		// saw calm has then already lowered running.
+		a.calm.Store(false)
+		if !a.tryAdmit() {
+			w := &waiter{ch: make(chan struct{})}
+			a.queue.push(w)
+			a.mu.Unlock()
+			return a.wait(ctx, w)
+		}
+	}
+	g := grant{epoch: a.epoch.Load(), inflight: int(a.running.Load())}
+	a.mu.Unlock()
+	return g, nil
+}
+
+// tryAdmit admits the caller if nobody waits and the limit allows; the
+// caller holds mu.
+func (a *adaptive) tryAdmit() bool {
+	if a.queue.len() == 0 && a.running.Load() < int64(a.allowed()) {
+		a.running.Add(1)
+		return true
+	}
+	return false
+}
+
+// wait blocks a queued attempt until it is admitted or ctx ends.
+func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		a.mu.Lock()
+		if !w.admitted {
+			a.queue.remove(w)
+			a.mu.Unlock()
+			return grant{}, ctx.Err()
+		}
+		// Admitted while the context ended: take the slot, the caller
+		// releases it like any other.
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	g := grant{epoch: a.epoch.Load(), inflight: int(a.running.Load()), waited: true,
+		limit: a.allowed(), queued: a.queue.len()}
+	a.mu.Unlock()
+	return g, nil
+}
+
+// admitWaiters admits queued attempts while the limit allows, and
+// recomputes calm; the caller holds mu.
+func (a *adaptive) admitWaiters() {
+	for a.queue.len() > 0 && a.running.Load() < int64(a.allowed()) {
+		w := a.queue.pop()
+		w.admitted = true
+		a.running.Add(1)
+		close(w.ch)
+	}
+	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.queue.len() == 0)
+}
+
+// release returns the slot of the attempt admitted with g and feeds how it
+// ended to the controller. clk is read, for the attempt's duration, only
+// when the controller learns from it.
+func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
+	conflict, committed := end == endConflict, end == endCommitted
+	// The concurrency this attempt ran with: the larger of what it found
+	// on admission and what is in flight now, itself included.
+	seen := max(t.inflight, int(a.running.Add(-1))+1)
+	if t.fast && !conflict && a.calm.Load() && a.releases.Add(1)%calmSample != 0 {
+		return
+	}
+	dur := clk.Now().Sub(t.start)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if conflict || committed {
+		// F weighs each attempt by its duration relative to the average:
+		// it estimates the share of attempt time lost to conflicts, so one
+		// deadlock that waited a second counts for what it cost.
+		d := dur.Seconds()
+		weight := 1.0
+		if a.avgDur > 0 {
+			weight = min(1/conflictGain, d/a.avgDur)
+		}
+		if a.avgDur == 0 {
+			a.avgDur = d // the first measurement
+		} else {
+			a.avgDur += (d - a.avgDur) * conflictGain
+		}
+		if seen > 1 {
+			sample := 0.0
+			if conflict {
+				sample = 1
+			}
+			a.conflict += (sample - a.conflict) * min(1, weight*conflictGain)
+		}
+	}
+	switch {
+	case conflict && t.epoch == a.epoch.Load():
+		// Cut relative to the concurrency the attempt actually ran with,
+		// so that a limit far above real use does not take many cuts to
+		// matter, and in proportion to how much is conflicting.
+		base := min(a.limit, float64(seen))
+		a.limit = max(1, base*(1-a.conflict/2))
+		a.epoch.Add(1)
+		if a.conflict >= stormConflict {
+			a.patience = min(maxPatience, a.patience*(1+a.conflict))
+		}
+		a.gained = 0
+	case committed && a.limit < a.max:
+		level := int(a.limit)
+		a.limit = min(a.max, a.limit+1/(a.limit*a.patience))
+		if int(a.limit) > level {
+			a.gained++
+			if a.gained >= 2 {
+				a.patience = max(1, a.patience/2)
+			}
+		}
+	}
+	a.admitWaiters()
+}

@@ -1,0 +1,69 @@
+package txn
+
+import "context"
+
+// Backend adapts one database driver to the Runner. T is the transaction
+// handle fn receives (pgx.Tx, *sql.Tx, a MongoDB session, ...). Backend
+// packages implement it; users rarely need to.
+type Backend[T any] interface {
+	// Begin starts a transaction with the begin options the Runner was
+	// given through WithBegin (none for a plain Runner). A backend that
+	// does not recognise an option returns an error matching ErrBadOption.
+	Begin(ctx context.Context, opts []BeginOption[T]) (T, error)
+	// Commit commits tx. If tx was already finished it returns an error
+	// wrapping ErrTxDone. After Commit returns, Run never calls Rollback on
+	// tx, whatever the result.
+	Commit(ctx context.Context, tx T) error
+	// Rollback rolls tx back. Run calls it with a context detached from the
+	// caller's cancellation and bounded by RollbackTimeout.
+	Rollback(ctx context.Context, tx T) error
+	// Classify maps an error from Begin, fn or Commit to a Class with the
+	// backend's own table. WithClassifier replaces it.
+	Classify(err error) Class
+}
+
+// ConnClassifier is implemented by backends that recognise a lost
+// connection apart from their error table. When a Runner has its own
+// classifier (WithClassifier), the errors that classifier leaves permanent
+// are still checked with ClassifyConn, so that a custom classifier cannot
+// turn a COMMIT cut off mid-flight into a definite failure.
+type ConnClassifier interface {
+	// ClassifyConn returns ClassConnLost (or ClassRetryable, when the
+	// driver guarantees nothing was sent) for a connection failure and
+	// ClassPermanent for every other error.
+	ClassifyConn(err error) Class
+}
+
+// RunScoper is implemented by backends that keep state across all attempts
+// of one outermost Run, such as a MongoDB session. StartRun is called once,
+// before the first attempt; the context it returns replaces the caller's for
+// Begin, fn, Commit and Rollback of every attempt, and end is called once
+// when Run returns, whatever the outcome. An error from StartRun is returned
+// as it is.
+type RunScoper interface {
+	StartRun(ctx context.Context) (scoped context.Context, end func(), err error)
+}
+
+// BeginOption is a transaction option (isolation level, read-only, read
+// concern, ...) for Runners whose transaction handle is T. Backend packages
+// build them (txnpgx.TxOptions, txnsqlite.Deferred, ...); give them to
+// Runner.WithBegin. Because the type carries T, an option of a pgx backend
+// cannot be given to a Runner over *sql.Tx: the compiler refuses it.
+type BeginOption[T any] struct {
+	backend string
+	value   any
+}
+
+// NewBeginOption returns a begin option for backend (the name of the
+// backend package that reads it, such as "txnpgx") carrying value, which
+// only that backend interprets. Backend packages call it; users call the
+// backends' constructors instead.
+func NewBeginOption[T any](backend string, value any) BeginOption[T] {
+	return BeginOption[T]{backend: backend, value: value}
+}
+
+// Backend returns the name of the backend package the option is meant for.
+func (o BeginOption[T]) Backend() string { return o.backend }
+
+// Value returns the backend-specific setting the option carries.
+func (o BeginOption[T]) Value() any { return o.value }

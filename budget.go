@@ -1,0 +1,60 @@
+package txn
+
+import (
+	"sync"
+	"time"
+)
+
+// budget is a retry budget in the manner of Finagle's: every Run deposits
+// ratio tokens, every retry withdraws one, and a reserve refilled at
+// minPerSecond lets a quiet Runner retry at all. Retries are thus bounded by
+// ratio·Runs + minPerSecond·seconds + a small burst, whatever the failure
+// rate, so a database that is down sees at most that much extra load.
+type budget struct {
+	ratio, perSecond, maxBalance float64
+
+	mu      sync.Mutex
+	balance float64
+	reserve float64
+	last    time.Time
+}
+
+func newBudget(ratio, perSecond float64) *budget {
+	maxBalance := ratio * 100
+	if maxBalance < 10 {
+		maxBalance = 10
+	}
+	return &budget{ratio: ratio, perSecond: perSecond, maxBalance: maxBalance, reserve: perSecond}
+}
+
+// deposit credits one Run.
+func (b *budget) deposit() {
+	b.mu.Lock()
+	b.balance += b.ratio
+	if b.balance > b.maxBalance {
+		b.balance = b.maxBalance
+	}
+	b.mu.Unlock()
+}
+
+// withdraw takes a token for one retry and reports whether there was one.
+func (b *budget) withdraw(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.reserve += b.perSecond * now.Sub(b.last).Seconds()
+		if limit := max(b.perSecond, 1); b.reserve > limit {
+			b.reserve = limit
+		}
+	}
+	b.last = now
+	switch {
+	case b.balance >= 1:
+		b.balance--
+	case b.reserve >= 1:
+		b.reserve--
+	default:
+		return false
+	}
+	return true
+}

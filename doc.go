@@ -1,0 +1,58 @@
+// Package txn runs a function inside a database transaction and runs it again,
+// in a fresh transaction, when the database reports that the transaction lost
+// a race: a serialization failure, a deadlock, a write conflict, a busy
+// database.
+//
+// A Runner is built once over a database handle by a backend package
+// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) and shared by all
+// goroutines:
+//
+//	r := txnpgx.New(pool)
+//	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+//		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - $1 WHERE id = $2", amt, from)
+//		return err
+//	})
+//
+// Run begins a transaction, calls fn, and commits. When anything fails it
+// rolls the transaction back first, then classifies the error: permanent
+// errors are returned as they are; retryable ones (the database rolled the
+// transaction back) make Run sleep for a jittered, capped exponential backoff
+// and run fn again in a new transaction; commit-retryable ones (MongoDB's
+// UnknownTransactionCommitResult) re-send only the commit; an ambiguous one
+// (the connection died while COMMIT was in flight) is never retried unless the
+// call is Idempotent, and is returned as an error matching ErrCommitUnknown.
+//
+// # Options
+//
+// Options are checked by the compiler. A RunnerOption configures a Runner
+// (New and the backends' constructors take them), a CallOption one call
+// (Run and Do take them), and an Option is both. Begin options (isolation
+// level, read-only, ...) are typed by the transaction handle and built by the
+// backend packages; Runner.WithBegin returns a Runner that uses them.
+//
+// # Nesting
+//
+// A Run nested in fn on the same Runner joins the outer transaction through a
+// savepoint (or outright, on backends without savepoints); only the outermost
+// Run retries. Savepoint runs a function in a savepoint of the transaction
+// carried by its context. OnCommit registers work to do once the outermost
+// commit has succeeded, and TxFrom returns the transaction a context
+// carries.
+//
+// # Contention control
+//
+// Under contention, each Runner limits how many of its attempts run at once
+// with an adaptive limit that shrinks when attempts conflict and opens again
+// when they commit (on by default; see Adaptive), and calls can name
+// conflict keys so that those touching the same rows take turns inside the
+// process (Keys). Observers (SlogObserver, and the txnotel module for
+// OpenTelemetry) see every attempt, retry, give-up, commit and wait.
+//
+// # Files
+//
+// run.go holds the retry loop; backoff.go, budget.go and clock.go what it
+// consults between attempts; context.go the transaction carried in the
+// context; savepoint.go nesting; admission.go, adaptive.go and keys.go the
+// contention control; observer.go the observers; options.go and errors.go
+// the options and errors.
+package txn

@@ -1,0 +1,455 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Runner runs functions in transactions of one database and retries them.
+// Build it with a backend's constructor (or New) and share it: it is safe
+// for concurrent use, and its retry budget and contention control are shared
+// by all its callers.
+type Runner[T any] struct {
+	*shared[T]
+	// begin holds the options WithBegin set on this view of the Runner.
+	begin []BeginOption[T]
+}
+
+// shared is the state of a Runner that every view made by WithBegin shares.
+type shared[T any] struct {
+	backend Backend[T]
+	sp      Savepointer[T]
+	scoper  RunScoper
+	cfg     config
+
+	adaptive *adaptive
+	keys     keyTable
+
+	seedMu  sync.Mutex
+	seedSrc *rand.PCG
+}
+
+// New returns a Runner over backend b, configured by opts. An invalid
+// option, or a nil backend, does not panic: the Runner's Err reports it and
+// every Run returns it.
+func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
+	s := &shared[T]{backend: b, cfg: defaultConfig()}
+	r := &Runner[T]{shared: s}
+	if b == nil {
+		s.cfg.err = ErrNilRunner
+		return r
+	}
+	s.sp, _ = b.(Savepointer[T])
+	s.scoper, _ = b.(RunScoper)
+	for _, o := range opts {
+		if o != nil {
+			o.applyRunner(&s.cfg)
+		}
+	}
+	if s.cfg.adaptiveMax > 0 {
+		s.adaptive = newAdaptive(s.cfg.adaptiveMax)
+	}
+	if s.cfg.seeded {
+		s.seedSrc = rand.NewPCG(s.cfg.seed, s.cfg.seed^0x9e3779b97f4a7c15)
+	}
+	return r
+}
+
+// WithBegin returns a view of r whose transactions begin with opts, built
+// by r's backend package (txnpgx.TxOptions, txnsqlite.Deferred, ...). The
+// view shares everything else with r: limits, retry budget, contention
+// control, random source, and a Run of the view nested in a Run of r (or
+// the reverse) joins the outer transaction. opts replace any begin options
+// r already had; WithBegin() returns a view with none. A nil r returns nil.
+func (r *Runner[T]) WithBegin(opts ...BeginOption[T]) *Runner[T] {
+	if r == nil {
+		return nil
+	}
+	return &Runner[T]{shared: r.shared, begin: opts}
+}
+
+// Err returns the configuration error that every Run of r would return, or
+// nil if r is usable. Check it at start-up to fail fast.
+func (r *Runner[T]) Err() error {
+	if r == nil || r.shared == nil {
+		return ErrNilRunner
+	}
+	return r.cfg.err
+}
+
+// Run runs fn in a transaction and commits it, retrying as the package
+// documentation describes. fn receives a context that carries the
+// transaction (for OnCommit, Savepoint and nested Runs) and the transaction
+// handle; it must not commit or roll back the handle itself.
+//
+// Run returns nil after a successful commit. It returns fn's error as it is
+// when the error is permanent, and a *GiveUpError when it stopped retrying
+// (limits, context, budget, unknown commit outcome); that error wraps the
+// last database error. Options apply to this call only.
+//
+// Called inside the fn of another Run of the same Runner, Run does not start
+// a transaction: it runs fn in a savepoint of the outer one (or in the outer
+// one itself when the backend has no savepoints) and never retries; errors
+// propagate to the outer fn.
+func (r *Runner[T]) Run(ctx context.Context, fn func(ctx context.Context, tx T) error, opts ...CallOption) error {
+	if err := r.Err(); err != nil {
+		return err
+	}
+	if fn == nil {
+		return ErrNilFunc
+	}
+	if ctx == nil {
+		return ErrNilContext
+	}
+	if v := ctx.Value(frameKey{}); v != nil {
+		f, ok := v.(*frame[T])
+		if !ok || f.runner.shared != r.shared {
+			return ErrForeignRunner
+		}
+		if len(opts) > 0 {
+			return fmt.Errorf("%w: a nested Run joins the outer transaction and takes no options; pass them to the outermost Run", ErrBadOption)
+		}
+		return r.nested(ctx, f, fn)
+	}
+	cfg := &r.cfg
+	if len(opts) > 0 {
+		c := r.cfg
+		for _, o := range opts {
+			if o != nil {
+				o.applyCall(&c)
+			}
+		}
+		if c.err != nil {
+			return c.err
+		}
+		cfg = &c
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("txn: context done before the first attempt: %w", err)
+	}
+	return r.run(ctx, cfg, fn)
+}
+
+// Do is Run for a function that returns a value: it returns fn's result from
+// the attempt that committed, or the zero value and Run's error.
+func Do[T, R any](ctx context.Context, r *Runner[T], fn func(ctx context.Context, tx T) (R, error), opts ...CallOption) (R, error) {
+	var out R
+	if fn == nil {
+		return out, ErrNilFunc
+	}
+	err := r.Run(ctx, func(ctx context.Context, tx T) error {
+		v, err := fn(ctx, tx)
+		if err != nil {
+			return err
+		}
+		out = v
+		return nil
+	}, opts...)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	return out, nil
+}
+
+// runState is one outermost Run's bookkeeping.
+type runState struct {
+	cfg      *config
+	start    time.Time
+	attempts int
+	sleeps   int
+	prev     time.Duration
+	rnd      *rand.Rand
+	keys     []string // sorted, without duplicates
+}
+
+// outcome is how one attempt ended.
+type outcome struct {
+	// err is nil when the attempt committed.
+	err error
+	// class is err's class as seen from where it happened (a lost
+	// connection is retryable before COMMIT, ambiguous during it).
+	class Class
+	// callbacks are the OnCommit callbacks to run after a commit.
+	callbacks []func()
+	// stop, when not nil, is why Run must stop at once: the commit was sent
+	// and its outcome is unknown.
+	stop error
+}
+
+// run is the retry loop of an outermost Run: admit, attempt, release, then
+// return, or back off and go round again.
+func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Context, T) error) error {
+	st := runState{cfg: cfg, start: cfg.clock.Now(), keys: sortedKeys(cfg.keys)}
+	if cfg.budget != nil {
+		cfg.budget.deposit()
+	}
+	if r.scoper != nil {
+		scoped, end, err := r.scoper.StartRun(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
+		ctx = scoped
+	}
+	useAdmission := r.adaptive != nil || len(st.keys) > 0
+	var (
+		held bool
+		p    pass
+		last error
+	)
+	if useAdmission {
+		// A panic in fn must not keep the attempt's slot or keys.
+		defer func() {
+			if held {
+				r.release(&st, p, endOther)
+			}
+		}()
+	}
+	for {
+		if useAdmission {
+			var err error
+			if p, err = r.admit(ctx, &st); err != nil {
+				return r.giveUp(ctx, &st, ClassRetryable, &GiveUpError{Reason: err, Last: last})
+			}
+			held = true
+		}
+		st.attempts++
+		if cfg.observer != nil {
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
+		}
+		o := r.attempt(ctx, &st, fn)
+		if held {
+			held = false
+			r.release(&st, p, endOf(o))
+		}
+		last = o.err
+		if o.stop != nil {
+			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: o.stop, Ambiguous: true, Last: o.err})
+		}
+		if o.err == nil {
+			if cfg.observer != nil {
+				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
+			}
+			for _, cb := range o.callbacks {
+				cb()
+			}
+			return nil
+		}
+		switch o.class {
+		case ClassPermanent:
+			if cfg.observer != nil {
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
+			}
+			return o.err
+		case ClassAmbiguous:
+			if !cfg.idempotent {
+				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
+			}
+		}
+		if cfg.maxAttempts > 0 && st.attempts >= cfg.maxAttempts {
+			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrAttemptsExhausted, Last: o.err})
+		}
+		if reason := r.backoff(ctx, &st, o.class, o.err); reason != nil {
+			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: reason, Last: o.err})
+		}
+	}
+}
+
+// attempt runs one transaction: begin, fn, commit.
+func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.Context, T) error) outcome {
+	cfg := st.cfg
+	tx, err := r.backend.Begin(ctx, r.begin)
+	if err != nil {
+		// Nothing was committed: a failed BEGIN is safe to retry whenever
+		// the database says so, or the connection broke.
+		return outcome{err: err, class: r.beforeCommit(err)}
+	}
+	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
+	err = r.call(f, cfg, fn)
+	f.mu.Lock()
+	f.closed = true
+	poison := f.poison
+	f.mu.Unlock()
+	if err == nil && poison != nil {
+		// A nested Run or Savepoint saw a retryable error that fn then
+		// swallowed: the transaction is already lost, committing it could
+		// only commit half of fn's work.
+		err = poison
+	}
+	if err != nil {
+		if rerr := r.rollback(ctx, cfg, tx); ctx.Err() == nil && errors.Is(rerr, ErrTxDone) {
+			// fn committed or rolled back the transaction itself: whatever
+			// it returns, running it again could repeat what it committed.
+			return outcome{err: fmt.Errorf("%w: %w", ErrFnFinishedTx, err), class: ClassPermanent}
+		}
+		return outcome{err: err, class: r.beforeCommit(err)}
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		// The caller has gone: do not commit work it can no longer learn
+		// the outcome of.
+		r.rollback(ctx, cfg, tx)
+		return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
+	}
+	o := r.commit(ctx, st, tx)
+	if o.err == nil {
+		o.callbacks = f.callbacks
+	}
+	return o
+}
+
+// commit commits tx, sending the commit again, after a backoff, for as long
+// as it fails with a commit-retryable error and the limits allow. The
+// attempt holds its admission slot and keys while it does.
+func (r *Runner[T]) commit(ctx context.Context, st *runState, tx T) outcome {
+	cfg := st.cfg
+	for sent := 1; ; sent++ {
+		err := r.backend.Commit(ctx, tx)
+		if err == nil {
+			return outcome{}
+		}
+		if ctx.Err() == nil && errors.Is(err, ErrTxDone) {
+			return outcome{err: &fnFinishedError{err: err}, class: ClassPermanent}
+		}
+		cls := r.classify(err)
+		switch cls {
+		case ClassConnLost:
+			return outcome{err: err, class: ClassAmbiguous}
+		case ClassCommitRetryable:
+			if cfg.maxAttempts > 0 && sent >= cfg.maxAttempts {
+				return outcome{err: err, class: cls, stop: errCommitAttempts}
+			}
+			if reason := r.backoff(ctx, st, cls, err); reason != nil {
+				return outcome{err: err, class: cls, stop: reason}
+			}
+			continue
+		}
+		return outcome{err: err, class: cls}
+	}
+}
+
+// beforeCommit classifies an error seen before COMMIT was sent, where
+// nothing can have been committed: whatever may or may not have happened to
+// a statement is undone with the transaction.
+func (r *Runner[T]) beforeCommit(err error) Class {
+	switch c := r.classify(err); c {
+	case ClassConnLost, ClassCommitRetryable, ClassAmbiguous:
+		return ClassRetryable
+	default:
+		return c
+	}
+}
+
+// classify applies fn's Retry/Permanent marks, then the Runner's classifier
+// (WithClassifier) completed by the backend's connection check, or else the
+// backend's own table.
+func (r *Runner[T]) classify(err error) Class {
+	if c, ok := marked(err); ok {
+		return c
+	}
+	if r.cfg.classifier == nil {
+		return r.backend.Classify(err)
+	}
+	if c := r.cfg.classifier(err); c != ClassPermanent {
+		return c
+	}
+	if cc, ok := r.backend.(ConnClassifier); ok {
+		return cc.ClassifyConn(err)
+	}
+	return ClassPermanent
+}
+
+// call runs fn, rolling the transaction back if fn panics (the panic then
+// continues unchanged) or exits its goroutine.
+func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) error) error {
+	returned := false
+	defer func() {
+		if !returned {
+			r.rollback(f.Context, cfg, f.tx)
+		}
+	}()
+	err := fn(f, f.tx)
+	returned = true
+	return err
+}
+
+// rollback rolls tx back on a context that survives the caller's
+// cancellation, bounded by the rollback timeout.
+func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
+	defer cancel()
+	return r.backend.Rollback(rctx, tx)
+}
+
+// backoff decides whether another try may start and sleeps until it may. It
+// returns nil to go on, or the reason to stop.
+func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err error) error {
+	cfg := st.cfg
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if st.rnd == nil {
+		st.rnd = r.newRand()
+	}
+	st.sleeps++
+	d := cfg.backoff.Delay(st.sleeps, st.prev, st.rnd)
+	if d < 0 {
+		d = 0
+	}
+	st.prev = d
+	now := cfg.clock.Now()
+	wake := now.Add(d)
+	if dl, ok := ctx.Deadline(); ok && !wake.Before(dl) {
+		return context.DeadlineExceeded
+	}
+	if cfg.maxElapsed > 0 && wake.Sub(st.start) >= cfg.maxElapsed {
+		return ErrElapsedExhausted
+	}
+	if cfg.budget != nil && !cfg.budget.withdraw(now) {
+		return ErrBudgetExhausted
+	}
+	if cfg.observer != nil {
+		cfg.observer.RetryScheduled(ctx, RetryEvent{Operation: cfg.operation, Attempt: st.attempts, Class: cls, Delay: d, Err: err})
+	}
+	return cfg.clock.Sleep(ctx, d)
+}
+
+// giveUp completes e with the attempts and elapsed time, reports it to the
+// observer, and returns it as the error of Run.
+func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *GiveUpError) error {
+	e.Attempts, e.Elapsed = st.attempts, st.elapsed()
+	if st.cfg.observer != nil {
+		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
+	}
+	return e
+}
+
+func (st *runState) firstKey() string {
+	if len(st.keys) == 0 {
+		return ""
+	}
+	return st.keys[0]
+}
+
+func (st *runState) elapsed() time.Duration {
+	return st.cfg.clock.Now().Sub(st.start)
+}
+
+// errCommitAttempts is the reason Run gives when a commit-retryable commit
+// kept failing until the attempt limit.
+var errCommitAttempts = fmt.Errorf("%w for the commit", ErrAttemptsExhausted)
+
+// newRand returns the random source of one Run.
+func (r *Runner[T]) newRand() *rand.Rand {
+	if r.seedSrc != nil {
+		r.seedMu.Lock()
+		a, b := r.seedSrc.Uint64(), r.seedSrc.Uint64()
+		r.seedMu.Unlock()
+		return rand.New(rand.NewPCG(a, b))
+	}
+	return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+}
