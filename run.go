@@ -225,7 +225,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		st.attempts++
 		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts, Key: st.firstKey()})
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
 		o := r.attempt(ctx, &st, fn)
 		if held {
@@ -238,7 +238,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		if o.err == nil {
 			if cfg.observer != nil {
-				cfg.observer.Committed(ctx, CommitEvent{Attempts: st.attempts, Elapsed: st.elapsed()})
+				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
 			for _, cb := range o.callbacks {
 				cb()
@@ -248,7 +248,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		switch o.class {
 		case ClassPermanent:
 			if cfg.observer != nil {
-				cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
 			}
 			return o.err
 		case ClassAmbiguous:
@@ -295,7 +295,11 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
 	}
 	if err != nil {
-		r.rollback(ctx, cfg, tx)
+		if rerr := r.rollback(ctx, cfg, tx); ctx.Err() == nil && errors.Is(rerr, ErrTxDone) {
+			// fn committed or rolled back the transaction itself: whatever
+			// it returns, running it again could repeat what it committed.
+			return outcome{err: fmt.Errorf("%w: %w", ErrFnFinishedTx, err), class: ClassPermanent}
+		}
 		return outcome{err: err, class: r.beforeCommit(err)}
 	}
 	if cerr := ctx.Err(); cerr != nil {
@@ -399,10 +403,10 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 
 // rollback rolls tx back on a context that survives the caller's
 // cancellation, bounded by the rollback timeout.
-func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) {
+func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
 	defer cancel()
-	_ = r.backend.Rollback(rctx, tx)
+	return r.backend.Rollback(rctx, tx)
 }
 
 // backoff decides whether another try may start and sleeps until it may. It
@@ -433,7 +437,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 		return ErrBudgetExhausted
 	}
 	if cfg.observer != nil {
-		cfg.observer.RetryScheduled(ctx, RetryEvent{Attempt: st.attempts, Class: cls, Delay: d, Err: err})
+		cfg.observer.RetryScheduled(ctx, RetryEvent{Operation: cfg.operation, Attempt: st.attempts, Class: cls, Delay: d, Err: err})
 	}
 	return cfg.clock.Sleep(ctx, d)
 }
@@ -443,7 +447,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *GiveUpError) error {
 	e.Attempts, e.Elapsed = st.attempts, st.elapsed()
 	if st.cfg.observer != nil {
-		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
+		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
 	}
 	return e
 }

@@ -20,8 +20,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds.
@@ -49,9 +52,10 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
 // Classify returns txn.ClassConnLost for driver.ErrBadConn and
 // txn.ClassPermanent for everything else. database/sql's contract says a
 // driver returns ErrBadConn only when the server cannot have acted, but not
-// every driver keeps it, so at COMMIT it is treated as ambiguous.
+// every driver keeps it, so at COMMIT it is treated as ambiguous. It looks
+// through wrapping and never panics: typed nils in err's chain are skipped.
 func Classify(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
+	if errchain.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
@@ -104,11 +108,30 @@ var (
 // Begin starts a transaction with the sql.TxOptions of the last option in
 // opts (txnsql's own, or d's).
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
+	o, err := ReadTxOptions(b.d.Name, opts, genericName)
+	if err != nil {
+		return nil, err
+	}
+	return b.db.BeginTx(ctx, o)
+}
+
+// ReadTxOptions returns the sql.TxOptions carried by the last of opts, the
+// begin options given to a Runner of the package named runner (nil when
+// opts is empty). Packages that run transactions over database/sql under
+// another handle type (txngorm, txnsqlx, txnbun, txnent) share it. An option
+// built by a package other than runner or one of also, or one that carries
+// something else than a sql.TxOptions, yields an error matching
+// txn.ErrBadOption that names both packages.
+func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...string) (*sql.TxOptions, error) {
 	var o *sql.TxOptions
 	for _, opt := range opts {
-		if opt.Backend() != b.d.Name && opt.Backend() != genericName {
-			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options (or txnsql.TxOptions)",
-				txn.ErrBadOption, opt.Backend(), b.d.Name, b.d.Name)
+		if opt.Backend() != runner && !slices.Contains(also, opt.Backend()) {
+			hint := ""
+			if len(also) > 0 {
+				hint = " (or " + strings.Join(also, ", ") + ".TxOptions)"
+			}
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options%s",
+				txn.ErrBadOption, opt.Backend(), runner, runner, hint)
 		}
 		v, ok := opt.Value().(sql.TxOptions)
 		if !ok {
@@ -116,7 +139,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 		}
 		o = &v
 	}
-	return b.db.BeginTx(ctx, o)
+	return o, nil
 }
 
 // Commit commits tx; a transaction that fn already ended yields an error
