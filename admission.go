@@ -144,7 +144,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		if keyWait {
 			key = st.keys[0]
 		}
-		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: p.grant.limit, Queue: p.grant.queued, Key: key})
+		cfg.observer.Admitted(ctx, AdmissionEvent{Operation: cfg.operation, Wait: cfg.clock.Now().Sub(start), Limit: p.grant.limit, Queue: p.grant.queued, Key: key})
 	}
 	return p, nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Class says what an error means for the transaction that produced it and so
@@ -170,8 +172,9 @@ func Permanent(err error) error {
 
 // marked reports the class set by Retry or Permanent on err's chain.
 func marked(err error) (Class, bool) {
-	var m *markedError
-	if errors.As(err, &m) {
+	// errchain, unlike errors.As, skips typed nils that fn's error may
+	// wrap (a nil *net.OpError, say) instead of calling their methods.
+	if m, ok := errchain.As[*markedError](err); ok {
 		return m.class, true
 	}
 	return 0, false
@@ -208,7 +211,7 @@ func (e *GiveUpError) Error() string {
 	fmt.Fprintf(&b, " in %v", e.Elapsed.Round(time.Microsecond))
 	// The reason is left out when the last error already says it, as a
 	// driver's "timeout: context deadline exceeded" does.
-	if e.Reason != nil && (e.Last == nil || !errors.Is(e.Last, e.Reason)) {
+	if e.Reason != nil && (e.Last == nil || !errchain.Is(e.Last, e.Reason)) {
 		b.WriteString(": ")
 		b.WriteString(strings.TrimPrefix(e.Reason.Error(), "txn: "))
 	}

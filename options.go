@@ -59,6 +59,7 @@ type config struct {
 	// Call only.
 	idempotent bool
 	keys       []string
+	operation  string
 
 	// Runner only.
 	clock       Clock
@@ -285,4 +286,16 @@ func isNil(v any) bool {
 		return rv.IsNil()
 	}
 	return false
+}
+
+// Operation names what a call does (an endpoint, a method, a use case):
+// every observer event of the call carries the name in its Operation field,
+// SlogObserver logs it as the "operation" attribute, and the txnotel module
+// records it as the txn.operation metric attribute, so that retries and
+// give-ups can be told apart per operation. Given to New it names every
+// call of the Runner that does not set its own. Keep the set of names small
+// (a route pattern, not a URL with ids): metrics are split by it. The empty
+// name, the default, means unnamed.
+func Operation(name string) Option {
+	return option(func(c *config) { c.operation = name })
 }

@@ -17,6 +17,8 @@ type Runner[T any] struct {
 	*shared[T]
 	// begin holds the options WithBegin set on this view of the Runner.
 	begin []BeginOption[T]
+	// intercept is the fault injector WithInterceptor set on this view.
+	intercept Interceptor
 }
 
 // shared is the state of a Runner that every view made by WithBegin shares.
@@ -77,12 +79,15 @@ func (s *shared[T]) stallInterval() time.Duration {
 // view shares everything else with r: limits, retry budget, contention
 // control, random source, and a Run of the view nested in a Run of r (or
 // the reverse) joins the outer transaction. opts replace any begin options
-// r already had; WithBegin() returns a view with none. A nil r returns nil.
+// r already had; WithBegin() returns a view with none. The view keeps r's
+// Interceptor, if any. A nil r returns nil.
 func (r *Runner[T]) WithBegin(opts ...BeginOption[T]) *Runner[T] {
 	if r == nil {
 		return nil
 	}
-	return &Runner[T]{shared: r.shared, begin: opts}
+	v := *r
+	v.begin = opts
+	return &v
 }
 
 // Err returns the configuration error that every Run of r would return, or
@@ -254,7 +259,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		st.attempts++
 		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts, Key: st.firstKey()})
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
 		o := r.attempt(ctx, &st, fn)
 		if held {
@@ -267,7 +272,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		if o.err == nil {
 			if cfg.observer != nil {
-				cfg.observer.Committed(ctx, CommitEvent{Attempts: st.attempts, Elapsed: st.elapsed()})
+				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
 			for _, cb := range o.callbacks {
 				cb()
@@ -282,7 +287,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
 			}
 			if cfg.observer != nil {
-				cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
 			}
 			return o.err
 		case ClassAmbiguous:
@@ -303,6 +308,11 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 // attempt runs one transaction: begin, fn, commit.
 func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.Context, T) error) outcome {
 	cfg := st.cfg
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptBegin, st.attempts); err != nil {
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	tx, err := r.backend.Begin(ctx, r.begin)
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
@@ -328,6 +338,9 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		}
 		return outcome{err: err, class: r.beforeCommit(err)}
 	}
+	if err == nil && r.intercept != nil {
+		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
+	}
 	if err != nil {
 		if rerr := r.rollback(ctx, cfg, tx); errors.Is(rerr, ErrTxDone) {
 			// fn committed or rolled back the transaction itself: what it
@@ -344,7 +357,18 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		}
 		return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
 	}
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptCommit, st.attempts); err != nil {
+			r.rollback(ctx, cfg, tx)
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	o := r.commit(ctx, st, tx)
+	if o.err == nil && r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptAfterCommit, st.attempts); err != nil {
+			return outcome{err: err, class: ClassAmbiguous}
+		}
+	}
 	if o.err == nil {
 		o.callbacks = f.callbacks
 	}
@@ -465,7 +489,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 		return ErrBudgetExhausted
 	}
 	if cfg.observer != nil {
-		cfg.observer.RetryScheduled(ctx, RetryEvent{Attempt: st.attempts, Class: cls, Delay: d, Err: err})
+		cfg.observer.RetryScheduled(ctx, RetryEvent{Operation: cfg.operation, Attempt: st.attempts, Class: cls, Delay: d, Err: err})
 	}
 	return cfg.clock.Sleep(ctx, d)
 }
@@ -476,7 +500,7 @@ func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *Give
 	e.Attempts, e.Elapsed = st.attempts, st.elapsed()
 	e.Ambiguous = e.Ambiguous || st.unknown
 	if st.cfg.observer != nil {
-		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
+		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
 	}
 	return e
 }

@@ -20,8 +20,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds.
@@ -50,10 +53,10 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
 // COMMIT this package stopped waiting for because the context ended, and
 // txn.ClassPermanent for everything else. database/sql's contract says a
 // driver returns ErrBadConn only when the server cannot have acted, but not
-// every driver keeps it, so at COMMIT it is treated as ambiguous.
+// every driver keeps it, so at COMMIT it is treated as ambiguous. It looks
+// through wrapping and never panics: typed nils in err's chain are skipped.
 func Classify(err error) txn.Class {
-	var unanswered *commitUnansweredError
-	if errors.Is(err, driver.ErrBadConn) || errors.As(err, &unanswered) {
+	if _, ok := errchain.As[*commitUnansweredError](err); ok || errchain.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
@@ -106,17 +109,9 @@ var (
 // Begin starts a transaction with the sql.TxOptions of the last option in
 // opts (txnsql's own, or d's).
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
-	var o *sql.TxOptions
-	for _, opt := range opts {
-		if opt.Backend() != b.d.Name && opt.Backend() != genericName {
-			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options (or txnsql.TxOptions)",
-				txn.ErrBadOption, opt.Backend(), b.d.Name, b.d.Name)
-		}
-		v, ok := opt.Value().(sql.TxOptions)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s begin option carries %T, not sql.TxOptions", txn.ErrBadOption, opt.Backend(), opt.Value())
-		}
-		o = &v
+	o, err := ReadTxOptions(b.d.Name, opts, genericName)
+	if err != nil {
+		return nil, err
 	}
 	// database/sql rolls a transaction back by itself when the context
 	// given to BeginTx ends, after which Commit and Rollback report
@@ -141,6 +136,33 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 		return nil, fmt.Errorf("%s: begin: %w", b.d.Name, context.Cause(ctx))
 	}
 	return tx, err
+}
+
+// ReadTxOptions returns the sql.TxOptions carried by the last of opts, the
+// begin options given to a Runner of the package named runner (nil when
+// opts is empty). Packages that run transactions over database/sql under
+// another handle type (txngorm, txnsqlx, txnbun, txnent) share it. An option
+// built by a package other than runner or one of also, or one that carries
+// something else than a sql.TxOptions, yields an error matching
+// txn.ErrBadOption that names both packages.
+func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...string) (*sql.TxOptions, error) {
+	var o *sql.TxOptions
+	for _, opt := range opts {
+		if opt.Backend() != runner && !slices.Contains(also, opt.Backend()) {
+			hint := ""
+			if len(also) > 0 {
+				hint = " (or " + strings.Join(also, ", ") + ".TxOptions)"
+			}
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options%s",
+				txn.ErrBadOption, opt.Backend(), runner, runner, hint)
+		}
+		v, ok := opt.Value().(sql.TxOptions)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s begin option carries %T, not sql.TxOptions", txn.ErrBadOption, opt.Backend(), opt.Value())
+		}
+		o = &v
+	}
+	return o, nil
 }
 
 // Commit commits tx, bounded by ctx. database/sql's Commit takes no

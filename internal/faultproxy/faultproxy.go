@@ -58,6 +58,25 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
+// ConnectFault says what the proxy does to the connections it accepts,
+// while clients are still connecting. Set it with SetConnectFault.
+type ConnectFault int
+
+const (
+	// ConnectPass relays new connections normally (the default).
+	ConnectPass ConnectFault = iota
+	// ResetOnAccept resets each new connection (a TCP RST, SO_LINGER 0)
+	// as soon as it is accepted, before the target is dialed: the client
+	// sees its connection reset before the server said anything.
+	ResetOnAccept
+	// ResetAfterGreeting relays each new connection until the first bytes
+	// from the server (MySQL's greeting, or PostgreSQL's first answer to
+	// the startup message) have reached the client, then resets both
+	// sides: the client sees its connection reset in the middle of the
+	// handshake.
+	ResetAfterGreeting
+)
+
 // dialTimeout bounds the connection to the target for each accepted client.
 const dialTimeout = 5 * time.Second
 
@@ -90,13 +109,22 @@ type Proxy struct {
 	keep      int // bytes of client stream each link remembers for split patterns
 	closed    bool
 	accepts   int
+	connect   ConnectFault
+	resets    int // connections reset by a ConnectFault
 }
 
 // Start listens on 127.0.0.1 on a free port and forwards every accepted
 // connection to target (host:port). It returns an error if it cannot
 // listen; an unreachable target shows up as connections that close at once.
 func Start(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartAt("127.0.0.1:0", target)
+}
+
+// StartAt is Start listening on listen (host:port) instead of a free port.
+// A test uses it to open, at a moment it chooses, an address that refused
+// connections until then. It returns an error if it cannot listen there.
+func StartAt(listen, target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen: %w", err)
 	}
@@ -198,6 +226,23 @@ func (p *Proxy) Fires() int {
 	return p.fires
 }
 
+// SetConnectFault sets what happens to the connections accepted from now
+// on; ConnectPass restores normal relaying. Connections already
+// established are not affected.
+func (p *Proxy) SetConnectFault(f ConnectFault) {
+	p.mu.Lock()
+	p.connect = f
+	p.mu.Unlock()
+}
+
+// ConnectResets returns how many connections a ConnectFault has reset
+// since Start.
+func (p *Proxy) ConnectResets() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.resets
+}
+
 // Accepted returns how many client connections the proxy has accepted.
 func (p *Proxy) Accepted() int {
 	p.mu.Lock()
@@ -251,14 +296,30 @@ func (p *Proxy) acceptLoop() {
 			return
 		}
 		p.accepts++
+		mode := p.connect
+		if mode == ResetOnAccept {
+			p.resets++
+			p.mu.Unlock()
+			reset(c)
+			continue
+		}
 		p.wg.Add(1)
 		p.mu.Unlock()
-		go p.serve(c)
+		go p.serve(c, mode == ResetAfterGreeting)
 	}
 }
 
-// serve dials the target for client c and relays until either side ends.
-func (p *Proxy) serve(client net.Conn) {
+// reset closes c with a TCP RST instead of a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// serve dials the target for client c and relays until either side ends;
+// with resetAfterGreeting, until the server's first bytes were relayed.
+func (p *Proxy) serve(client net.Conn, resetAfterGreeting bool) {
 	defer p.wg.Done()
 	d := net.Dialer{Timeout: dialTimeout}
 	server, err := d.DialContext(p.ctx, "tcp", p.target)
@@ -266,7 +327,7 @@ func (p *Proxy) serve(client net.Conn) {
 		_ = client.Close()
 		return
 	}
-	l := &link{p: p, client: client, server: server}
+	l := &link{p: p, client: client, server: server, resetAfterGreeting: resetAfterGreeting}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -288,7 +349,9 @@ type link struct {
 
 	closeOnce sync.Once
 
-	mu        sync.Mutex
+	mu                 sync.Mutex
+	resetAfterGreeting bool
+
 	tail      []byte // last bytes of the client stream, lower-cased
 	pending   *fault // a CutAfterReply fault waiting for the reply
 	triggered bool
@@ -368,6 +431,19 @@ func (l *link) serverToClient() {
 				return
 			}
 			if _, werr := l.client.Write(buf[:n]); werr != nil {
+				return
+			}
+			if l.resetAfterGreeting {
+				l.p.mu.Lock()
+				l.p.resets++
+				l.p.mu.Unlock()
+				l.closeOnce.Do(func() {
+					reset(l.client)
+					reset(l.server)
+					l.p.mu.Lock()
+					delete(l.p.links, l)
+					l.p.mu.Unlock()
+				})
 				return
 			}
 		}

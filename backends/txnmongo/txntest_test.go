@@ -1,0 +1,71 @@
+package txnmongo_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnmongo"
+	"github.com/txnkit/txn/txntest"
+)
+
+// txntest on MongoDB: a fault before COMMIT or at COMMIT aborts the
+// transaction, with the update of fn and of a nested Run (which joins it),
+// and the retry commits once; a fault after a real commitTransaction
+// returns ErrCommitUnknown, with the work committed, and re-runs fn only
+// for an Idempotent call.
+func TestTxntestFaults(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		e.insert(t, "acct", bson.M{"_id": 1, "v": 0, "nested": 0})
+		r := txnmongo.New(e.client, txn.WithBackoff(txn.Constant(0)))
+		acct := e.coll("acct")
+		inc := func(calls *int) func(ctx context.Context, sess *mongo.Session) error {
+			return func(ctx context.Context, sess *mongo.Session) error {
+				*calls++
+				if _, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
+					return err
+				}
+				return r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+					_, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"nested": 1}})
+					return err
+				})
+			}
+		}
+		value := func(key string) int64 { return intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], key) }
+
+		want := int64(0)
+		for _, at := range []txn.InterceptPoint{txn.InterceptBeforeCommit, txn.InterceptCommit} {
+			rec := &txntest.Recorder{}
+			calls := 0
+			err := r.WithInterceptor(txntest.Fail(at, 1)).Run(e.ctx(t), inc(&calls), txn.WithObserver(rec))
+			if err != nil {
+				t.Fatalf("%v: Run: %v", at, err)
+			}
+			want++
+			if calls != 2 || value("v") != want || value("nested") != want {
+				t.Fatalf("%v: fn ran %d times, v = %d, nested = %d; want 2 runs and %d", at, calls, value("v"), value("nested"), want)
+			}
+			if got := rec.String(); got != "attempt 1, retry retryable, attempt 2, committed" {
+				t.Fatalf("%v: events %q", at, got)
+			}
+		}
+
+		faulty := r.WithInterceptor(txntest.Fail(txn.InterceptAfterCommit, 1))
+		calls := 0
+		err := faulty.Run(e.ctx(t), inc(&calls))
+		want++
+		if !errors.Is(err, txn.ErrCommitUnknown) || calls != 1 || value("v") != want {
+			t.Fatalf("unknown outcome: err = %v, fn ran %d times, v = %d; want ErrCommitUnknown, 1 run, %d", err, calls, value("v"), want)
+		}
+		calls = 0
+		err = faulty.Run(e.ctx(t), inc(&calls), txn.Idempotent())
+		want += 2
+		if err != nil || calls != 2 || value("v") != want {
+			t.Fatalf("idempotent: err = %v, fn ran %d times, v = %d; want nil, 2 runs, %d", err, calls, value("v"), want)
+		}
+	})
+}
