@@ -182,9 +182,6 @@ func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			forEach(t, func(t *testing.T, s *server) {
-				if swallow && s.is("mariadb") {
-					t.Skip("issue 11 item 1: after a 1213 InnoDB has rolled the transaction back, and the statements fn runs after swallowing the error autocommit (the log keeps \"1:after\"); the core fix is issue 11's")
-				}
 				nestedRestart(t, s, swallow)
 			})
 		})
