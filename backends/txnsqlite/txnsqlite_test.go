@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -594,7 +595,9 @@ func TestClassifyCodes(t *testing.T) {
 		8:                               txn.ClassPermanent, // SQLITE_READONLY
 		8 | 5<<8:                        txn.ClassPermanent, // SQLITE_READONLY_DBMOVED
 	} {
-		assert.Equal(t, want, txnsqlite.ClassifyCode(code), "code %d", code)
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			assert.Equal(t, want, txnsqlite.ClassifyCode(code), "code %d", code)
+		})
 	}
 	assert.Equal(t, 261, txnsqlite.CodeBusyRecovery)
 	assert.Equal(t, 517, txnsqlite.CodeBusySnapshot)
@@ -604,10 +607,12 @@ func TestClassifyCodes(t *testing.T) {
 
 func TestDSNAndOpen(t *testing.T) {
 	for _, bad := range []string{"", ":memory:", "file::memory:?cache=shared", "a?b.db"} {
-		_, err := txnsqlite.DSN(bad)
-		assert.Error(t, err, "%q", bad)
-		_, err = txnsqlite.Open(bad)
-		assert.Error(t, err, "%q", bad)
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			_, err := txnsqlite.DSN(bad)
+			assert.Error(t, err, "DSN(%q)", bad)
+			_, err = txnsqlite.Open(bad)
+			assert.Error(t, err, "Open(%q)", bad)
+		})
 	}
 	_, err := txnsqlite.Open(filepath.Join(t.TempDir(), "missing-dir", "x.db"))
 	require.Error(t, err)

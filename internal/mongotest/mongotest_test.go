@@ -2,6 +2,7 @@ package mongotest_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -536,7 +537,9 @@ func TestFailPointValidation(t *testing.T) {
 		{Commands: []string{"insert"}},
 		{Commands: []string{"insert"}, ErrorCode: 1, Times: -1},
 	} {
-		assert.Error(t, srv.SetFailPoint(fp), "SetFailPoint(%+v)", fp)
+		t.Run(fmt.Sprintf("%+v", fp), func(t *testing.T) {
+			assert.Error(t, srv.SetFailPoint(fp), "SetFailPoint(%+v)", fp)
+		})
 	}
 }
 
@@ -735,10 +738,22 @@ func TestFailPointSkipBlockAndAppName(t *testing.T) {
 	n := srv.ClearFailPoint()
 	require.EqualValues(t, 2, n, "fail point acted %d times, want 2", n)
 
-	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"ping"}, Times: 1, BlockTime: 30 * time.Millisecond})
-	start := time.Now()
-	require.NoError(t, plain.Ping(ctx, nil), "blocked ping")
-	require.False(t, time.Since(start) < 30*time.Millisecond, "blockTimeMS did not delay the command")
+	// Two pings, one fail point that blocks the first to arrive: the
+	// other one returns while the blocked one still waits, until its
+	// connection is dropped.
+	mustSetFailPoint(t, srv, mongotest.FailPoint{Commands: []string{"ping"}, Times: 1, BlockTime: time.Hour})
+	pings := make(chan error, 2)
+	for range 2 {
+		go func() { pings <- plain.Ping(ctx, nil) }()
+	}
+	require.NoError(t, <-pings, "the ping that was not blocked")
+	select {
+	case err := <-pings:
+		require.Failf(t, "blockTimeMS did not delay the command", "the blocked ping returned %v before the connection was dropped", err)
+	default:
+	}
+	srv.DropConnections()
+	require.Error(t, <-pings, "the blocked ping, its connection dropped")
 }
 
 func TestNoSuchTransactionAfterLifetime(t *testing.T) {
@@ -801,9 +816,11 @@ func TestConfigureFailPointRejectsBadInput(t *testing.T) {
 		doc("configureFailPoint", "failCommand", "mode", "alwaysOn", "data", doc("errorCode", 1)),
 		doc("configureFailPoint", "failCommand", "mode", "alwaysOn", "data", doc("failCommands", bson.A{"find"})),
 	} {
-		err := admin.RunCommand(ctx, cmd).Err()
-		se := serverError(t, err)
-		assert.True(t, se.HasErrorCode(2), "%v: %v, want BadValue", cmd, err)
+		t.Run(fmt.Sprint(cmd), func(t *testing.T) {
+			err := admin.RunCommand(ctx, cmd).Err()
+			se := serverError(t, err)
+			assert.True(t, se.HasErrorCode(2), "%v: %v, want BadValue", cmd, err)
+		})
 	}
 }
 
