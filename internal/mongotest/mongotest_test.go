@@ -454,11 +454,8 @@ func TestWriteOutsideTransactionWaitsForLock(t *testing.T) {
 		done <- err
 	}()
 	// Wait until the outside update reached the server, then commit.
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Contains(srv.CommandNames(), "update") {
-		require.False(t, time.Now().After(deadline), "outside update never arrived")
-		time.Sleep(5 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return slices.Contains(srv.CommandNames(), "update") },
+		5*time.Second, 5*time.Millisecond, "outside update never arrived")
 	select {
 	case err := <-done:
 		require.Failf(t, "lock not held", "outside update finished while the transaction held the lock: %v", err)

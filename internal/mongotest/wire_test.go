@@ -130,10 +130,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	msg := buildOpMsg(1, 0, ping)
 	_, err = conns[0].Write(msg)
 	require.NoError(t, err)
-	for deadline := time.Now().Add(5 * time.Second); len(s.Commands()) == 0; {
-		require.False(t, time.Now().After(deadline), "ping never arrived")
-		time.Sleep(time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return len(s.Commands()) > 0 }, 5*time.Second, time.Millisecond, "ping never arrived")
 	s.Close()
 	for _, nc := range conns {
 		_ = nc.Close()
