@@ -360,13 +360,43 @@ func TestKeysWaiterLeavesWhenContextEnds(t *testing.T) {
 		}, txn.Keys("k"))
 	}()
 	<-entered
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	err := r.Run(ctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"))
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// The waiter's deadline passes once it is queued for the key, not after
+	// a wall-clock interval in which it might not have queued yet.
+	ctx := newExpiring()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- r.Run(ctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"))
+	}()
+	waitFor(t, func() bool { return txn.KeyWaiters(r, "k") == 1 })
+	ctx.expire()
+	assert.ErrorIs(t, <-errc, context.DeadlineExceeded)
+	assert.Zero(t, txn.KeyWaiters(r, "k"), "the waiter left the queue")
 	close(release)
 	<-done
 	assert.Zero(t, r.AdmissionStats().Keys)
+}
+
+// expiring is a context whose deadline passes when the test says so: Done
+// closes and Err reports context.DeadlineExceeded once expire is called.
+type expiring struct {
+	context.Context
+	done chan struct{}
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (c *expiring) expire()               { close(c.done) }
+func (c *expiring) Done() <-chan struct{} { return c.done }
+
+func (c *expiring) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
 }
 
 func TestKeysRejectEmpty(t *testing.T) {
