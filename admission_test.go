@@ -469,11 +469,5 @@ func (a *admissionRecorder) events() []txn.AdmissionEvent {
 // waitFor polls cond until it holds; the deadline only bounds a broken test.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			require.FailNow(t, "condition not reached")
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
+	require.Eventually(t, cond, 10*time.Second, 100*time.Microsecond, "condition not reached")
 }
