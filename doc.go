@@ -4,8 +4,8 @@
 // database.
 //
 // A Runner is built once over a database handle by a backend package
-// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) and shared by all
-// goroutines:
+// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) or an ORM adapter
+// (txngorm, txnsqlx, txnbun, txnent) and shared by all goroutines:
 //
 //	r := txnpgx.New(pool)
 //	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -70,6 +70,7 @@
 // run.go holds the retry loop; backoff.go, budget.go and clock.go what it
 // consults between attempts; context.go the transaction carried in the
 // context; savepoint.go nesting; admission.go, adaptive.go and keys.go the
-// contention control; observer.go the observers; options.go and errors.go
+// contention control; observer.go the observers; intercept.go the fault
+// hook of Runner.WithInterceptor (used by txntest); options.go and errors.go
 // the options and errors.
 package txn

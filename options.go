@@ -24,7 +24,7 @@ type CallOption interface {
 
 // Option is valid both for a Runner, where it sets the default of every
 // call, and for a single call, where it overrides that default: MaxAttempts,
-// MaxElapsed, WithBackoff, RollbackTimeout, WithObserver.
+// MaxElapsed, WithBackoff, RollbackTimeout, WithObserver, Operation.
 type Option interface {
 	RunnerOption
 	CallOption
