@@ -117,6 +117,15 @@ type adaptive struct {
 	// ahead holds the waiters admitted before queue's: retries that
 	// passed the retry lane, which have waited their turn once already.
 	ahead waitQueue
+
+	// Stall escape (see admission.go): progress counts releases that took
+	// mu; while attempts wait, a timer on clock checks every stall
+	// interval that it moved since stallMark.
+	clock     Clock
+	progress  uint64
+	stallMark uint64
+	stallGen  uint64 // identifies the current timer
+	stallStop func() bool
 }
 
 // calmConflict is the conflict share F below which a limit at its ceiling
@@ -141,8 +150,8 @@ func retryLaneCeiling(main int) int {
 }
 
 // newAdaptive returns a controller whose limit starts at its ceiling.
-func newAdaptive(max int) *adaptive {
-	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
+func newAdaptive(max int, clock Clock) *adaptive {
+	a := &adaptive{max: float64(max), limit: float64(max), patience: 1, clock: clock}
 	a.calm.Store(true)
 	return a
 }
@@ -150,8 +159,8 @@ func newAdaptive(max int) *adaptive {
 // newSlowStart returns a controller in slow start: its limit starts at 1
 // and every clean commit raises it by one, doubling it every generation,
 // until the first conflict or the ceiling ends the slow start.
-func newSlowStart(max int) *adaptive {
-	a := newAdaptive(max)
+func newSlowStart(max int, clock Clock) *adaptive {
+	a := newAdaptive(max, clock)
 	if max > 1 {
 		a.limit, a.slow = 1, true
 		a.calm.Store(false)
@@ -243,6 +252,7 @@ func (a *adaptive) acquireAt(ctx context.Context, ahead bool) (grant, error) {
 			} else {
 				a.queue.push(w)
 			}
+			a.watchStall()
 			a.mu.Unlock()
 			return a.wait(ctx, w)
 		}
@@ -273,6 +283,7 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 			} else {
 				a.queue.remove(w)
 			}
+			a.watchStall()
 			a.mu.Unlock()
 			return grant{}, ctx.Err()
 		}
@@ -290,14 +301,9 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 // recomputes calm; the caller holds mu.
 func (a *adaptive) admitWaiters() {
 	for a.waiting() > 0 && a.running.Load() < int64(a.allowed()) {
-		w := a.ahead.pop()
-		if w == nil {
-			w = a.queue.pop()
-		}
-		w.admitted = true
-		a.running.Add(1)
-		close(w.ch)
+		a.admitHead()
 	}
+	a.watchStall()
 	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.waiting() == 0)
 }
 
@@ -310,6 +316,48 @@ func (a *adaptive) began(g *grant, now time.Time) {
 	g.began, g.start = true, now
 	g.inflight = int(a.active.Add(1))
 	g.epoch = a.epoch.Load()
+}
+
+// admitHead admits the first waiter; the caller holds mu.
+func (a *adaptive) admitHead() {
+	w := a.ahead.pop()
+	if w == nil {
+		w = a.queue.pop()
+	}
+	w.admitted = true
+	a.running.Add(1)
+	close(w.ch)
+}
+
+// watchStall keeps a stall timer running while attempts wait, and stops it
+// when none do; the caller holds mu.
+func (a *adaptive) watchStall() {
+	switch {
+	case a.waiting() == 0 && a.stallStop != nil:
+		a.stallStop()
+		a.stallStop = nil
+	case a.waiting() > 0 && a.stallStop == nil:
+		a.stallMark = a.progress
+		a.stallGen++
+		gen := a.stallGen
+		a.stallStop = afterFunc(a.clock, stallAfter(a.avgDur), func() { a.stalled(gen) })
+	}
+}
+
+// stalled runs when a stall interval has passed since the timer was set:
+// if no admitted attempt was released meanwhile, the first waiter is
+// admitted over the limit. The timer is set again while attempts wait.
+func (a *adaptive) stalled(gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stallGen != gen || a.stallStop == nil {
+		return // a timer stopped, or replaced, as it fired
+	}
+	a.stallStop = nil
+	if a.waiting() > 0 && a.progress == a.stallMark {
+		a.admitHead()
+	}
+	a.watchStall()
 }
 
 // release returns the slot of the attempt admitted with g and feeds how it
@@ -334,6 +382,7 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 	dur := now.Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.progress++
 	// F weighs each attempt by its duration relative to the average: it
 	// estimates the share of attempt time lost to conflicts, so one
 	// deadlock that waited a second counts for what it cost.

@@ -23,7 +23,7 @@ func (c *stepClock) Sleep(ctx context.Context, _ time.Duration) error { return c
 // number of rounds until the limit is at most target.
 func coldStartRounds(t *testing.T, ceiling, workers, pool, target int) int {
 	t.Helper()
-	a := newAdaptive(ceiling)
+	a := newAdaptive(ceiling, systemClock{})
 	clk := &stepClock{now: time.Unix(1, 0)}
 	done, cancel := context.WithCancel(context.Background())
 	cancel() // acquire with a done context only admits what it can at once

@@ -16,3 +16,6 @@ func KeyWaiters[T any](r *Runner[T], key string) int {
 	}
 	return 0
 }
+
+// StallFloor is the shortest stall interval of the contention control.
+const StallFloor = stallFloor

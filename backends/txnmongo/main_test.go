@@ -5,7 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // TestMain starts the wire-protocol test server the Example functions

@@ -215,7 +215,7 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
 	var base *arm
 	if c.compare {
-		base = newArm(store, findPolicy(defaultPolicy), params, 1, seed, true)
+		base = newArm(store, findPolicy(baselinePolicy), params, 1, seed, true)
 		prog.start(base, "serial baseline", c.duration)
 		w.slice(ctx, base, c.duration, seed^3)
 	}
@@ -354,7 +354,7 @@ func mergeReports(reps []*report) *report {
 func dbKeyedPolicy() policy {
 	return policy{
 		name: "dbkeyed",
-		help: "the library's defaults plus conflict keys naming the two accounts, held in the database (txn.DatabaseKeys: advisory or named locks)",
+		help: "txn with its defaults plus conflict keys naming the two accounts, held in the database (txn.DatabaseKeys: advisory or named locks; postgres and mysql only)",
 		runner: func(p policyParams) []txn.RunnerOption {
 			return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0), txn.DatabaseKeys()}
 		},

@@ -71,20 +71,6 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*gorm.DB] {
 	return txn.NewBeginOption[*gorm.DB]("txngorm", o)
 }
 
-// txOptions reads the begin options of a Run. It returns an error matching
-// txn.ErrBadOption for an option this package did not build.
-func txOptions(opts []txn.BeginOption[*gorm.DB]) (*sql.TxOptions, error) {
-	var o *sql.TxOptions
-	for _, opt := range opts {
-		v, ok := opt.Value().(sql.TxOptions)
-		if opt.Backend() != "txngorm" || !ok {
-			return nil, fmt.Errorf("%w: a begin option built by %s was given to a txngorm Runner; use txngorm.TxOptions", txn.ErrBadOption, opt.Backend())
-		}
-		o = &v
-	}
-	return o, nil
-}
-
 // Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
 // it returns txn.ClassConnLost for driver.ErrBadConn; txn.ClassRetryable
 // for an error whose SQLState() method reports 40001 or 40P01 (pgx, lib/pq)
@@ -109,7 +95,7 @@ var (
 // Begin starts a transaction with db.WithContext(ctx).Begin, so that every
 // statement fn runs on the returned handle uses the caller's context.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
-	o, err := txOptions(opts)
+	o, err := txnsql.ReadTxOptions("txngorm", opts)
 	if err != nil {
 		return nil, err
 	}

@@ -71,7 +71,6 @@ var (
 			Name: "mariadb", ShareLock: " LOCK IN SHARE MODE", ForUpdate: " FOR UPDATE", Conflict: mysqlConflict,
 			// InnoDB rolls the whole transaction back on 1213; later
 			// statements of fn autocommit until the core stops them.
-			SwallowLeak: "issue 11 item 1",
 		},
 		open: openMySQL, classify: txnmysql.Classify,
 	}

@@ -60,20 +60,6 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sqlx.Tx] {
 	return txn.NewBeginOption[*sqlx.Tx]("txnsqlx", o)
 }
 
-// txOptions reads the begin options of a Run. It returns an error matching
-// txn.ErrBadOption for an option this package did not build.
-func txOptions(opts []txn.BeginOption[*sqlx.Tx]) (*sql.TxOptions, error) {
-	var o *sql.TxOptions
-	for _, opt := range opts {
-		v, ok := opt.Value().(sql.TxOptions)
-		if opt.Backend() != "txnsqlx" || !ok {
-			return nil, fmt.Errorf("%w: a begin option built by %s was given to a txnsqlx Runner; use txnsqlx.TxOptions", txn.ErrBadOption, opt.Backend())
-		}
-		o = &v
-	}
-	return o, nil
-}
-
 // Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
 // it returns txn.ClassConnLost for driver.ErrBadConn; txn.ClassRetryable
 // for an error whose SQLState() method reports 40001 or 40P01 (pgx, lib/pq)
@@ -97,7 +83,7 @@ var (
 
 // Begin starts a transaction with BeginTxx on ctx.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sqlx.Tx]) (*sqlx.Tx, error) {
-	o, err := txOptions(opts)
+	o, err := txnsql.ReadTxOptions("txnsqlx", opts)
 	if err != nil {
 		return nil, err
 	}

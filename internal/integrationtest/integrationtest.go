@@ -43,11 +43,6 @@ type Dialect struct {
 	// Conflict reports whether err carries the driver's own report of a
 	// lost race; the library must hand it over unchanged.
 	Conflict func(err error) bool
-	// SwallowLeak, when not empty, names the open issue by which rows that
-	// fn writes after swallowing a nested conflict are committed on this
-	// database; NestedConflictRestarts then skips, naming it, instead of
-	// failing on exactly that.
-	SwallowLeak string
 }
 
 // DB is what the scenarios need of one database, through the library under
