@@ -184,7 +184,7 @@ func childArgs(args []string, seed uint64) []string {
 		}
 		out = append(out, a)
 	}
-	return append(out, "--child", "--quiet", "--json", "-", fmt.Sprintf("--seed=%d", seed))
+	return append(out, "--child", "--quiet", "--json", "-", "--plot=", fmt.Sprintf("--seed=%d", seed))
 }
 
 // runProcesses runs the benchmark in c.processes child processes of this

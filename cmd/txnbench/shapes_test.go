@@ -44,7 +44,7 @@ func TestShapeFlags(t *testing.T) {
 
 func TestChildArgs(t *testing.T) {
 	got := childArgs([]string{"--backend", "postgres", "--processes", "4", "--json=out.json", "--plot", "p.svg", "--quiet", "--seed", "9", "--workers=16"}, 42)
-	assert.Equal(t, []string{"--backend", "postgres", "--workers=16", "--child", "--quiet", "--json", "-", "--seed=42"}, got)
+	assert.Equal(t, []string{"--backend", "postgres", "--workers=16", "--child", "--quiet", "--json", "-", "--plot=", "--seed=42"}, got)
 }
 
 func TestMergeReports(t *testing.T) {
