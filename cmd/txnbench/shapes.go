@@ -325,6 +325,7 @@ func mergeReports(reps []*report) *report {
 			if m.FirstError == "" {
 				m.FirstError = res.FirstError
 			}
+			m.Description = res.Description
 			for name, cr := range res.Classes {
 				if m.Classes == nil {
 					m.Classes = map[string]classResult{}
