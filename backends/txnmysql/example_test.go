@@ -159,3 +159,30 @@ func ExampleClassify() {
 	// permanent
 	// connection-lost
 }
+
+// Replicas of a service serialize transfers on the same accounts through
+// MySQL/MariaDB named locks (GET_LOCK), held by each attempt on its own
+// connection from before BEGIN until after COMMIT or ROLLBACK.
+func Example_databaseKeys() {
+	db, err := sql.Open("mysql", "app:secret@tcp(127.0.0.1:3306)/bank")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(20) // the Runner's limit follows the pool
+
+	r := txnmysql.New(db, txn.DatabaseKeys())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	from, to := int64(1), int64(2)
+	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE accounts SET balance = balance - ? WHERE id = ?", 100, from); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE accounts SET balance = balance + ? WHERE id = ?", 100, to)
+		return err
+	}, txn.Keys(fmt.Sprint("account:", from), fmt.Sprint("account:", to)))
+	if err != nil {
+		log.Print("transfer failed: ", err)
+	}
+}

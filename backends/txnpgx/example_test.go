@@ -146,3 +146,36 @@ func Example_savepoint() {
 		log.Fatal(err)
 	}
 }
+
+// Replicas of a service serialize transfers on the same accounts through
+// PostgreSQL advisory locks, so that a hot account is updated by one
+// transaction at a time across every process, without conflicts and
+// without a coordinator of their own. The Runner's limit is sized to the
+// pool (here 20 connections) on its own.
+func Example_databaseKeys() {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	r := txnpgx.New(pool, txn.DatabaseKeys()).
+		WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: pgx.Serializable}))
+	from, to := int64(1), int64(2)
+	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - $1 WHERE id = $2", 100, from); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance + $1 WHERE id = $2", 100, to)
+		return err
+	}, txn.Keys(fmt.Sprint("account:", from), fmt.Sprint("account:", to)))
+	if err != nil {
+		log.Print("transfer failed: ", err)
+	}
+}
