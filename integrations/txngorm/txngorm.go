@@ -39,7 +39,6 @@ package txngorm
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"reflect"
 
@@ -92,8 +91,12 @@ var (
 	_ txn.Savepointer[*gorm.DB] = (*backend)(nil)
 )
 
-// Begin starts a transaction with db.WithContext(ctx).Begin, so that every
-// statement fn runs on the returned handle uses the caller's context.
+// Begin starts a transaction with GORM's Begin on a context that ctx
+// cancels only while it begins (txnsql.BeginDetached): database/sql would
+// otherwise roll the transaction back by itself when ctx ends. The handle
+// it returns, the one fn receives, is bound to ctx with WithContext, so
+// that every statement fn runs on it stays bounded by the caller's
+// context.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
 	o, err := txnsql.ReadTxOptions("txngorm", opts)
 	if err != nil {
@@ -103,30 +106,36 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (
 	if o != nil {
 		os = append(os, o)
 	}
-	tx := b.db.WithContext(ctx).Begin(os...)
-	if tx.Error != nil {
-		return nil, tx.Error
+	tx, err := txnsql.BeginDetached(ctx, "txngorm", func(bctx context.Context) (*gorm.DB, error) {
+		tx := b.db.WithContext(bctx).Begin(os...)
+		return tx, tx.Error
+	}, func(tx *gorm.DB) error { return tx.Rollback().Error })
+	if err != nil {
+		return nil, err
 	}
-	return tx, nil
+	return tx.WithContext(ctx), nil
 }
 
-// Commit commits the transaction tx is bound to. It calls the transaction
-// directly rather than tx.Commit, which would add the error to tx.Error.
-func (b *backend) Commit(_ context.Context, tx *gorm.DB) error {
+// Commit commits the transaction tx is bound to, bounded by ctx
+// (txnsql.CommitWithin: past it the outcome is unknown). It calls the
+// transaction directly rather than tx.Commit, which would add the error to
+// tx.Error.
+func (b *backend) Commit(ctx context.Context, tx *gorm.DB) error {
 	c, err := committer(tx)
 	if err != nil {
 		return err
 	}
-	return txDone(c.Commit())
+	return txnsql.CommitWithin(ctx, "txngorm", c.Commit)
 }
 
-// Rollback rolls back the transaction tx is bound to.
-func (b *backend) Rollback(_ context.Context, tx *gorm.DB) error {
+// Rollback rolls back the transaction tx is bound to, bounded by ctx
+// (Run's RollbackTimeout).
+func (b *backend) Rollback(ctx context.Context, tx *gorm.DB) error {
 	c, err := committer(tx)
 	if err != nil {
 		return err
 	}
-	return txDone(c.Rollback())
+	return txnsql.RollbackWithin(ctx, "txngorm", c.Rollback)
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
@@ -173,12 +182,4 @@ func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
 		return nil, fmt.Errorf("txngorm: handle is not bound to a transaction: %w", gorm.ErrInvalidTransaction)
 	}
 	return c, nil
-}
-
-// txDone wraps sql.ErrTxDone with txn.ErrTxDone.
-func txDone(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
-	return err
 }
