@@ -111,7 +111,12 @@ func ping(t testing.TB, db *gorm.DB, what, env string) {
 
 func openPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
+	return openPostgresAt(t, cfg, testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault))
+}
+
+// openPostgresAt opens PostgreSQL at dsn.
+func openPostgresAt(t testing.TB, cfg *gorm.Config, dsn string) *gorm.DB {
+	t.Helper()
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
@@ -128,7 +133,13 @@ func openPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 
 func openMySQL(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	mc, err := mysql.ParseDSN(testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+	return openMySQLAt(t, cfg, testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+}
+
+// openMySQLAt opens MySQL/MariaDB at dsn.
+func openMySQLAt(t testing.TB, cfg *gorm.Config, dsn string) *gorm.DB {
+	t.Helper()
+	mc, err := mysql.ParseDSN(dsn)
 	require.NoError(t, err)
 	mc.Logger = &mysql.NopLogger{}
 	db, err := gorm.Open(gormmysql.New(gormmysql.Config{DSNConfig: mc}), cfg)

@@ -107,7 +107,12 @@ func connect(t testing.TB, driverName, dsn, what, env string) *sqlx.DB {
 
 func openPostgres(t testing.TB) *sqlx.DB {
 	t.Helper()
-	dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
+	return openPostgresAt(t, testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault))
+}
+
+// openPostgresAt opens PostgreSQL at dsn.
+func openPostgresAt(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
@@ -119,7 +124,13 @@ func openPostgres(t testing.TB) *sqlx.DB {
 
 func openMySQL(t testing.TB) *sqlx.DB {
 	t.Helper()
-	mc, err := mysql.ParseDSN(testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+	return openMySQLAt(t, testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+}
+
+// openMySQLAt opens MySQL/MariaDB at dsn.
+func openMySQLAt(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
+	mc, err := mysql.ParseDSN(dsn)
 	require.NoError(t, err)
 	mc.Logger = &mysql.NopLogger{}
 	return connect(t, "mysql", mc.FormatDSN(), "MySQL/MariaDB", testdb.MySQLEnv)

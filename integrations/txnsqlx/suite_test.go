@@ -51,3 +51,28 @@ func TestBankWorkload(t *testing.T) {
 		integrationtest.BankWorkload(t, d.suiteDB(t), prefix)
 	})
 }
+
+// TestCommitBoundedThroughSilentLink: a COMMIT that the link never
+// delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
+// integrationtest.CommitBoundedThroughSilentLink.
+func TestCommitBoundedThroughSilentLink(t *testing.T) {
+	t.Run("postgres", func(t *testing.T) {
+		dsn, p := integrationtest.ProxiedPostgresDSN(t)
+		db := &sqlxDB{d: pgDialect, db: openPostgresAt(t, dsn)}
+		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
+	})
+	t.Run("mariadb", func(t *testing.T) {
+		dsn, p := integrationtest.ProxiedMySQLDSN(t)
+		db := &sqlxDB{d: mysqlDialect, db: openMySQLAt(t, dsn)}
+		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
+	})
+}
+
+// TestContextEndsDuringFn: the caller's context ends while fn runs; Run
+// returns the context's error, not txn.ErrFnFinishedTx; see
+// integrationtest.ContextEndsDuringFn.
+func TestContextEndsDuringFn(t *testing.T) {
+	forEach(t, dialects, func(t *testing.T, d dialect) {
+		integrationtest.ContextEndsDuringFn(t, d.suiteDB(t), prefix)
+	})
+}
