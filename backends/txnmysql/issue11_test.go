@@ -15,6 +15,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt: a nested Run loses
@@ -198,33 +199,10 @@ func TestCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
 			ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 			defer cancel()
 			r := txnmysql.New(db, txn.RollbackTimeout(time.Second))
-			calls := 0
-			done := make(chan error, 1)
-			go func() {
-				done <- r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-					calls++
-					if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
-						return err
-					}
-					p.Arm([]byte(tc.pattern), faultproxy.Stall)
-					return tc.fnErr
-				})
-			}()
-			var err error
-			returned := false
-			select {
-			case err = <-done:
-				returned = true
-			case <-time.After(time.Minute):
-			}
-			stalled := p.Fires() == 1
-			p.Release()
-			if !returned {
-				require.FailNow(t, "Run did not return while the link was silent", "after release it returned %v", <-done)
-			}
-			require.True(t, stalled, "the stall fired")
-			t.Logf("Run returned %v", err)
-			assert.Equal(t, 1, calls)
+			err := integrationtest.SilentLink(t, ctx, p, r, func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)")
+				return err
+			}, tc.pattern, tc.fnErr)
 			if tc.fnErr == nil {
 				assert.ErrorIs(t, err, txn.ErrCommitUnknown)
 				var gu *txn.GiveUpError

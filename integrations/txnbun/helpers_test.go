@@ -24,7 +24,6 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/pgdriver"
-	"modernc.org/sqlite"
 )
 
 // prefix starts the name of every table these tests create.
@@ -42,29 +41,10 @@ type server struct {
 	classify txn.Classifier
 }
 
-// pgConflict reports a PostgreSQL serialization failure or deadlock, as
-// pgx reports it.
-func pgConflict(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
-}
-
-// pgdriverConflict reports the same, as bun's pgdriver reports it.
-func pgdriverConflict(err error) bool {
-	var pe pgdriver.Error
-	return errors.As(err, &pe) && (pe.Field('C') == "40001" || pe.Field('C') == "40P01")
-}
-
-// mysqlConflict reports a MySQL/MariaDB deadlock.
-func mysqlConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
-}
-
-// sqliteConflict reports SQLITE_BUSY or one of its extended codes.
-func sqliteConflict(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == txnsqlite.CodeBusy
+// named returns d named name.
+func named(d integrationtest.Dialect, name string) integrationtest.Dialect {
+	d.Name = name
+	return d
 }
 
 func pgDSN(testing.TB) string    { return testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault) }
@@ -77,30 +57,15 @@ func sqliteDSN(t testing.TB) string {
 }
 
 var (
-	repeatableRead = sql.TxOptions{Isolation: sql.LevelRepeatableRead}
 	// pgServer is PostgreSQL through pgdialect over pgx's database/sql
 	// driver.
-	pgServer = server{
-		Dialect: integrationtest.Dialect{Name: "postgres", TxOptions: repeatableRead, ForUpdate: " FOR UPDATE", Conflict: pgConflict},
-		open:    openPG, dsn: pgDSN, classify: txnpgx.Classify,
-	}
+	pgServer = server{Dialect: integrationtest.Postgres(), open: openPG, dsn: pgDSN, classify: txnpgx.Classify}
 	// pgdriverServer is PostgreSQL through pgdialect over bun's own
 	// pgdriver, classified as the README shows.
-	pgdriverServer = server{
-		Dialect: integrationtest.Dialect{Name: "pgdriver", TxOptions: repeatableRead, ForUpdate: " FOR UPDATE", Conflict: pgdriverConflict},
-		open:    openPGDriver, dsn: pgDSN, classify: classifyPGDriver,
-	}
-	mysqlServer = server{
-		Dialect: integrationtest.Dialect{
-			Name: "mariadb", ShareLock: " LOCK IN SHARE MODE", ForUpdate: " FOR UPDATE", Conflict: mysqlConflict,
-		},
-		open: openMy, dsn: mysqlDSN, classify: txnmysql.Classify,
-	}
-	sqliteServer = server{
-		Dialect: integrationtest.Dialect{Name: "sqlite", SingleWriter: true, Conflict: sqliteConflict},
-		open:    openLite, dsn: sqliteDSN, classify: txnsqlite.Classify,
-	}
-	servers = []server{pgServer, pgdriverServer, mysqlServer, sqliteServer}
+	pgdriverServer = server{Dialect: named(integrationtest.Postgres(), "pgdriver"), open: openPGDriver, dsn: pgDSN, classify: classifyPGDriver}
+	mysqlServer    = server{Dialect: integrationtest.MariaDB(), open: openMy, dsn: mysqlDSN, classify: txnmysql.Classify}
+	sqliteServer   = server{Dialect: integrationtest.SQLite(), open: openLite, dsn: sqliteDSN, classify: txnsqlite.Classify}
+	servers        = []server{pgServer, pgdriverServer, mysqlServer, sqliteServer}
 )
 
 // forEach runs f as a subtest per server.

@@ -3,7 +3,6 @@ package txnent_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
@@ -25,7 +23,6 @@ import (
 	"github.com/txnkit/txn/integrations/txnent/internal/ent/note"
 	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/internal/testdb"
-	"modernc.org/sqlite"
 )
 
 // prefix starts the name of every table the shared scenarios create.
@@ -44,38 +41,15 @@ type server struct {
 	classify txn.Classifier
 }
 
-// pgConflict reports a PostgreSQL serialization failure or deadlock.
-func pgConflict(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
-}
-
-// mysqlConflict reports a MySQL/MariaDB deadlock.
-func mysqlConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
-}
-
-// sqliteConflict reports SQLITE_BUSY or one of its extended codes.
-func sqliteConflict(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == txnsqlite.CodeBusy
-}
-
 var (
 	pgServer = server{
-		Dialect: integrationtest.Dialect{
-			Name: "postgres", TxOptions: sql.TxOptions{Isolation: sql.LevelRepeatableRead},
-			ForUpdate: " FOR UPDATE", Conflict: pgConflict,
-		},
+		Dialect:    integrationtest.Postgres(),
 		driverName: "pgx", entDialect: dialect.Postgres, what: "PostgreSQL", env: testdb.PostgresEnv,
 		dsn:      func(testing.TB) string { return testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault) },
 		classify: txnpgx.Classify,
 	}
 	mysqlServer = server{
-		Dialect: integrationtest.Dialect{
-			Name: "mariadb", ShareLock: " LOCK IN SHARE MODE", ForUpdate: " FOR UPDATE", Conflict: mysqlConflict,
-		},
+		Dialect:    integrationtest.MariaDB(),
 		driverName: "mysql", entDialect: dialect.MySQL, what: "MariaDB", env: testdb.MySQLEnv,
 		dsn: func(t testing.TB) string {
 			mc, err := mysql.ParseDSN(testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
@@ -88,7 +62,7 @@ var (
 	// sqliteServer has DEFERRED transactions (no _txlock=immediate), so
 	// that two of them can race.
 	sqliteServer = server{
-		Dialect:    integrationtest.Dialect{Name: "sqlite", SingleWriter: true, Conflict: sqliteConflict},
+		Dialect:    integrationtest.SQLite(),
 		driverName: "sqlite", entDialect: dialect.SQLite, what: "SQLite",
 		dsn: func(t testing.TB) string {
 			return filepath.Join(t.TempDir(), "txnent.db") + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"

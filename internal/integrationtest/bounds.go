@@ -54,28 +54,26 @@ func ProxiedMySQLDSN(t testing.TB) (string, *faultproxy.Proxy) {
 	return dsn[:start] + p.Addr() + dsn[end:], p
 }
 
-// CommitBoundedThroughSilentLink runs a transaction over db, which reaches
-// its server through p, and arms p to go silent when it sees COMMIT.
-// database/sql's Commit takes no context; Run must still return within the
-// caller's deadline, while the link is still silent, with an error matching
-// txn.ErrCommitUnknown (a give-up marked ambiguous), without running fn
-// again. The stall is released once Run has returned, or after a minute if
-// it does not.
-func CommitBoundedThroughSilentLink[T any](t *testing.T, db DB[T], p *faultproxy.Proxy, prefix string) {
-	tbl := CreateTable(t, db, prefix, "id INT PRIMARY KEY")
-	ctx, cancel := context.WithTimeout(Context(t), 2*time.Second)
-	defer cancel()
-	r := db.Runner(txn.RollbackTimeout(time.Second))
+// SilentLink runs one transaction through r, whose connections reach the
+// server through p: fn runs write, arms p to go silent when it sees
+// pattern (COMMIT, ROLLBACK), and returns fnErr. database/sql's Commit and
+// Rollback take no context; Run must still return within ctx (COMMIT) or
+// the Runner's RollbackTimeout (ROLLBACK), while the link is still silent.
+// SilentLink fails t if Run does not, or if fn ran more than once or the
+// stall did not fire, and returns Run's error. The stall is released once
+// Run has returned, or after a minute if it does not.
+func SilentLink[T any](t *testing.T, ctx context.Context, p *faultproxy.Proxy, r *txn.Runner[T], write func(context.Context, T) error, pattern string, fnErr error) error {
+	t.Helper()
 	calls := 0
 	done := make(chan error, 1)
 	go func() {
 		done <- r.Run(ctx, func(ctx context.Context, tx T) error {
 			calls++
-			if err := db.TxExec(ctx, tx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+			if err := write(ctx, tx); err != nil {
 				return err
 			}
-			p.Arm([]byte("COMMIT"), faultproxy.Stall)
-			return nil
+			p.Arm([]byte(pattern), faultproxy.Stall)
+			return fnErr
 		})
 	}()
 	var err error
@@ -93,6 +91,22 @@ func CommitBoundedThroughSilentLink[T any](t *testing.T, db DB[T], p *faultproxy
 	require.True(t, stalled, "the stall fired")
 	t.Logf("Run returned %v", err)
 	assert.Equal(t, 1, calls)
+	return err
+}
+
+// CommitBoundedThroughSilentLink runs a transaction over db, which reaches
+// its server through p, and arms p to go silent when it sees COMMIT (see
+// SilentLink): Run returns within the caller's deadline, while the link is
+// still silent, with an error matching txn.ErrCommitUnknown (a give-up
+// marked ambiguous), without running fn again.
+func CommitBoundedThroughSilentLink[T any](t *testing.T, db DB[T], p *faultproxy.Proxy, prefix string) {
+	tbl := CreateTable(t, db, prefix, "id INT PRIMARY KEY")
+	ctx, cancel := context.WithTimeout(Context(t), 2*time.Second)
+	defer cancel()
+	r := db.Runner(txn.RollbackTimeout(time.Second))
+	err := SilentLink(t, ctx, p, r, func(ctx context.Context, tx T) error {
+		return db.TxExec(ctx, tx, "INSERT INTO "+tbl+" VALUES (1)")
+	}, "COMMIT", nil)
 	assert.ErrorIs(t, err, txn.ErrCommitUnknown)
 	var gu *txn.GiveUpError
 	require.ErrorAs(t, err, &gu)
