@@ -16,50 +16,15 @@ import (
 	"github.com/uptrace/bun"
 )
 
-// TestConflictRetried: two Runs lose a real race on one counter (40001
-// through pgx and through pgdriver, a 1213 deadlock on MariaDB,
-// SQLITE_BUSY); see integrationtest.ConflictRetried.
-func TestConflictRetried(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.ConflictRetried(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestNestedRunRollsBackToSavepoint: savepoint statements issued through
-// the bun.Tx; see integrationtest.NestedRollsBackToSavepoint.
-func TestNestedRunRollsBackToSavepoint(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.NestedRollsBackToSavepoint(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestNestedRunConflictRestartsWholeTransaction: a nested Run loses a real
-// race and the whole transaction restarts, whether fn returns the nested
-// error or swallows it; see integrationtest.NestedConflictRestarts.
-func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		t.Run("propagated", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, s.suiteDB(t), prefix, false)
-		})
-		t.Run("swallowed", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, s.suiteDB(t), prefix, true)
-		})
-	})
-}
-
-// TestPanicRollsBack: see integrationtest.PanicRollsBack.
-func TestPanicRollsBack(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.PanicRollsBack(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestBankWorkload: 16 goroutines, one Runner, invariants checked; see
-// integrationtest.BankWorkload.
-func TestBankWorkload(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.BankWorkload(t, s.suiteDB(t), prefix)
-	})
+// TestScenarios runs the shared scenarios (see integrationtest.RunAll) on
+// PostgreSQL through pgx and through pgdriver, MariaDB and SQLite:
+// savepoint statements are issued through the bun.Tx.
+func TestScenarios(t *testing.T) {
+	var dbs []integrationtest.Opener[bun.Tx]
+	for _, s := range servers {
+		dbs = append(dbs, integrationtest.Opener[bun.Tx]{Name: s.Name, Open: func(t *testing.T) integrationtest.DB[bun.Tx] { return s.suiteDB(t) }})
+	}
+	integrationtest.RunAll(t, prefix, dbs)
 }
 
 // TestCommitBoundedThroughSilentLink: a COMMIT that the link never
@@ -73,15 +38,6 @@ func TestCommitBoundedThroughSilentLink(t *testing.T) {
 	t.Run("mariadb", func(t *testing.T) {
 		dsn, p := integrationtest.ProxiedMySQLDSN(t)
 		integrationtest.CommitBoundedThroughSilentLink(t, mysqlServer.suiteDBAt(t, dsn), p, prefix)
-	})
-}
-
-// TestContextEndsDuringFn: the caller's context ends while fn runs; Run
-// returns the context's error, not txn.ErrFnFinishedTx; see
-// integrationtest.ContextEndsDuringFn.
-func TestContextEndsDuringFn(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.ContextEndsDuringFn(t, s.suiteDB(t), prefix)
 	})
 }
 

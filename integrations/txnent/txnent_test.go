@@ -17,49 +17,15 @@ import (
 	"github.com/txnkit/txn/internal/integrationtest"
 )
 
-// TestConflictRetried: two Runs lose a real race on one counter; see
-// integrationtest.ConflictRetried.
-func TestConflictRetried(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.ConflictRetried(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestNestedRunRollsBackToSavepoint: raw SAVEPOINT statements on ent's
-// transaction; see integrationtest.NestedRollsBackToSavepoint.
-func TestNestedRunRollsBackToSavepoint(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.NestedRollsBackToSavepoint(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestNestedRunConflictRestartsWholeTransaction: a nested Run loses a real
-// race and the whole transaction restarts, whether fn returns the nested
-// error or swallows it; see integrationtest.NestedConflictRestarts.
-func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		t.Run("propagated", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, s.suiteDB(t), prefix, false)
-		})
-		t.Run("swallowed", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, s.suiteDB(t), prefix, true)
-		})
-	})
-}
-
-// TestPanicRollsBack: see integrationtest.PanicRollsBack.
-func TestPanicRollsBack(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.PanicRollsBack(t, s.suiteDB(t), prefix)
-	})
-}
-
-// TestBankWorkload: 16 goroutines, one Runner, invariants checked; see
-// integrationtest.BankWorkload.
-func TestBankWorkload(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.BankWorkload(t, s.suiteDB(t), prefix)
-	})
+// TestScenarios runs the shared scenarios (see integrationtest.RunAll) on
+// PostgreSQL, MariaDB and SQLite: statements and raw SAVEPOINT statements
+// run on ent's transaction.
+func TestScenarios(t *testing.T) {
+	var dbs []integrationtest.Opener[*txnent.Tx]
+	for _, s := range servers {
+		dbs = append(dbs, integrationtest.Opener[*txnent.Tx]{Name: s.Name, Open: func(t *testing.T) integrationtest.DB[*txnent.Tx] { return s.suiteDB(t) }})
+	}
+	integrationtest.RunAll(t, prefix, dbs)
 }
 
 // TestCommitBoundedThroughSilentLink: a COMMIT that the link never
@@ -73,15 +39,6 @@ func TestCommitBoundedThroughSilentLink(t *testing.T) {
 	t.Run("mariadb", func(t *testing.T) {
 		dsn, p := integrationtest.ProxiedMySQLDSN(t)
 		integrationtest.CommitBoundedThroughSilentLink(t, mysqlServer.suiteDBAt(t, dsn), p, prefix)
-	})
-}
-
-// TestContextEndsDuringFn: the caller's context ends while fn runs; Run
-// returns the context's error, not txn.ErrFnFinishedTx; see
-// integrationtest.ContextEndsDuringFn.
-func TestContextEndsDuringFn(t *testing.T) {
-	forEach(t, func(t *testing.T, s server) {
-		integrationtest.ContextEndsDuringFn(t, s.suiteDB(t), prefix)
 	})
 }
 

@@ -214,3 +214,34 @@ func ScanAll[V any](rows *sql.Rows, err error) ([]V, error) {
 	}
 	return out, rows.Err()
 }
+
+// Opener opens one database, afresh, through the integration under test.
+type Opener[T any] struct {
+	// Name names the database's subtests.
+	Name string
+	// Open opens it for t, or skips t (fails it with TXN_REQUIRE_DBS=1)
+	// when the server cannot be reached.
+	Open func(t *testing.T) DB[T]
+}
+
+// RunAll runs every shared scenario as a subtest of t, and in it a subtest
+// per database of dbs: ConflictRetried, NestedRollsBackToSavepoint,
+// NestedConflictRestarts with fn propagating and swallowing the nested
+// error, PanicRollsBack, BankWorkload and ContextEndsDuringFn. Tables are
+// named after prefix.
+func RunAll[T any](t *testing.T, prefix string, dbs []Opener[T]) {
+	scenario := func(name string, run func(t *testing.T, db DB[T])) {
+		t.Run(name, func(t *testing.T) {
+			for _, o := range dbs {
+				t.Run(o.Name, func(t *testing.T) { run(t, o.Open(t)) })
+			}
+		})
+	}
+	scenario("ConflictRetried", func(t *testing.T, db DB[T]) { ConflictRetried(t, db, prefix) })
+	scenario("NestedRollsBackToSavepoint", func(t *testing.T, db DB[T]) { NestedRollsBackToSavepoint(t, db, prefix) })
+	scenario("NestedConflictRestarts/propagated", func(t *testing.T, db DB[T]) { NestedConflictRestarts(t, db, prefix, false) })
+	scenario("NestedConflictRestarts/swallowed", func(t *testing.T, db DB[T]) { NestedConflictRestarts(t, db, prefix, true) })
+	scenario("PanicRollsBack", func(t *testing.T, db DB[T]) { PanicRollsBack(t, db, prefix) })
+	scenario("BankWorkload", func(t *testing.T, db DB[T]) { BankWorkload(t, db, prefix) })
+	scenario("ContextEndsDuringFn", func(t *testing.T, db DB[T]) { ContextEndsDuringFn(t, db, prefix) })
+}
