@@ -31,14 +31,9 @@ func TestScenarios(t *testing.T) {
 // delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
 // integrationtest.CommitBoundedThroughSilentLink.
 func TestCommitBoundedThroughSilentLink(t *testing.T) {
-	t.Run("postgres", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedPostgresDSN(t)
-		integrationtest.CommitBoundedThroughSilentLink(t, pgServer.suiteDBAt(t, dsn), p, prefix)
-	})
-	t.Run("mariadb", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedMySQLDSN(t)
-		integrationtest.CommitBoundedThroughSilentLink(t, mysqlServer.suiteDBAt(t, dsn), p, prefix)
-	})
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[bun.Tx] { return pgServer.suiteDBAt(t, dsn) },
+		func(t *testing.T, dsn string) integrationtest.DB[bun.Tx] { return mysqlServer.suiteDBAt(t, dsn) })
 }
 
 // TestOptionsAndNil covers the adapter's own input checks.

@@ -32,14 +32,9 @@ func TestScenarios(t *testing.T) {
 // delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
 // integrationtest.CommitBoundedThroughSilentLink.
 func TestCommitBoundedThroughSilentLink(t *testing.T) {
-	t.Run("postgres", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedPostgresDSN(t)
-		integrationtest.CommitBoundedThroughSilentLink(t, pgServer.suiteDBAt(t, dsn), p, prefix)
-	})
-	t.Run("mariadb", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedMySQLDSN(t)
-		integrationtest.CommitBoundedThroughSilentLink(t, mysqlServer.suiteDBAt(t, dsn), p, prefix)
-	})
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[*txnent.Tx] { return pgServer.suiteDBAt(t, dsn) },
+		func(t *testing.T, dsn string) integrationtest.DB[*txnent.Tx] { return mysqlServer.suiteDBAt(t, dsn) })
 }
 
 // TestNestedWithClientRollsBackToSavepoint: a nested Run whose fn fails with a

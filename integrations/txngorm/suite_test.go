@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/txnkit/txn/internal/integrationtest"
+	"gorm.io/gorm"
 )
 
 // TestConflictRetried: two Runs lose a real race on one counter; see
@@ -71,16 +72,13 @@ func TestBankWorkload(t *testing.T) {
 // delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
 // integrationtest.CommitBoundedThroughSilentLink.
 func TestCommitBoundedThroughSilentLink(t *testing.T) {
-	t.Run("postgres", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedPostgresDSN(t)
-		db := &gormDB{d: pgDialect, db: openPostgresAt(t, gormConfig(), dsn)}
-		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
-	})
-	t.Run("mariadb", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedMySQLDSN(t)
-		db := &gormDB{d: mysqlDialect, db: openMySQLAt(t, gormConfig(), dsn)}
-		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
-	})
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[*gorm.DB] {
+			return &gormDB{d: pgDialect, db: openPostgresAt(t, gormConfig(), dsn)}
+		},
+		func(t *testing.T, dsn string) integrationtest.DB[*gorm.DB] {
+			return &gormDB{d: mysqlDialect, db: openMySQLAt(t, gormConfig(), dsn)}
+		})
 }
 
 // TestContextEndsDuringFn: the caller's context ends while fn runs on the

@@ -27,14 +27,11 @@ func TestConflictRetriedFallback(t *testing.T) {
 // delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
 // integrationtest.CommitBoundedThroughSilentLink.
 func TestCommitBoundedThroughSilentLink(t *testing.T) {
-	t.Run("postgres", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedPostgresDSN(t)
-		db := &sqlxDB{d: pgDialect, db: openPostgresAt(t, dsn)}
-		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
-	})
-	t.Run("mariadb", func(t *testing.T) {
-		dsn, p := integrationtest.ProxiedMySQLDSN(t)
-		db := &sqlxDB{d: mysqlDialect, db: openMySQLAt(t, dsn)}
-		integrationtest.CommitBoundedThroughSilentLink(t, db, p, prefix)
-	})
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[*sqlx.Tx] {
+			return &sqlxDB{d: pgDialect, db: openPostgresAt(t, dsn)}
+		},
+		func(t *testing.T, dsn string) integrationtest.DB[*sqlx.Tx] {
+			return &sqlxDB{d: mysqlDialect, db: openMySQLAt(t, dsn)}
+		})
 }

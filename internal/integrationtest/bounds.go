@@ -151,3 +151,17 @@ func ContextEndsDuringFn[T any](t *testing.T, db DB[T], prefix string) {
 	assert.Zero(t, oneInt(t, Context(t), db, "SELECT COUNT(*) FROM "+tbl), "the write was rolled back")
 	assert.Equal(t, 0, db.ConnsInUse(), "the connection was released")
 }
+
+// CommitBoundedOnPostgresAndMariaDB runs CommitBoundedThroughSilentLink
+// as the subtests postgres and mariadb, on the databases openPG and
+// openMySQL open at a DSN that goes through a proxy.
+func CommitBoundedOnPostgresAndMariaDB[T any](t *testing.T, prefix string, openPG, openMySQL func(t *testing.T, dsn string) DB[T]) {
+	t.Run("postgres", func(t *testing.T) {
+		dsn, p := ProxiedPostgresDSN(t)
+		CommitBoundedThroughSilentLink(t, openPG(t, dsn), p, prefix)
+	})
+	t.Run("mariadb", func(t *testing.T) {
+		dsn, p := ProxiedMySQLDSN(t)
+		CommitBoundedThroughSilentLink(t, openMySQL(t, dsn), p, prefix)
+	})
+}
