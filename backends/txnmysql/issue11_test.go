@@ -132,46 +132,11 @@ func TestRunInOnCommitStartsNewTransaction(t *testing.T) {
 	assert.Equal(t, []string{"audit", "order"}, names(t, db, tbl))
 }
 
-// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself and
-// returns an error asking for a retry (or nil, or with the context ending
-// at the same moment): Run returns ErrFnFinishedTx and fn ran once.
+// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself; see
+// integrationtest.FnThatCommitsIsNeverRerun.
 func TestFnThatCommitsIsNeverRerun(t *testing.T) {
-	db := openDB(t, nil)
-	for _, tc := range []struct {
-		name   string
-		ret    error
-		cancel bool
-	}{
-		{"Retry", txn.Retry(errors.New("version check failed")), false},
-		{"nil", nil, false},
-		{"Retry and context ends", txn.Retry(errors.New("version check failed")), true},
-		{"nil and context ends", nil, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tbl := createTable(t, db, "id INT AUTO_INCREMENT PRIMARY KEY")
-			ctx, cancel := context.WithCancel(testCtx(t))
-			defer cancel()
-			r := txnmysql.New(db)
-			calls := 0
-			err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-				calls++
-				if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES ()"); err != nil {
-					return err
-				}
-				if err := tx.Commit(); err != nil {
-					return txn.Permanent(err)
-				}
-				if tc.cancel {
-					cancel()
-				}
-				return tc.ret
-			})
-			require.Error(t, err)
-			assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
-			assert.Equal(t, 1, calls)
-			assert.Equal(t, 1, count(t, db, tbl, ""))
-		})
-	}
+	db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: openDB(t, nil), New: txnmysql.New, Options: txnmysql.TxOptions}
+	integrationtest.FnThatCommitsIsNeverRerun(t, db, "txnmysql", (*sql.Tx).Commit)
 }
 
 // TestCommitAndRollbackBoundedThroughSilentLink puts a proxy between the

@@ -17,9 +17,15 @@ import (
 // ErrCommitUnknown, and CheckRerun tells a buggy fn from a fixed one; see
 // integrationtest.Txntest.
 func TestTxntest(t *testing.T) {
-	sqldb, err := txnsqlite.Open(filepath.Join(t.TempDir(), "txntest.db"))
+	integrationtest.Txntest(t, sqliteDB(t), "txnsqlite")
+}
+
+// sqliteDB opens a WAL database file with txnsqlite.Open (BEGIN
+// IMMEDIATE, busy_timeout 5 s) for the shared scenarios.
+func sqliteDB(t *testing.T) *integrationtest.SQLDB {
+	t.Helper()
+	db, err := txnsqlite.Open(filepath.Join(t.TempDir(), "shared.db"))
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = sqldb.Close() })
-	db := &integrationtest.SQLDB{D: integrationtest.SQLite(), DB: sqldb, New: txnsqlite.New, Options: txnsqlite.TxOptions}
-	integrationtest.Txntest(t, db, "txnsqlite")
+	t.Cleanup(func() { _ = db.Close() })
+	return &integrationtest.SQLDB{D: integrationtest.SQLite(), DB: db, New: txnsqlite.New, Options: txnsqlite.TxOptions}
 }

@@ -405,3 +405,46 @@ func BankWorkload[T any](t *testing.T, db DB[T], prefix string) {
 	assert.Positive(t, ok.Load())
 	assert.Positive(t, conflicts, "transfers conflicted and were retried")
 }
+
+// FnThatCommitsIsNeverRerun: fn commits the transaction itself with
+// commit and returns an error asking for a retry (or nil, or with the
+// context ending at the same moment): Run returns txn.ErrFnFinishedTx, fn
+// ran once, and its row is committed once.
+func FnThatCommitsIsNeverRerun[T any](t *testing.T, db DB[T], prefix string, commit func(T) error) {
+	for _, tc := range []struct {
+		name   string
+		ret    error
+		cancel bool
+	}{
+		{"Retry", txn.Retry(errors.New("version check failed")), false},
+		{"nil", nil, false},
+		{"Retry and context ends", txn.Retry(errors.New("version check failed")), true},
+		{"nil and context ends", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl := CreateTable(t, db, prefix, "name VARCHAR(64) PRIMARY KEY")
+			ctx, cancel := context.WithCancel(Context(t))
+			defer cancel()
+			calls := 0
+			err := db.Runner().Run(ctx, func(ctx context.Context, tx T) error {
+				calls++
+				if err := db.TxExec(ctx, tx, "INSERT INTO "+tbl+" (name) VALUES (?)", "row"); err != nil {
+					return err
+				}
+				if err := commit(tx); err != nil {
+					return txn.Permanent(err)
+				}
+				if tc.cancel {
+					cancel()
+				}
+				return tc.ret
+			})
+			require.Error(t, err)
+			assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
+			assert.Equal(t, 1, calls)
+			got, err := db.Strings(Context(t), "SELECT name FROM "+tbl)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"row"}, got)
+		})
+	}
+}
