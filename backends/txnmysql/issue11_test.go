@@ -36,7 +36,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 
 	// The other transaction changes many rows first, so that InnoDB picks
 	// the Runner's, which changed fewer, as the deadlock victim.
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	otherDone := make(chan error, 1)
 	go func() {
 		otherDone <- func() error {
@@ -55,7 +55,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 30 WHERE id = 2"); err != nil {
 				return err
 			}
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 30 WHERE id = 1"); err != nil {
@@ -79,7 +79,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 				return err
 			}
 			if n == 1 {
-				if err := bar.wait(ctx); err != nil {
+				if err := bar.Wait(ctx); err != nil {
 					return txn.Permanent(err)
 				}
 			}
