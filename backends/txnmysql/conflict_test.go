@@ -9,14 +9,13 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/txnkit/txn/internal/integrationtest"
-
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/backends/txnsql"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // TestDeadlockRetried runs two transfers that lock two rows in opposite

@@ -9,12 +9,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/txnkit/txn/internal/integrationtest"
-
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 var errInner = errors.New("inner step failed")

@@ -19,6 +19,7 @@ import (
 	"github.com/txnkit/txn/integrations/internal/grpctest"
 	"github.com/txnkit/txn/integrations/txngrpc"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 const (
@@ -34,7 +35,7 @@ func grpcPair(t *testing.T, s store, opts ...txngrpc.Option) (replies [2]int64, 
 		att, ev atomic.Int32
 		mu      sync.Mutex
 		first   = map[int64]bool{}
-		bar     = newBarrier(2)
+		bar     = integrationtest.NewBarrier(2)
 	)
 	c := &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		att.Add(1)
@@ -47,7 +48,7 @@ func grpcPair(t *testing.T, s store, opts ...txngrpc.Option) (replies [2]int64, 
 		first[in.GetValue()] = true
 		mu.Unlock()
 		if isFirst {
-			if err := bar.wait(); err != nil {
+			if err := bar.WaitFor(waitLimit); err != nil {
 				return nil, txn.Permanent(err)
 			}
 		}

@@ -140,6 +140,17 @@ func (b *Barrier) Wait(ctx context.Context) error {
 	}
 }
 
+// WaitFor is Wait bounded by d instead of a context: after d it returns an
+// error saying the others never arrived.
+func (b *Barrier) WaitFor(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := b.Wait(ctx); err != nil {
+		return fmt.Errorf("the others never arrived: %w", err)
+	}
+	return nil
+}
+
 // Recorder is a txn.Observer that records retries and commits.
 type Recorder struct {
 	txn.NopObserver
