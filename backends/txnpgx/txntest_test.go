@@ -3,8 +3,6 @@ package txnpgx_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -53,28 +51,28 @@ func (p *pgxDB) TxOptions(o sql.TxOptions) txn.BeginOption[pgx.Tx] {
 }
 
 func (p *pgxDB) Exec(ctx context.Context, q string, args ...any) error {
-	_, err := p.pool.Exec(ctx, rebind(q), args...)
+	_, err := p.pool.Exec(ctx, integrationtest.Rebind(q), args...)
 	return err
 }
 
 func (p *pgxDB) Ints(ctx context.Context, q string, args ...any) ([]int, error) {
-	rows, _ := p.pool.Query(ctx, rebind(q), args...)
+	rows, _ := p.pool.Query(ctx, integrationtest.Rebind(q), args...)
 	return pgx.CollectRows(rows, pgx.RowTo[int])
 }
 
 func (p *pgxDB) Strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, _ := p.pool.Query(ctx, rebind(q), args...)
+	rows, _ := p.pool.Query(ctx, integrationtest.Rebind(q), args...)
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func (p *pgxDB) TxExec(ctx context.Context, tx pgx.Tx, q string, args ...any) error {
-	_, err := tx.Exec(ctx, rebind(q), args...)
+	_, err := tx.Exec(ctx, integrationtest.Rebind(q), args...)
 	return err
 }
 
 func (p *pgxDB) TxInt(ctx context.Context, tx pgx.Tx, q string, args ...any) (int, error) {
 	var n int
-	err := tx.QueryRow(ctx, rebind(q), args...).Scan(&n)
+	err := tx.QueryRow(ctx, integrationtest.Rebind(q), args...).Scan(&n)
 	return n, err
 }
 
@@ -85,18 +83,3 @@ func (p *pgxDB) Commit(tx pgx.Tx) error { return tx.Commit(context.Background())
 func (p *pgxDB) Rollback(tx pgx.Tx) { _ = tx.Rollback(context.Background()) }
 
 func (p *pgxDB) ConnsInUse() int { return int(p.pool.Stat().AcquiredConns()) }
-
-// rebind rewrites ? placeholders as $1, $2, ...
-func rebind(q string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}

@@ -3,9 +3,7 @@ package txnent_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -128,17 +126,7 @@ func (e *entDB) q(query string) string {
 	if e.s.entDialect != dialect.Postgres {
 		return query
 	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return integrationtest.Rebind(query)
 }
 
 func (e *entDB) Dialect() integrationtest.Dialect { return e.s.Dialect }

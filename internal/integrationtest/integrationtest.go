@@ -113,6 +113,22 @@ func CreateTable[T any](t testing.TB, db DB[T], prefix, columns string) string {
 	return name
 }
 
+// Rebind rewrites the '?' placeholders of query as $1, $2, ... for
+// PostgreSQL drivers that take only those.
+func Rebind(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Barrier lets n goroutines wait for each other once.
 type Barrier struct {
 	mu   sync.Mutex
