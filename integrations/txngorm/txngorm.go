@@ -41,6 +41,7 @@ import (
 	"database/sql"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
@@ -107,7 +108,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (
 		os = append(os, o)
 	}
 	tx, err := txnsql.BeginDetached(ctx, "txngorm", func(bctx context.Context) (*gorm.DB, error) {
-		tx := b.db.WithContext(bctx).Begin(os...)
+		tx := b.db.WithContext(withDeadlineOf(bctx, ctx)).Begin(os...)
 		return tx, tx.Error
 	}, func(tx *gorm.DB) error { return tx.Rollback().Error })
 	if err != nil {
@@ -173,6 +174,27 @@ func (b *backend) ReleaseSavepoint(ctx context.Context, sp *gorm.DB, name string
 // RollbackToSavepoint runs GORM's RollbackTo on a session of sp.
 func (b *backend) RollbackToSavepoint(ctx context.Context, sp *gorm.DB, name string) error {
 	return sp.WithContext(ctx).RollbackTo(name).Error
+}
+
+// deadlineOf is a context with the cancellation and values of one context
+// and the deadline of another. GORM's Begin reads the deadline only to
+// decide whether to apply gorm.Config.DefaultTransactionTimeout (when the
+// context has none); the detached begin context must not change that
+// decision, and the caller's deadline must not end the transaction.
+type deadlineOf struct {
+	context.Context
+	deadline time.Time
+}
+
+// Deadline returns the caller's deadline.
+func (c deadlineOf) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// withDeadlineOf returns bctx reporting the deadline of ctx, if it has one.
+func withDeadlineOf(bctx, ctx context.Context) context.Context {
+	if d, ok := ctx.Deadline(); ok {
+		return deadlineOf{Context: bctx, deadline: d}
+	}
+	return bctx
 }
 
 // committer returns the transaction tx is bound to.
