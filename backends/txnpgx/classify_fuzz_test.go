@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/stretchr/testify/assert"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
@@ -87,12 +86,6 @@ func FuzzClassify(f *testing.F) {
 		tn := typedNils[int(shape)%len(typedNils)]
 		d := int(depth % 32)
 
-		c := errtest.Invariant(t, txnpgx.Classify, base, tn, d)
-		assert.Equal(t, txn.ClassPermanent, all(errtest.Multi{tn, nil, errtest.WrapN(tn, d)}))
-
-		if c != txn.ClassPermanent {
-			assert.Equal(t, c, all(base), "options change only permanent errors")
-		}
-		assert.Equal(t, all(base), all(errtest.WrapN(base, d)))
+		errtest.WithOptions(t, txnpgx.Classify, all, base, tn, d)
 	})
 }

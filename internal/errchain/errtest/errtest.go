@@ -97,3 +97,19 @@ func Invariant(t testing.TB, classify txn.Classifier, base, tn error, depth int)
 	assert.Equal(t, txn.ClassPermanent, classify(errors.Join(tn, WrapN(tn, depth))), "typed nils joined")
 	return c
 }
+
+// WithOptions checks Invariant for classify and, for all (the same
+// classifier with every opt-in turned on), that typed nils with a nil among
+// them are permanent, that the opt-ins change only what classify leaves
+// permanent, and that wrapping does not change all's class. It returns
+// classify(base).
+func WithOptions(t testing.TB, classify, all txn.Classifier, base, tn error, depth int) txn.Class {
+	t.Helper()
+	c := Invariant(t, classify, base, tn, depth)
+	assert.Equal(t, txn.ClassPermanent, all(Multi{tn, nil, WrapN(tn, depth)}), "typed nils and a nil")
+	if c != txn.ClassPermanent {
+		assert.Equal(t, c, all(base), "options change only permanent errors")
+	}
+	assert.Equal(t, all(base), all(WrapN(base, depth)), "wrapping, with the options")
+	return c
+}
