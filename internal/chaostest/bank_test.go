@@ -164,9 +164,9 @@ func offer(t *testing.T, b *bank, l load, seed uint64) []result {
 // tally is the reconciliation of a run with the database.
 type tally struct {
 	offered, committed, unknown, unknownCommitted, failed int
-	lost, doubled, phantom                            int
-	maxElapsed                                        time.Duration
-	errs                                              map[string]int
+	lost, doubled, phantom                                int
+	maxElapsed                                            time.Duration
+	errs                                                  map[string]int
 }
 
 func (s tally) String() string {
