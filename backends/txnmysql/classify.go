@@ -3,6 +3,7 @@ package txnmysql
 import (
 	"database/sql/driver"
 	"errors"
+	"net"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
@@ -175,7 +176,9 @@ func Classifier(o ClassifyOptions) txn.Classifier {
 //     (Galera node not ready), 3101 (Group Replication certification
 //     failure), and TiDB's 9007, 8002, 8022 and 8028;
 //   - txn.ClassConnLost for a lost connection: mysql.ErrInvalidConn,
-//     driver.ErrBadConn and MariaDB's 1927 (connection killed). Run retries
+//     driver.ErrBadConn, MariaDB's 1927 (connection killed), and a failed
+//     dial (*net.OpError with Op "dial", such as a refused connection, at
+//     BEGIN, where it counts against the Runner's reconnect budget). Run retries
 //     it if it happened before COMMIT and reports an unknown outcome
 //     (txn.ErrCommitUnknown) if it happened during COMMIT, since the driver
 //     cannot tell whether the server received the COMMIT;
@@ -215,6 +218,13 @@ func Classify(err error) txn.Class {
 // core treats them as an unknown outcome at COMMIT.
 func classifyConn(err error) txn.Class {
 	if errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) {
+		return txn.ClassConnLost
+	}
+	// A server that refuses the connection (stopped, restarting) fails
+	// the dial: nothing was sent, and Run's reconnect budget decides
+	// whether to try again.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
 		return txn.ClassConnLost
 	}
 	var me *mysql.MySQLError

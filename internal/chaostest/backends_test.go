@@ -262,3 +262,40 @@ func mysqlBank(t *testing.T, direct *mysql.Config, addr, name string, conns int,
 	}
 	return b, r
 }
+
+// pgDownConfig returns a Run of a default txnpgx Runner over a pool of
+// conns connections to addr, without checking that a server is there.
+func pgDownConfig(t *testing.T, addr string, conns int) func(ctx context.Context) error {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig("postgres://postgres@" + addr + "/postgres?sslmode=disable&connect_timeout=2")
+	require.NoError(t, err)
+	cfg.MaxConns = int32(conns)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	r := txnpgx.New(pool)
+	return func(ctx context.Context) error {
+		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT 1")
+			return err
+		})
+	}
+}
+
+// mysqlDown is pgDownConfig for MariaDB.
+func mysqlDown(t *testing.T, addr string, conns int) func(ctx context.Context) error {
+	t.Helper()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr, cfg.DBName, cfg.Timeout = "root", "tcp", addr, "test", 2*time.Second
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	require.NoError(t, err)
+	db.SetMaxOpenConns(conns)
+	t.Cleanup(func() { _ = db.Close() })
+	r := txnmysql.New(db)
+	return func(ctx context.Context) error {
+		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "SELECT 1")
+			return err
+		})
+	}
+}

@@ -156,7 +156,8 @@ func offer(t *testing.T, b *bank, l load, seed uint64) []result {
 		}(uint64(w))
 	}
 	wg.Wait()
-	require.Empty(t, panics, "no Run panics")
+	// Not require: offer may run outside the test's goroutine.
+	assert.Empty(t, panics, "no Run panics")
 	sort.Slice(results, func(i, j int) bool { return results[i].start.Before(results[j].start) })
 	return results
 }
