@@ -2,7 +2,10 @@ module github.com/txnkit/txn/backends/txnmongo
 
 go 1.24.0
 
-require github.com/txnkit/txn v0.0.0
+require (
+	github.com/txnkit/txn v0.0.0
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/klauspost/compress v1.17.6 // indirect
