@@ -3,9 +3,12 @@ module github.com/txnkit/txn/backends/txnmongo
 go 1.24.0
 
 require (
+	github.com/stretchr/testify v1.12.1
 	github.com/txnkit/txn v0.0.0
 	go.uber.org/goleak v1.3.0
 )
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect
 
 require (
 	github.com/klauspost/compress v1.17.6 // indirect

@@ -55,6 +55,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/txnkit/txn"
 )
@@ -240,6 +241,15 @@ func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
 // Classify implements txn.Backend with the package's Classify.
 func (b *backend) Classify(err error) txn.Class {
 	return Classify(err)
+}
+
+// Unreachable implements txn.UnreachableClassifier: a server selection
+// error means that the driver found no server to send fn's operation to,
+// after waiting for one as long as serverSelectionTimeout allows, so Run
+// returns at once instead of selecting again.
+func (b *backend) Unreachable(err error) bool {
+	var se topology.ServerSelectionError
+	return errors.As(err, &se)
 }
 
 // withoutDeadline returns a context with ctx's values that is cancelled,
