@@ -102,9 +102,8 @@ func TestRestarts(t *testing.T) {
 					}
 				}
 				assert.False(t, recovered.IsZero(), "restart %d: a Run committed after the server came back", i+1)
-				figure(t, "%s restart %d: server down %v; Runs failed from %v before the stop until %v after the server was back (%d Runs); first commit %v after it was back; failures: %s",
-					name, i+1, w.up.Sub(w.down).Round(time.Millisecond),
-					w.down.Sub(firstFail).Round(time.Millisecond), lastFail.Sub(w.up).Round(time.Millisecond), fails,
+				figure(t, "%s restart %d: server down %v; Runs failed during %v (%d Runs); first commit %v after the server was back; failures: %s",
+					name, i+1, w.up.Sub(w.down).Round(time.Millisecond), lastFail.Sub(firstFail).Round(time.Millisecond), fails,
 					recovered.Sub(w.up).Round(time.Millisecond), kinds(errs))
 			}
 
