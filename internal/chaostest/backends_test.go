@@ -92,7 +92,7 @@ func pgBank(t *testing.T, direct *pgxpool.Config, addr, name string, conns int, 
 	r := txnpgx.New(pool, opts...)
 	require.NoError(t, r.Err())
 
-	b := &bank{name: "PostgreSQL"}
+	b := &bank{name: "PostgreSQL", limit: func() int { return r.AdmissionStats().Limit }}
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			// Locks in account order: the faults, not deadlocks (which
@@ -201,7 +201,7 @@ func mysqlBank(t *testing.T, direct *mysql.Config, addr, name string, conns int,
 	r := txnmysql.New(db, opts...)
 	require.NoError(t, r.Err())
 
-	b := &bank{name: "MariaDB"}
+	b := &bank{name: "MariaDB", limit: func() int { return r.AdmissionStats().Limit }}
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			// Locks in account order: the faults, not deadlocks (which

@@ -44,6 +44,8 @@ type bank struct {
 	balances func(ctx context.Context) (map[int]int, error)
 	// moves returns what the ledger moved in and out of each account.
 	moves func(ctx context.Context) (map[int]int, error)
+	// limit returns the Runner's adaptive limit.
+	limit func() int
 }
 
 // load is the shape of one run of the workload.

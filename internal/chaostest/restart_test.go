@@ -109,6 +109,7 @@ func TestRestarts(t *testing.T) {
 
 			// Goodput: the Runner that lived through the restarts against a
 			// fresh one, each on its own tables, in alternating rounds.
+			limitAfter := b.limit()
 			fresh := rs.build(t, "fresh", workers)
 			var same, other int
 			round := func(b *bank) int {
@@ -123,27 +124,35 @@ func TestRestarts(t *testing.T) {
 				return n
 			}
 			for i := 0; i < goodputRounds; i++ {
-				same += round(b)
-				other += round(fresh)
+				// Pairs of adjacent rounds, each Runner first in turn, so
+				// that a burst of load elsewhere on the machine hits both.
+				if i%2 == 0 {
+					same += round(b)
+					other += round(fresh)
+				} else {
+					other += round(fresh)
+					same += round(b)
+				}
 			}
 			ratio := float64(same) / float64(other)
-			figure(t, "%s goodput after the restarts: same Runner %d commits, fresh Runner %d, in %d alternating rounds of %v with %d workers: ratio %.2f",
-				name, same, other, goodputRounds, goodputRound, workers, ratio)
+			figure(t, "%s goodput after the restarts: same Runner %d commits, fresh Runner %d, in %d pairs of %v rounds with %d workers: ratio %.2f (adaptive limit after the restarts %d, fresh %d)",
+				name, same, other, goodputRounds, goodputRound, workers, ratio, limitAfter, fresh.limit())
 			assert.GreaterOrEqual(t, ratio, goodputFloor, "the Runner that lived through the restarts works about as well as a fresh one")
 		})
 	}
 }
 
-// The goodput comparison: goodputRounds rounds of goodputRound for each
-// Runner, alternating. The same Runner must reach goodputFloor of the fresh
-// one's commits. The aim is 10 %, but on the shared 2-core machine that
-// runs CI the ratio of two identical Runners swings by up to about 20 %
-// from one run to the next (measured: 0.88 to 1.17), so the assertion
-// allows 25 % and the figure is printed: what it catches is a Runner left
-// crippled by the outage (such as an adaptive limit cut by connection
-// failures, which gave 0.65 before they stopped counting as conflicts).
+// The goodput comparison: goodputRounds pairs of rounds of goodputRound,
+// one round of each Runner. The same Runner must reach goodputFloor of the
+// fresh one's commits. The aim is 10 %, but on the shared 2-core machine
+// that runs CI, where other packages' tests run at the same time, the ratio
+// of two Runners in the same state (same adaptive limit, printed) swung
+// from 0.68 to 1.23 between runs; so the assertion allows 30 % and the
+// figure is printed. What it catches is a Runner left crippled by the
+// outage: before connection failures stopped counting as conflicts, the
+// adaptive limit they cut gave 0.65 on a quiet machine.
 const (
-	goodputRounds = 6
-	goodputRound  = 500 * time.Millisecond
-	goodputFloor  = 0.75
+	goodputRounds = 16
+	goodputRound  = 200 * time.Millisecond
+	goodputFloor  = 0.70
 )
