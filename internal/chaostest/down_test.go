@@ -86,6 +86,7 @@ func TestDatabaseDown(t *testing.T) {
 					wg            sync.WaitGroup
 					next          atomic.Int64
 					unexpectedErr []error
+					sample        error
 				)
 				start := time.Now()
 				for w := 0; w < workers; w++ {
@@ -101,6 +102,9 @@ func TestDatabaseDown(t *testing.T) {
 							var gu *txn.GiveUpError
 							mu.Lock()
 							elapsed = append(elapsed, el)
+							if sample == nil {
+								sample = err
+							}
 							if errors.As(err, &gu) {
 								tries += gu.Unreachable + gu.Attempts
 								ran += gu.Attempts
@@ -131,6 +135,7 @@ func TestDatabaseDown(t *testing.T) {
 				figure(t, "%s down (%s): %d Runs from %d goroutines in %v: %d tries (%.3f per Run), fn ran %d times, %s; Run time median %v, max %v; %v",
 					name, mode, runs, workers, wall.Round(time.Millisecond), tries, perRun, ran, dialInfo,
 					elapsed[len(elapsed)/2].Round(time.Microsecond), elapsed[len(elapsed)-1].Round(time.Millisecond), reasons)
+				figure(t, "%s down (%s): a Run's error: %v", name, mode, sample)
 				assert.Zero(t, ran, "fn never ran")
 				assert.LessOrEqual(t, perRun, 1.2, "about one try per Run")
 				// The goal is about 1 s; twice that leaves room for a
