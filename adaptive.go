@@ -89,6 +89,15 @@ type adaptive struct {
 	avgDur   float64       // moving average of attempt durations, in seconds
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	queue    waitQueue
+
+	// Stall escape (see admission.go): progress counts releases that took
+	// mu; while attempts wait, a timer on clock checks every stall
+	// interval that it moved since stallMark.
+	clock     Clock
+	progress  uint64
+	stallMark uint64
+	stallGen  uint64 // identifies the current timer
+	stallStop func() bool
 }
 
 // calmConflict is the conflict share F below which a limit at its ceiling
@@ -99,8 +108,8 @@ const calmConflict = 0.01
 // duration, so that the first conflict after a calm is weighed by its time.
 const calmSample = 64
 
-func newAdaptive(max int) *adaptive {
-	a := &adaptive{max: float64(max), limit: float64(max), patience: 1}
+func newAdaptive(max int, clock Clock) *adaptive {
+	a := &adaptive{max: float64(max), limit: float64(max), patience: 1, clock: clock}
 	a.calm.Store(true)
 	return a
 }
@@ -179,6 +188,7 @@ func (a *adaptive) acquire(ctx context.Context) (grant, error) {
 		if !a.tryAdmit() {
 			w := &waiter{ch: make(chan struct{})}
 			a.queue.push(w)
+			a.watchStall()
 			a.mu.Unlock()
 			return a.wait(ctx, w)
 		}
@@ -206,6 +216,7 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 		a.mu.Lock()
 		if !w.admitted {
 			a.queue.remove(w)
+			a.watchStall()
 			a.mu.Unlock()
 			return grant{}, ctx.Err()
 		}
@@ -224,12 +235,49 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 // recomputes calm; the caller holds mu.
 func (a *adaptive) admitWaiters() {
 	for a.queue.len() > 0 && a.running.Load() < int64(a.allowed()) {
-		w := a.queue.pop()
-		w.admitted = true
-		a.running.Add(1)
-		close(w.ch)
+		a.admitHead()
 	}
+	a.watchStall()
 	a.calm.Store(a.limit >= a.max && a.conflict < calmConflict && a.queue.len() == 0)
+}
+
+// admitHead admits the first waiter; the caller holds mu.
+func (a *adaptive) admitHead() {
+	w := a.queue.pop()
+	w.admitted = true
+	a.running.Add(1)
+	close(w.ch)
+}
+
+// watchStall keeps a stall timer running while attempts wait, and stops it
+// when none do; the caller holds mu.
+func (a *adaptive) watchStall() {
+	switch {
+	case a.queue.len() == 0 && a.stallStop != nil:
+		a.stallStop()
+		a.stallStop = nil
+	case a.queue.len() > 0 && a.stallStop == nil:
+		a.stallMark = a.progress
+		a.stallGen++
+		gen := a.stallGen
+		a.stallStop = afterFunc(a.clock, stallAfter(a.avgDur), func() { a.stalled(gen) })
+	}
+}
+
+// stalled runs when a stall interval has passed since the timer was set:
+// if no admitted attempt was released meanwhile, the first waiter is
+// admitted over the limit. The timer is set again while attempts wait.
+func (a *adaptive) stalled(gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stallGen != gen || a.stallStop == nil {
+		return // a timer stopped, or replaced, as it fired
+	}
+	a.stallStop = nil
+	if a.queue.len() > 0 && a.progress == a.stallMark {
+		a.admitHead()
+	}
+	a.watchStall()
 }
 
 // release returns the slot of the attempt admitted with g and feeds how it
@@ -246,6 +294,7 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 	dur := clk.Now().Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.progress++
 	if conflict || committed {
 		// F weighs each attempt by its duration relative to the average:
 		// it estimates the share of attempt time lost to conflicts, so one

@@ -144,7 +144,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		if keyWait {
 			key = st.keys[0]
 		}
-		cfg.observer.Admitted(ctx, AdmissionEvent{Wait: cfg.clock.Now().Sub(start), Limit: p.grant.limit, Queue: p.grant.queued, Key: key})
+		cfg.observer.Admitted(ctx, AdmissionEvent{Operation: cfg.operation, Wait: cfg.clock.Now().Sub(start), Limit: p.grant.limit, Queue: p.grant.queued, Key: key})
 	}
 	return p, nil
 }
@@ -155,4 +155,54 @@ func (r *Runner[T]) release(st *runState, p pass, end attemptEnd) {
 		r.adaptive.release(p.grant, end, st.cfg.clock)
 	}
 	r.keys.unlock(p.keys)
+}
+
+// Stall escape. Admission must never make the Runner wait on itself: an
+// attempt that holds the only slot (or a key) and, inside fn, starts a Run
+// with a fresh context (an audit row in its own transaction) would wait for
+// itself forever. Neither the adaptive limit nor the keys are needed for
+// correctness (the database isolates transactions; they only spare it
+// conflicts), so when attempts wait and none of those admitted has been
+// released for a whole stall interval, the first waiter is admitted over the
+// limit (or shares the key), and so on once per interval while nothing
+// moves. A healthy queue drains by releases, far more often than once per
+// interval, and never takes the escape. The interval is stallFactor times
+// the average attempt duration, at least stallFloor, and is timed on the
+// Runner's Clock.
+
+// stallFloor is the shortest stall interval.
+const stallFloor = 100 * time.Millisecond
+
+// stallFactor is how many average attempt durations make a stall.
+const stallFactor = 8
+
+// stallAfter is the stall interval for an average attempt duration of avg
+// seconds.
+func stallAfter(avg float64) time.Duration {
+	secs := avg * stallFactor
+	switch {
+	case !(secs > stallFloor.Seconds()): // also NaN
+		return stallFloor
+	case secs > time.Hour.Seconds():
+		// An attempt that ran for hours should not make every stall
+		// that long.
+		return time.Hour
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// afterFuncClock is implemented by clocks that can run a function once
+// their time has advanced by d (the tests' fake clock). Other clocks time
+// the stall interval with the system's timers.
+type afterFuncClock interface {
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+// afterFunc runs f once d has passed on clk, and returns a function that
+// cancels it.
+func afterFunc(clk Clock, d time.Duration, f func()) (stop func() bool) {
+	if c, ok := clk.(afterFuncClock); ok {
+		return c.AfterFunc(d, f)
+	}
+	return time.AfterFunc(d, f).Stop
 }

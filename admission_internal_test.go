@@ -32,7 +32,7 @@ func admitN(t *testing.T, a *adaptive, n int) []grant {
 }
 
 func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
-	a := newAdaptive(8)
+	a := newAdaptive(8, systemClock{})
 	ms := time.Millisecond
 	// A storm: everything that runs side by side conflicts.
 	for a.allowed() > 1 {
@@ -83,7 +83,7 @@ func TestAdaptiveProbesBackOffUnderSteadyStorm(t *testing.T) {
 }
 
 func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
-	a := newAdaptive(64)
+	a := newAdaptive(64, systemClock{})
 	// One quick conflict ends the calm (in which nothing is measured)...
 	ts := admitN(t, a, 16)
 	a.release(ts[0], endConflict, durClock(time.Millisecond))
@@ -107,7 +107,7 @@ func TestAdaptiveDeadlockOutweighsQuickConflicts(t *testing.T) {
 }
 
 func TestAdaptiveQuickConflictWeighsLittle(t *testing.T) {
-	a := newAdaptive(64)
+	a := newAdaptive(64, systemClock{})
 	for i := 0; i < 8; i++ {
 		for _, tk := range admitN(t, a, 16) {
 			a.release(tk, endCommitted, durClock(time.Millisecond))

@@ -10,12 +10,20 @@ type Backend[T any] interface {
 	// given through WithBegin (none for a plain Runner). A backend that
 	// does not recognise an option returns an error matching ErrBadOption.
 	Begin(ctx context.Context, opts []BeginOption[T]) (T, error)
-	// Commit commits tx. If tx was already finished it returns an error
-	// wrapping ErrTxDone. After Commit returns, Run never calls Rollback on
-	// tx, whatever the result.
+	// Commit commits tx, returning within ctx: when ctx ends first, with
+	// an error that Classify reports as ClassConnLost (the outcome is
+	// unknown). If tx was already finished it returns an error wrapping
+	// ErrTxDone. After Commit returns, Run never calls Rollback on tx,
+	// whatever the result.
 	Commit(ctx context.Context, tx T) error
-	// Rollback rolls tx back. Run calls it with a context detached from the
-	// caller's cancellation and bounded by RollbackTimeout.
+	// Rollback rolls tx back, returning within ctx. Run calls it with a
+	// context detached from the caller's cancellation and bounded by
+	// RollbackTimeout. If tx was already finished it returns an error
+	// wrapping ErrTxDone: Run takes that as fn having committed or rolled
+	// back tx itself (ErrFnFinishedTx), so a backend must not let anything
+	// but an explicit commit or rollback finish tx (database/sql, for one,
+	// rolls back by itself when the context given to BeginTx ends; txnsql
+	// gives it a context the caller cancels only during BEGIN).
 	Rollback(ctx context.Context, tx T) error
 	// Classify maps an error from Begin, fn or Commit to a Class with the
 	// backend's own table. WithClassifier replaces it.

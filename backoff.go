@@ -2,6 +2,7 @@ package txn
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -115,19 +116,19 @@ func (e policy) ceiling(retry int) time.Duration {
 func (e policy) Delay(retry int, prev time.Duration, rnd *rand.Rand) time.Duration {
 	switch e.kind {
 	case jitterFull:
-		return time.Duration(rnd.Int64N(int64(e.ceiling(retry)) + 1))
+		return upTo(rnd, e.ceiling(retry))
 	case jitterEqual:
 		t := e.ceiling(retry)
-		return t/2 + time.Duration(rnd.Int64N(int64(t-t/2)+1))
+		return t/2 + upTo(rnd, t-t/2)
 	case jitterDecorrelated:
 		if prev < e.base {
 			prev = e.base
 		}
 		hi := prev * 3
-		if hi > e.cap || hi < prev {
+		if hi > e.cap || hi/3 != prev {
 			hi = e.cap
 		}
-		return e.base + time.Duration(rnd.Int64N(int64(hi-e.base)+1))
+		return e.base + upTo(rnd, hi-e.base)
 	default:
 		return e.ceiling(retry)
 	}
@@ -135,3 +136,15 @@ func (e policy) Delay(retry int, prev time.Duration, rnd *rand.Rand) time.Durati
 
 // validate reports a bad construction.
 func (e policy) validate() error { return e.err }
+
+// upTo returns a uniformly random duration in [0, d], for any d ≥ 0 up to
+// the largest Duration (where d+1 would overflow).
+func upTo(rnd *rand.Rand, d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	if d == math.MaxInt64 {
+		return time.Duration(rnd.Int64()) // [0, MaxInt64]
+	}
+	return time.Duration(rnd.Int64N(int64(d) + 1))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // frameKey is the context key under which a frame stores itself.
@@ -27,14 +28,23 @@ type frame[T any] struct {
 
 	mu        sync.Mutex
 	callbacks []func()
-	poison    error // a retryable error seen below this level
-	closed    bool
+	// On the outermost frame only: poison is the first retryable error
+	// seen in a nested level, and aborted says that Run then rolled the
+	// whole transaction back at once.
+	poison error
+	// ended is set, under mu, when the transaction or savepoint of this
+	// level has ended; read without mu by Value. It sits beside the bools
+	// so that a frame stays in the 112-byte size class.
+	ended   atomic.Bool
+	closed  bool
+	aborted bool
 }
 
-// Value returns the innermost frame for frameKey and defers to the parent
-// context for every other key.
+// Value returns, for frameKey, the innermost frame whose transaction or
+// savepoint has not ended (so a context that outlived its transaction
+// carries none), and defers to the parent context for every other key.
 func (f *frame[T]) Value(key any) any {
-	if key == any(frameKey{}) {
+	if key == any(frameKey{}) && !f.ended.Load() {
 		return f
 	}
 	return f.Context.Value(key)
@@ -55,6 +65,7 @@ func (f *frame[T]) close() []func() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	f.ended.Store(true)
 	return f.callbacks
 }
 
@@ -67,14 +78,37 @@ func (f *frame[T]) root() *frame[T] {
 }
 
 // markPoisoned records on the outermost frame that a retryable error was
-// seen inside, so that Run does not commit if fn swallows it.
+// seen inside, so that Run does not commit if fn swallows it, and on
+// backends with savepoints (the SQL ones) rolls the whole transaction back
+// at once: the database may already have done so (MySQL on a deadlock), and
+// a statement fn runs afterwards must fail on the ended handle rather than
+// run, and commit, on its own. Backends without savepoints (MongoDB) keep
+// the transaction open to its end: there the server has aborted it and
+// refuses its later operations, while an abort by the client would let
+// them run outside any transaction.
 func (f *frame[T]) markPoisoned(err error) {
 	root := f.root()
+	r := root.runner
 	root.mu.Lock()
-	if root.poison == nil {
+	first := root.poison == nil
+	if first {
 		root.poison = err
+		root.aborted = r.sp != nil
 	}
+	abort := first && root.aborted
 	root.mu.Unlock()
+	if abort {
+		_ = r.rollback(root.Context, root.cfg, root.tx)
+	}
+}
+
+// lost returns the retryable error that doomed the attempt of f's
+// transaction, or nil.
+func (f *frame[T]) lost() error {
+	root := f.root()
+	root.mu.Lock()
+	defer root.mu.Unlock()
+	return root.poison
 }
 
 // OnCommit registers cb to run once, after the outermost transaction carried
@@ -98,8 +132,9 @@ func OnCommit(ctx context.Context, cb func()) error {
 }
 
 // TxFrom returns the innermost transaction handle of type T carried by ctx,
-// and false when ctx carries no transaction of that type. It lets code deep
-// in a call chain join the transaction of its caller.
+// and false when ctx carries no transaction of that type, or only one that
+// has ended (a context kept past its Run, as in an OnCommit callback). It
+// lets code deep in a call chain join the transaction of its caller.
 func TxFrom[T any](ctx context.Context) (T, bool) {
 	if ctx != nil {
 		if f, ok := ctx.Value(frameKey{}).(*frame[T]); ok {
@@ -118,6 +153,7 @@ func frameFor[T any](ctx context.Context) (*frame[T], error) {
 	}
 	v := ctx.Value(frameKey{})
 	if v == nil {
+		// No transaction, or only ended ones (see frame.Value).
 		return nil, ErrNoTransaction
 	}
 	f, ok := v.(*frame[T])

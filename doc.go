@@ -4,8 +4,8 @@
 // database.
 //
 // A Runner is built once over a database handle by a backend package
-// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) and shared by all
-// goroutines:
+// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) or an ORM adapter
+// (txngorm, txnsqlx, txnbun, txnent) and shared by all goroutines:
 //
 //	r := txnpgx.New(pool)
 //	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -34,10 +34,23 @@
 //
 // A Run nested in fn on the same Runner joins the outer transaction through a
 // savepoint (or outright, on backends without savepoints); only the outermost
-// Run retries. Savepoint runs a function in a savepoint of the transaction
-// carried by its context. OnCommit registers work to do once the outermost
-// commit has succeeded, and TxFrom returns the transaction a context
-// carries.
+// Run retries. A nested Run accepts any CallOption and honours none of them:
+// they all govern retries and admission, which belong to the outermost Run
+// (an invalid one is still an error). Savepoint runs a function in a
+// savepoint of the transaction carried by its context. OnCommit registers
+// work to do once the outermost commit has succeeded, and TxFrom returns the
+// transaction a context carries.
+//
+// Once a nested Run or Savepoint has seen a retryable error, nothing more of
+// that attempt can commit: on backends with savepoints the whole transaction
+// is rolled back at once, so what fn runs on it afterwards fails, and later
+// nested levels return the error without running. A transaction that has
+// ended is unreachable: a context kept past its Run (in an OnCommit callback,
+// in a goroutine) carries no transaction, so TxFrom reports false, OnCommit
+// and Savepoint return ErrNoTransaction, and Run on it starts a new outermost
+// transaction. When fn commits or rolls back the transaction itself, Run
+// returns an error matching ErrFnFinishedTx whatever fn returns, and never
+// runs fn again.
 //
 // # Contention control
 //
@@ -45,7 +58,11 @@
 // with an adaptive limit that shrinks when attempts conflict and opens again
 // when they commit (on by default; see Adaptive), and calls can name
 // conflict keys so that those touching the same rows take turns inside the
-// process (Keys). Observers (SlogObserver, and the txnotel module for
+// process (Keys). Neither can make the Runner wait on itself: while attempts
+// wait and none of those admitted has been released for a stall interval
+// (eight average attempt durations, at least 100ms), the first waiter is
+// admitted over the limit or shares the key, so that a Run started inside fn
+// with a fresh context cannot wait forever for the slot its caller holds. Observers (SlogObserver, and the txnotel module for
 // OpenTelemetry) see every attempt, retry, give-up, commit and wait.
 //
 // # A database that is down
@@ -63,6 +80,7 @@
 // run.go holds the retry loop; backoff.go, budget.go and clock.go what it
 // consults between attempts; context.go the transaction carried in the
 // context; savepoint.go nesting; admission.go, adaptive.go and keys.go the
-// contention control; observer.go the observers; options.go and errors.go
+// contention control; observer.go the observers; intercept.go the fault
+// hook of Runner.WithInterceptor (used by txntest); options.go and errors.go
 // the options and errors.
 package txn

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Class says what an error means for the transaction that produced it and so
@@ -62,7 +64,11 @@ type Classifier func(err error) Class
 var (
 	// ErrCommitUnknown is matched by the error Run returns when the outcome
 	// of the commit is unknown: the connection was lost while the commit was
-	// in flight, or commit retries ran out. fn was not run again.
+	// in flight, the context ended before it was answered, or commit
+	// retries ran out; fn was not run again. It is also matched when an
+	// Idempotent call ran fn again after such a commit and then stopped
+	// without a commit (attempts, time, a later error): the earlier commit
+	// may have happened.
 	ErrCommitUnknown = errors.New("txn: commit outcome unknown")
 	// ErrAttemptsExhausted is matched when Run gave up because the attempt
 	// limit was reached.
@@ -101,11 +107,15 @@ var (
 	ErrTxDone = errors.New("txn: transaction already finished")
 	// ErrFnFinishedTx is matched when fn committed or rolled back the
 	// transaction itself. Run owns the transaction's life cycle: fn must
-	// only use it. Run does not retry this error and runs no OnCommit
-	// callbacks; whether fn's own commit succeeded is fn's knowledge.
+	// only use it. Whatever fn then returns (nil, Retry, a retryable or a
+	// permanent error, which the returned error also matches), and even if
+	// the context ends at the same moment, Run never runs fn again for
+	// it, runs no OnCommit callbacks, and returns an error matching this;
+	// whether fn's own commit succeeded is fn's knowledge.
 	ErrFnFinishedTx = errors.New("txn: fn committed or rolled back the transaction itself; leave that to Run")
 	// ErrNoTransaction is returned by OnCommit and Savepoint when the context
-	// carries no transaction of a Runner.
+	// carries no transaction of a Runner, or only one that has ended (a
+	// context kept past its Run, as in an OnCommit callback).
 	ErrNoTransaction = errors.New("txn: no transaction in context")
 	// ErrSavepointUnsupported is returned by Savepoint on a backend that has
 	// no savepoints (MongoDB). A nested Run on such a backend joins the outer
@@ -114,17 +124,28 @@ var (
 )
 
 // fnFinishedError is returned when fn ended the transaction itself. It
-// matches ErrFnFinishedTx and the backend's error, which wraps ErrTxDone,
-// and says so once.
-type fnFinishedError struct{ err error }
+// matches ErrFnFinishedTx, fn's own error if it returned one, and the
+// backend's error, which wraps ErrTxDone, and says so once.
+type fnFinishedError struct {
+	fnErr error // what fn returned, nil if nothing
+	err   error // the commit's or rollback's error, wrapping ErrTxDone
+}
 
 func (e *fnFinishedError) Error() string {
+	if e.fnErr != nil {
+		return ErrFnFinishedTx.Error() + " (fn returned: " + strings.TrimPrefix(e.fnErr.Error(), "txn: ") + ")"
+	}
 	cause := strings.Replace(e.err.Error(), ErrTxDone.Error()+": ", "", 1)
 	cause = strings.Replace(cause, ErrTxDone.Error(), "transaction already finished", 1)
 	return ErrFnFinishedTx.Error() + " (commit said: " + cause + ")"
 }
 
-func (e *fnFinishedError) Unwrap() []error { return []error{ErrFnFinishedTx, e.err} }
+func (e *fnFinishedError) Unwrap() []error {
+	if e.fnErr != nil {
+		return []error{ErrFnFinishedTx, e.fnErr, e.err}
+	}
+	return []error{ErrFnFinishedTx, e.err}
+}
 
 // markedError carries the class fn asked for through Retry or Permanent.
 type markedError struct {
@@ -158,8 +179,9 @@ func Permanent(err error) error {
 
 // marked reports the class set by Retry or Permanent on err's chain.
 func marked(err error) (Class, bool) {
-	var m *markedError
-	if errors.As(err, &m) {
+	// errchain, unlike errors.As, skips typed nils that fn's error may
+	// wrap (a nil *net.OpError, say) instead of calling their methods.
+	if m, ok := errchain.As[*markedError](err); ok {
 		return m.class, true
 	}
 	return 0, false
@@ -205,7 +227,7 @@ func (e *GiveUpError) Error() string {
 	fmt.Fprintf(&b, " in %v", e.Elapsed.Round(time.Microsecond))
 	// The reason is left out when the last error already says it, as a
 	// driver's "timeout: context deadline exceeded" does.
-	if e.Reason != nil && (e.Last == nil || !errors.Is(e.Last, e.Reason)) {
+	if e.Reason != nil && (e.Last == nil || !errchain.Is(e.Last, e.Reason)) {
 		b.WriteString(": ")
 		b.WriteString(strings.TrimPrefix(e.Reason.Error(), "txn: "))
 	}

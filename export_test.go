@@ -10,3 +10,6 @@ func KeyWaiters[T any](r *Runner[T], key string) int {
 	}
 	return 0
 }
+
+// StallFloor is the shortest stall interval of the contention control.
+const StallFloor = stallFloor

@@ -4,24 +4,36 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Conflict keys (Keys) serialize, inside the process, the attempts that name
 // the same key, while attempts on different keys run in parallel. A call's
 // keys are taken in sorted order, so two calls naming the same keys in
 // different orders cannot deadlock. Keys nobody holds or waits for are
-// removed from the table.
+// removed from the table. A key whose holders have released nothing for a
+// stall interval while others wait is shared with the first waiter (see
+// admission.go): keys spare the database conflicts, it keeps correctness.
 
 // keyTable serializes attempts by conflict key.
 type keyTable struct {
 	mu sync.Mutex
 	m  map[string]*keyEntry
+
+	// Set by New: the clock that times stalls and the stall interval.
+	clock Clock
+	stall func() time.Duration
 }
 
-// keyEntry is one key's holder flag and FIFO of waiters.
+// keyEntry is one key's holders and FIFO of waiters.
 type keyEntry struct {
-	held  bool
-	queue waitQueue
+	holders int // 1, or more after stall escapes
+	queue   waitQueue
+
+	progress  uint64 // releases of the key
+	stallMark uint64
+	stallGen  uint64 // identifies the current timer
+	stallStop func() bool
 }
 
 // lock takes every key in keys, in sorted order, and reports whether it had
@@ -48,13 +60,14 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 		e = &keyEntry{}
 		kt.m[k] = e
 	}
-	if !e.held {
-		e.held = true
+	if e.holders == 0 {
+		e.holders = 1
 		kt.mu.Unlock()
 		return false, nil
 	}
 	w := &waiter{ch: make(chan struct{})}
 	e.queue.push(w)
+	kt.watchStall(k, e)
 	kt.mu.Unlock()
 	select {
 	case <-w.ch:
@@ -67,6 +80,7 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 			kt.handOn(k, e)
 		} else {
 			e.queue.remove(w)
+			kt.watchStall(k, e)
 		}
 		return true, ctx.Err()
 	}
@@ -84,15 +98,55 @@ func (kt *keyTable) unlock(keys []string) {
 	}
 }
 
-// handOn passes k from its holder to the next waiter, or forgets k when
-// nobody waits. The caller holds mu.
+// handOn releases one holder of k: the last one passes k to the next
+// waiter, or forgets k when nobody waits. The caller holds mu.
 func (kt *keyTable) handOn(k string, e *keyEntry) {
-	if w := e.queue.pop(); w != nil {
+	e.progress++
+	e.holders--
+	if e.holders == 0 {
+		if w := e.queue.pop(); w != nil {
+			e.holders = 1
+			w.admitted = true
+			close(w.ch)
+		}
+	}
+	kt.watchStall(k, e)
+	if e.holders == 0 && e.queue.len() == 0 {
+		delete(kt.m, k)
+	}
+}
+
+// watchStall keeps a stall timer running on k while attempts wait for it,
+// and stops it when none do; the caller holds mu.
+func (kt *keyTable) watchStall(k string, e *keyEntry) {
+	switch {
+	case e.queue.len() == 0 && e.stallStop != nil:
+		e.stallStop()
+		e.stallStop = nil
+	case e.queue.len() > 0 && e.stallStop == nil:
+		e.stallMark = e.progress
+		e.stallGen++
+		gen := e.stallGen
+		e.stallStop = afterFunc(kt.clock, kt.stall(), func() { kt.stalled(k, e, gen) })
+	}
+}
+
+// stalled runs a stall interval after the timer of k was set: if no holder
+// released k meanwhile, the first waiter shares it.
+func (kt *keyTable) stalled(k string, e *keyEntry, gen uint64) {
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	if kt.m[k] != e || e.stallGen != gen || e.stallStop == nil {
+		return // a timer stopped, or replaced, as it fired
+	}
+	e.stallStop = nil
+	if e.queue.len() > 0 && e.progress == e.stallMark {
+		w := e.queue.pop()
+		e.holders++
 		w.admitted = true
 		close(w.ch)
-		return
 	}
-	delete(kt.m, k)
+	kt.watchStall(k, e)
 }
 
 // sortedKeys returns keys sorted and without duplicates, copying only when

@@ -27,6 +27,8 @@ type Observer interface {
 
 // AttemptEvent describes an attempt about to start.
 type AttemptEvent struct {
+	// Operation is the call's Operation name, or "".
+	Operation string
 	// Attempt is 1 for the first execution of fn.
 	Attempt int
 	// Key is the call's conflict key, or "".
@@ -35,6 +37,8 @@ type AttemptEvent struct {
 
 // RetryEvent describes a retry about to be slept for.
 type RetryEvent struct {
+	// Operation is the call's Operation name, or "".
+	Operation string
 	// Attempt is the attempt that failed.
 	Attempt int
 	// Class is how the error was classified (ClassRetryable,
@@ -48,6 +52,8 @@ type RetryEvent struct {
 
 // GiveUpEvent describes Run returning an error.
 type GiveUpEvent struct {
+	// Operation is the call's Operation name, or "".
+	Operation string
 	// Attempts is the number of times fn ran.
 	Attempts int
 	// Elapsed is the time since Run started.
@@ -60,6 +66,8 @@ type GiveUpEvent struct {
 
 // CommitEvent describes a successful outermost commit.
 type CommitEvent struct {
+	// Operation is the call's Operation name, or "".
+	Operation string
 	// Attempts is the number of times fn ran.
 	Attempts int
 	// Elapsed is the time since Run started.
@@ -68,6 +76,8 @@ type CommitEvent struct {
 
 // AdmissionEvent describes a wait for admission.
 type AdmissionEvent struct {
+	// Operation is the call's Operation name, or "".
+	Operation string
 	// Wait is how long the attempt waited.
 	Wait time.Duration
 	// Limit is the adaptive concurrency limit when the attempt was admitted
@@ -100,11 +110,11 @@ func (NopObserver) Committed(context.Context, CommitEvent) {}
 func (NopObserver) Admitted(context.Context, AdmissionEvent) {}
 
 // Observers returns an Observer that calls each of obs in order. Nil entries
-// are skipped; with no non-nil entry it returns nil.
+// (nil pointers included) are skipped; with no non-nil entry it returns nil.
 func Observers(obs ...Observer) Observer {
 	var list multiObserver
 	for _, o := range obs {
-		if o != nil {
+		if !isNil(o) {
 			list = append(list, o)
 		}
 	}
@@ -150,13 +160,23 @@ func (m multiObserver) Admitted(ctx context.Context, e AdmissionEvent) {
 }
 
 // SlogObserver returns an Observer that logs to l: retries at Info, give-ups
-// at Warn, admission waits, attempts and commits at Debug. A nil l logs to
+// at Warn, admission waits, attempts and commits at Debug. Events of a call
+// named with Operation carry an "operation" attribute. A nil l logs to
 // slog.Default().
 func SlogObserver(l *slog.Logger) Observer {
 	return slogObserver{l: l}
 }
 
 type slogObserver struct{ l *slog.Logger }
+
+// op returns the operation attribute to append to attrs, if the call has a
+// name.
+func op(attrs []slog.Attr, name string) []slog.Attr {
+	if name == "" {
+		return attrs
+	}
+	return append(attrs, slog.String("operation", name))
+}
 
 func (s slogObserver) logger() *slog.Logger {
 	if s.l == nil {
@@ -166,29 +186,29 @@ func (s slogObserver) logger() *slog.Logger {
 }
 
 func (s slogObserver) AttemptStarted(ctx context.Context, e AttemptEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn attempt",
-		slog.Int("attempt", e.Attempt), slog.String("key", e.Key))
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn attempt", op([]slog.Attr{
+		slog.Int("attempt", e.Attempt), slog.String("key", e.Key)}, e.Operation)...)
 }
 
 func (s slogObserver) RetryScheduled(ctx context.Context, e RetryEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelInfo, "txn retry",
+	s.logger().LogAttrs(ctx, slog.LevelInfo, "txn retry", op([]slog.Attr{
 		slog.Int("attempt", e.Attempt), slog.String("class", e.Class.String()),
-		slog.Duration("delay", e.Delay), slog.Any("error", e.Err))
+		slog.Duration("delay", e.Delay), slog.Any("error", e.Err)}, e.Operation)...)
 }
 
 func (s slogObserver) GaveUp(ctx context.Context, e GiveUpEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelWarn, "txn gave up",
+	s.logger().LogAttrs(ctx, slog.LevelWarn, "txn gave up", op([]slog.Attr{
 		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed),
-		slog.String("class", e.Class.String()), slog.Any("error", e.Err))
+		slog.String("class", e.Class.String()), slog.Any("error", e.Err)}, e.Operation)...)
 }
 
 func (s slogObserver) Committed(ctx context.Context, e CommitEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn committed",
-		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed))
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn committed", op([]slog.Attr{
+		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed)}, e.Operation)...)
 }
 
 func (s slogObserver) Admitted(ctx context.Context, e AdmissionEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn admitted",
+	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn admitted", op([]slog.Attr{
 		slog.Duration("wait", e.Wait), slog.Int("limit", e.Limit),
-		slog.Int("queue", e.Queue), slog.String("key", e.Key))
+		slog.Int("queue", e.Queue), slog.String("key", e.Key)}, e.Operation)...)
 }

@@ -3,6 +3,7 @@ package txn
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"time"
 )
 
@@ -23,7 +24,7 @@ type CallOption interface {
 
 // Option is valid both for a Runner, where it sets the default of every
 // call, and for a single call, where it overrides that default: MaxAttempts,
-// MaxElapsed, WithBackoff, RollbackTimeout, WithObserver.
+// MaxElapsed, WithBackoff, RollbackTimeout, WithObserver, Operation.
 type Option interface {
 	RunnerOption
 	CallOption
@@ -58,6 +59,7 @@ type config struct {
 	// Call only.
 	idempotent bool
 	keys       []string
+	operation  string
 
 	// Runner only.
 	clock       Clock
@@ -117,12 +119,13 @@ func MaxElapsed(d time.Duration) Option {
 }
 
 // WithBackoff sets the backoff policy. The default is
-// FullJitter(DefaultBackoffBase, DefaultBackoffCap). A nil policy, or a
-// built-in one built with bad arguments, is an error.
+// FullJitter(DefaultBackoffBase, DefaultBackoffCap). A nil policy (also a
+// nil BackoffFunc or a nil pointer), or a built-in one built with bad
+// arguments, is an error.
 func WithBackoff(b Backoff) Option {
 	return option(func(c *config) {
-		if b == nil {
-			c.fail("WithBackoff(nil)")
+		if isNil(b) {
+			c.fail("WithBackoff(nil): the policy is a nil %T", b)
 			return
 		}
 		if v, ok := b.(interface{ validate() error }); ok {
@@ -136,9 +139,15 @@ func WithBackoff(b Backoff) Option {
 }
 
 // WithObserver sets the Observer that receives Run's events; combine several
-// with Observers. nil turns observation off, which is the default.
+// with Observers. nil (also a nil pointer of an Observer type) turns
+// observation off, which is the default.
 func WithObserver(o Observer) Option {
-	return option(func(c *config) { c.observer = o })
+	return option(func(c *config) {
+		if isNil(o) {
+			o = nil // a nil pointer or function: observation off
+		}
+		c.observer = o
+	})
 }
 
 // RollbackTimeout bounds each rollback. Rollbacks run on a context detached
@@ -178,11 +187,12 @@ func Keys(keys ...string) CallOption {
 	})
 }
 
-// WithClock replaces the system clock, for tests. A nil clock is an error.
+// WithClock replaces the system clock, for tests. A nil clock (also a nil
+// pointer) is an error.
 func WithClock(clk Clock) RunnerOption {
 	return runnerOption(func(c *config) {
-		if clk == nil {
-			c.fail("WithClock(nil)")
+		if isNil(clk) {
+			c.fail("WithClock(nil): the clock is a nil %T", clk)
 			return
 		}
 		c.clock = clk
@@ -235,7 +245,8 @@ func RetryBudget(ratio, minPerSecond float64) RunnerOption {
 // at once, where limit shrinks when attempts conflict and grows back while
 // they commit cleanly, between 1 and max (0 means DefaultAdaptiveMax).
 // Attempts over the limit wait in a first-in, first-out queue and leave it
-// as soon as their context ends. max must not be negative.
+// as soon as their context ends. max must not be negative; a max above
+// MaxAdaptive is taken as MaxAdaptive.
 func Adaptive(max int) RunnerOption {
 	return runnerOption(func(c *config) {
 		if max < 0 {
@@ -245,7 +256,10 @@ func Adaptive(max int) RunnerOption {
 		if max == 0 {
 			max = DefaultAdaptiveMax
 		}
-		c.adaptiveMax = max
+		// The controller computes in float64: keep the ceiling where
+		// every integer is exact and conversions cannot overflow. No
+		// process runs more attempts at once.
+		c.adaptiveMax = min(max, MaxAdaptive)
 	})
 }
 
@@ -261,8 +275,8 @@ func NoAdaptive() RunnerOption {
 
 // ReconnectBudget sets the Runner's reconnect budget, which is on by
 // default (DefaultReconnectRatio, DefaultReconnectPerSecond). It applies only
-// to tries that could not reach the database: BEGIN failed, so fn did not
-// run. Another such try spends a token; every try that reached the
+// to tries that could not reach the database: BEGIN failed with a
+// connection failure, so fn did not run. Another such try spends a token; every try that reached the
 // database deposits ratio of one, a reserve refills at minPerSecond, and the balance starts
 // full at DefaultReconnectBurst. When it is empty Run stops at once with an
 // error matching ErrUnavailable, so a stopped database costs about one
@@ -284,4 +298,33 @@ func ReconnectBudget(ratio, minPerSecond float64) RunnerOption {
 // failing tries again until MaxAttempts, MaxElapsed or its context stops it.
 func NoReconnectBudget() RunnerOption {
 	return runnerOption(func(c *config) { c.reconnect = nil })
+}
+
+// MaxAdaptive is the largest ceiling Adaptive accepts; larger ones are
+// lowered to it.
+const MaxAdaptive = math.MaxInt32
+
+// isNil reports whether v is nil or a nil pointer, function, map, slice,
+// channel or interface held in an interface, whose methods would panic.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// Operation names what a call does (an endpoint, a method, a use case):
+// every observer event of the call carries the name in its Operation field,
+// SlogObserver logs it as the "operation" attribute, and the txnotel module
+// records it as the txn.operation metric attribute, so that retries and
+// give-ups can be told apart per operation. Given to New it names every
+// call of the Runner that does not set its own. Keep the set of names small
+// (a route pattern, not a URL with ids): metrics are split by it. The empty
+// name, the default, means unnamed.
+func Operation(name string) Option {
+	return option(func(c *config) { c.operation = name })
 }

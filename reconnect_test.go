@@ -233,3 +233,26 @@ func TestReconnectBudgetLeavesCommitRetries(t *testing.T) {
 	assert.Equal(t, 1, calls)
 	assert.Equal(t, 1, db.Committed("k"))
 }
+
+// TestReconnectBudgetLeavesBusyBeginAlone: a BEGIN refused because of
+// contention (SQLite's BEGIN IMMEDIATE answering SQLITE_BUSY, say) reached
+// the database: it is retried up to MaxAttempts, and never spends the
+// reconnect budget, even an empty one. fn does not run for it, so it is not
+// counted as an attempt.
+func TestReconnectBudgetLeavesBusyBeginAlone(t *testing.T) {
+	db, _, r := setup(t, false, txn.WithBackoff(txn.Constant(0)), txn.ReconnectBudget(0, 0))
+	downForever(db, 10)
+	calls := 0
+	for i := 0; i < 3; i++ {
+		_ = r.Run(context.Background(), failing(&calls, "k"))
+	}
+	require.ErrorIs(t, r.Run(context.Background(), failing(&calls, "k")), txn.ErrUnavailable, "the budget is empty")
+	db.ClearBegin()
+
+	before := beginsFailed(db)
+	db.FailBegin(errConflict, errConflict, errConflict)
+	calls = 0
+	require.NoError(t, r.Run(context.Background(), failing(&calls, "k")))
+	assert.Equal(t, 1, calls, "fn ran once, after three busy BEGINs")
+	assert.Equal(t, 3, beginsFailed(db)-before, "the busy BEGINs were retried")
+}

@@ -17,6 +17,8 @@ type Runner[T any] struct {
 	*shared[T]
 	// begin holds the options WithBegin set on this view of the Runner.
 	begin []BeginOption[T]
+	// intercept is the fault injector WithInterceptor set on this view.
+	intercept Interceptor
 }
 
 // shared is the state of a Runner that every view made by WithBegin shares.
@@ -51,12 +53,25 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 		}
 	}
 	if s.cfg.adaptiveMax > 0 {
-		s.adaptive = newAdaptive(s.cfg.adaptiveMax)
+		s.adaptive = newAdaptive(s.cfg.adaptiveMax, s.cfg.clock)
 	}
+	s.keys.clock = s.cfg.clock
+	s.keys.stall = s.stallInterval
 	if s.cfg.seeded {
 		s.seedSrc = rand.NewPCG(s.cfg.seed, s.cfg.seed^0x9e3779b97f4a7c15)
 	}
 	return r
+}
+
+// stallInterval is the stall interval of the conflict keys: the adaptive
+// controller's, or the floor when it is off.
+func (s *shared[T]) stallInterval() time.Duration {
+	if a := s.adaptive; a != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return stallAfter(a.avgDur)
+	}
+	return stallFloor
 }
 
 // WithBegin returns a view of r whose transactions begin with opts, built
@@ -64,12 +79,15 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 // view shares everything else with r: limits, retry budget, contention
 // control, random source, and a Run of the view nested in a Run of r (or
 // the reverse) joins the outer transaction. opts replace any begin options
-// r already had; WithBegin() returns a view with none. A nil r returns nil.
+// r already had; WithBegin() returns a view with none. The view keeps r's
+// Interceptor, if any. A nil r returns nil.
 func (r *Runner[T]) WithBegin(opts ...BeginOption[T]) *Runner[T] {
 	if r == nil {
 		return nil
 	}
-	return &Runner[T]{shared: r.shared, begin: opts}
+	v := *r
+	v.begin = opts
+	return &v
 }
 
 // Err returns the configuration error that every Run of r would return, or
@@ -94,7 +112,14 @@ func (r *Runner[T]) Err() error {
 // Called inside the fn of another Run of the same Runner, Run does not start
 // a transaction: it runs fn in a savepoint of the outer one (or in the outer
 // one itself when the backend has no savepoints) and never retries; errors
-// propagate to the outer fn.
+// propagate to the outer fn. Such a nested Run accepts any CallOption, so
+// that a function that always passes its options can be called both alone
+// and inside a bigger Run, but honours none of them: attempts, time limits,
+// backoff, Idempotent, Keys and the observer all govern retries and
+// admission, which belong to the outermost Run; an invalid option is still
+// an error. A context whose transaction has ended (kept past its Run, as
+// in an OnCommit callback) carries no transaction: Run on it starts a new
+// outermost transaction.
 func (r *Runner[T]) Run(ctx context.Context, fn func(ctx context.Context, tx T) error, opts ...CallOption) error {
 	if err := r.Err(); err != nil {
 		return err
@@ -111,7 +136,17 @@ func (r *Runner[T]) Run(ctx context.Context, fn func(ctx context.Context, tx T) 
 			return ErrForeignRunner
 		}
 		if len(opts) > 0 {
-			return fmt.Errorf("%w: a nested Run joins the outer transaction and takes no options; pass them to the outermost Run", ErrBadOption)
+			// A nested Run honours none of its options (see Run), but
+			// an invalid one is refused as it would be outside.
+			var c config
+			for _, o := range opts {
+				if o != nil {
+					o.applyCall(&c)
+				}
+			}
+			if c.err != nil {
+				return c.err
+			}
 		}
 		return r.nested(ctx, f, fn)
 	}
@@ -171,6 +206,10 @@ type runState struct {
 	prev   time.Duration
 	rnd    *rand.Rand
 	keys   []string // sorted, without duplicates
+	// unknown is set once a commit's outcome was unknown and fn was run
+	// again (Idempotent): until an attempt commits, Run's outcome is
+	// unknown too.
+	unknown bool
 }
 
 // outcome is how one attempt ended.
@@ -185,7 +224,10 @@ type outcome struct {
 	// stop, when not nil, is why Run must stop at once: the commit was sent
 	// and its outcome is unknown.
 	stop error
-	// unreached is set when BEGIN failed, so fn did not run.
+	// notBegun is set when BEGIN failed, so fn did not run.
+	notBegun bool
+	// unreached is set when BEGIN failed because the database could not be
+	// reached (a connection failure), not because of contention.
 	unreached bool
 	// noServer is set when fn's first contact with the database found no
 	// server (UnreachableClassifier).
@@ -234,7 +276,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		st.attempts++
 		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Attempt: st.attempts, Key: st.firstKey()})
+			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
 		st.noConn = false // a commit retried in this attempt reached the database
 		o := r.attempt(ctx, &st, fn)
@@ -244,7 +286,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		} else if cfg.reconnect != nil {
 			cfg.reconnect.deposit()
 		}
-		if o.unreached {
+		if o.notBegun {
 			st.attempts--
 		}
 		if held {
@@ -257,7 +299,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		if o.err == nil {
 			if cfg.observer != nil {
-				cfg.observer.Committed(ctx, CommitEvent{Attempts: st.attempts, Elapsed: st.elapsed()})
+				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
 			for _, cb := range o.callbacks {
 				cb()
@@ -266,14 +308,20 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		switch o.class {
 		case ClassPermanent:
+			if st.unknown {
+				// An earlier commit may have happened: the caller must
+				// learn that before this attempt's error.
+				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
+			}
 			if cfg.observer != nil {
-				cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
 			}
 			return o.err
 		case ClassAmbiguous:
 			if !cfg.idempotent {
 				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
 			}
+			st.unknown = true
 		}
 		if o.noServer {
 			// Server selection already waited for a server, as long as
@@ -292,26 +340,45 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 // attempt runs one transaction: begin, fn, commit.
 func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.Context, T) error) outcome {
 	cfg := st.cfg
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptBegin, st.attempts); err != nil {
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	tx, err := r.backend.Begin(ctx, r.begin)
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
 		// the database says so, or the connection broke.
-		return outcome{err: err, class: r.beforeCommit(err), unreached: true}
+		return outcome{err: err, class: r.beforeCommit(err), notBegun: true, unreached: r.connFailure(err)}
 	}
 	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
 	err = r.call(f, cfg, fn)
 	f.mu.Lock()
 	f.closed = true
-	poison := f.poison
+	f.ended.Store(true)
+	poison, aborted := f.poison, f.aborted
 	f.mu.Unlock()
-	if err == nil && poison != nil {
-		// A nested Run or Savepoint saw a retryable error that fn then
-		// swallowed: the transaction is already lost, committing it could
-		// only commit half of fn's work.
-		err = poison
+	if poison != nil {
+		// A nested Run or Savepoint saw a retryable error: the transaction
+		// is lost (and, on SQL backends, already rolled back), whatever fn
+		// returned after it, unless fn insists its error is permanent.
+		if c, ok := marked(err); !ok || c != ClassPermanent {
+			err = poison
+		}
+		if !aborted {
+			_ = r.rollback(ctx, cfg, tx)
+		}
+		return outcome{err: err, class: r.beforeCommit(err)}
+	}
+	if err == nil && r.intercept != nil {
+		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
 	}
 	if err != nil {
-		r.rollback(ctx, cfg, tx)
+		if rerr := r.rollback(ctx, cfg, tx); errors.Is(rerr, ErrTxDone) {
+			// fn committed or rolled back the transaction itself: what it
+			// did is final, running it again could only do it twice.
+			return outcome{err: &fnFinishedError{fnErr: err, err: rerr}, class: ClassPermanent}
+		}
 		uc, _ := r.backend.(UnreachableClassifier)
 		noServer := uc != nil && uc.Unreachable(err)
 		return outcome{err: err, class: r.beforeCommit(err), connLost: noServer || r.connFailure(err), noServer: noServer}
@@ -319,10 +386,23 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	if cerr := ctx.Err(); cerr != nil {
 		// The caller has gone: do not commit work it can no longer learn
 		// the outcome of.
-		r.rollback(ctx, cfg, tx)
+		if rerr := r.rollback(ctx, cfg, tx); errors.Is(rerr, ErrTxDone) {
+			return outcome{err: &fnFinishedError{err: rerr}, class: ClassPermanent}
+		}
 		return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
 	}
+	if r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptCommit, st.attempts); err != nil {
+			r.rollback(ctx, cfg, tx)
+			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+	}
 	o := r.commit(ctx, st, tx)
+	if o.err == nil && r.intercept != nil {
+		if err := r.intercept.Intercept(ctx, InterceptAfterCommit, st.attempts); err != nil {
+			return outcome{err: err, class: ClassAmbiguous}
+		}
+	}
 	if o.err == nil {
 		o.callbacks = f.callbacks
 	}
@@ -339,7 +419,9 @@ func (r *Runner[T]) commit(ctx context.Context, st *runState, tx T) outcome {
 		if err == nil {
 			return outcome{}
 		}
-		if ctx.Err() == nil && errors.Is(err, ErrTxDone) {
+		if sent == 1 && errors.Is(err, ErrTxDone) {
+			// Backends report ErrTxDone only for a transaction ended
+			// before Run's commit: by fn, whatever the context did.
 			return outcome{err: &fnFinishedError{err: err}, class: ClassPermanent}
 		}
 		cls := r.classify(err)
@@ -405,7 +487,7 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 	returned := false
 	defer func() {
 		if !returned {
-			r.rollback(f.Context, cfg, f.tx)
+			_ = r.rollback(f.Context, cfg, f.tx)
 		}
 	}()
 	err := fn(f, f.tx)
@@ -414,11 +496,12 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 }
 
 // rollback rolls tx back on a context that survives the caller's
-// cancellation, bounded by the rollback timeout.
-func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) {
+// cancellation, bounded by the rollback timeout, and returns the backend's
+// error (one wrapping ErrTxDone says the transaction had already ended).
+func (r *Runner[T]) rollback(ctx context.Context, cfg *config, tx T) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.rollbackTimeout)
 	defer cancel()
-	_ = r.backend.Rollback(rctx, tx)
+	return r.backend.Rollback(rctx, tx)
 }
 
 // backoff decides whether another try may start and sleeps until it may. It
@@ -452,7 +535,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 		return ErrBudgetExhausted
 	}
 	if cfg.observer != nil {
-		cfg.observer.RetryScheduled(ctx, RetryEvent{Attempt: st.attempts, Class: cls, Delay: d, Err: err})
+		cfg.observer.RetryScheduled(ctx, RetryEvent{Operation: cfg.operation, Attempt: st.attempts, Class: cls, Delay: d, Err: err})
 	}
 	return cfg.clock.Sleep(ctx, d)
 }
@@ -461,8 +544,9 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 // observer, and returns it as the error of Run.
 func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *GiveUpError) error {
 	e.Attempts, e.Unreachable, e.Elapsed = st.attempts, st.unreached, st.elapsed()
+	e.Ambiguous = e.Ambiguous || st.unknown
 	if st.cfg.observer != nil {
-		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
+		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
 	}
 	return e
 }

@@ -23,6 +23,10 @@ type Savepointer[T any] interface {
 
 // nested runs fn of a Run called inside the transaction of frame parent.
 func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(context.Context, T) error) error {
+	if err := parent.lost(); err != nil {
+		// The attempt is lost already: run nothing more of it.
+		return err
+	}
 	if r.sp == nil {
 		err := fn(ctx, parent.tx)
 		if err != nil && r.classify(err) != ClassPermanent {
@@ -97,10 +101,13 @@ func (r *Runner[T]) rollbackTo(ctx context.Context, cfg *config, sp T, name stri
 // OnCommit callbacks) is undone, the transaction stays usable, and the
 // error is returned. A retryable error is returned unchanged and dooms the
 // transaction: the outermost Run will restart it even if the caller ignores
-// the error. It returns ErrNilFunc for a nil fn, ErrNoTransaction when ctx
-// carries no transaction, or one whose handle is not a T (the message names
-// the type it carries), and ErrSavepointUnsupported on backends without
-// savepoints.
+// the error; the whole transaction is rolled back at once, so that what the
+// caller runs on it afterwards fails instead of committing on its own, and
+// a later Savepoint or nested Run of the same attempt returns that error
+// again without running its fn. It returns ErrNilFunc for a nil fn,
+// ErrNoTransaction when ctx carries no transaction (or one that has ended),
+// or one whose handle is not a T (the message names the type it carries),
+// and ErrSavepointUnsupported on backends without savepoints.
 func Savepoint[T any](ctx context.Context, fn func(ctx context.Context, tx T) error) error {
 	if fn == nil {
 		return ErrNilFunc
@@ -112,6 +119,10 @@ func Savepoint[T any](ctx context.Context, fn func(ctx context.Context, tx T) er
 	r := f.runner
 	if r.sp == nil {
 		return ErrSavepointUnsupported
+	}
+	if err := f.lost(); err != nil {
+		// The attempt is lost already: run nothing more of it.
+		return err
 	}
 	return r.withSavepoint(ctx, f, func(child *frame[T]) error { return fn(child, child.tx) })
 }

@@ -11,7 +11,10 @@
 // exception.message), "txn.commit" (txn.attempts) and "txn.admission_wait"
 // (txn.wait_ms, txn.limit, txn.queue).
 //
-// Metrics, from the meter named "github.com/txnkit/txn":
+// Metrics, from the meter named "github.com/txnkit/txn". Every measurement
+// of a call named with txn.Operation also carries the attribute
+// txn.operation (for txnhttp, the route pattern; for txngrpc, the full
+// method name), and so do the span events:
 //
 //	txn.attempts        counter    executions of fn
 //	txn.retries         counter    retries, by txn.class
@@ -109,6 +112,33 @@ func NewObserver(opts ...Option) (*Observer, error) {
 
 func classAttr(c txn.Class) attribute.KeyValue { return attribute.String("txn.class", c.String()) }
 
+// opAttr is the attribute naming the call's operation.
+func opAttr(name string) attribute.KeyValue { return attribute.String("txn.operation", name) }
+
+// withOp appends the operation attribute to attrs when the call has a name.
+func withOp(name string, attrs ...attribute.KeyValue) []attribute.KeyValue {
+	if name == "" {
+		return attrs
+	}
+	return append(attrs, opAttr(name))
+}
+
+// outcome returns the measurement option of a finished Run: the shared
+// attribute set when the call has no name.
+func (o *Observer) outcome(commit bool, name string) metric.MeasurementOption {
+	if name == "" {
+		if commit {
+			return o.outcomeCommit
+		}
+		return o.outcomeGiveUp
+	}
+	v := "give_up"
+	if commit {
+		v = "commit"
+	}
+	return metric.WithAttributes(attribute.String("txn.outcome", v), opAttr(name))
+}
+
 func errMessage(err error) string {
 	if err == nil {
 		return ""
@@ -118,57 +148,71 @@ func errMessage(err error) string {
 
 // AttemptStarted counts the attempt.
 func (o *Observer) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
-	o.attempts.Add(ctx, 1)
+	if e.Operation == "" {
+		o.attempts.Add(ctx, 1)
+		return
+	}
+	o.attempts.Add(ctx, 1, metric.WithAttributes(opAttr(e.Operation)))
 }
 
 // RetryScheduled counts the retry and adds a "txn.retry" span event.
 func (o *Observer) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
-	o.retries.Add(ctx, 1, metric.WithAttributes(classAttr(e.Class)))
+	o.retries.Add(ctx, 1, metric.WithAttributes(withOp(e.Operation, classAttr(e.Class))...))
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("txn.retry", trace.WithAttributes(
+		span.AddEvent("txn.retry", trace.WithAttributes(withOp(e.Operation,
 			attribute.Int("txn.attempt", e.Attempt),
 			classAttr(e.Class),
 			attribute.Float64("txn.delay_ms", float64(e.Delay.Microseconds())/1000),
 			attribute.String("exception.message", errMessage(e.Err)),
-		))
+		)...))
 	}
 }
 
 // GaveUp counts the failed Run, records its duration and attempts, and adds
 // a "txn.give_up" span event.
 func (o *Observer) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
-	o.giveUps.Add(ctx, 1, metric.WithAttributes(classAttr(e.Class)))
-	o.duration.Record(ctx, e.Elapsed.Seconds(), o.outcomeGiveUp)
-	o.perRun.Record(ctx, int64(e.Attempts), o.outcomeGiveUp)
+	o.giveUps.Add(ctx, 1, metric.WithAttributes(withOp(e.Operation, classAttr(e.Class))...))
+	out := o.outcome(false, e.Operation)
+	o.duration.Record(ctx, e.Elapsed.Seconds(), out)
+	o.perRun.Record(ctx, int64(e.Attempts), out)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("txn.give_up", trace.WithAttributes(
+		span.AddEvent("txn.give_up", trace.WithAttributes(withOp(e.Operation,
 			attribute.Int("txn.attempts", e.Attempts),
 			classAttr(e.Class),
 			attribute.String("exception.message", errMessage(e.Err)),
-		))
+		)...))
 	}
 }
 
 // Committed counts the commit, records the Run's duration and attempts, and
 // adds a "txn.commit" span event.
 func (o *Observer) Committed(ctx context.Context, e txn.CommitEvent) {
-	o.commits.Add(ctx, 1)
-	o.duration.Record(ctx, e.Elapsed.Seconds(), o.outcomeCommit)
-	o.perRun.Record(ctx, int64(e.Attempts), o.outcomeCommit)
+	out := o.outcome(true, e.Operation)
+	if e.Operation == "" {
+		o.commits.Add(ctx, 1)
+	} else {
+		o.commits.Add(ctx, 1, metric.WithAttributes(opAttr(e.Operation)))
+	}
+	o.duration.Record(ctx, e.Elapsed.Seconds(), out)
+	o.perRun.Record(ctx, int64(e.Attempts), out)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("txn.commit", trace.WithAttributes(attribute.Int("txn.attempts", e.Attempts)))
+		span.AddEvent("txn.commit", trace.WithAttributes(withOp(e.Operation, attribute.Int("txn.attempts", e.Attempts))...))
 	}
 }
 
 // Admitted records the admission wait and adds a "txn.admission_wait" span
 // event.
 func (o *Observer) Admitted(ctx context.Context, e txn.AdmissionEvent) {
-	o.admission.Record(ctx, e.Wait.Seconds())
+	if e.Operation == "" {
+		o.admission.Record(ctx, e.Wait.Seconds())
+	} else {
+		o.admission.Record(ctx, e.Wait.Seconds(), metric.WithAttributes(opAttr(e.Operation)))
+	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("txn.admission_wait", trace.WithAttributes(
+		span.AddEvent("txn.admission_wait", trace.WithAttributes(withOp(e.Operation,
 			attribute.Float64("txn.wait_ms", float64(e.Wait.Microseconds())/1000),
 			attribute.Int("txn.limit", e.Limit),
 			attribute.Int("txn.queue", e.Queue),
-		))
+		)...))
 	}
 }

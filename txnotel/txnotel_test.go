@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -92,4 +93,53 @@ func ExampleNewObserver() {
 	r := txn.New[int](&flaky{}, txn.WithObserver(obs))
 	_ = r
 	// Output:
+}
+
+func TestObserverOperationAttribute(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	obs, err := txnotel.NewObserver(txnotel.WithMeterProvider(mp))
+	require.NoError(t, err)
+	r := txn.New[int](&flaky{n: 1}, txn.WithObserver(obs), txn.WithBackoff(txn.Constant(0)))
+	ctx := context.Background()
+	require.NoError(t, r.Run(ctx, func(context.Context, int) error { return nil }, txn.Operation("POST /transfer")))
+	bad := errors.New("constraint violated")
+	require.ErrorIs(t, r.Run(ctx, func(context.Context, int) error { return bad }, txn.Operation("GET /balance")), bad)
+	require.NoError(t, r.Run(ctx, func(context.Context, int) error { return nil }))
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	// per metric name, the sum (or count) by operation ("" when unnamed)
+	got := map[string]map[string]int64{}
+	add := func(name string, set attribute.Set, v int64) {
+		op, _ := set.Value("txn.operation")
+		if got[name] == nil {
+			got[name] = map[string]int64{}
+		}
+		got[name][op.AsString()] += v
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					add(m.Name, dp.Attributes, dp.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					add(m.Name, dp.Attributes, int64(dp.Count))
+				}
+			case metricdata.Histogram[int64]:
+				for _, dp := range d.DataPoints {
+					add(m.Name, dp.Attributes, int64(dp.Count))
+				}
+			}
+		}
+	}
+	assert.Equal(t, map[string]int64{"POST /transfer": 2, "GET /balance": 1, "": 1}, got["txn.attempts"])
+	assert.Equal(t, map[string]int64{"POST /transfer": 1}, got["txn.retries"])
+	assert.Equal(t, map[string]int64{"POST /transfer": 1, "": 1}, got["txn.commits"])
+	assert.Equal(t, map[string]int64{"GET /balance": 1}, got["txn.give_ups"])
+	assert.Equal(t, map[string]int64{"POST /transfer": 1, "GET /balance": 1, "": 1}, got["txn.run.duration"])
+	assert.Equal(t, map[string]int64{"POST /transfer": 1, "GET /balance": 1, "": 1}, got["txn.run.attempts"])
 }

@@ -3,11 +3,10 @@ package txnmongo_test
 import (
 	"context"
 	"errors"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // TestNestedRunJoinsOuterTransaction: a Run nested in fn uses the outer
@@ -44,13 +43,10 @@ func TestNestedRunJoinsOuterTransaction(t *testing.T) {
 					return err
 				})
 			})
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
+			require.NoError(t, err)
 			checkCommands(t, e, lsid, "insert#1 start", "update#1", "commitTransaction#1")
-			if docs := e.find(t, "c", bson.M{}); len(docs) != 2 {
-				t.Fatalf("documents = %v", docs)
-			}
+			docs := e.find(t, "c", bson.M{})
+			require.Len(t, docs, 2)
 		})
 	})
 	t.Run("retryable error restarts the outer transaction", func(t *testing.T) {
@@ -76,18 +72,14 @@ func TestNestedRunJoinsOuterTransaction(t *testing.T) {
 				})
 				return nil // drops the nested error
 			})
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if outer != 2 || inner != 2 {
-				t.Fatalf("outer fn ran %d times, inner %d; want 2 and 2", outer, inner)
-			}
+			require.NoError(t, err)
+			require.Equal(t, 2, outer, "outer fn runs")
+			require.Equal(t, 2, inner, "inner fn runs")
 			checkCommands(t, e, lsid,
 				"insert#1 start", "update#1", "abortTransaction#1",
 				"insert#2 start", "update#2", "commitTransaction#2")
-			if docs := e.find(t, "c", bson.M{}); len(docs) != 2 {
-				t.Fatalf("documents = %v", docs)
-			}
+			docs := e.find(t, "c", bson.M{})
+			require.Len(t, docs, 2)
 		})
 	})
 }
@@ -109,15 +101,11 @@ func TestSavepointUnsupported(t *testing.T) {
 			})
 			return nil
 		})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-		if !errors.Is(spErr, txn.ErrSavepointUnsupported) || called {
-			t.Fatalf("Savepoint = %v, called %v; want ErrSavepointUnsupported without a call", spErr, called)
-		}
-		if docs := e.find(t, "c", bson.M{}); len(docs) != 1 {
-			t.Fatalf("documents = %v", docs)
-		}
+		require.NoError(t, err)
+		require.ErrorIs(t, spErr, txn.ErrSavepointUnsupported)
+		require.False(t, called, "Savepoint must not call its function")
+		docs := e.find(t, "c", bson.M{})
+		require.Len(t, docs, 1)
 	})
 }
 
@@ -166,42 +154,31 @@ func TestTxOptions(t *testing.T) {
 				SetReadPreference(readpref.PrimaryPreferred()).
 				SetWriteConcern(writeconcern.W1()))
 			cmds, err := run(t, e, client, txnmongo.New(client))
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if got := summary(cmds); len(got) != 3 || cmds[2].Name != "commitTransaction" {
-				t.Fatalf("commands = %q", got)
-			}
-			if w := writeW(cmds[2]); w != "majority" {
-				t.Fatalf("commit write concern w = %v, want majority", w)
-			}
+			require.NoError(t, err)
+			got := summary(cmds)
+			require.Len(t, got, 3)
+			require.Equal(t, "commitTransaction", cmds[2].Name, "commands = %q", got)
+			w := writeW(cmds[2])
+			require.EqualValues(t, "majority", w, "commit write concern w = %v, want majority", w)
 		})
 		t.Run("Runner options", func(t *testing.T) {
 			r := txnmongo.New(e.client).WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
 			cmds, err := run(t, e, e.client, r)
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if lvl := readLevel(cmds[0]); lvl != "snapshot" {
-				t.Fatalf("read concern = %q, want snapshot", lvl)
-			}
-			if w := writeW(cmds[2]); w != "majority" {
-				t.Fatalf("commit write concern w = %v, want the default majority", w)
-			}
+			require.NoError(t, err)
+			lvl := readLevel(cmds[0])
+			require.EqualValues(t, "snapshot", lvl, "read concern = %q, want snapshot", lvl)
+			w := writeW(cmds[2])
+			require.EqualValues(t, "majority", w, "commit write concern w = %v, want the default majority", w)
 		})
 		t.Run("a view replaces the Runner's", func(t *testing.T) {
 			r := txnmongo.New(e.client).WithBegin(txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot())))
 			cmds, err := run(t, e, e.client, r.WithBegin(txnmongo.TxOptions(options.Transaction().
 				SetReadConcern(readconcern.Majority()).SetWriteConcern(writeconcern.W1()))))
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if lvl := readLevel(cmds[0]); lvl != "majority" {
-				t.Fatalf("read concern = %q, want majority", lvl)
-			}
-			if w := writeW(cmds[2]); w != int64(1) {
-				t.Fatalf("commit write concern w = %v, want 1", w)
-			}
+			require.NoError(t, err)
+			lvl := readLevel(cmds[0])
+			require.EqualValues(t, "majority", lvl, "read concern = %q, want majority", lvl)
+			w := writeW(cmds[2])
+			require.EqualValues(t, int64(1), w, "commit write concern w = %v, want 1", w)
 		})
 		t.Run("view read preference", func(t *testing.T) {
 			// The driver refuses reads with a non-primary read preference
@@ -209,15 +186,13 @@ func TestTxOptions(t *testing.T) {
 			rec := &recorder{}
 			r := txnmongo.New(e.client, txn.WithObserver(rec))
 			cmds, err := run(t, e, e.client, r.WithBegin(txnmongo.TxOptions(options.Transaction().SetReadPreference(readpref.PrimaryPreferred()))))
-			if err == nil || !strings.Contains(err.Error(), "read preference in a transaction must be primary") || len(rec.attempts) != 1 {
-				t.Fatalf("Run = %v after %d attempts, want the driver's refusal of the read preference, not retried", err, len(rec.attempts))
-			}
+			require.ErrorContains(t, err, "read preference in a transaction must be primary")
+			require.Len(t, rec.attempts, 1, "the refusal is not retried")
 			// The refused find never reached the server; the driver had
 			// already counted the transaction as started, so the
 			// Runner's rollback sends abortTransaction.
-			if got := summary(cmds); !slices.Equal(got, []string{"abortTransaction#1"}) {
-				t.Fatalf("commands = %q, want only the abort", got)
-			}
+			got := summary(cmds)
+			require.Equal(t, []string{"abortTransaction#1"}, got, "only the abort")
 		})
 		t.Run("foreign begin options", func(t *testing.T) {
 			r := txnmongo.New(e.client)
@@ -226,9 +201,8 @@ func TestTxOptions(t *testing.T) {
 				called = true
 				return nil
 			})
-			if !errors.Is(err, txn.ErrBadOption) || called {
-				t.Fatalf("Run = %v, called %v; want ErrBadOption before fn", err, called)
-			}
+			require.ErrorIs(t, err, txn.ErrBadOption)
+			require.False(t, called, "fn must not run")
 		})
 	})
 }
@@ -256,12 +230,10 @@ func TestFnFinishesTransaction(t *testing.T) {
 					}
 					return finish(ctx, sess)
 				})
-				if !errors.Is(err, txn.ErrFnFinishedTx) || calls != 1 {
-					t.Fatalf("Run = %v after %d calls, want ErrFnFinishedTx after 1", err, calls)
-				}
-				if n := e.client.NumberSessionsInProgress(); n != 0 {
-					t.Fatalf("%d sessions in progress after Run", n)
-				}
+				require.ErrorIs(t, err, txn.ErrFnFinishedTx)
+				require.Equal(t, 1, calls, "fn runs")
+				n := e.client.NumberSessionsInProgress()
+				require.EqualValues(t, 0, n, "%d sessions in progress after Run", n)
 			})
 		})
 	}
@@ -285,19 +257,12 @@ func TestAbortSurvivesCallerCancellation(t *testing.T) {
 			cancel()
 			return boom
 		})
-		if !errors.Is(err, boom) {
-			t.Fatalf("Run = %v, want fn's error", err)
-		}
+		require.ErrorIs(t, err, boom, "Run = %v, want fn's error", err)
 		cmds := checkCommands(t, e, lsid, "insert#1 start", "abortTransaction#1")
-		if cmds[1].Failed {
-			t.Fatalf("abortTransaction failed: %+v", cmds[1])
-		}
-		if e.srv != nil && e.srv.OpenTransactions() != 0 {
-			t.Fatal("transaction left open")
-		}
-		if docs := e.find(t, "c", bson.M{}); len(docs) != 0 {
-			t.Fatalf("documents = %v", docs)
-		}
+		require.False(t, cmds[1].Failed, "abortTransaction failed: %+v", cmds[1])
+		require.False(t, e.srv != nil && e.srv.OpenTransactions() != 0, "transaction left open")
+		docs := e.find(t, "c", bson.M{})
+		require.Len(t, docs, 0)
 	})
 }
 
@@ -319,19 +284,13 @@ func TestCommitAfterCancellation(t *testing.T) {
 			cancel()
 			return nil
 		})
-		if !errors.Is(err, context.Canceled) || errors.Is(err, txn.ErrCommitUnknown) {
-			t.Fatalf("Run = %v, want context.Canceled with a known outcome", err)
-		}
+		require.ErrorIs(t, err, context.Canceled)
+		require.NotErrorIs(t, err, txn.ErrCommitUnknown, "nothing was committed: the outcome is known")
 		cmds := checkCommands(t, e, lsid, "insert#1 start", "abortTransaction#1")
-		if cmds[1].Failed {
-			t.Fatalf("abortTransaction failed: %+v", cmds[1])
-		}
-		if e.srv != nil && e.srv.OpenTransactions() != 0 {
-			t.Fatal("transaction left open")
-		}
-		if docs := e.find(t, "c", bson.M{}); len(docs) != 0 {
-			t.Fatalf("documents = %v", docs)
-		}
+		require.False(t, cmds[1].Failed, "abortTransaction failed: %+v", cmds[1])
+		require.False(t, e.srv != nil && e.srv.OpenTransactions() != 0, "transaction left open")
+		docs := e.find(t, "c", bson.M{})
+		require.Len(t, docs, 0)
 	})
 }
 
@@ -343,15 +302,13 @@ func TestSessionPerRun(t *testing.T) {
 		r := txnmongo.New(e.client, txn.MaxAttempts(2), txn.WithClock(newClock()))
 		inUse := func(t *testing.T) {
 			t.Helper()
-			if n := e.client.NumberSessionsInProgress(); n != 1 {
-				t.Fatalf("%d sessions in progress inside fn, want 1", n)
-			}
+			n := e.client.NumberSessionsInProgress()
+			require.EqualValues(t, 1, n, "%d sessions in progress inside fn, want 1", n)
 		}
 		ended := func(t *testing.T, what string) {
 			t.Helper()
-			if n := e.client.NumberSessionsInProgress(); n != 0 {
-				t.Fatalf("after %s: %d sessions in progress, want 0", what, n)
-			}
+			n := e.client.NumberSessionsInProgress()
+			require.EqualValues(t, 0, n, "after %s: %d sessions in progress, want 0", what, n)
 		}
 		ctx := e.ctx(t)
 		err := r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
@@ -362,9 +319,7 @@ func TestSessionPerRun(t *testing.T) {
 				return err
 			})
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		ended(t, "success")
 
 		_ = r.Run(ctx, func(context.Context, *mongo.Session) error { return errors.New("permanent") })
@@ -375,16 +330,15 @@ func TestSessionPerRun(t *testing.T) {
 			ids = append(ids, sessionID(sess))
 			return txn.Retry(errors.New("again"))
 		})
-		if !errors.Is(err, txn.ErrAttemptsExhausted) || len(ids) != 2 || ids[0] != ids[1] {
-			t.Fatalf("Run = %v with sessions %v, want two attempts on one session", err, ids)
-		}
+		require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+		require.Len(t, ids, 2)
+		require.Equal(t, ids[0], ids[1], "two attempts on one session")
 		ended(t, "retries exhausted")
 
 		func() {
 			defer func() {
-				if p := recover(); p != "boom" {
-					t.Fatalf("recovered %v, want the panic of fn", p)
-				}
+				p := recover()
+				require.EqualValues(t, "boom", p, "recovered %v, want the panic of fn", p)
 			}()
 			_ = r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
 				if _, err := e.coll("c").InsertOne(ctx, bson.M{}); err != nil {
@@ -394,9 +348,7 @@ func TestSessionPerRun(t *testing.T) {
 			})
 		}()
 		ended(t, "a panic")
-		if e.srv != nil && e.srv.OpenTransactions() != 0 {
-			t.Fatal("the panicking Run left its transaction open")
-		}
+		require.False(t, e.srv != nil && e.srv.OpenTransactions() != 0, "the panicking Run left its transaction open")
 	})
 }
 
@@ -419,12 +371,9 @@ func TestCommitIgnoresDeadline(t *testing.T) {
 				_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
 				return err
 			})
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if got := rec.retryClasses(); len(got) != 1 || got[0] != txn.ClassCommitRetryable {
-				t.Fatalf("Runner retries = %v, want one commit retry", got)
-			}
+			require.NoError(t, err)
+			got := rec.retryClasses()
+			require.Equal(t, []txn.Class{txn.ClassCommitRetryable}, got, "one commit retry by the Runner")
 			checkCommands(t, e, lsid, "insert#1 start",
 				"commitTransaction#1", "commitTransaction#1", // the driver: the commit and its retry
 				"commitTransaction#1", "commitTransaction#1") // the Runner's retry, and the driver's
@@ -432,21 +381,21 @@ func TestCommitIgnoresDeadline(t *testing.T) {
 	})
 	t.Run("deadline still ends the commit", func(t *testing.T) {
 		eachServer(t, func(t *testing.T, e *env) {
+			// The commit is blocked ten times the deadline, and the
+			// insert becomes visible only when the commit ends.
 			e.failPoint(t, mongotest.FailPoint{Commands: []string{"commitTransaction"}, Times: 1, BlockTime: 2 * time.Second})
 			r := txnmongo.New(e.client)
 			ctx, cancel := context.WithTimeout(e.ctx(t), 200*time.Millisecond)
 			defer cancel()
-			start := time.Now()
 			err := r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
 				_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
 				return err
 			})
-			if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, txn.ErrCommitUnknown) {
-				t.Fatalf("Run = %v, want the deadline with an unknown commit outcome", err)
-			}
-			if d := time.Since(start); d >= 1500*time.Millisecond {
-				t.Fatalf("Run returned after %v, when the blocked commit ended, not at the deadline", d)
-			}
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.ErrorIs(t, err, txn.ErrCommitUnknown)
+			// Not a duration: an order. Had Run waited for the blocked
+			// commit to end, the insert would be visible by now.
+			require.Empty(t, e.find(t, "c", bson.M{}), "Run returned when the blocked commit ended, not at the deadline")
 		})
 	})
 }
@@ -471,23 +420,15 @@ func TestOnCommitRunsOnceAfterRetries(t *testing.T) {
 			_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": 1})
 			return err
 		})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-		if len(ran) != 1 || ran[0] != 3 {
-			t.Fatalf("callbacks of attempts %v ran, want only attempt 3", ran)
-		}
+		require.NoError(t, err)
+		require.Equal(t, []int{3}, ran, "only the callbacks of the attempt that committed run")
 	})
 }
 
 // TestNilClient: a nil client yields a Runner that reports ErrNilRunner.
 func TestNilClient(t *testing.T) {
 	r := txnmongo.New(nil)
-	if err := r.Err(); !errors.Is(err, txn.ErrNilRunner) {
-		t.Fatalf("Err = %v", err)
-	}
+	require.ErrorIs(t, r.Err(), txn.ErrNilRunner)
 	err := r.Run(context.Background(), func(context.Context, *mongo.Session) error { return nil })
-	if !errors.Is(err, txn.ErrNilRunner) {
-		t.Fatalf("Run = %v", err)
-	}
+	require.ErrorIs(t, err, txn.ErrNilRunner)
 }

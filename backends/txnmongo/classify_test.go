@@ -7,6 +7,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/txnkit/txn"
@@ -84,8 +85,9 @@ func TestClassify(t *testing.T) {
 		{"WriteConflict 112 unlabelled", cmdErr(112, "WriteConflict"), txn.ClassPermanent},
 		{"retryable write label only", cmdErr(91, "ShutdownInProgress", retryable), txn.ClassPermanent},
 
-		// A network error the driver did not tie to a transaction.
-		{"network error alone", cmdErr(0, "", network), txn.ClassConnLost},
+		// A network error the driver did not tie to a transaction: an operation
+		// outside it, which aborting does not undo (permanent).
+		{"network error alone", cmdErr(0, "", network), txn.ClassPermanent},
 
 		// Wrapped and joined errors are searched.
 		{"wrapped", fmt.Errorf("repo: save: %w", cmdErr(112, "WriteConflict", transient)), txn.ClassRetryable},
@@ -114,9 +116,8 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := txnmongo.Classify(tt.err); got != tt.want {
-				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
-			}
+			got := txnmongo.Classify(tt.err)
+			assert.EqualValues(t, tt.want, got, "Classify(%v) = %v, want %v", tt.err, got, tt.want)
 		})
 	}
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -18,8 +22,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 
 	"github.com/txnkit/txn"
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
 	"github.com/txnkit/txn/internal/fakeclock"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // uriVar names the environment variable with the URI of a real replica
@@ -73,9 +77,7 @@ func newEnv(t *testing.T, name string, srv *mongotest.Server, uri string) *env {
 	e.client = e.newClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Ping(ctx, nil); err != nil {
-		t.Fatalf("%s at %s: %v", name, uri, err)
-	}
+	require.NoError(t, e.admin.Ping(ctx, nil), "%s at %s", name, uri)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -97,9 +99,7 @@ func connect(t *testing.T, uri string, opts ...*options.ClientOptions) *mongo.Cl
 	t.Helper()
 	all := append([]*options.ClientOptions{options.Client().ApplyURI(uri)}, opts...)
 	client, err := mongo.Connect(all...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", uri, err)
-	}
+	require.NoError(t, err, "connect %s", uri)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -133,9 +133,8 @@ func (e *env) insert(t *testing.T, coll string, docs ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := e.admin.Database(e.db).Collection(coll).InsertMany(ctx, docs); err != nil {
-		t.Fatalf("insert into %s: %v", coll, err)
-	}
+	_, err := e.admin.Database(e.db).Collection(coll).InsertMany(ctx, docs)
+	require.NoError(t, err, "insert into %s", coll)
 }
 
 // find returns the committed documents of coll matching filter, sorted by
@@ -145,13 +144,9 @@ func (e *env) find(t *testing.T, coll string, filter any) []bson.M {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cur, err := e.admin.Database(e.db).Collection(coll).Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
-	if err != nil {
-		t.Fatalf("find in %s: %v", coll, err)
-	}
+	require.NoError(t, err, "find in %s", coll)
 	var out []bson.M
-	if err := cur.All(ctx, &out); err != nil {
-		t.Fatalf("find in %s: %v", coll, err)
-	}
+	require.NoError(t, cur.All(ctx, &out), "find in %s", coll)
 	return out
 }
 
@@ -166,7 +161,7 @@ func intField(t *testing.T, d bson.M, key string) int64 {
 	case float64:
 		return int64(v)
 	}
-	t.Fatalf("field %s of %v is %T", key, d, d[key])
+	require.Failf(t, "not a number", "field %s of %v is %T", key, d, d[key])
 	return 0
 }
 
@@ -207,9 +202,7 @@ func (e *env) failPoint(t *testing.T, fp mongotest.FailPoint) {
 	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: mode}, {Key: "data", Value: data}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
-		t.Fatalf("configureFailPoint: %v", err)
-	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, cmd).Err(), "configureFailPoint")
 	t.Cleanup(func() { e.clearFailPoint(t) })
 }
 
@@ -218,9 +211,7 @@ func (e *env) clearFailPoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}
-	if err := e.admin.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
-		t.Errorf("configureFailPoint off: %v", err)
-	}
+	assert.NoError(t, e.admin.Database("admin").RunCommand(ctx, cmd).Err(), "configureFailPoint off")
 }
 
 // killSession aborts the transaction a session may have left open on the
@@ -230,9 +221,7 @@ func (e *env) killSession(t *testing.T, id bson.Raw) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "killSessions", Value: bson.A{id}}}).Err(); err != nil {
-		t.Fatalf("killSessions: %v", err)
-	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "killSessions", Value: bson.A{id}}}).Err(), "killSessions")
 }
 
 // cmd is one command of a session, as the server logged it (mongotest) or
@@ -298,9 +287,8 @@ func summary(cmds []cmd) []string {
 func checkCommands(t *testing.T, e *env, lsid string, want ...string) []cmd {
 	t.Helper()
 	cmds := e.commands(lsid)
-	if got := summary(cmds); !slices.Equal(got, want) {
-		t.Fatalf("commands of the Run's session:\n got  %q\n want %q", got, want)
-	}
+	got := summary(cmds)
+	require.Equal(t, want, got, "commands of the Run's session")
 	return cmds
 }
 
@@ -438,9 +426,7 @@ func newClock() *fakeclock.Clock {
 func commandError(t *testing.T, err error) mongo.CommandError {
 	t.Helper()
 	var ce mongo.CommandError
-	if !errors.As(err, &ce) {
-		t.Fatalf("error %v (%T) wraps no mongo.CommandError", err, err)
-	}
+	require.ErrorAs(t, err, &ce, "error %v (%T) wraps no mongo.CommandError", err, err)
 	return ce
 }
 
@@ -471,4 +457,137 @@ func (b *barrier) wait() error {
 	case <-time.After(waitLimit):
 		return errors.New("barrier: the other goroutine never arrived")
 	}
+}
+
+// gate forwards TCP connections to a target. Once armed with dieOnCut, the
+// first connection the target side ends (a faultproxy.Proxy cutting it,
+// for example) makes the gate close its listener and every connection
+// before the client side of that connection sees the end: from the
+// client's point of view the server vanished at that instant, and later
+// connection attempts are refused. Placed in front of a faultproxy.Proxy
+// that loses the reply of a commit, it makes "the server applied the
+// commit, the reply was lost, and the server cannot be reached any more"
+// happen for real, without a race against the driver's reconnection.
+type gate struct {
+	ln net.Listener
+
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+	armed  bool
+	dead   bool
+	wg     sync.WaitGroup
+}
+
+// startGate listens on a free loopback port and forwards to target (which
+// setTarget may set later, before the first connection). It is closed,
+// with every connection, when the test ends.
+func startGate(t *testing.T, target string) *gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	g := &gate{ln: ln, target: target}
+	g.wg.Add(1)
+	go g.accept()
+	t.Cleanup(func() {
+		g.die()
+		g.wg.Wait()
+	})
+	return g
+}
+
+// Addr is the address to connect to.
+func (g *gate) Addr() string { return g.ln.Addr().String() }
+
+// setTarget sets the address the gate forwards to.
+func (g *gate) setTarget(addr string) {
+	g.mu.Lock()
+	g.target = addr
+	g.mu.Unlock()
+}
+
+// dieOnCut arms the gate: the next connection its target ends takes the
+// whole gate down with it.
+func (g *gate) dieOnCut() {
+	g.mu.Lock()
+	g.armed = true
+	g.mu.Unlock()
+}
+
+// die closes the listener and every connection.
+func (g *gate) die() {
+	g.mu.Lock()
+	g.dead = true
+	conns := g.conns
+	g.conns = nil
+	g.mu.Unlock()
+	_ = g.ln.Close()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (g *gate) accept() {
+	defer g.wg.Done()
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		g.mu.Lock()
+		target := g.target
+		g.mu.Unlock()
+		s, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		g.mu.Lock()
+		if g.dead {
+			g.mu.Unlock()
+			_ = c.Close()
+			_ = s.Close()
+			return
+		}
+		g.conns = append(g.conns, c, s)
+		g.mu.Unlock()
+		g.wg.Add(2)
+		go g.pipe(c, s, false)
+		go g.pipe(s, c, true)
+	}
+}
+
+// pipe copies src to dst and closes both when src ends; fromTarget says
+// that src is the target's side.
+func (g *gate) pipe(dst, src net.Conn, fromTarget bool) {
+	defer g.wg.Done()
+	_, _ = io.Copy(dst, src)
+	if fromTarget {
+		g.mu.Lock()
+		armed := g.armed
+		g.mu.Unlock()
+		if armed {
+			g.die()
+		}
+	}
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// primaryAddr returns the host:port of the server that accepts the
+// transactions of e: mongotest's address, or the primary a real replica
+// set names in its hello reply.
+func (e *env) primaryAddr(t *testing.T) string {
+	t.Helper()
+	if e.srv != nil {
+		return e.srv.Addr()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var hello struct {
+		Primary string `bson:"primary"`
+	}
+	require.NoError(t, e.admin.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello))
+	require.NotEmpty(t, hello.Primary, "hello names no primary")
+	return hello.Primary
 }

@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // TestMain starts the wire-protocol test server the Example functions

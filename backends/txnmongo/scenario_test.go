@@ -5,19 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
-	"github.com/txnkit/txn/backends/txnmongo/internal/mongotest"
+	"github.com/txnkit/txn/internal/mongotest"
 )
 
 // TestWriteConflictsThenSuccess: N scripted WriteConflicts (112,
@@ -46,41 +47,27 @@ func TestWriteConflictsThenSuccess(t *testing.T) {
 			_, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
 			return err
 		})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-		if calls != n+1 {
-			t.Fatalf("fn ran %d times, want %d", calls, n+1)
-		}
-		if v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"); v != 1 {
-			t.Fatalf("v = %d, want 1", v)
-		}
+		require.NoError(t, err)
+		require.EqualValues(t, n+1, calls, "fn ran %d times, want %d", calls, n+1)
+		v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v")
+		require.EqualValues(t, 1, v, "v = %d, want 1", v)
 		// Backoff between attempts: N sleeps of equal jitter, each
 		// reported before it happened, and each attempt started when the
 		// previous sleep ended.
 		sleeps := clk.Sleeps()
-		if len(sleeps) != n {
-			t.Fatalf("slept %v, want %d sleeps", sleeps, n)
-		}
-		if got := rec.retryClasses(); !slices.Equal(got, []txn.Class{txn.ClassRetryable, txn.ClassRetryable, txn.ClassRetryable}) {
-			t.Fatalf("retry classes = %v", got)
-		}
+		require.EqualValues(t, n, len(sleeps), "slept %v, want %d sleeps", sleeps, n)
+		got := rec.retryClasses()
+		require.Equal(t, []txn.Class{txn.ClassRetryable, txn.ClassRetryable, txn.ClassRetryable}, got, "retry classes")
 		at := rec.attempts[0]
 		for i, d := range sleeps {
 			ceiling := base << i
-			if d < ceiling/2 || d > ceiling {
-				t.Errorf("sleep %d = %v, want in [%v, %v]", i+1, d, ceiling/2, ceiling)
-			}
-			if rec.retries[i].Delay != d {
-				t.Errorf("retry %d announced %v, slept %v", i+1, rec.retries[i].Delay, d)
-			}
-			if ce := commandError(t, rec.retries[i].Err); ce.Code != 112 {
-				t.Errorf("retry %d after %v, want WriteConflict", i+1, rec.retries[i].Err)
-			}
+			assert.GreaterOrEqual(t, d, ceiling/2, "sleep %d", i+1)
+			assert.LessOrEqual(t, d, ceiling, "sleep %d", i+1)
+			assert.EqualValues(t, d, rec.retries[i].Delay, "retry %d announced %v, slept %v", i+1, rec.retries[i].Delay, d)
+			ce := commandError(t, rec.retries[i].Err)
+			assert.EqualValues(t, 112, ce.Code, "retry %d after %v, want WriteConflict", i+1, rec.retries[i].Err)
 			at = at.Add(d)
-			if !rec.attempts[i+1].Equal(at) {
-				t.Errorf("attempt %d started at %v, want %v (after the sleep)", i+2, rec.attempts[i+1], at)
-			}
+			assert.True(t, rec.attempts[i+1].Equal(at), "attempt %d started at %v, want %v (after the sleep)", i+2, rec.attempts[i+1], at)
 		}
 		checkCommands(t, e, lsid,
 			"update#1 start", "abortTransaction#1",
@@ -108,12 +95,11 @@ func TestCommitUnknownResultRetriesOnlyCommit(t *testing.T) {
 			// The driver upgrades the write concern of a re-sent commit
 			// to majority with a 10 s wtimeout.
 			wc, _ := cmds[2].Body.Lookup("writeConcern").DocumentOK()
-			if w, _ := wc.Lookup("w").StringValueOK(); w != "majority" {
-				t.Errorf("re-sent commit write concern = %v, want w: majority", wc)
-			}
-			if ms, ok := wc.Lookup("wtimeout").AsInt64OK(); !ok || ms != 10000 {
-				t.Errorf("re-sent commit write concern = %v, want wtimeout: 10000", wc)
-			}
+			w, _ := wc.Lookup("w").StringValueOK()
+			assert.EqualValues(t, "majority", w, "re-sent commit write concern = %v, want w: majority", wc)
+			ms, ok := wc.Lookup("wtimeout").AsInt64OK()
+			assert.True(t, ok, "re-sent commit write concern = %v, want a wtimeout", wc)
+			assert.EqualValues(t, 10000, ms, "re-sent commit wtimeout")
 		})
 	})
 	t.Run("retryable error twice", func(t *testing.T) {
@@ -126,8 +112,8 @@ func TestCommitUnknownResultRetriesOnlyCommit(t *testing.T) {
 				ErrorCode: 91, ErrorLabels: []string{"RetryableWriteError"},
 			})
 			cmds := commitRetried(t, e, 1, "insert#1 start", "commitTransaction#1", "commitTransaction#1", "commitTransaction#1")
-			if e.srv != nil && (cmds[1].Code != 91 || cmds[2].Code != 91 || cmds[3].Code != 0) {
-				t.Fatalf("commit outcomes %d %d %d, want 91 91 ok", cmds[1].Code, cmds[2].Code, cmds[3].Code)
+			if e.srv != nil {
+				require.Equal(t, []int32{91, 91, 0}, []int32{cmds[1].Code, cmds[2].Code, cmds[3].Code}, "commit outcomes")
 			}
 		})
 	})
@@ -148,24 +134,15 @@ func commitRetried(t *testing.T, e *env, retries int, want ...string) []cmd {
 		_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": "x"})
 		return err
 	})
-	if err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if calls != 1 {
-		t.Fatalf("fn ran %d times, want 1", calls)
-	}
+	require.NoError(t, err)
+	require.Equal(t, 1, calls, "fn runs")
 	classes := rec.retryClasses()
-	if len(classes) != retries {
-		t.Fatalf("Runner retried %d times (%v), want %d", len(classes), classes, retries)
-	}
+	require.EqualValues(t, retries, len(classes), "Runner retried %d times (%v), want %d", len(classes), classes, retries)
 	for _, c := range classes {
-		if c != txn.ClassCommitRetryable {
-			t.Fatalf("retry classes = %v, want commit-retryable", classes)
-		}
+		require.EqualValues(t, txn.ClassCommitRetryable, c, "retry classes = %v, want commit-retryable", classes)
 	}
-	if docs := e.find(t, "c", bson.M{}); len(docs) != 1 {
-		t.Fatalf("documents = %v, want one", docs)
-	}
+	docs := e.find(t, "c", bson.M{})
+	require.Len(t, docs, 1)
 	return checkCommands(t, e, lsid, want...)
 }
 
@@ -195,23 +172,17 @@ func TestCommitMaxTimeMSExpiredNotRetried(t *testing.T) {
 				_, err := e.coll("c").InsertOne(ctx, bson.M{"_id": "x"})
 				return err
 			})
-			if !errors.Is(err, txn.ErrCommitUnknown) {
-				t.Fatalf("Run = %v, want ErrCommitUnknown", err)
-			}
+			require.ErrorIs(t, err, txn.ErrCommitUnknown, "Run = %v, want ErrCommitUnknown", err)
 			var gu *txn.GiveUpError
-			if !errors.As(err, &gu) || gu.Attempts != 1 {
-				t.Fatalf("Run = %#v, want a GiveUpError after 1 attempt", err)
-			}
-			if ce := commandError(t, err); ce.Code != 50 || !ce.HasErrorLabel("UnknownTransactionCommitResult") {
-				t.Fatalf("last error = %v", ce)
-			}
-			if calls != 1 || len(rec.retries) != 0 {
-				t.Fatalf("fn ran %d times, %d retries; want 1 and 0", calls, len(rec.retries))
-			}
+			require.ErrorAs(t, err, &gu)
+			require.EqualValues(t, 1, gu.Attempts, "Run = %#v, want a GiveUpError after 1 attempt", err)
+			ce := commandError(t, err)
+			require.EqualValues(t, 50, ce.Code, "last error = %v", ce)
+			require.True(t, ce.HasErrorLabel("UnknownTransactionCommitResult"), "last error = %v", ce)
+			require.Equal(t, 1, calls, "fn runs")
+			require.Empty(t, rec.retries)
 			checkCommands(t, e, lsid, "insert#1 start", "commitTransaction#1", "abortTransaction#1")
-			if e.srv != nil && e.srv.OpenTransactions() != 0 {
-				t.Fatal("transaction left open on the server")
-			}
+			require.False(t, e.srv != nil && e.srv.OpenTransactions() != 0, "transaction left open on the server")
 		})
 	})
 	t.Run("idempotent call runs fn again", func(t *testing.T) {
@@ -226,18 +197,13 @@ func TestCommitMaxTimeMSExpiredNotRetried(t *testing.T) {
 				_, err := e.coll("c").UpdateOne(ctx, bson.M{"_id": "x"}, bson.M{"$set": bson.M{"v": 1}}, options.UpdateOne().SetUpsert(true))
 				return err
 			}, txn.Idempotent())
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if calls != 2 {
-				t.Fatalf("fn ran %d times, want 2", calls)
-			}
+			require.NoError(t, err)
+			require.Equal(t, 2, calls, "fn runs")
 			// The new attempt first aborts the transaction the timed-out
 			// commit left open on the client.
 			checkCommands(t, e, lsid, "update#1 start", "commitTransaction#1", "abortTransaction#1", "update#2 start", "commitTransaction#2")
-			if docs := e.find(t, "c", bson.M{}); len(docs) != 1 {
-				t.Fatalf("documents = %v", docs)
-			}
+			docs := e.find(t, "c", bson.M{})
+			require.Len(t, docs, 1)
 		})
 	})
 }
@@ -258,16 +224,11 @@ func TestPermanentErrors(t *testing.T) {
 			return err
 		})
 		var se mongo.ServerError
-		if !errors.As(err, &se) || !se.HasErrorCode(code) {
-			t.Fatalf("Run = %v, want the server's error %d", err, code)
-		}
+		require.ErrorAs(t, err, &se)
+		require.True(t, se.HasErrorCode(code), "Run = %v, want the server's error %d", err, code)
 		var gu *txn.GiveUpError
-		if errors.As(err, &gu) {
-			t.Fatalf("Run = %v: a permanent error must come back as it is", err)
-		}
-		if calls != 1 {
-			t.Fatalf("fn ran %d times, want 1", calls)
-		}
+		require.False(t, errors.As(err, &gu), "Run = %v: a permanent error must come back as it is", err)
+		require.Equal(t, 1, calls, "fn runs")
 		checkCommands(t, e, lsid, "insert#1 start", "abortTransaction#1")
 	}
 	t.Run("388 TransactionTooLargeForCache", func(t *testing.T) {
@@ -290,58 +251,121 @@ func TestPermanentErrors(t *testing.T) {
 	})
 }
 
-// TestSwallowedErrorStopsAtLimit: fn ignores the WriteConflict of its
-// update and returns nil. The server has aborted the transaction, so every
-// commit fails with NoSuchTransaction (251, TransientTransactionError);
-// the Runner re-runs fn, never aborts after a failed commit, and stops at
-// MaxAttempts with an error that says what happened.
+// TestSwallowedErrorStopsAtLimit: fn drops the error of a statement that
+// failed for real and returns nil. The server aborted the transaction when
+// the statement failed, so every commit fails with NoSuchTransaction (251,
+// TransientTransactionError); the Runner re-runs fn, never aborts after a
+// failed commit, and stops at MaxAttempts with an error that says what
+// happened. The failures: a genuine DuplicateKey on the second statement
+// (the server aborts the open transaction), and a fail point on the first
+// statement (mongod evaluates it before the session, so the transaction
+// is never started and its commit finds none).
 func TestSwallowedErrorStopsAtLimit(t *testing.T) {
+	cases := []struct {
+		name     string
+		failFrom func(t *testing.T, e *env)
+		fn       func(ctx context.Context, e *env) error
+		want     []string // the commands of one attempt, n standing for its transaction
+	}{
+		{
+			name:     "genuine DuplicateKey on the second statement",
+			failFrom: func(t *testing.T, e *env) { e.insert(t, "acct", bson.M{"_id": "dup"}) },
+			fn: func(ctx context.Context, e *env) error {
+				if _, err := e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
+					return err
+				}
+				_, _ = e.coll("acct").InsertOne(ctx, bson.M{"_id": "dup"})
+				return nil // the bug under test: the error is dropped
+			},
+			want: []string{"update#%d start", "insert#%d", "commitTransaction#%d"},
+		},
+		{
+			name: "fail point on the first statement",
+			failFrom: func(t *testing.T, e *env) {
+				e.failPoint(t, mongotest.FailPoint{
+					Commands: []string{"update"}, ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
+				})
+			},
+			fn: func(ctx context.Context, e *env) error {
+				_, _ = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
+				return nil // the bug under test: the error is dropped
+			},
+			want: []string{"update#%d start", "commitTransaction#%d"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachServer(t, func(t *testing.T, e *env) {
+				e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
+				tc.failFrom(t, e)
+				rec := &recorder{}
+				r := txnmongo.New(e.client, txn.MaxAttempts(3), txn.WithClock(newClock()), txn.WithObserver(rec))
+				var calls int
+				var lsid string
+				err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
+					calls++
+					lsid = sessionID(sess)
+					return tc.fn(ctx, e)
+				})
+				var gu *txn.GiveUpError
+				require.ErrorAs(t, err, &gu)
+				require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+				assert.Equal(t, 3, gu.Attempts)
+				assert.EqualValues(t, 251, commandError(t, err).Code, "the last error is NoSuchTransaction")
+				assert.NotErrorIs(t, err, txn.ErrCommitUnknown, "NoSuchTransaction is a definite outcome")
+				for _, want := range []string{
+					"gave up after 3 attempts", "attempt limit reached",
+					"the server had already aborted the transaction", "fn did not return its error",
+					"NoSuchTransaction",
+				} {
+					assert.Contains(t, err.Error(), want)
+				}
+				assert.Equal(t, 3, calls)
+				var want []string
+				for n := 1; n <= 3; n++ {
+					for _, w := range tc.want {
+						want = append(want, fmt.Sprintf(w, n))
+					}
+				}
+				checkCommands(t, e, lsid, want...)
+				assert.EqualValues(t, 0, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"))
+			})
+		})
+	}
+}
+
+// TestSwallowedInjectedErrorCommitsPartialTransaction: fn's second
+// statement is failed by a fail point, fn drops the error and returns nil.
+// mongod evaluates failCommand before it checks out the session, so the
+// transaction is untouched and its commit succeeds with the first
+// statement only: a partial transaction, which is why fn must return
+// every error. (Before mongotest matched mongod here, the commit failed
+// with NoSuchTransaction.)
+func TestSwallowedInjectedErrorCommitsPartialTransaction(t *testing.T) {
 	eachServer(t, func(t *testing.T, e *env) {
 		e.insert(t, "acct", bson.M{"_id": 1, "v": 0})
 		e.failPoint(t, mongotest.FailPoint{
 			Commands: []string{"update"}, ErrorCode: 112, ErrorLabels: []string{"TransientTransactionError"},
 		})
-		rec := &recorder{}
-		r := txnmongo.New(e.client, txn.MaxAttempts(3), txn.WithClock(newClock()), txn.WithObserver(rec))
-		var calls int
+		r := txnmongo.New(e.client, txn.WithClock(newClock()))
+		calls := 0
 		var lsid string
+		var updateErr error
 		err := r.Run(e.ctx(t), func(ctx context.Context, sess *mongo.Session) error {
 			calls++
 			lsid = sessionID(sess)
-			_, _ = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
+			if _, err := e.coll("log").InsertOne(ctx, bson.M{"_id": "first statement"}); err != nil {
+				return err
+			}
+			_, updateErr = e.coll("acct").UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}})
 			return nil // the bug under test: the error is dropped
 		})
-		var gu *txn.GiveUpError
-		if !errors.As(err, &gu) || !errors.Is(err, txn.ErrAttemptsExhausted) || gu.Attempts != 3 {
-			t.Fatalf("Run = %v, want a GiveUpError for the attempt limit after 3 attempts", err)
-		}
-		if ce := commandError(t, err); ce.Code != 251 {
-			t.Fatalf("last error = %v, want NoSuchTransaction", ce)
-		}
-		if errors.Is(err, txn.ErrCommitUnknown) {
-			t.Fatalf("Run = %v: NoSuchTransaction is a definite outcome", err)
-		}
-		msg := err.Error()
-		for _, want := range []string{
-			"gave up after 3 attempts", "attempt limit reached",
-			"the server had already aborted the transaction", "fn did not return its error",
-			"NoSuchTransaction",
-		} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("error %q does not say %q", msg, want)
-			}
-		}
-		if calls != 3 {
-			t.Fatalf("fn ran %d times, want 3", calls)
-		}
-		checkCommands(t, e, lsid,
-			"update#1 start", "commitTransaction#1",
-			"update#2 start", "commitTransaction#2",
-			"update#3 start", "commitTransaction#3",
-		)
-		if v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"); v != 0 {
-			t.Fatalf("v = %d, want 0", v)
-		}
+		require.NoError(t, err, "the transaction is still open on the server: the commit succeeds")
+		assert.Equal(t, 1, calls)
+		assert.EqualValues(t, 112, commandError(t, updateErr).Code)
+		checkCommands(t, e, lsid, "insert#1 start", "update#1", "commitTransaction#1")
+		assert.Len(t, e.find(t, "log", bson.M{}), 1, "the first statement was committed")
+		assert.EqualValues(t, 0, intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"), "the failed statement was not")
 	})
 }
 
@@ -401,28 +425,21 @@ func TestConnectionDroppedDuringCommit(t *testing.T) {
 					// open on the server, which would abort it after
 					// transactionLifetimeLimitSeconds.
 					defer e.killSession(t, id)
-					if !errors.Is(err, txn.ErrCommitUnknown) || !errors.Is(err, txn.ErrAttemptsExhausted) {
-						t.Fatalf("Run = %v, want ErrCommitUnknown after the attempt limit", err)
-					}
-					if !mongo.IsNetworkError(err) {
-						t.Fatalf("Run = %v, want the network error wrapped", err)
-					}
-				} else if err != nil {
-					t.Fatalf("Run: %v", err)
+					require.ErrorIs(t, err, txn.ErrCommitUnknown)
+					require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
+					require.True(t, mongo.IsNetworkError(err), "Run = %v, want the network error wrapped", err)
+				} else {
+					require.NoError(t, err)
 				}
 				e.clearFailPoint(t)
-				if calls != 1 {
-					t.Fatalf("fn ran %d times, want 1", calls)
-				}
-				if len(rec.retries) != tc.retries {
-					t.Fatalf("Runner retried %d times, want %d", len(rec.retries), tc.retries)
-				}
+				require.Equal(t, 1, calls, "fn runs")
+				require.EqualValues(t, tc.retries, len(rec.retries), "Runner retried %d times, want %d", len(rec.retries), tc.retries)
 				for _, ev := range rec.retries {
 					var le mongo.LabeledError
-					if ev.Class != txn.ClassCommitRetryable || !errors.As(ev.Err, &le) ||
-						!le.HasErrorLabel("UnknownTransactionCommitResult") || !le.HasErrorLabel("NetworkError") {
-						t.Fatalf("retry after %v (%v), want a commit-retryable network error labelled UnknownTransactionCommitResult", ev.Err, ev.Class)
-					}
+					require.Equal(t, txn.ClassCommitRetryable, ev.Class)
+					require.ErrorAs(t, ev.Err, &le)
+					require.True(t, le.HasErrorLabel("UnknownTransactionCommitResult") && le.HasErrorLabel("NetworkError"),
+						"retry after %v, want a network error labelled UnknownTransactionCommitResult", ev.Err)
 				}
 				want := []string{"update#1 start"}
 				for range tc.commits {
@@ -431,14 +448,12 @@ func TestConnectionDroppedDuringCommit(t *testing.T) {
 				cmds := checkCommands(t, e, lsid, want...)
 				if e.srv != nil {
 					for i, c := range cmds[1:] {
-						if hangup := i < fp.Times || fp.Times == 0; c.Hangup != hangup {
-							t.Errorf("commit %d hangup = %v, want %v", i+1, c.Hangup, hangup)
-						}
+						hangup := i < fp.Times || fp.Times == 0
+						assert.EqualValues(t, hangup, c.Hangup, "commit %d hangup = %v, want %v", i+1, c.Hangup, hangup)
 					}
 				}
-				if v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v"); v != tc.applied {
-					t.Fatalf("v = %d, want %d: the increment must be applied exactly once when Run succeeds", v, tc.applied)
-				}
+				v := intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], "v")
+				require.EqualValues(t, tc.applied, v, "v = %d, want %d: the increment must be applied exactly once when Run succeeds", v, tc.applied)
 			})
 		})
 	}
@@ -485,9 +500,7 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 		}
 		wg.Wait()
 		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("goroutine %d: %v", i, err)
-			}
+			require.NoError(t, err, "goroutine %d", i)
 		}
 		conflicts := 0
 		for _, ev := range rec.retries {
@@ -495,17 +508,15 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 				conflicts++
 			}
 		}
-		if conflicts == 0 {
-			t.Fatalf("no WriteConflict between the two transactions (retries %v)", rec.retries)
-		}
-		if n := calls[0].Load() + calls[1].Load(); n != int32(2+len(rec.retries)) {
-			t.Fatalf("fn ran %d times for %d retries", n, len(rec.retries))
-		}
+		require.NotEqual(t, 0, conflicts, "no WriteConflict between the two transactions (retries %v)", rec.retries)
+		n := calls[0].Load() + calls[1].Load()
+		require.EqualValues(t, int32(2+len(rec.retries)), n, "fn ran %d times for %d retries", n, len(rec.retries))
 		d := e.find(t, "c", bson.M{"_id": "k"})[0]
 		by, _ := d["by"].(bson.A)
-		if v := intField(t, d, "v"); v != 2 || len(by) != 2 || by[0] == by[1] {
-			t.Fatalf("document = %v, want v 2 and one entry from each goroutine", d)
-		}
+		v := intField(t, d, "v")
+		require.EqualValues(t, 2, v, "document = %v", d)
+		require.Len(t, by, 2, "document = %v", d)
+		require.NotEqual(t, by[0], by[1], "one entry from each goroutine: %v", d)
 		t.Logf("%s: %d conflicts", e.name, conflicts)
 	})
 }
@@ -574,7 +585,7 @@ func TestBankTransfersConserveTotal(t *testing.T) {
 		wg.Wait()
 		close(errs)
 		for err := range errs {
-			t.Error(err)
+			assert.NoError(t, err)
 		}
 		want := make(map[int32]int64, accounts)
 		for i := range accounts {
@@ -586,20 +597,15 @@ func TestBankTransfersConserveTotal(t *testing.T) {
 			want[int32(intField(t, l, "from"))] -= amt
 			want[int32(intField(t, l, "to"))] += amt
 		}
-		if int64(len(entries)) != ok.Load() {
-			t.Fatalf("%d ledger entries for %d successful Runs", len(entries), ok.Load())
-		}
+		require.EqualValues(t, ok.Load(), int64(len(entries)), "%d ledger entries for %d successful Runs", len(entries), ok.Load())
 		var total int64
 		for _, d := range e.find(t, "accounts", bson.M{}) {
 			bal := intField(t, d, "balance")
 			total += bal
-			if id := int32(intField(t, d, "_id")); bal != want[id] {
-				t.Errorf("account %d balance %d, ledger says %d", id, bal, want[id])
-			}
+			id := int32(intField(t, d, "_id"))
+			assert.EqualValues(t, want[id], bal, "account %d balance %d, ledger says %d", id, bal, want[id])
 		}
-		if total != accounts*initial {
-			t.Fatalf("total %d, want %d", total, accounts*initial)
-		}
+		require.EqualValues(t, accounts*initial, total, "total %d, want %d", total, accounts*initial)
 		t.Logf("%s: %d transfers, %d retries", e.name, ok.Load(), len(rec.retries))
 	})
 }

@@ -19,9 +19,14 @@
 // session. fn receives a context bound to the session
 // (mongo.NewSessionContext): every operation given that context is part of
 // the transaction, and an operation given another context is not. fn must
-// return the errors of its operations: a failed operation makes the server
-// abort the transaction, and a fn that drops the error sees its commit fail
-// with NoSuchTransaction and runs again, up to the Runner's attempt limit.
+// return the errors of its operations: an operation that fails for real
+// makes the server abort the transaction, and a fn that drops the error
+// sees its commit fail with NoSuchTransaction and runs again, up to the
+// Runner's attempt limit; an error raised before the operation reached the
+// transaction leaves it open, and dropping it commits a partial
+// transaction. fn must not commit, abort or end the session: Run then ends
+// with an error matching txn.ErrFnFinishedTx, whatever fn returns, and does
+// not run fn again.
 //
 // The Runner drives StartTransaction, CommitTransaction and
 // AbortTransaction itself instead of calling Session.WithTransaction, so
@@ -31,7 +36,9 @@
 // UnknownTransactionCommitResult re-sends only commitTransaction (the
 // driver upgrades its write concern to majority), and a commit that failed
 // with MaxTimeMSExpired makes Run return an error matching
-// txn.ErrCommitUnknown.
+// txn.ErrCommitUnknown. So does a commit re-send that reaches no server
+// after a commit whose outcome was unknown: the driver leaves that error
+// unlabelled, and the transaction may have committed.
 //
 // MongoDB has no savepoints: a Run nested in fn joins the outer transaction
 // outright, and txn.Savepoint returns txn.ErrSavepointUnsupported.
@@ -58,6 +65,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds. fn receives the Run's
@@ -108,6 +116,17 @@ type runState struct {
 	// current transaction: the session then reports no running
 	// transaction, yet the commit may be sent again.
 	committing bool
+	// unknown is true once a commitTransaction of the current
+	// transaction failed with an unknown outcome
+	// (UnknownTransactionCommitResult): the transaction may have
+	// committed, so a later re-send that reaches no server cannot say it
+	// did not.
+	unknown bool
+	// timedOut is true when the last commitTransaction failed with an
+	// error the driver treats as a timeout. The driver then returns
+	// before it clears the session's "committing" mark, which only an
+	// abort of a running transaction clears.
+	timedOut bool
 }
 
 // runKey is the context key of the runState.
@@ -154,7 +173,11 @@ func stateOf(ctx context.Context) (*runState, error) {
 
 // Begin starts a transaction on the Run's session with the default options
 // overlaid by those of TxOptions. StartTransaction contacts no server: the
-// transaction starts with fn's first operation.
+// transaction starts with fn's first operation. After a commit that timed
+// out, Begin aborts the transaction when it is still running, and returns
+// a permanent error matching txn.ErrCommitUnknown when it is not: the
+// driver then still marks the session as committing, and a new
+// transaction on it would not be committed.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Session]) (*mongo.Session, error) {
 	st, err := stateOf(ctx)
 	if err != nil {
@@ -168,6 +191,16 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 				txn.ErrBadOption, opt.Backend(), opt.Value())
 		}
 		list = append(list, v...)
+	}
+	if st.timedOut && !st.sess.TransactionRunning() {
+		// The session is still marked as committing and no abort can
+		// clear the mark: the driver would send every statement of a
+		// new transaction with startTransaction and commit none of them.
+		// This follows a commit re-send that timed out in server
+		// selection, so the first transaction's outcome is unknown.
+		return nil, &commitError{class: txn.ClassPermanent, err: fmt.Errorf(
+			"txnmongo: cannot run fn again on the Run's session, which the driver still marks as committing after a commit that timed out: %w",
+			txn.ErrCommitUnknown)}
 	}
 	if st.sess.TransactionRunning() {
 		// A commit that timed out (MaxTimeMSExpired, or the driver's own
@@ -183,7 +216,7 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 	if err := st.sess.StartTransaction(list...); err != nil {
 		return nil, fmt.Errorf("txnmongo: start transaction: %w", err)
 	}
-	st.committing = false
+	st.committing, st.unknown, st.timedOut = false, false, false
 	return st.sess, nil
 }
 
@@ -193,7 +226,8 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 // ended before the first commit was sent, aborts the transaction and
 // returns an error wrapping the context's cause. The command runs without
 // the context's deadline (see the package documentation) but is still
-// cancelled when the context ends.
+// cancelled when the context ends. A failed commit is returned as a
+// *commitError that carries its class (see commitFailed).
 func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	st, err := stateOf(ctx)
 	if err != nil {
@@ -219,27 +253,88 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	if err == nil {
 		return nil
 	}
-	if isCode(err, codeNoSuchTransaction) {
-		return fmt.Errorf("txnmongo: commit: the server had already aborted the transaction "+
-			"(an operation in fn failed and fn did not return its error, or the transaction "+
-			"outlived transactionLifetimeLimitSeconds): %w", err)
-	}
-	return err
+	return st.commitFailed(err)
 }
+
+// commitFailed classifies an error of the Runner's commitTransaction and
+// wraps it in a *commitError.
+//
+// An error that carries a server answer or a transaction label keeps the
+// class Classify gives it. One that carries neither (a server selection
+// failure, a connection that could not be opened, the context ending
+// while no server was reachable) is one the driver should have labelled
+// UnknownTransactionCommitResult but does not (v2.8.2 labels server
+// selection errors only outside a commit), so Commit decides: when no
+// commit of this transaction can have reached a server, and the error
+// shows that this one did not either, nothing was committed and the
+// transaction is lost (retryable); when an earlier commit's outcome was
+// unknown, a re-send that reached no server leaves it unknown (ambiguous:
+// Run returns txn.ErrCommitUnknown); any other such error is ambiguous
+// too.
+func (st *runState) commitFailed(err error) error {
+	st.timedOut = mongo.IsTimeout(err)
+	switch {
+	case isCode(err, codeNoSuchTransaction):
+		return &commitError{err: err, class: Classify(err), context: "txnmongo: commit: the server had already aborted the transaction " +
+			"(an operation in fn failed and fn did not return its error, or the transaction " +
+			"outlived transactionLifetimeLimitSeconds)"}
+	case hasLabel(err, labelUnknownCommit):
+		st.unknown = true
+		return &commitError{err: err, class: Classify(err)}
+	case answered(err) || hasLabel(err, labelTransient):
+		return &commitError{err: err, class: Classify(err)}
+	case st.unknown:
+		return &commitError{err: err, class: txn.ClassAmbiguous, context: "txnmongo: commit: re-sending commitTransaction reached no server " +
+			"after an earlier commitTransaction whose outcome is unknown"}
+	case notSent(err):
+		return &commitError{err: err, class: txn.ClassRetryable, context: "txnmongo: commit: commitTransaction reached no server, nothing was committed"}
+	}
+	return &commitError{err: err, class: txn.ClassAmbiguous, context: "txnmongo: commit: commitTransaction failed without an answer from the server"}
+}
+
+// commitError is an error of the Runner's own commitTransaction, with the
+// class Commit decided for it. It unwraps to the driver's error.
+type commitError struct {
+	err     error
+	class   txn.Class
+	context string // said before the driver's message, "" for nothing
+}
+
+func (e *commitError) Error() string {
+	if e.context == "" {
+		return e.err.Error()
+	}
+	return e.context + ": " + e.err.Error()
+}
+
+func (e *commitError) Unwrap() error { return e.err }
 
 // Rollback sends abortTransaction. Run calls it with a context detached
 // from the caller's cancellation and bounded by txn.RollbackTimeout. The
-// driver ignores the server's answer; Rollback returns an error wrapping
-// txn.ErrTxDone when fn already ended the transaction.
+// driver ignores the server's answer. Rollback returns an error wrapping
+// txn.ErrTxDone, without sending anything, when the session has no
+// running transaction: fn committed or aborted it, or ended the session.
 func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
+	if !sess.TransactionRunning() {
+		return fmt.Errorf("%w: fn committed or aborted the session's transaction, or ended the session", txn.ErrTxDone)
+	}
 	if err := sess.AbortTransaction(ctx); err != nil {
 		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
 	}
 	return nil
 }
 
-// Classify implements txn.Backend with the package's Classify.
+// Classify implements txn.Backend: the package's Classify, except for an
+// error labelled UnknownTransactionCommitResult that did not come from
+// the Runner's commit. The driver adds that label only to
+// commitTransaction, so fn sent one itself: its transaction is finished
+// whatever the outcome, and running fn again could apply its writes
+// twice. Such an error is permanent. (When the session shows that fn
+// ended the transaction, Rollback has already reported it.)
 func (b *backend) Classify(err error) txn.Class {
+	if _, ok := errchain.As[*commitError](err); !ok && hasLabel(err, labelUnknownCommit) {
+		return txn.ClassPermanent
+	}
 	return Classify(err)
 }
 

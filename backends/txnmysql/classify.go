@@ -4,10 +4,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Server error numbers that Classify and Classifier recognise. Each comment
@@ -110,6 +112,25 @@ const (
 	// connection it is retried before COMMIT and ambiguous during COMMIT.
 	erConnectionKilled = 1927
 
+	// erConCountError is ER_CON_COUNT_ERROR, "Too many connections",
+	// sent in place of the handshake when max_connections is reached.
+	// Nothing of the transaction can have run; it is retried like a lost
+	// connection.
+	erConCountError = 1040
+
+	// erServerShutdown is ER_SERVER_SHUTDOWN, "Server shutdown in
+	// progress", sent to the statements and connection attempts of a
+	// server that is stopping (a restart). The server rolls back open
+	// transactions as it shuts down; like a lost connection it is retried
+	// before COMMIT and ambiguous during COMMIT.
+	erServerShutdown = 1053
+
+	// erClientInteractionTimeout is MySQL 8.0's
+	// ER_CLIENT_INTERACTION_TIMEOUT, "The client was disconnected by the
+	// server because of inactivity" (wait_timeout): the connection is gone
+	// and its transaction rolled back.
+	erClientInteractionTimeout = 4031
+
 	// erQueryTimeout is MySQL's ER_QUERY_TIMEOUT, "Query execution was
 	// interrupted, maximum statement execution time exceeded"
 	// (max_execution_time). Opt-in (ClassifyOptions.StatementTimeout).
@@ -147,8 +168,8 @@ func Classifier(o ClassifyOptions) txn.Classifier {
 		if c := Classify(err); c != txn.ClassPermanent {
 			return c
 		}
-		var me *mysql.MySQLError
-		if !errors.As(err, &me) {
+		me, ok := errchain.As[*mysql.MySQLError](err)
+		if !ok {
 			return txn.ClassPermanent
 		}
 		switch me.Number {
@@ -175,16 +196,26 @@ func Classifier(o ClassifyOptions) txn.Classifier {
 //     message "WSREP has not yet prepared node for application use"
 //     (Galera node not ready), 3101 (Group Replication certification
 //     failure), and TiDB's 9007, 8002, 8022 and 8028;
-//   - txn.ClassConnLost for a lost connection: mysql.ErrInvalidConn,
-//     driver.ErrBadConn, MariaDB's 1927 (connection killed), and a failed
-//     dial (*net.OpError with Op "dial", such as a refused connection, at
-//     BEGIN, where it counts against the Runner's reconnect budget). Run retries
-//     it if it happened before COMMIT and reports an unknown outcome
-//     (txn.ErrCommitUnknown) if it happened during COMMIT, since the driver
-//     cannot tell whether the server received the COMMIT;
+//   - txn.ClassConnLost for a lost or failed connection: mysql.ErrInvalidConn,
+//     driver.ErrBadConn, the driver's "bad connection" (its unexported
+//     errBadConnNoWrite, returned when the connection broke before a
+//     request was written, e.g. reset during the handshake), a
+//     *net.OpError (a refused, reset or timed-out dial, or a read or write
+//     on a broken connection), MariaDB's 1927 (connection killed), 1053
+//     (server shutdown in progress), 1040 (too many connections, at
+//     connect) and MySQL's 4031 (disconnected for inactivity). Run retries
+//     it if it happened before COMMIT, connecting included, and reports
+//     an unknown outcome (txn.ErrCommitUnknown) if it happened during
+//     COMMIT, since the driver cannot tell whether the server received
+//     the COMMIT;
 //   - txn.ClassPermanent for everything else, including nil, duplicate keys
 //     (1062), 3572 (NOWAIT) and statement timeouts, which Classifier can
-//     turn on.
+//     turn on, and failed logins (1045), which retrying cannot fix.
+//
+// Classify looks through wrapping (%w, errors.Join, any Unwrap() []error)
+// and never panics: a typed nil in the chain, such as a nil
+// *mysql.MySQLError wrapped with %w, is skipped as if absent, so an error
+// holding only typed nils is permanent.
 //
 // A server error returned by COMMIT itself (a Galera 1213, say) is a
 // definite outcome: the transaction was not committed.
@@ -192,8 +223,7 @@ func Classify(err error) txn.Class {
 	if err == nil {
 		return txn.ClassPermanent
 	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
+	if me, ok := errchain.As[*mysql.MySQLError](err); ok {
 		switch me.Number {
 		case erLockDeadlock, erLockWaitTimeout, erCheckRead, haErrLockDeadlock,
 			erTransactionRollbackDuringCommit,
@@ -204,7 +234,7 @@ func Classify(err error) txn.Class {
 				return txn.ClassRetryable
 			}
 			return txn.ClassPermanent
-		case erConnectionKilled:
+		case erConnectionKilled, erServerShutdown, erConCountError, erClientInteractionTimeout:
 			return txn.ClassConnLost
 		}
 		return txn.ClassPermanent
@@ -216,20 +246,42 @@ func Classify(err error) txn.Class {
 // returns mysql.ErrInvalidConn whether or not the server received the
 // request (https://github.com/go-sql-driver/mysql/issues/1226), so the
 // core treats them as an unknown outcome at COMMIT.
+//
+// While connecting (go-sql-driver/mysql v1.10 connector.Connect, through
+// database/sql's BeginTx) the driver returns: the dialer's *net.OpError
+// when the connection is refused, reset or times out; ErrInvalidConn when
+// reading the greeting or the authentication result fails; its
+// unexported errBadConnNoWrite ("bad connection") when writing the
+// handshake response fails before any byte was written; and the server's
+// error packet as a *mysql.MySQLError. database/sql retries only
+// driver.ErrBadConn itself, so the others reach Run.
 func classifyConn(err error) txn.Class {
-	if errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) {
+	if errchain.Is(err, mysql.ErrInvalidConn) || errchain.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost
 	}
-	// A server that refuses the connection (stopped, restarting) fails
-	// the dial: nothing was sent, and Run's reconnect budget decides
-	// whether to try again.
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
+	if me, ok := errchain.As[*mysql.MySQLError](err); ok {
+		switch me.Number {
+		case erConnectionKilled, erServerShutdown, erConCountError, erClientInteractionTimeout:
+			return txn.ClassConnLost
+		}
+	}
+	if _, ok := errchain.As[*net.OpError](err); ok {
 		return txn.ClassConnLost
 	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) && me.Number == erConnectionKilled {
+	if errchain.Walk(err, isBadConnNoWrite) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
+}
+
+// badConnNoWrite is the message of go-sql-driver/mysql's unexported
+// errBadConnNoWrite (errors.New("bad connection")), which the driver
+// normally turns into driver.ErrBadConn but returns as it is from a
+// failed connect.
+const badConnNoWrite = "bad connection"
+
+// isBadConnNoWrite recognises errBadConnNoWrite by its type (that of
+// errors.New) and its exact message.
+func isBadConnNoWrite(e error) bool {
+	return reflect.TypeOf(e) == reflect.TypeOf(errors.New("")) && e.Error() == badConnNoWrite
 }

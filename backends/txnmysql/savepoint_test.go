@@ -227,10 +227,14 @@ func TestNestedRunUsesSavepoint(t *testing.T) {
 	assert.Equal(t, []string{"nested-kept", "outer"}, names(t, db, tbl))
 	assert.Equal(t, []string{"nested-kept"}, ran)
 
-	// A nested Run takes no options; one on another Runner is refused.
+	// A nested Run accepts call options and honours none (it joins); an
+	// invalid one is refused; one on another Runner is refused.
 	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := r.Run(ctx, func(context.Context, *sql.Tx) error { return nil }, txn.MaxAttempts(1)); !errors.Is(err, txn.ErrBadOption) {
+		if err := r.Run(ctx, func(context.Context, *sql.Tx) error { return nil }, txn.MaxAttempts(1), txn.Keys("k")); err != nil {
 			return txn.Permanent(fmt.Errorf("nested Run with options returned %v", err))
+		}
+		if err := r.Run(ctx, func(context.Context, *sql.Tx) error { return nil }, txn.MaxAttempts(-1)); !errors.Is(err, txn.ErrBadOption) {
+			return txn.Permanent(fmt.Errorf("nested Run with an invalid option returned %v", err))
 		}
 		other := txnmysql.New(db)
 		if err := other.Run(ctx, func(context.Context, *sql.Tx) error { return nil }); !errors.Is(err, txn.ErrForeignRunner) {

@@ -1,13 +1,13 @@
 package txnpgx
 
 import (
-	"errors"
 	"io"
 	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // ClassifyOptions turns on the retry of conditions that Classify returns
@@ -40,6 +40,11 @@ func Classifier(o ClassifyOptions) txn.Classifier {
 //     it;
 //   - anything else is permanent.
 //
+// Classify looks through wrapping (%w, errors.Join, any Unwrap() []error)
+// and never panics: a typed nil in the chain, such as a nil
+// *pgconn.PgError wrapped with %w, is skipped as if absent, so an error
+// holding only typed nils is permanent.
+//
 // A server error returned by COMMIT is a definite outcome: 40001 at COMMIT
 // means the transaction was rolled back, and Run retries it.
 //
@@ -54,6 +59,7 @@ func Classifier(o ClassifyOptions) txn.Classifier {
 //	08007     transaction_resolution_unknown       ambiguous
 //	08xxx     connection_exception class           connection lost
 //	57P01-05  admin/crash shutdown and the like    connection lost
+//	53300     too_many_connections (at connect)    connection lost
 //	55P03     lock_not_available                   permanent; retryable with LockNotAvailable
 //	57014     query_canceled                       permanent; retryable with QueryCanceled
 func Classify(err error) txn.Class {
@@ -64,8 +70,7 @@ func classify(err error, o ClassifyOptions) txn.Class {
 	if err == nil {
 		return txn.ClassPermanent
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if pgErr, ok := errchain.As[*pgconn.PgError](err); ok {
 		return classifyServer(pgErr, o)
 	}
 	return classifyConn(err)
@@ -146,6 +151,12 @@ func classifyServer(e *pgconn.PgError, o ClassifyOptions) txn.Class {
 	// retryable before COMMIT, unknown during it.
 	case "57P01", "57P02", "57P03", "57P04", "57P05":
 		return txn.ClassConnLost
+	// 53300 too_many_connections (class 53 "Insufficient Resources"): the
+	// server refused a new session because max_connections was reached.
+	// It is only raised while connecting, before the transaction began,
+	// so it is retried like a lost connection.
+	case "53300":
+		return txn.ClassConnLost
 	}
 	// Class 08 "Connection Exception" (08000 connection_exception, 08003
 	// connection_does_not_exist, 08006 connection_failure, 08001, 08004,
@@ -168,15 +179,13 @@ func classifyConn(err error) txn.Class {
 	if err == nil {
 		return txn.ClassPermanent
 	}
-	var ci *commitInterruptedError
-	if errors.As(err, &ci) {
+	if _, ok := errchain.As[*commitInterruptedError](err); ok {
 		return txn.ClassConnLost
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if _, ok := errchain.As[*pgconn.PgError](err); ok {
 		return txn.ClassPermanent
 	}
-	if pgconn.SafeToRetry(err) {
+	if errchain.Any(err, pgconn.SafeToRetry) {
 		// pgx guarantees that nothing was sent.
 		return txn.ClassRetryable
 	}
@@ -186,14 +195,22 @@ func classifyConn(err error) txn.Class {
 	return txn.ClassPermanent
 }
 
-// isConnError reports a failure of the connection itself.
+// isConnError reports a failure of the connection itself: a failed
+// connect (*pgconn.ConnectError: refused, reset, timed out; a server
+// error during the handshake is classified by its SQLSTATE before this is
+// reached, so a failed password stays permanent), a network error (*net.OpError and any net.Error), EOF, a
+// closed connection, or a pgx timeout. pgx's own helpers walk the chain
+// with errors.As, so they are called on one error of it at a time
+// (errchain.Any), never on a typed nil.
 func isConnError(err error) bool {
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) ||
-		pgconn.Timeout(err) ||
-		errors.As(err, &connectErr) ||
-		errors.As(err, &netErr)
+	if errchain.Is(err, io.EOF) || errchain.Is(err, io.ErrUnexpectedEOF) || errchain.Is(err, net.ErrClosed) {
+		return true
+	}
+	if _, ok := errchain.As[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errchain.As[net.Error](err); ok {
+		return true
+	}
+	return errchain.Any(err, pgconn.Timeout)
 }

@@ -20,8 +20,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner is the Runner type this package builds.
@@ -46,12 +49,14 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
 	return Driver{Name: genericName}.TxOptions(o)
 }
 
-// Classify returns txn.ClassConnLost for driver.ErrBadConn and
+// Classify returns txn.ClassConnLost for driver.ErrBadConn and for a
+// COMMIT this package stopped waiting for because the context ended, and
 // txn.ClassPermanent for everything else. database/sql's contract says a
 // driver returns ErrBadConn only when the server cannot have acted, but not
-// every driver keeps it, so at COMMIT it is treated as ambiguous.
+// every driver keeps it, so at COMMIT it is treated as ambiguous. It looks
+// through wrapping and never panics: typed nils in err's chain are skipped.
 func Classify(err error) txn.Class {
-	if errors.Is(err, driver.ErrBadConn) {
+	if _, ok := errchain.As[*commitUnansweredError](err); ok || errchain.Is(err, driver.ErrBadConn) {
 		return txn.ClassConnLost
 	}
 	return txn.ClassPermanent
@@ -104,11 +109,52 @@ var (
 // Begin starts a transaction with the sql.TxOptions of the last option in
 // opts (txnsql's own, or d's).
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
+	o, err := ReadTxOptions(b.d.Name, opts, genericName)
+	if err != nil {
+		return nil, err
+	}
+	// database/sql rolls a transaction back by itself when the context
+	// given to BeginTx ends, after which Commit and Rollback report
+	// sql.ErrTxDone just as they do when fn ended the transaction. Run
+	// always ends the transaction itself, and must know when fn did, so
+	// the transaction gets a context that ctx cancels only while it
+	// begins (the wait for a connection and BEGIN stay bounded by ctx).
+	// Statements in fn are still bounded by the context they are given.
+	if ctx.Done() == nil {
+		// ctx never ends: database/sql will not end the transaction.
+		return b.db.BeginTx(ctx, o)
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	tx, err := b.db.BeginTx(bctx, o)
+	if !stop() {
+		// ctx ended while the transaction began: database/sql rolls
+		// back what began.
+		if err == nil {
+			_ = tx.Rollback()
+		}
+		return nil, fmt.Errorf("%s: begin: %w", b.d.Name, context.Cause(ctx))
+	}
+	return tx, err
+}
+
+// ReadTxOptions returns the sql.TxOptions carried by the last of opts, the
+// begin options given to a Runner of the package named runner (nil when
+// opts is empty). Packages that run transactions over database/sql under
+// another handle type (txngorm, txnsqlx, txnbun, txnent) share it. An option
+// built by a package other than runner or one of also, or one that carries
+// something else than a sql.TxOptions, yields an error matching
+// txn.ErrBadOption that names both packages.
+func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...string) (*sql.TxOptions, error) {
 	var o *sql.TxOptions
 	for _, opt := range opts {
-		if opt.Backend() != b.d.Name && opt.Backend() != genericName {
-			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options (or txnsql.TxOptions)",
-				txn.ErrBadOption, opt.Backend(), b.d.Name, b.d.Name)
+		if opt.Backend() != runner && !slices.Contains(also, opt.Backend()) {
+			hint := ""
+			if len(also) > 0 {
+				hint = " (or " + strings.Join(also, ", ") + ".TxOptions)"
+			}
+			return nil, fmt.Errorf("%w: a begin option built by %s was given to a %s Runner; use %s's begin options%s",
+				txn.ErrBadOption, opt.Backend(), runner, runner, hint)
 		}
 		v, ok := opt.Value().(sql.TxOptions)
 		if !ok {
@@ -116,19 +162,71 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 		}
 		o = &v
 	}
-	return b.db.BeginTx(ctx, o)
+	return o, nil
 }
 
-// Commit commits tx; a transaction that fn already ended yields an error
-// wrapping txn.ErrTxDone.
-func (b *backend) Commit(_ context.Context, tx *sql.Tx) error {
-	return doneErr(tx.Commit())
+// Commit commits tx, bounded by ctx. database/sql's Commit takes no
+// context, so it runs on its own goroutine: when ctx ends first, Commit
+// returns an error that Classify reports as txn.ClassConnLost (the outcome
+// is unknown) and leaves the commit to finish, or fail, with its
+// connection. A transaction that fn already ended yields an error wrapping
+// txn.ErrTxDone.
+func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
+	if ctx.Done() == nil {
+		return doneErr(tx.Commit())
+	}
+	ok, err := bounded(ctx, tx.Commit)
+	if !ok {
+		return &commitUnansweredError{backend: b.d.Name, err: context.Cause(ctx)}
+	}
+	return doneErr(err)
 }
 
-// Rollback rolls tx back.
-func (b *backend) Rollback(_ context.Context, tx *sql.Tx) error {
-	return doneErr(tx.Rollback())
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout) the same
+// way as Commit: past it Rollback returns the context's error and leaves
+// the rollback to finish with its connection.
+func (b *backend) Rollback(ctx context.Context, tx *sql.Tx) error {
+	if ctx.Done() == nil {
+		return doneErr(tx.Rollback())
+	}
+	ok, err := bounded(ctx, tx.Rollback)
+	if !ok {
+		return fmt.Errorf("%s: rollback not answered in time, left to its connection: %w", b.d.Name, context.Cause(ctx))
+	}
+	return doneErr(err)
 }
+
+// bounded runs end (a Commit or Rollback) on a goroutine and returns true
+// and its error, or false if ctx ended first.
+func bounded(ctx context.Context, end func() error) (answered bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- end() }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			// Both happened: the answer is known.
+			return true, err
+		default:
+			return false, nil
+		}
+	}
+}
+
+// commitUnansweredError is a COMMIT that had not been answered when the
+// context ended: it may or may not take effect.
+type commitUnansweredError struct {
+	backend string
+	err     error
+}
+
+func (e *commitUnansweredError) Error() string {
+	return e.backend + ": commit not answered before the context ended, outcome unknown: " + e.err.Error()
+}
+
+func (e *commitUnansweredError) Unwrap() error { return e.err }
 
 func doneErr(err error) error {
 	if errors.Is(err, sql.ErrTxDone) {

@@ -19,7 +19,11 @@
 // (SQLITE_BUSY_RECOVERY 261, SQLITE_BUSY_SNAPSHOT 517, SQLITE_BUSY_TIMEOUT
 // 773) and SQLITE_LOCKED (6) with its extended codes (such as
 // SQLITE_LOCKED_SHAREDCACHE 262) as retryable: another connection held a
-// lock this transaction needed. Everything else is permanent. Run rolls the
+// lock this transaction needed. SQLITE_PROTOCOL (15), which SQLite returns
+// in WAL mode when a connection kept losing the race for the locks while
+// starting a transaction, is retryable too. Everything else is permanent,
+// SQLITE_CANTOPEN (14) included: a database file that cannot be opened
+// (missing directory, permissions) does not fix itself. Run rolls the
 // transaction back before it retries, which releases this connection's
 // locks and its read snapshot.
 //
@@ -72,12 +76,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
+	"github.com/txnkit/txn/internal/errchain"
 	"modernc.org/sqlite"
 )
 
@@ -101,6 +107,12 @@ const (
 	// CodeLockedSharedCache is SQLITE_LOCKED_SHAREDCACHE: a table lock of a
 	// shared cache is held by another connection.
 	CodeLockedSharedCache = CodeLocked | 1<<8
+	// CodeProtocol is SQLITE_PROTOCOL. SQLite's result-code documentation:
+	// "currently only returned when using WAL mode and attempting to start
+	// a new transaction", after a connection lost the race for the WAL
+	// locks "dozens of times over a span of multiple seconds". Nothing of
+	// the transaction has run.
+	CodeProtocol = 15
 )
 
 // DefaultBusyTimeout is the busy_timeout Open sets.
@@ -130,24 +142,33 @@ func TxOptions(o sql.TxOptions) txn.BeginOption[*sql.Tx] {
 	return sqlDriver().TxOptions(o)
 }
 
-// Classify returns txn.ClassRetryable for SQLite errors whose primary code is
-// SQLITE_BUSY or SQLITE_LOCKED, wherever they are in err's chain, and
-// txn.ClassPermanent for every other error, including nil.
+// Classify returns ClassifyCode's class for the first *sqlite.Error in err's
+// chain (txn.ClassRetryable for SQLITE_BUSY, SQLITE_LOCKED and
+// SQLITE_PROTOCOL and their extended codes), and txn.ClassPermanent for
+// every other error, including nil. It looks through wrapping (%w,
+// errors.Join, any Unwrap() []error) and never panics: a typed nil in the
+// chain, such as a nil *sqlite.Error wrapped with %w, is skipped as if
+// absent, so an error holding only typed nils is permanent.
 func Classify(err error) txn.Class {
-	var e *sqlite.Error
-	if !errors.As(err, &e) {
+	e, ok := errchain.As[*sqlite.Error](err)
+	if !ok {
 		return txn.ClassPermanent
 	}
 	return ClassifyCode(e.Code())
 }
 
 // ClassifyCode classifies an SQLite result code, primary or extended:
-// txn.ClassRetryable for SQLITE_BUSY and SQLITE_LOCKED and their extended
-// codes, txn.ClassPermanent for all others. It lets users of another SQLite
-// driver build their classifier from this package's table.
+// txn.ClassRetryable for SQLITE_BUSY, SQLITE_LOCKED and SQLITE_PROTOCOL and
+// their extended codes, txn.ClassPermanent for all others, and for values
+// that are no SQLite result code (negative, or beyond 32 bits). It lets
+// users of another SQLite driver build their classifier from this
+// package's table.
 func ClassifyCode(code int) txn.Class {
+	if code < 0 || int64(code) > math.MaxInt32 {
+		return txn.ClassPermanent
+	}
 	switch code & 0xff {
-	case CodeBusy, CodeLocked:
+	case CodeBusy, CodeLocked, CodeProtocol:
 		return txn.ClassRetryable
 	}
 	return txn.ClassPermanent

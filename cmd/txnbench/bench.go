@@ -15,7 +15,8 @@ import (
 )
 
 // counter is the Observer of one arm: it counts attempts, retries by cause
-// and give-ups.
+// and give-ups. The plain arm, which has no Runner, counts the same through
+// plainTransfer.
 type counter struct {
 	txn.NopObserver
 	attempts atomic.Int64
@@ -23,8 +24,9 @@ type counter struct {
 	gaveUp   atomic.Int64
 	code     func(error) string
 
-	mu     sync.Mutex
-	causes map[string]int64
+	mu       sync.Mutex
+	causes   map[string]int64
+	failures map[string]int64
 }
 
 // AttemptStarted counts an execution of fn.
@@ -33,38 +35,49 @@ func (c *counter) AttemptStarted(context.Context, txn.AttemptEvent) { c.attempts
 // RetryScheduled counts a retry under the name of the error that caused it.
 func (c *counter) RetryScheduled(_ context.Context, e txn.RetryEvent) {
 	c.retries.Add(1)
-	name := c.code(e.Err)
-	if name == "" {
-		name = "other (" + e.Class.String() + ")"
-	}
-	c.mu.Lock()
-	if c.causes == nil {
-		c.causes = map[string]int64{}
-	}
-	c.causes[name]++
-	c.mu.Unlock()
+	c.count(&c.causes, e.Err, "other ("+e.Class.String()+")")
 }
 
 // GaveUp counts a Run that returned an error.
-func (c *counter) GaveUp(context.Context, txn.GiveUpEvent) { c.gaveUp.Add(1) }
-
-func (c *counter) causeCounts() map[string]int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.causes)
+func (c *counter) GaveUp(_ context.Context, e txn.GiveUpEvent) {
+	c.gaveUp.Add(1)
+	c.count(&c.failures, e.Err, "other")
 }
 
-// arm is one configuration measured by a run: a policy at --workers, or the
-// one-worker serial baseline. Its numbers add up over all its slices.
+// count adds one to the entry of m named after err (other when the store
+// has no name for it).
+func (c *counter) count(m *map[string]int64, err error, other string) {
+	name := c.code(err)
+	if name == "" {
+		name = other
+	}
+	c.mu.Lock()
+	if *m == nil {
+		*m = map[string]int64{}
+	}
+	(*m)[name]++
+	c.mu.Unlock()
+}
+
+func (c *counter) causeCounts() (retries, failures map[string]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.causes), maps.Clone(c.failures)
+}
+
+// arm is one configuration measured by a run: a policy at --workers, the
+// plain arm (no library), or the one-worker serial baseline. Its numbers
+// add up over all its slices.
 type arm struct {
 	name     string
 	workers  int
 	baseline bool
 	transfer TransferFunc
-	perCall  func(transfer) []txn.CallOption
+	perCall  func(transfer) []callOption
 	obs      *counter
 
 	commits  atomic.Int64 // live, for the progress line
+	inFlight atomic.Int64 // transfers under way, for the progress line
 	failed   int64
 	unknown  int64 // failed with txn.ErrCommitUnknown: may have committed
 	rejected int64
@@ -79,12 +92,27 @@ func newArm(s Store, p *policy, params policyParams, workers int, seed uint64, b
 	if baseline {
 		a.name = "serial"
 	}
-	opts := append(p.runner(params), txn.WithObserver(a.obs))
-	if seed != 0 {
-		opts = append(opts, txn.Seed(seed))
+	if p.plain {
+		a.transfer = plainTransfer(s.Plain(), a.obs)
+		return a
 	}
-	a.transfer = s.Bank(opts...)
+	a.transfer = s.Bank(runnerOptions(p, params, a.obs, seed)...)
 	return a
+}
+
+// plainTransfer counts the attempts and failures of transfers run by
+// plain, as the Observer does for a Runner. A transfer refused for
+// insufficient funds is not a failure.
+func plainTransfer(plain TransferFunc, c *counter) TransferFunc {
+	return func(ctx context.Context, t transfer, _ ...callOption) error {
+		c.attempts.Add(1)
+		err := plain(ctx, t)
+		if err != nil && !errors.Is(err, errInsufficientFunds) {
+			c.gaveUp.Add(1)
+			c.count(&c.failures, err, "other")
+		}
+		return err
+	}
 }
 
 // workload is what every worker needs to pick and run transfers.
@@ -124,16 +152,18 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 			defer wg.Done()
 			for ctx.Err() == nil && time.Now().Before(end) {
 				tr := w.next(rng)
-				var opts []txn.CallOption
+				var opts []callOption
 				if a.perCall != nil {
 					opts = a.perCall(tr)
 				}
 				// A transfer under way finishes even when ctx ends, so
 				// that every Run's outcome is known to the ledger check.
 				tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.txnTimeout)
+				a.inFlight.Add(1)
 				t0 := time.Now()
 				err := a.transfer(tctx, tr, opts...)
 				el := time.Since(t0)
+				a.inFlight.Add(-1)
 				cancel()
 				switch {
 				case err == nil:

@@ -5,8 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,13 +47,13 @@ const (
 	defaultBackend     = "sqlite"
 	defaultWorkers     = 8
 	defaultAccounts    = 16
-	defaultDuration    = 5 * time.Second
+	defaultDuration    = 2 * time.Second
 	defaultIsolation   = "serializable"
 	defaultLockOrder   = "sorted"
-	defaultPolicy      = "adaptive"
+	defaultPolicies    = "plain,full,adaptive"
 	defaultRounds      = 5
 	defaultTxnTimeout  = 10 * time.Second
-	defaultSQLiteBegin = "immediate"
+	defaultSQLiteBegin = "deferred"
 	defaultTablePrefix = "txnbench_"
 )
 
@@ -71,15 +75,20 @@ func isolationNames() []string {
 	return []string{"default", "read-committed", "repeatable-read", "serializable", "snapshot"}
 }
 
-// validPrefix reports whether p is txnbench_ followed by lower-case
-// letters, digits and underscores, safe to splice into SQL.
+// maxPrefixLen keeps the longest table name, the prefix and "accounts",
+// within PostgreSQL's 63-byte identifiers (MySQL allows 64).
+const maxPrefixLen = 63 - len("accounts")
+
+// validPrefix reports whether p is a plain SQL identifier (an ASCII letter
+// or _, then letters, digits or _), safe to splice unquoted into SQL and
+// short enough for the table names it starts.
 func validPrefix(p string) bool {
-	rest, ok := strings.CutPrefix(p, defaultTablePrefix)
-	if !ok {
+	if p == "" || len(p) > maxPrefixLen {
 		return false
 	}
-	for _, r := range rest {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+	for i, r := range p {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_'
+		if !letter && (i == 0 || r < '0' || r > '9') {
 			return false
 		}
 	}
@@ -87,53 +96,66 @@ func validPrefix(p string) bool {
 }
 
 // parseFlags parses args into a config, checking every value. Errors name
-// the flag and the accepted values. -h prints the usage to out and returns
-// flag.ErrHelp.
+// the flag and what it expects, all mistakes at once, one per line. -h
+// prints the usage to out and returns flag.ErrHelp.
 func parseFlags(args []string, out io.Writer) (config, error) {
 	c := config{}
 	fs := flag.NewFlagSet("txnbench", flag.ContinueOnError)
 	// Errors are reported by the caller, in one line; only -h prints the
 	// usage.
 	fs.SetOutput(io.Discard)
+	var badValues []func() error
+	durationVar := func(p *time.Duration, name string, def time.Duration, usage string) {
+		badValues = append(badValues, typedVar(fs, p, name, def, usage, time.ParseDuration, time.Duration.String,
+			"a duration with a unit, such as 2s, 500ms or 1m30s"))
+	}
+	intVar := func(p *int, name string, def int, usage string) {
+		badValues = append(badValues, typedVar(fs, p, name, def, usage, strconv.Atoi, strconv.Itoa, "a whole number"))
+	}
 	var policy string
 	fs.StringVar(&c.backend, "backend", defaultBackend, "database: "+strings.Join(backendNames(), ", "))
 	fs.StringVar(&c.dsn, "dsn", "", "data source name (default: $TXN_PG_DSN or "+defaultPostgresDSN+" for postgres,\n$TXN_MYSQL_DSN or "+defaultMySQLDSN+" for mysql,\n$TXN_MONGODB_URI or "+defaultMongoURI+" for mongodb,\na new file in a temporary directory for sqlite)")
-	fs.IntVar(&c.workers, "workers", defaultWorkers, "concurrent workers, each running one transfer at a time")
-	fs.IntVar(&c.conns, "conns", 0, "database connections in the pool (0: one per worker)")
-	fs.IntVar(&c.accounts, "accounts", defaultAccounts, "number of accounts; fewer accounts make hotter rows (at least 2)")
-	fs.DurationVar(&c.duration, "duration", defaultDuration, "measured time of each configuration (with --compare, of each policy and of the baseline)")
+	intVar(&c.workers, "workers", defaultWorkers, "`N` concurrent workers, each running one transfer at a time")
+	intVar(&c.conns, "conns", 0, "`N` database connections in the pool (0: one per worker)")
+	intVar(&c.accounts, "accounts", defaultAccounts, "`N` accounts; fewer accounts make hotter rows (at least 2)")
+	durationVar(&c.duration, "duration", defaultDuration, "measured `time` of each policy (and of the serial baseline with --compare)")
 	fs.StringVar(&c.isolation, "isolation", defaultIsolation, "isolation level: default (the server's own), read-committed, repeatable-read or serializable;\nSQLite is always serializable; MongoDB takes default or snapshot (read concern), and snapshot is its default")
 	fs.StringVar(&c.lockOrder, "lock-order", defaultLockOrder, "order a transfer touches its two accounts: sorted (by id) or random (makes deadlocks)")
-	fs.StringVar(&policy, "policy", "", "retry policy, or a comma-separated list with --compare: "+strings.Join(policyNames(), ", ")+"\n(default "+defaultPolicy+"; with --compare, all of them)")
-	fs.BoolVar(&c.compare, "compare", false, "run several policies and a one-worker serial baseline, interleaved in rounds,\nand report each policy's goodput as a ratio to the baseline")
-	fs.IntVar(&c.rounds, "rounds", defaultRounds, "with --compare, the number of rounds the duration is split into")
-	fs.DurationVar(&c.base, "backoff-base", txn.DefaultBackoffBase, "backoff base (first retry's ceiling; the constant policy's delay)")
-	fs.DurationVar(&c.cap, "backoff-cap", txn.DefaultBackoffCap, "backoff cap (largest delay)")
-	fs.IntVar(&c.maxAttempts, "max-attempts", 0, "attempts per transfer before giving up (0: unlimited, bounded by --txn-timeout)")
-	fs.DurationVar(&c.txnTimeout, "txn-timeout", defaultTxnTimeout, "deadline of one transfer, retries included")
-	fs.StringVar(&c.sqliteBegin, "sqlite-begin", defaultSQLiteBegin, "SQLite transactions begin immediate (take the write lock at BEGIN) or deferred\n(upgrade at the first write, failing with SQLITE_BUSY or SQLITE_BUSY_SNAPSHOT under contention)")
+	fs.StringVar(&policy, "policy", "", "comma-separated policies to run, one after the other (interleaved in --rounds):\n"+policyHelp()+"(default "+defaultPolicies+"; with --compare, all of them)")
+	fs.BoolVar(&c.compare, "compare", false, "also run a one-worker serial baseline and report each policy's goodput as a ratio to it")
+	intVar(&c.rounds, "rounds", defaultRounds, "with several policies, the `N` rounds each policy's duration is split into, interleaved")
+	durationVar(&c.base, "backoff-base", txn.DefaultBackoffBase, "backoff base `duration` (first retry's ceiling; the constant policy's delay)")
+	durationVar(&c.cap, "backoff-cap", txn.DefaultBackoffCap, "backoff cap `duration` (largest delay)")
+	intVar(&c.maxAttempts, "max-attempts", 0, "`N` attempts per transfer before giving up (0: unlimited, bounded by --txn-timeout)")
+	durationVar(&c.txnTimeout, "txn-timeout", defaultTxnTimeout, "deadline (a `duration`) of one transfer, retries included")
+	fs.StringVar(&c.sqliteBegin, "sqlite-begin", defaultSQLiteBegin, "SQLite transactions begin deferred (a plain BEGIN, as database/sql does: the first write\nfails with SQLITE_BUSY or SQLITE_BUSY_SNAPSHOT under contention) or immediate (take the write lock at BEGIN)")
 	fs.StringVar(&c.jsonPath, "json", "", "write the results as JSON to this file (\"-\": to standard output, the table then goes to standard error)")
-	fs.StringVar(&c.plotPath, "plot", "", "draw goodput and p99 latency per policy into this SVG file")
-	fs.StringVar(&c.tablePrefix, "table-prefix", defaultTablePrefix, "prefix of the tables txnbench drops and creates (must start with txnbench_)")
-	fs.Uint64Var(&c.seed, "seed", 0, "seed of the workload's random choices and of the backoff jitter (0: random)")
+	fs.StringVar(&c.plotPath, "plot", defaultPlotPath(), "draw goodput and p99 latency per policy into this SVG file (\"\": no plot)")
+	fs.StringVar(&c.tablePrefix, "table-prefix", defaultTablePrefix, "prefix of the two tables txnbench drops and creates (an SQL identifier)")
+	badValues = append(badValues, typedVar(fs, &c.seed, "seed", 0, "`N`, the seed of the workload's random choices and of the backoff jitter (0: random)",
+		func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) },
+		func(v uint64) string { return strconv.FormatUint(v, 10) }, "a whole number from 0 to 18446744073709551615"))
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress output")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: txnbench [flags]\n\n"+
 			"Runs a bank-transfer workload (read two balances, update both, insert a ledger row)\n"+
-			"through txn and reports goodput, attempts per commit, latency and an invariant check.\n"+
-			"With no flags: %d workers on %d accounts of an SQLite database in a temporary directory for %v.\n\nFlags:\n",
-			defaultWorkers, defaultAccounts, defaultDuration)
+			"without txn and through txn's retry policies, and reports goodput, attempts per commit,\n"+
+			"latency, failures and an invariant check.\n"+
+			"With no flags: %d workers on %d accounts of an SQLite database in a temporary directory,\n"+
+			"policies %s, %v each.\n\nFlags:\n",
+			defaultWorkers, defaultAccounts, defaultPolicies, defaultDuration)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
 			fs.Usage()
+			return c, err
 		}
-		return c, err
+		return c, flagError(err)
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q (all settings are flags; see -h)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q (all settings are flags, such as --duration 5s; see -h)", fs.Arg(0))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -144,15 +166,111 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	case c.compare:
 		c.policies = policyNames()
 	default:
-		c.policies = []string{defaultPolicy}
+		c.policies = strings.Split(defaultPolicies, ",")
+	}
+	var errs []error
+	for _, bad := range badValues {
+		if err := bad(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := c.check(set); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
 	if c.dsn == "" {
 		c.dsn = defaultDSN(c.backend)
 	}
 	return c, nil
+}
+
+// typedVar defines a flag of type T parsed by parse. A value that does not
+// parse is not an error of fs.Parse, which would stop at the first one
+// with a message of its own; the returned function reports it, naming the
+// flag and what it expects (want), or returns nil.
+func typedVar[T any](fs *flag.FlagSet, p *T, name string, def T, usage string, parse func(string) (T, error), format func(T) string, want string) func() error {
+	*p = def
+	v := &typedValue[T]{p: p, parse: parse, format: format}
+	fs.Var(v, name, usage)
+	return func() error {
+		if v.bad == nil {
+			return nil
+		}
+		return fmt.Errorf("--%s %q: want %s", name, *v.bad, want)
+	}
+}
+
+// typedValue is the flag.Value of typedVar.
+type typedValue[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	format func(T) string
+	bad    *string
+}
+
+// String implements flag.Value.
+func (v *typedValue[T]) String() string {
+	if v == nil || v.p == nil {
+		return ""
+	}
+	return v.format(*v.p)
+}
+
+// Set implements flag.Value; it records a value that does not parse.
+func (v *typedValue[T]) Set(s string) error {
+	x, err := v.parse(strings.TrimSpace(s))
+	if err != nil {
+		v.bad = &s
+		return nil
+	}
+	*v.p, v.bad = x, nil
+	return nil
+}
+
+// flagErrorPattern rewrites one of the flag package's messages.
+type flagErrorPattern struct {
+	re  *regexp.Regexp
+	out string
+}
+
+// flagErrorPatterns return the rewrites of the flag package's messages in
+// txnbench's style: the flag with two dashes, then what it expects.
+func flagErrorPatterns() []flagErrorPattern {
+	return []flagErrorPattern{
+		{regexp.MustCompile(`^flag provided but not defined: -+(.*)$`), "--$1: no such flag"},
+		{regexp.MustCompile(`^flag needs an argument: -+(.*)$`), "--$1: needs a value, as in --$1 VALUE"},
+		{regexp.MustCompile(`^invalid boolean value (".*") for (?:flag )?-+([^:]*):.*$`), "--$2 $1: want true or false (or --$2 alone)"},
+		{regexp.MustCompile(`^invalid value (".*") for flag -+([^:]*): (.*)$`), "--$2 $1: $3"},
+	}
+}
+
+// flagError returns err, an error of flag.FlagSet.Parse, rewritten to name
+// the flag with two dashes and what it expects.
+func flagError(err error) error {
+	msg := err.Error()
+	for _, p := range flagErrorPatterns() {
+		if p.re.MatchString(msg) {
+			return errors.New(p.re.ReplaceAllString(msg, p.out))
+		}
+	}
+	return err
+}
+
+// policyHelp lists the policies, one per line, for -h.
+func policyHelp() string {
+	var b strings.Builder
+	for _, p := range policyTable() {
+		fmt.Fprintf(&b, "  %-13s %s\n", p.name, p.help)
+	}
+	return b.String()
+}
+
+// defaultPlotPath is where the plot goes without --plot: txnbench.svg in
+// the temporary directory.
+func defaultPlotPath() string {
+	return filepath.Join(os.TempDir(), "txnbench.svg")
 }
 
 // check validates c; set holds the flags given on the command line.
@@ -196,7 +314,7 @@ func (c *config) check(set map[string]bool) error {
 		c.policies[i] = p
 		switch {
 		case p == "":
-			bad("--policy: empty name in %q", strings.Join(c.policies, ","))
+			bad("--policy %q: empty name; want a comma-separated list of %s", strings.Join(c.policies, ","), strings.Join(policyNames(), ", "))
 		case findPolicy(p) == nil:
 			bad("--policy %q: want one of %s", p, strings.Join(policyNames(), ", "))
 		case seen[p]:
@@ -204,13 +322,10 @@ func (c *config) check(set map[string]bool) error {
 		}
 		seen[p] = true
 	}
-	if !c.compare && len(c.policies) > 1 {
-		bad("--policy %q: several policies need --compare", strings.Join(c.policies, ","))
-	}
 	if c.rounds < 1 {
 		bad("--rounds %d: want at least 1", c.rounds)
-	} else if set["rounds"] && !c.compare {
-		bad("--rounds: only meaningful with --compare")
+	} else if set["rounds"] && len(c.policies) < 2 && !c.compare {
+		bad("--rounds: only meaningful with several policies or --compare")
 	}
 	if c.base < 0 {
 		bad("--backoff-base %v: want zero or more", c.base)
@@ -225,17 +340,59 @@ func (c *config) check(set map[string]bool) error {
 		bad("--txn-timeout %v: want a positive duration", c.txnTimeout)
 	}
 	if c.sqliteBegin != "immediate" && c.sqliteBegin != "deferred" {
-		bad("--sqlite-begin %q: want immediate or deferred", c.sqliteBegin)
+		bad("--sqlite-begin %q: want deferred or immediate", c.sqliteBegin)
 	} else if set["sqlite-begin"] && c.backend != backendSQLite {
 		bad("--sqlite-begin: only meaningful with --backend sqlite")
 	}
 	if !validPrefix(c.tablePrefix) {
-		bad("--table-prefix %q: want txnbench_ followed by lower-case letters, digits or _", c.tablePrefix)
+		bad("--table-prefix %q: want an SQL identifier: a letter or _, then letters, digits or _, at most %d characters", c.tablePrefix, maxPrefixLen)
 	}
-	if c.jsonPath != "" && c.jsonPath == c.plotPath {
-		bad("--json and --plot name the same file %q", c.jsonPath)
+	switch {
+	case c.jsonPath != "" && c.jsonPath == c.plotPath:
+		bad("--json and --plot name the same file %q; want two files", c.jsonPath)
+	default:
+		if c.jsonPath != "-" {
+			if err := checkOutputPath("json", c.jsonPath); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := checkOutputPath("plot", c.plotPath); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkOutputPath checks, before the run, that the file path of flag name
+// can be written: not a directory, in an existing directory where a file
+// can be created. An empty path is not written and passes.
+func checkOutputPath(name, path string) error {
+	if path == "" {
+		return nil
+	}
+	want := "want a file path in an existing, writable directory"
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--%s %s: is a directory; %s", name, path, want)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--%s %s: directory %s does not exist; %s", name, path, dir, want)
+	case err != nil:
+		return fmt.Errorf("--%s %s: %w; %s", name, path, err, want)
+	case !fi.IsDir():
+		return fmt.Errorf("--%s %s: %s is not a directory; %s", name, path, dir, want)
+	}
+	// The files are written to a temporary file beside path, renamed over
+	// it: try exactly that.
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".check*")
+	if err != nil {
+		return fmt.Errorf("--%s %s: cannot create a file in %s (%w); %s", name, path, dir, errors.Unwrap(err), want)
+	}
+	_ = f.Close()
+	_ = os.Remove(f.Name())
+	return nil
 }
 
 // defaultDSN returns the DSN used when --dsn is not given; "" for SQLite

@@ -5,7 +5,7 @@
 //
 // Run from the repository root:
 //
-//	go run ./cmd/txnbench                 # SQLite in a temporary directory, a few seconds
+//	go run ./cmd/txnbench                 # SQLite in a temporary directory, about 10 s
 //	go run ./cmd/txnbench --backend postgres --workers 64 --accounts 2 --compare
 //	go run ./cmd/txnbench -h              # every flag
 //
@@ -87,6 +87,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 		if err := writeFileAtomic(cfg.plotPath, plotSVG(rep)); err != nil {
 			fmt.Fprintf(stderr, "txnbench: --plot: %v\n", err)
 			status = exitFailed
+		} else {
+			fmt.Fprintf(table, "plot: %s\n", cfg.plotPath)
 		}
 	}
 	if !rep.Invariant.OK {

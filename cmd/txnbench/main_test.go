@@ -9,16 +9,21 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	mathrand "math/rand/v2"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -36,40 +41,60 @@ func runArgs(t *testing.T, open storeOpener, args ...string) (int, string, strin
 	if open == nil {
 		open = openStore
 	}
+	// Tests never write the default plot into the shared temporary
+	// directory.
+	if !slices.ContainsFunc(args, func(a string) bool { return a == "--plot" || strings.HasPrefix(a, "--plot=") }) {
+		args = append([]string{"--plot", ""}, args...)
+	}
 	code := runWith(ctx, args, &out, &errOut, open)
 	return code, out.String(), errOut.String()
 }
 
-// TestSQLiteRun runs the default workload briefly and checks the table,
-// the JSON file and the SVG file.
-func TestSQLiteRun(t *testing.T) {
+// TestDefaultRun runs the default configuration (SQLite, deferred BEGIN,
+// the plain arm then the library's policies) briefly and checks what the
+// first command of the README promises: the run without the library loses
+// transfers to SQLITE_BUSY, the library's policies lose none, and the
+// invariant holds; the table says what was run, and the JSON and SVG files
+// are written.
+func TestDefaultRun(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath, svgPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
-	code, out, errOut := runArgs(t, nil, "--duration", "300ms", "--workers", "4", "--accounts", "3",
-		"--json", jsonPath, "--plot", svgPath)
+	code, out, errOut := runArgs(t, nil, "--duration", "600ms", "--json", jsonPath, "--plot", svgPath)
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
-	for _, col := range []string{"backend", "workers", "accounts", "policy", "commits/s", "attempts/commit", "p50", "p99"} {
+	for _, col := range []string{"policy", "commits/s", "attempts/commit", "p50", "p99", "failed"} {
 		assert.Contains(t, out, col)
 	}
+	assert.Contains(t, out, "BEGIN DEFERRED")
+	assert.Regexp(t, `\n  plain +without txn: the same transaction hand-written on the driver, run once, no retry`, out,
+		"the table says what the row without the library is")
 	assert.Contains(t, out, "invariant: ok")
-	assert.Contains(t, errOut, "txnbench ", "progress lines go to stderr")
+	assert.Contains(t, out, "plot: "+svgPath)
+	assert.Contains(t, errOut, "txnbench  warm-up (not measured)", "progress lines go to stderr")
 
 	var rep report
 	b, err := os.ReadFile(jsonPath)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &rep))
 	assert.True(t, rep.Invariant.OK, "%+v", rep.Invariant)
-	require.Len(t, rep.Results, 1)
-	res := rep.Results[0]
-	assert.Equal(t, "adaptive", res.Policy)
-	assert.Positive(t, res.Commits)
-	assert.GreaterOrEqual(t, res.Attempts, res.Commits, "attempts count every execution of fn")
+	assert.Equal(t, "deferred", rep.SQLiteBegin)
+	require.Len(t, rep.Results, 3)
+	plain := rep.Results[0]
+	assert.Equal(t, plainName, plain.Policy)
+	assert.Positive(t, plain.Failed+plain.Retries, "without the library, contended transfers fail: %+v", plain)
+	assert.Zero(t, plain.Retries, "the plain arm never retries")
+	assert.Contains(t, out, "failures of plain: SQLITE_BUSY")
+	for _, res := range rep.Results[1:] {
+		assert.Zero(t, res.Failed, "%s: the library loses no transfer: %s", res.Policy, res.FirstError)
+		assert.Positive(t, res.Commits, res.Policy)
+		assert.GreaterOrEqual(t, res.Attempts, res.Commits, "attempts count every execution of fn")
+	}
+	assert.Equal(t, []string{"plain", "full", "adaptive"}, []string{rep.Results[0].Policy, rep.Results[1].Policy, rep.Results[2].Policy})
 	assert.Equal(t, rep.Invariant.LedgerRows, rep.Invariant.Commits)
 	assert.Nil(t, rep.Baseline)
 
 	svg, err := os.ReadFile(svgPath)
 	require.NoError(t, err)
-	assertSVG(t, svg, "adaptive")
+	assertSVG(t, svg, "adaptive", "plain (no txn)", "failed")
 }
 
 // TestSQLiteCompare runs two policies against the serial baseline,
@@ -122,7 +147,8 @@ func TestJSONShape(t *testing.T) {
 	require.Len(t, results, 1)
 	r := results[0].(map[string]any)
 	for _, k := range []string{"policy", "workers", "commits", "attempts", "retries", "failed", "commit_unknown", "rejected",
-		"elapsed_seconds", "commits_per_second", "attempts_per_commit", "ratio_to_baseline", "latency_ms", "retry_causes"} {
+		"elapsed_seconds", "commits_per_second", "attempts_per_commit", "ratio_to_baseline", "latency_ms", "retry_causes",
+		"failure_causes", "description"} {
 		assert.Contains(t, r, k)
 	}
 	lat := r["latency_ms"].(map[string]any)
@@ -142,10 +168,10 @@ type lyingStore struct {
 	Store
 }
 
-func (s lyingStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+func (s lyingStore) Bank(opts ...runnerOption) TransferFunc {
 	inner := s.Store.Bank(opts...)
 	var lied atomic.Bool
-	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
+	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		if lied.CompareAndSwap(false, true) {
 			return nil
 		}
@@ -163,7 +189,7 @@ func TestInvariantFailureExitsNonZero(t *testing.T) {
 		}
 		return lyingStore{s}, cleanup, nil
 	}
-	code, out, errOut := runArgs(t, open, "--duration", "100ms", "--workers", "1", "--quiet")
+	code, out, errOut := runArgs(t, open, "--duration", "100ms", "--workers", "1", "--policy", "adaptive", "--quiet", "--plot", "")
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, out, "invariant: FAILED")
 	assert.Contains(t, errOut, "ledger rows, but")
@@ -189,51 +215,95 @@ func TestCheckInvariant(t *testing.T) {
 }
 
 // TestFlagErrors checks that every bad command line exits with status 2
-// and a message naming the flag.
+// and a message naming the flag and what it expects.
 func TestFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	cases := []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--backend", "oracle"}, `--backend "oracle": want one of sqlite, postgres, mysql, mongodb`},
 		{[]string{"--workers", "0"}, "--workers 0: want at least 1"},
-		{[]string{"--workers", "many"}, `invalid value "many" for flag -workers`},
-		{[]string{"--accounts", "1"}, "--accounts 1: a transfer needs two accounts"},
+		{[]string{"--workers", "many"}, `--workers "many": want a whole number`},
+		{[]string{"--workers"}, "--workers: needs a value, as in --workers VALUE"},
+		{[]string{"--accounts", "1"}, "--accounts 1: a transfer needs two accounts, want at least 2"},
+		{[]string{"--accounts", "1.5"}, `--accounts "1.5": want a whole number`},
 		{[]string{"--duration", "0s"}, "--duration 0s: want a positive duration"},
-		{[]string{"--duration", "5"}, `invalid value "5" for flag -duration`},
+		{[]string{"--duration", "5"}, `--duration "5": want a duration with a unit, such as 2s, 500ms or 1m30s`},
+		{[]string{"--duration", "garbage"}, `--duration "garbage": want a duration with a unit, such as 2s, 500ms or 1m30s`},
+		{[]string{"--txn-timeout", "soon"}, `--txn-timeout "soon": want a duration with a unit`},
+		{[]string{"--backoff-base", "fast"}, `--backoff-base "fast": want a duration with a unit`},
+		{[]string{"--seed", "-3"}, `--seed "-3": want a whole number from 0 to 18446744073709551615`},
+		{[]string{"--compare=maybe"}, `--compare "maybe": want true or false`},
 		{[]string{"--isolation", "dirty"}, `--isolation "dirty": want one of default, read-committed, repeatable-read, serializable, snapshot`},
-		{[]string{"--isolation", "read-committed"}, "SQLite transactions are always serializable"},
+		{[]string{"--isolation", "read-committed"}, `--isolation "read-committed": SQLite transactions are always serializable; use serializable or default`},
 		{[]string{"--isolation", "snapshot"}, "--isolation snapshot: only for --backend mongodb"},
-		{[]string{"--backend", "mongodb", "--isolation", "serializable"}, "MongoDB transactions take default or snapshot"},
+		{[]string{"--backend", "mongodb", "--isolation", "serializable"}, `--isolation "serializable": MongoDB transactions take default or snapshot`},
 		{[]string{"--lock-order", "up"}, `--lock-order "up": want sorted or random`},
-		{[]string{"--policy", "bogus"}, `--policy "bogus": want one of none, constant, full, equal, decorrelated`},
-		{[]string{"--policy", "none,full"}, "several policies need --compare"},
-		{[]string{"--compare", "--policy", "full,full"}, `--policy "full": listed twice`},
-		{[]string{"--compare", "--policy", "full,"}, "--policy: empty name"},
-		{[]string{"--rounds", "3"}, "--rounds: only meaningful with --compare"},
+		{[]string{"--policy", "bogus"}, `--policy "bogus": want one of plain, none, constant, full, equal, decorrelated, adaptive, keyed`},
+		{[]string{"--policy", "full,full"}, `--policy "full": listed twice`},
+		{[]string{"--policy", "full,"}, `--policy "full,": empty name; want a comma-separated list of plain, none`},
+		{[]string{"--policy", "full", "--rounds", "3"}, "--rounds: only meaningful with several policies or --compare"},
 		{[]string{"--compare", "--rounds", "0"}, "--rounds 0: want at least 1"},
 		{[]string{"--backoff-base", "10ms", "--backoff-cap", "1ms"}, "--backoff-cap 1ms: want at least --backoff-base (10ms)"},
-		{[]string{"--max-attempts", "-1"}, "--max-attempts -1"},
-		{[]string{"--conns", "-1"}, "--conns -1"},
-		{[]string{"--txn-timeout", "0s"}, "--txn-timeout 0s"},
-		{[]string{"--sqlite-begin", "later"}, `--sqlite-begin "later": want immediate or deferred`},
+		{[]string{"--max-attempts", "-1"}, "--max-attempts -1: want 0 (unlimited) or more"},
+		{[]string{"--conns", "-1"}, "--conns -1: want 0 (one per worker) or more"},
+		{[]string{"--txn-timeout", "0s"}, "--txn-timeout 0s: want a positive duration"},
+		{[]string{"--sqlite-begin", "later"}, `--sqlite-begin "later": want deferred or immediate`},
 		{[]string{"--backend", "mysql", "--sqlite-begin", "deferred"}, "--sqlite-begin: only meaningful with --backend sqlite"},
-		{[]string{"--table-prefix", "accounts_"}, `--table-prefix "accounts_": want txnbench_`},
-		{[]string{"--table-prefix", "txnbench_x; DROP"}, "--table-prefix"},
-		{[]string{"--json", "a", "--plot", "a"}, "--json and --plot name the same file"},
-		{[]string{"--nope"}, "flag provided but not defined: -nope"},
-		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--table-prefix", "txnbench_x; DROP"}, `--table-prefix "txnbench_x; DROP": want an SQL identifier: a letter or _, then letters, digits or _, at most 55 characters`},
+		{[]string{"--table-prefix", "1x_"}, `--table-prefix "1x_": want an SQL identifier`},
+		{[]string{"--table-prefix", ""}, `--table-prefix "": want an SQL identifier`},
+		{[]string{"--table-prefix", strings.Repeat("a", 56)}, `--table-prefix "` + strings.Repeat("a", 56) + `": want an SQL identifier: a letter or _, then letters, digits or _, at most 55 characters`},
+		{[]string{"--table-prefix", "bench-1_"}, `--table-prefix "bench-1_": want an SQL identifier`},
+		{[]string{"--json", "a.json", "--plot", "a.json"}, `--json and --plot name the same file "a.json"; want two files`},
+		{[]string{"--json", "/nonexistent/dir/x.json"}, "--json /nonexistent/dir/x.json: directory /nonexistent/dir does not exist; want a file path in an existing, writable directory"},
+		{[]string{"--plot", "/nonexistent/dir/x.svg"}, "--plot /nonexistent/dir/x.svg: directory /nonexistent/dir does not exist; want a file path in an existing, writable directory"},
+		{[]string{"--json", dir}, "--json " + dir + ": is a directory; want a file path"},
+		{[]string{"--plot", dir}, "--plot " + dir + ": is a directory; want a file path"},
+		{[]string{"--json", filepath.Join(file, "x.json")}, "--json " + filepath.Join(file, "x.json") + ": " + file + " is not a directory; want a file path"},
+		{[]string{"--nope"}, "--nope: no such flag"},
+		{[]string{"extra"}, `unexpected argument "extra" (all settings are flags`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			code, out, errOut := runArgs(t, nil, c.args...)
 			assert.Equal(t, exitUsage, code)
 			assert.Empty(t, out)
-			assert.Contains(t, errOut, c.want)
+			assert.Contains(t, errOut, "txnbench: "+c.want)
 			assert.Contains(t, errOut, usageHintText)
 			assert.NotContains(t, errOut, "Usage:", "errors are short; -h prints the usage")
+			assert.NotContains(t, errOut, "connecting", "nothing runs")
 		})
 	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "checking an output path leaves nothing behind")
+}
+
+// TestTablePrefixes checks that any SQL identifier is accepted as a table
+// prefix, so that people sharing a database pick their own.
+func TestTablePrefixes(t *testing.T) {
+	for _, p := range []string{"txnbench_", "alice_", "Team2_", "_x", "b", strings.Repeat("a", 55)} {
+		t.Run(p, func(t *testing.T) {
+			c, err := parseFlags([]string{"--table-prefix", p}, io.Discard)
+			require.NoError(t, err, p)
+			assert.Equal(t, p, c.tablePrefix)
+		})
+	}
+}
+
+// TestOutputWriteError checks that a file that cannot be written after
+// the run is reported under its own name, not a temporary file's.
+func TestOutputWriteError(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gone", "r.json")
+	err := writeFileAtomic(path, []byte("{}"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "write "+path+": ")
+	assert.NotContains(t, err.Error(), ".r.json.")
 }
 
 // TestFlagErrorsTogether checks that several mistakes are reported at once.
@@ -257,7 +327,9 @@ func TestDefaults(t *testing.T) {
 	c, err := parseFlags(nil, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, backendSQLite, c.backend)
-	assert.Equal(t, []string{defaultPolicy}, c.policies)
+	assert.Equal(t, "deferred", c.sqliteBegin, "the default run shows real SQLITE_BUSY")
+	assert.Equal(t, defaultPlotPath(), c.plotPath, "the default run writes the plot")
+	assert.Equal(t, strings.Split(defaultPolicies, ","), c.policies)
 	assert.Equal(t, "", c.dsn, "SQLite defaults to a temporary database")
 	assert.Equal(t, c.workers, c.connections())
 
@@ -324,12 +396,18 @@ func TestPolicyTable(t *testing.T) {
 		assert.False(t, seen[p.name], "duplicate policy %s", p.name)
 		seen[p.name] = true
 		assert.NotEmpty(t, p.help, p.name)
-		r := txn.New[int](nopBackend{}, p.runner(params)...)
+		require.NotNil(t, findPolicy(p.name))
+		if p.plain {
+			assert.Nil(t, p.runner, "the plain arm has no Runner")
+			continue
+		}
+		r := txn.New[int](nopBackend{}, runnerOptions(&p, params, txn.NopObserver{}, 1)...)
 		assert.NoError(t, r.Err(), p.name)
 		require.NotNil(t, findPolicy(p.name))
 		assert.Equal(t, p.name, findPolicy(p.name).name)
 	}
 	assert.Nil(t, findPolicy("nope"))
+	assert.True(t, findPolicy(plainName).plain)
 }
 
 // nopBackend lets TestPolicyTable build Runners to validate options.
@@ -408,7 +486,7 @@ func TestPlotSVG(t *testing.T) {
 			{Policy: "none", CommitsPerSecond: 50, RatioToBaseline: &ratio, LatencyMs: latencyMs{P99: 12.5}},
 			{Policy: "a<b&c", CommitsPerSecond: 0, LatencyMs: latencyMs{}},
 		}}
-	assertSVG(t, plotSVG(rep), "none", "a&lt;b&amp;c", "serial")
+	assertSVG(t, plotSVG(rep), "none", "a&lt;b&amp;c", "serial goodput (dashed line)", "stroke-dasharray")
 	assertSVG(t, plotSVG(&report{}))
 }
 
@@ -474,7 +552,8 @@ func uniquePrefix(t *testing.T) string {
 }
 
 // TestServers runs the workload briefly on PostgreSQL and MySQL/MariaDB,
-// on tables of its own, and drops them afterwards. Under SERIALIZABLE,
+// without the library and with it, on tables of its own, and drops them
+// afterwards. Under SERIALIZABLE,
 // PostgreSQL's transfers fail with 40001; MySQL's, with random lock order,
 // deadlock (1213). (Random order on PostgreSQL waits deadlock_timeout, 1 s,
 // per deadlock: too slow for a test.)
@@ -485,7 +564,7 @@ func TestServers(t *testing.T) {
 			dsn := requireServer(t, backend)
 			prefix := uniquePrefix(t)
 			t.Cleanup(func() { dropTables(t, backend, dsn, prefix) })
-			code, out, errOut := runArgs(t, nil, "--backend", backend, "--compare", "--policy", "none,full",
+			code, out, errOut := runArgs(t, nil, "--backend", backend, "--compare", "--policy", "plain,none,full",
 				"--rounds", "2", "--duration", "400ms", "--workers", "8", "--accounts", "2", "--lock-order", c.order,
 				"--table-prefix", prefix, "--json", "-", "--quiet")
 			require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
@@ -493,9 +572,15 @@ func TestServers(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(out), &rep))
 			assert.True(t, rep.Invariant.OK, "%+v", rep.Invariant)
 			assert.Positive(t, rep.Baseline.Commits)
+			require.Len(t, rep.Results, 3)
+			plain := rep.Results[0]
+			assert.Equal(t, plainName, plain.Policy)
+			assert.Positive(t, plain.Failed, "without the library, 8 workers on 2 accounts lose transfers: %+v", plain)
+			assert.Positive(t, plain.Commits)
 			var retries int64
-			for _, r := range rep.Results {
+			for _, r := range rep.Results[1:] {
 				assert.Positive(t, r.Commits, r.Policy)
+				assert.Zero(t, r.Failed, "%s: %s", r.Policy, r.FirstError)
 				retries += r.Retries
 			}
 			assert.Positive(t, retries, "8 workers on 2 accounts conflict")
@@ -525,6 +610,158 @@ func dropTables(t *testing.T, backend, dsn, prefix string) {
 		for _, s := range stmts {
 			_, err := db.ExecContext(ctx, s)
 			assert.NoError(t, err)
+		}
+	}
+}
+
+// closedPort returns a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// TestConnectErrors checks that a server that cannot be reached and a
+// server that refuses the role or user get different messages, against
+// the real PostgreSQL and MariaDB.
+func TestConnectErrors(t *testing.T) {
+	t.Run("postgres unreachable", func(t *testing.T) {
+		addr := closedPort(t)
+		code, _, errOut := runArgs(t, nil, "--backend", "postgres", "--quiet",
+			"--dsn", "postgres://postgres@"+addr+"/test?sslmode=disable&connect_timeout=10")
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errOut, "postgres: server unreachable at "+addr+" (is it running? set --dsn or TXN_PG_DSN)")
+		assert.NotContains(t, errOut, "reached")
+	})
+	t.Run("postgres role refused", func(t *testing.T) {
+		u, err := url.Parse(requireServer(t, backendPostgres))
+		require.NoError(t, err)
+		u.User = url.User("txnbench_no_such_role")
+		code, _, errOut := runArgs(t, nil, "--backend", "postgres", "--quiet", "--dsn", u.String())
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errOut, "postgres: reached the server at "+u.Host+`, but it refused the connection of role "txnbench_no_such_role"`)
+		assert.Contains(t, errOut, `role "txnbench_no_such_role" does not exist`)
+		assert.NotContains(t, errOut, "unreachable")
+	})
+	t.Run("mysql unreachable", func(t *testing.T) {
+		addr := closedPort(t)
+		code, _, errOut := runArgs(t, nil, "--backend", "mysql", "--quiet", "--dsn", "root@tcp("+addr+")/test?timeout=10s")
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errOut, "mysql: server unreachable at "+addr+" (is it running? set --dsn or TXN_MYSQL_DSN)")
+		assert.NotContains(t, errOut, "reached")
+	})
+	t.Run("mysql user refused", func(t *testing.T) {
+		cfg, err := mysql.ParseDSN(requireServer(t, backendMySQL))
+		require.NoError(t, err)
+		cfg.User, cfg.Passwd = "txnbench_no_such_user", ""
+		code, _, errOut := runArgs(t, nil, "--backend", "mysql", "--quiet", "--dsn", cfg.FormatDSN())
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errOut, "mysql: reached the server at "+cfg.Addr+`, but it refused the connection of user "txnbench_no_such_user"`)
+		assert.Contains(t, errOut, "Access denied")
+		assert.NotContains(t, errOut, "unreachable")
+	})
+}
+
+// TestProgressDraining checks that once a slice's measured time has ended,
+// the progress line says so and counts the transfers still under way,
+// instead of a clock stopped at the end; and that the final line gives the
+// measured time and the drain apart.
+func TestProgressDraining(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, false)
+	a := &arm{obs: &counter{}}
+	a.commits.Store(30)
+	a.obs.attempts.Store(45)
+	a.inFlight.Store(3)
+	p.mu.Lock()
+	p.arm, p.label, p.started, p.length = a, "full", time.Now().Add(-3*time.Second), time.Second
+	p.mu.Unlock()
+	p.draw()
+	assert.Regexp(t, `txnbench  full +1\.0s ended 2\.\ds ago, draining 3 transfers still under way +30 commits +\d+/s  1\.50 attempts/commit  0 failed`, buf.String())
+	assert.NotContains(t, buf.String(), "/1.0s", "no clock stopped at the end of the measured time")
+	buf.Reset()
+	a.inFlight.Store(1)
+	p.draw()
+	assert.Contains(t, buf.String(), "draining 1 transfer still under way")
+	buf.Reset()
+	p.done()
+	assert.Regexp(t, `txnbench  full +1\.0s, then 2\.\ds draining +30 commits +(9|10)/s`, buf.String(),
+		"the rate is over the whole time shown")
+}
+
+// TestProgressWarmup checks the warm-up's final line: its time and rate
+// agree with each other and it says it is not measured.
+func TestProgressWarmup(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, false)
+	a := &arm{obs: &counter{}}
+	a.commits.Store(200)
+	a.obs.attempts.Store(200)
+	p.mu.Lock()
+	p.arm, p.label, p.started, p.length = a, "warm-up (not measured)", time.Now().Add(-2*time.Second), 2*time.Second
+	p.mu.Unlock()
+	p.done()
+	assert.Regexp(t, `txnbench  warm-up \(not measured\) +2\.\ds +200 commits +(9\d|100)/s  1\.00 attempts/commit`, buf.String())
+}
+
+// TestPlotLayout lays out plots of 1, 2, 5 and 8 policies with long names
+// and checks that no two pieces of text overlap, that rotated axis labels
+// are far enough apart, and that everything fits in the canvas.
+func TestPlotLayout(t *testing.T) {
+	names := []string{"plain", "none", "constant", "full", "equal", "decorrelated", "adaptive", "keyed"}
+	for _, n := range []int{1, 2, 5, 8} {
+		for _, compare := range []bool{false, true} {
+			rep := &report{Backend: "postgres", Workers: 64, Accounts: 2, Isolation: "repeatable-read", LockOrder: "random",
+				Duration: "10s", Compare: compare}
+			if compare {
+				rep.Baseline = &result{Policy: "serial", CommitsPerSecond: 1000}
+			}
+			for i := range n {
+				ratio := float64(i+1) / 4
+				res := result{Policy: names[(i+5)%len(names)], CommitsPerSecond: float64(i+1) * 1234.5, Commits: 100, Failed: int64(i % 2 * 50),
+					ElapsedSeconds: 1, LatencyMs: latencyMs{P99: float64(n-i) * 33.3}}
+				if compare {
+					res.RatioToBaseline = &ratio
+				}
+				rep.Results = append(rep.Results, res)
+			}
+			t.Run(fmt.Sprintf("%d policies compare=%v", n, compare), func(t *testing.T) {
+				c := drawPlot(rep)
+				assertSVG(t, c.bytes(), rep.Results[0].Policy)
+				var flat []textBox
+				var rotated []textBox
+				for _, b := range c.texts {
+					assert.True(t, b.x0 >= 0 && b.y0 >= 0 && b.x1 <= c.width && b.y1 <= c.height,
+						"%s %q at (%.0f,%.0f)-(%.0f,%.0f) leaves the %.0f×%.0f canvas", b.role, b.text, b.x0, b.y0, b.x1, b.y1, c.width, c.height)
+					if b.rotatedDeg == 0 {
+						flat = append(flat, b)
+					} else if b.role == "x-label" {
+						rotated = append(rotated, b)
+					}
+				}
+				for i, a := range flat {
+					for _, b := range flat[i+1:] {
+						overlap := a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1
+						assert.False(t, overlap, "%s %q overlaps %s %q", a.role, a.text, b.role, b.text)
+					}
+				}
+				// Rotated labels are parallel: the distance between two
+				// neighbours is their horizontal spacing times sin 45°.
+				for i := 1; i < len(rotated); i++ {
+					if rotated[i].x1 < rotated[i-1].x1 {
+						continue // the other panel
+					}
+					gap := (rotated[i].x1 - rotated[i-1].x1) * math.Sqrt2 / 2
+					assert.GreaterOrEqual(t, gap, textSize+2, "rotated labels %q and %q", rotated[i-1].text, rotated[i].text)
+				}
+				for _, b := range flat {
+					if b.role == "x-label" {
+						assert.Empty(t, rotated, "labels are all flat or all rotated")
+					}
+				}
+			})
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,6 +56,8 @@ type result struct {
 	RatioToBaseline   *float64         `json:"ratio_to_baseline,omitempty"`
 	LatencyMs         latencyMs        `json:"latency_ms"`
 	RetryCauses       map[string]int64 `json:"retry_causes"`
+	FailureCauses     map[string]int64 `json:"failure_causes"`
+	Description       string           `json:"description"`
 	FirstError        string           `json:"first_error,omitempty"`
 }
 
@@ -81,19 +84,28 @@ type invariant struct {
 	Problems         []string `json:"problems"`
 }
 
-// printTable writes the human-readable results.
+// printTable writes the human-readable results: what was run, a row per
+// arm, what each policy is, why transfers were retried or failed, and the
+// invariant.
 func printTable(w io.Writer, r *report) {
-	fmt.Fprintf(w, "\n%s, isolation %s, lock order %s, %s", r.Backend, r.Isolation, r.LockOrder, r.Duration)
-	if r.Compare {
-		fmt.Fprintf(w, " per policy in %d interleaved rounds", r.Rounds)
-	}
+	fmt.Fprintf(w, "\n%s, %d workers, %d accounts, isolation %s, lock order %s", r.Backend, r.Workers, r.Accounts, r.Isolation, r.LockOrder)
 	if r.SQLiteBegin != "" {
 		fmt.Fprintf(w, ", BEGIN %s", strings.ToUpper(r.SQLiteBegin))
 	}
-	fmt.Fprintf(w, ", backoff base %s cap %s\n\n", r.BackoffBase, r.BackoffCap)
+	fmt.Fprintf(w, "\n%s per policy", r.Duration)
+	if r.Rounds > 1 {
+		fmt.Fprintf(w, " in %d interleaved rounds", r.Rounds)
+	}
+	fmt.Fprintf(w, ", backoff base %s cap %s\n", r.BackoffBase, r.BackoffCap)
+	fmt.Fprintln(w, "Each transfer is one transaction: read two balances, update both, insert a ledger row.")
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "backend\tworkers\taccounts\tpolicy\tcommits/s\t"
+	head := "policy\t"
+	if r.Compare {
+		head += "workers\t"
+	}
+	head += "commits/s\t"
 	if r.Compare {
 		head += "vs serial\t"
 	}
@@ -104,7 +116,11 @@ func printTable(w io.Writer, r *report) {
 		rows = append([]result{*r.Baseline}, rows...)
 	}
 	for _, res := range rows {
-		line := fmt.Sprintf("%s\t%d\t%d\t%s\t%.0f\t", r.Backend, res.Workers, r.Accounts, res.Policy, res.CommitsPerSecond)
+		line := res.Policy + "\t"
+		if r.Compare {
+			line += fmt.Sprintf("%d\t", res.Workers)
+		}
+		line += fmt.Sprintf("%.0f\t", res.CommitsPerSecond)
 		if r.Compare {
 			if res.RatioToBaseline != nil {
 				line += fmt.Sprintf("%.2fx\t", *res.RatioToBaseline)
@@ -117,13 +133,31 @@ func printTable(w io.Writer, r *report) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
-	for _, res := range append(rows, r.Warmup) {
-		if len(res.RetryCauses) > 0 && res.Policy != warmupName {
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, res := range rows {
+		if res.Description != "" {
+			fmt.Fprintf(tw, "  %s\t%s\n", res.Policy, res.Description)
+		}
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	for _, res := range rows {
+		if len(res.FailureCauses) > 0 {
+			fmt.Fprintf(w, "failures of %s: %s", res.Policy, formatCauses(res.FailureCauses))
+			if total := res.Commits + res.Failed; total > 0 {
+				fmt.Fprintf(w, " (%d of %d transfers, %.0f%%, lost)", res.Failed, total, 100*float64(res.Failed)/float64(total))
+			}
+			fmt.Fprintln(w)
+		}
+		if len(res.RetryCauses) > 0 {
 			fmt.Fprintf(w, "retries of %s: %s\n", res.Policy, formatCauses(res.RetryCauses))
 		}
 		if res.FirstError != "" {
 			fmt.Fprintf(w, "first failure of %s: %s\n", res.Policy, res.FirstError)
 		}
+	}
+	if r.Warmup.FirstError != "" {
+		fmt.Fprintf(w, "first failure of the warm-up: %s\n", r.Warmup.FirstError)
 	}
 	inv := r.Invariant
 	switch {
@@ -193,8 +227,20 @@ func writeJSON(path string, stdout io.Writer, r *report) error {
 }
 
 // writeFileAtomic writes b to a temporary file beside path and renames it
-// over path, so that a reader never sees half a file.
+// over path, so that a reader never sees half a file. Its errors name
+// path.
 func writeFileAtomic(path string, b []byte) error {
+	if err := writeFileAtomicRaw(path, b); err != nil {
+		// The error names the temporary file; keep only its cause.
+		if u := errors.Unwrap(err); u != nil {
+			err = u
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeFileAtomicRaw(path string, b []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -219,21 +265,24 @@ func writeFileAtomic(path string, b []byte) error {
 
 // progress shows what the run is doing. On a terminal it redraws one line
 // in place five times a second. Otherwise it prints a line when a slice
-// ends, and once a second during slices of two seconds or more, never while
-// a slice is only waiting for its last transfers to finish.
+// ends, once a second during slices of two seconds or more, and once a
+// second while a slice waits for its last transfers to finish. Once a
+// slice's measured time has ended the line says so, with the number of
+// transfers still under way, instead of a clock stopped at its end.
 type progress struct {
 	w        io.Writer
 	terminal bool
 
-	mu      sync.Mutex
-	arm     *arm
-	label   string
-	from    int64
-	started time.Time
-	length  time.Duration
-	stop    chan struct{}
-	stopped chan struct{}
-	drawn   bool
+	mu                       sync.Mutex
+	arm                      *arm
+	label                    string
+	fromCommits, fromAttempt int64
+	fromFailed               int64
+	started                  time.Time
+	length                   time.Duration
+	stop                     chan struct{}
+	stopped                  chan struct{}
+	drawn                    bool
 }
 
 // newProgress returns a progress writing to w.
@@ -255,7 +304,8 @@ func (p *progress) start(a *arm, label string, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.finishLocked()
-	p.arm, p.label, p.from, p.started, p.length = a, label, a.commits.Load(), time.Now(), d
+	p.arm, p.label, p.started, p.length = a, label, time.Now(), d
+	p.fromCommits, p.fromAttempt, p.fromFailed = a.commits.Load(), a.obs.attempts.Load(), a.obs.gaveUp.Load()
 	if p.stop == nil {
 		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
 		every := time.Second
@@ -280,44 +330,73 @@ func (p *progress) loop(every time.Duration, stop <-chan struct{}, stopped chan<
 	}
 }
 
+// draw prints or redraws the line of the slice under way.
 func (p *progress) draw() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.terminal && (p.length < 2*time.Second || time.Since(p.started) > p.length) {
+	if p.arm == nil {
 		return
 	}
-	p.drawLocked()
+	// In a log, a short slice gets its final line only, and a drain a
+	// line once it has lasted half a second.
+	drain := time.Since(p.started) - p.length
+	if !p.terminal && (drain <= 0 && p.length < 2*time.Second || drain > 0 && drain < 500*time.Millisecond) {
+		return
+	}
+	p.writeLocked(p.lineLocked(false))
 }
 
 // finishLocked prints the final line of the slice that just ended, when
 // not on a terminal, so that a log shows every slice.
 func (p *progress) finishLocked() {
 	if p.arm != nil && !p.terminal {
-		p.drawLocked()
+		p.writeLocked(p.lineLocked(true))
 	}
 	p.arm = nil
 }
 
-func (p *progress) drawLocked() {
+// lineLocked returns the progress line of the slice under way; final is
+// for the line printed once the slice has ended.
+func (p *progress) lineLocked(final bool) string {
 	a := p.arm
-	if a == nil {
-		return
-	}
 	el := time.Since(p.started)
-	n := a.commits.Load() - p.from
-	rate := float64(n) / el.Seconds()
+	n := a.commits.Load() - p.fromCommits
 	apc := 0.0
-	if c := a.commits.Load(); c > 0 {
-		apc = float64(a.obs.attempts.Load()) / float64(c)
+	if n > 0 {
+		apc = float64(a.obs.attempts.Load()-p.fromAttempt) / float64(n)
 	}
-	line := fmt.Sprintf("txnbench  %-24s %5.1fs/%.1fs %8d commits %7.0f/s  %.2f attempts/commit  %d failed",
-		p.label, min(el, p.length).Seconds(), p.length.Seconds(), n, rate, apc, a.obs.gaveUp.Load())
+	counts := fmt.Sprintf("%8d commits %7.0f/s  %.2f attempts/commit  %d failed",
+		n, float64(n)/el.Seconds(), apc, a.obs.gaveUp.Load()-p.fromFailed)
+	head := fmt.Sprintf("txnbench  %-26s", p.label)
+	drain := el - p.length
+	switch {
+	case final && drain >= 50*time.Millisecond:
+		return fmt.Sprintf("%s %5.1fs, then %.1fs draining %s", head, p.length.Seconds(), drain.Seconds(), counts)
+	case final:
+		return fmt.Sprintf("%s %5.1fs %s", head, el.Seconds(), counts)
+	case drain > 0:
+		return fmt.Sprintf("%s %5.1fs ended %.1fs ago, draining %s still under way  %s",
+			head, p.length.Seconds(), drain.Seconds(), plural(a.inFlight.Load(), "transfer"), counts)
+	}
+	return fmt.Sprintf("%s %5.1fs/%.1fs %s", head, el.Seconds(), p.length.Seconds(), counts)
+}
+
+// plural returns n and noun, with an s unless n is 1.
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// writeLocked prints line, in place on a terminal.
+func (p *progress) writeLocked(line string) {
 	if p.terminal {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		p.drawn = true
-	} else {
-		fmt.Fprintln(p.w, line)
+		return
 	}
+	fmt.Fprintln(p.w, line)
 }
 
 func (p *progress) clearLocked() {

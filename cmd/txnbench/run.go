@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -34,7 +35,7 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	prog.note(fmt.Sprintf("txnbench: connecting to %s", c.backend))
+	prog.note(fmt.Sprintf("txnbench: connecting to %s", describeTarget(c)))
 	store, cleanup, err := open(setupCtx, c)
 	if err != nil {
 		prog.done()
@@ -50,25 +51,27 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
 	var arms []*arm
 	if c.compare {
-		arms = append(arms, newArm(store, findPolicy(defaultPolicy), params, 1, seed, true))
+		arms = append(arms, newArm(store, findPolicy(baselinePolicy), params, 1, seed, true))
 	}
 	for i, name := range c.policies {
 		arms = append(arms, newArm(store, findPolicy(name), params, c.workers, seed+uint64(i)+1, false))
 	}
 	w := workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout}
-
-	// Warm up on an arm of its own, so that its numbers stay out of the
-	// results; its commits still count for the ledger check.
-	warm := newArm(store, findPolicy(c.policies[0]), params, c.workers, seed^0xabcdef, false)
-	warm.name = warmupName
-	warmFor := min(maxWarmup, c.duration/10)
-	prog.start(warm, "warm-up", warmFor)
-	w.slice(ctx, warm, warmFor, seed^1)
-
 	rounds := 1
-	if c.compare {
+	if len(arms) > 1 {
 		rounds = c.rounds
 	}
+	prog.note(fmt.Sprintf("txnbench: running %s for %v each%s", strings.Join(c.policies, ", "), c.duration, roundsNote(c.compare, rounds)))
+
+	// Warm up on an arm of its own, with a policy of the library, so that
+	// its numbers stay out of the results; its commits still count for the
+	// ledger check.
+	warm := newArm(store, findPolicy(warmupPolicy(c.policies)), params, c.workers, seed^0xabcdef, false)
+	warm.name = warmupName
+	warmFor := min(maxWarmup, c.duration/10)
+	prog.start(warm, "warm-up (not measured)", warmFor)
+	w.slice(ctx, warm, warmFor, seed^1)
+
 	sliceDur := c.duration / time.Duration(rounds)
 	started := time.Now()
 	for r, order := range schedule(len(arms), rounds) {
@@ -137,6 +140,43 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 	return rep, nil
 }
 
+// baselinePolicy is the policy of the one-worker serial baseline of
+// --compare; with one worker it never retries.
+const baselinePolicy = "adaptive"
+
+// warmupPolicy returns the policy the warm-up runs: the first of policies
+// that uses the library, else the library's defaults.
+func warmupPolicy(policies []string) string {
+	for _, name := range policies {
+		if !findPolicy(name).plain {
+			return name
+		}
+	}
+	return baselinePolicy
+}
+
+// roundsNote describes how the policies are interleaved, for the first
+// progress line.
+func roundsNote(compare bool, rounds int) string {
+	s := ""
+	if compare {
+		s = ", and a one-worker serial baseline"
+	}
+	if rounds > 1 {
+		s += fmt.Sprintf(", interleaved in %d rounds", rounds)
+	}
+	return s
+}
+
+// describeTarget names the database a run uses, for the first progress
+// line.
+func describeTarget(c *config) string {
+	if c.backend == backendSQLite && c.dsn == "" {
+		return "sqlite (a new database in a temporary directory)"
+	}
+	return c.backend
+}
+
 // result turns a's tallies into its line of the report.
 func (a *arm) result() result {
 	res := result{
@@ -149,7 +189,13 @@ func (a *arm) result() result {
 		CommitUnknown:  a.unknown,
 		Rejected:       a.rejected,
 		ElapsedSeconds: a.elapsed.Seconds(),
-		RetryCauses:    a.obs.causeCounts(),
+	}
+	res.RetryCauses, res.FailureCauses = a.obs.causeCounts()
+	if p := findPolicy(a.name); p != nil && !a.baseline {
+		res.Description = p.help
+	}
+	if a.baseline {
+		res.Description = "txn, one worker: nothing conflicts"
 	}
 	if a.elapsed > 0 {
 		res.CommitsPerSecond = float64(res.Commits) / a.elapsed.Seconds()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/txnkit/txn"
 )
@@ -53,7 +54,14 @@ type Store interface {
 	// opts (those of one policy, and the observer). Each transfer reads both
 	// balances, updates both and inserts a ledger row, in one transaction;
 	// callOpts are passed to that call's Run.
-	Bank(opts ...txn.RunnerOption) TransferFunc
+	Bank(opts ...runnerOption) TransferFunc
+	// Plain returns a function that runs the same transfer without txn: a
+	// transaction hand-written on the driver (begin, the statements,
+	// commit; roll back on error), run once, with the same transaction
+	// options. A commit that fails without a database error (a lost
+	// connection) is reported as txn.ErrCommitUnknown, since it may have
+	// committed.
+	Plain() TransferFunc
 	// Check reads what the invariant is checked on.
 	Check(ctx context.Context) (totals, error)
 	// Code returns a short name of a database error (an SQLSTATE, an error
@@ -65,7 +73,7 @@ type Store interface {
 }
 
 // TransferFunc runs one transfer in a transaction, retried by a Runner.
-type TransferFunc func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error
+type TransferFunc func(ctx context.Context, t transfer, callOpts ...callOption) error
 
 // totals is what Check reads.
 type totals struct {
@@ -98,6 +106,20 @@ func openStore(ctx context.Context, c *config) (Store, func(), error) {
 		return s, func() {}, err
 	}
 	return nil, nil, fmt.Errorf("unknown backend %q", c.backend)
+}
+
+// plainRollbackTimeout bounds the ROLLBACK of a hand-written transaction,
+// which runs even when the transfer's context has ended.
+const plainRollbackTimeout = 5 * time.Second
+
+// commitFailed returns the error of a hand-written transaction whose
+// COMMIT failed with err: definite when the database answered (the
+// transaction did not commit), txn.ErrCommitUnknown otherwise.
+func commitFailed(err error, definite bool) error {
+	if definite {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return fmt.Errorf("commit: %w: %w", txn.ErrCommitUnknown, err)
 }
 
 // Check queries shared by the SQL stores; %[1]s is the table prefix.

@@ -24,7 +24,10 @@ type mongoStore struct {
 	client   *mongo.Client
 	accounts *mongo.Collection
 	ledger   *mongo.Collection
-	begin    []txn.BeginOption[*mongo.Session]
+	// txOpts are the transaction options (read concern) of every transfer.
+	txOpts *options.TransactionOptionsBuilder
+	// begin passes txOpts to every Runner of the store.
+	begin []txn.BeginOption[*mongo.Session]
 }
 
 // openMongo connects to the replica set c.dsn names. The collections live
@@ -44,6 +47,10 @@ func openMongo(ctx context.Context, c *config) (Store, error) {
 	}
 	if err := client.Ping(ctx, nil); err != nil {
 		_ = client.Disconnect(context.Background())
+		var se mongo.ServerError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("mongodb: reached %v, but the server refused the connection (authentication or user; fix --dsn or TXN_MONGODB_URI): %w", cs.Hosts, err)
+		}
 		return nil, fmt.Errorf("mongodb: cannot reach %v (set --dsn or TXN_MONGODB_URI to a replica set): %w", cs.Hosts, err)
 	}
 	dbName := cs.Database
@@ -57,7 +64,8 @@ func openMongo(ctx context.Context, c *config) (Store, error) {
 		ledger:   db.Collection(c.tablePrefix + "ledger"),
 	}
 	if c.isolation == "snapshot" {
-		s.begin = []txn.BeginOption[*mongo.Session]{txnmongo.TxOptions(options.Transaction().SetReadConcern(readconcern.Snapshot()))}
+		s.txOpts = options.Transaction().SetReadConcern(readconcern.Snapshot())
+		s.begin = []txn.BeginOption[*mongo.Session]{txnmongo.TxOptions(s.txOpts)}
 	}
 	return s, nil
 }
@@ -85,37 +93,75 @@ func (s *mongoStore) Setup(ctx context.Context, accounts int) error {
 }
 
 // Bank implements Store.
-func (s *mongoStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+func (s *mongoStore) Bank(opts ...runnerOption) TransferFunc {
 	r := txnmongo.New(s.client, opts...).WithBegin(s.begin...)
-	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
+	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
-			first, second := t.order()
-			balances := map[int64]int64{}
-			for _, id := range [2]int64{first, second} {
-				var doc struct {
-					Balance int64 `bson:"balance"`
-				}
-				if err := s.accounts.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc); err != nil {
-					return fmt.Errorf("read balance %d: %w", id, err)
-				}
-				balances[id] = doc.Balance
-			}
-			if balances[t.from] < t.amount {
-				return txn.Permanent(errInsufficientFunds)
-			}
-			for _, id := range [2]int64{first, second} {
-				upd := bson.D{{Key: "$inc", Value: bson.D{{Key: "balance", Value: t.delta(id)}}}}
-				if _, err := s.accounts.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, upd); err != nil {
-					return fmt.Errorf("update balance %d: %w", id, err)
-				}
-			}
-			doc := bson.D{{Key: "from_id", Value: t.from}, {Key: "to_id", Value: t.to}, {Key: "amount", Value: t.amount}}
-			if _, err := s.ledger.InsertOne(ctx, doc); err != nil {
-				return fmt.Errorf("insert ledger row: %w", err)
-			}
-			return nil
+			return s.transfer(ctx, t)
 		}, callOpts...)
 	}
+}
+
+// Plain implements Store: a session, StartTransaction, the transfer,
+// CommitTransaction, with no retry (not even the driver's
+// WithTransaction loop).
+func (s *mongoStore) Plain() TransferFunc {
+	return func(ctx context.Context, t transfer, _ ...callOption) error {
+		sess, err := s.client.StartSession()
+		if err != nil {
+			return fmt.Errorf("start session: %w", err)
+		}
+		defer sess.EndSession(context.WithoutCancel(ctx))
+		var txOpts []options.Lister[options.TransactionOptions]
+		if s.txOpts != nil {
+			txOpts = append(txOpts, s.txOpts)
+		}
+		if err := sess.StartTransaction(txOpts...); err != nil {
+			return fmt.Errorf("start transaction: %w", err)
+		}
+		sctx := mongo.NewSessionContext(ctx, sess)
+		if err := s.transfer(sctx, t); err != nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), plainRollbackTimeout)
+			_ = sess.AbortTransaction(actx)
+			cancel()
+			return err
+		}
+		if err := sess.CommitTransaction(ctx); err != nil {
+			var le mongo.LabeledError
+			unknown := errors.As(err, &le) && le.HasErrorLabel("UnknownTransactionCommitResult") || mongo.IsNetworkError(err)
+			return commitFailed(err, !unknown)
+		}
+		return nil
+	}
+}
+
+// transfer is the body of a transfer, in the transaction of ctx's session.
+func (s *mongoStore) transfer(ctx context.Context, t transfer) error {
+	first, second := t.order()
+	balances := map[int64]int64{}
+	for _, id := range [2]int64{first, second} {
+		var doc struct {
+			Balance int64 `bson:"balance"`
+		}
+		if err := s.accounts.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc); err != nil {
+			return fmt.Errorf("read balance %d: %w", id, err)
+		}
+		balances[id] = doc.Balance
+	}
+	if balances[t.from] < t.amount {
+		return txn.Permanent(errInsufficientFunds)
+	}
+	for _, id := range [2]int64{first, second} {
+		upd := bson.D{{Key: "$inc", Value: bson.D{{Key: "balance", Value: t.delta(id)}}}}
+		if _, err := s.accounts.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, upd); err != nil {
+			return fmt.Errorf("update balance %d: %w", id, err)
+		}
+	}
+	doc := bson.D{{Key: "from_id", Value: t.from}, {Key: "to_id", Value: t.to}, {Key: "amount", Value: t.amount}}
+	if _, err := s.ledger.InsertOne(ctx, doc); err != nil {
+		return fmt.Errorf("insert ledger row: %w", err)
+	}
+	return nil
 }
 
 // Check implements Store. The ledger is replayed in the client: one pass

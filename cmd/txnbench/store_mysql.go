@@ -28,7 +28,7 @@ func openMySQL(ctx context.Context, c *config) (Store, error) {
 	db.SetMaxIdleConns(c.connections())
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("mysql: cannot reach %s (set --dsn or TXN_MYSQL_DSN): %w", cfg.Addr, err)
+		return nil, mysqlConnectError(cfg.Addr, cfg.User, err)
 	}
 	s := &sqlStore{
 		db:     db,
@@ -42,9 +42,22 @@ func openMySQL(ctx context.Context, c *config) (Store, error) {
 		batch:     1000,
 	}
 	if lvl, ok := sqlIsolation(c.isolation); ok {
-		s.begin = []txn.BeginOption[*sql.Tx]{txnmysql.TxOptions(sql.TxOptions{Isolation: lvl})}
+		s.txOpts = &sql.TxOptions{Isolation: lvl}
+		s.begin = []txn.BeginOption[*sql.Tx]{txnmysql.TxOptions(*s.txOpts)}
 	}
 	return s, nil
+}
+
+// mysqlConnectError tells a server that could not be reached from one
+// that answered and refused the connection (access denied, unknown
+// database): only the second carries an error number from the server.
+func mysqlConnectError(addr, user string, err error) error {
+	var e *mysql.MySQLError
+	if errors.As(err, &e) {
+		return fmt.Errorf("mysql: reached the server at %s, but it refused the connection of user %q "+
+			"(authentication, user or database; fix --dsn or TXN_MYSQL_DSN): %w", addr, user, err)
+	}
+	return fmt.Errorf("mysql: server unreachable at %s (is it running? set --dsn or TXN_MYSQL_DSN): %w", addr, err)
 }
 
 // mysqlCode names a MySQL error by its number, and a broken connection.

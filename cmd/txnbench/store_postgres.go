@@ -18,7 +18,10 @@ import (
 type pgStore struct {
 	pool   *pgxpool.Pool
 	prefix string
-	begin  []txn.BeginOption[pgx.Tx]
+	// txOpts are the transaction options (isolation) of every transfer.
+	txOpts pgx.TxOptions
+	// begin passes txOpts to every Runner of the store.
+	begin []txn.BeginOption[pgx.Tx]
 }
 
 // openPostgres connects to the PostgreSQL server c.dsn names, with a pool
@@ -37,14 +40,26 @@ func openPostgres(ctx context.Context, c *config) (Store, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres: cannot reach %s:%d (set --dsn or TXN_PG_DSN): %w",
-			cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+		return nil, pgConnectError(cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User, err)
 	}
 	s := &pgStore{pool: pool, prefix: c.tablePrefix}
 	if lvl, ok := pgIsolation(c.isolation); ok {
-		s.begin = []txn.BeginOption[pgx.Tx]{txnpgx.TxOptions(pgx.TxOptions{IsoLevel: lvl})}
+		s.txOpts = pgx.TxOptions{IsoLevel: lvl}
+		s.begin = []txn.BeginOption[pgx.Tx]{txnpgx.TxOptions(s.txOpts)}
 	}
 	return s, nil
+}
+
+// pgConnectError tells a server that could not be reached from one that
+// answered and refused the connection (authentication, role, database):
+// only the second carries an error from the server.
+func pgConnectError(host string, port uint16, user string, err error) error {
+	var e *pgconn.PgError
+	if errors.As(err, &e) {
+		return fmt.Errorf("postgres: reached the server at %s:%d, but it refused the connection of role %q "+
+			"(authentication, role or database; fix --dsn or TXN_PG_DSN): %w", host, port, user, err)
+	}
+	return fmt.Errorf("postgres: server unreachable at %s:%d (is it running? set --dsn or TXN_PG_DSN): %w", host, port, err)
 }
 
 // pgIsolation maps --isolation to pgx's level; false for the server's
@@ -81,16 +96,43 @@ func (s *pgStore) Setup(ctx context.Context, accounts int) error {
 	})
 }
 
+// statements returns the transfer's SELECT, UPDATE and INSERT.
+func (s *pgStore) statements() (sel, upd, ins string) {
+	return s.q(`SELECT balance FROM %[1]saccounts WHERE id = $1`),
+		s.q(`UPDATE %[1]saccounts SET balance = balance + $1 WHERE id = $2`),
+		s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES ($1, $2, $3)`)
+}
+
 // Bank implements Store.
-func (s *pgStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+func (s *pgStore) Bank(opts ...runnerOption) TransferFunc {
 	r := txnpgx.New(s.pool, opts...).WithBegin(s.begin...)
-	sel := s.q(`SELECT balance FROM %[1]saccounts WHERE id = $1`)
-	upd := s.q(`UPDATE %[1]saccounts SET balance = balance + $1 WHERE id = $2`)
-	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES ($1, $2, $3)`)
-	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
+	sel, upd, ins := s.statements()
+	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			return sqlTransfer(ctx, pgxStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
+	}
+}
+
+// Plain implements Store.
+func (s *pgStore) Plain() TransferFunc {
+	sel, upd, ins := s.statements()
+	return func(ctx context.Context, t transfer, _ ...callOption) error {
+		tx, err := s.pool.BeginTx(ctx, s.txOpts)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if err := sqlTransfer(ctx, pgxStmts{tx}, t, sel, upd, ins); err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), plainRollbackTimeout)
+			_ = tx.Rollback(rctx)
+			cancel()
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			var e *pgconn.PgError
+			return commitFailed(err, errors.As(err, &e))
+		}
+		return nil
 	}
 }
 

@@ -17,8 +17,12 @@ type sqlStore struct {
 	// ddl creates the two tables; %[1]s is the prefix.
 	ddl []string
 	// newRunner builds the backend's Runner.
-	newRunner func(db *sql.DB, opts ...txn.RunnerOption) *txn.Runner[*sql.Tx]
-	// begin are the begin options every Runner of the store gets (isolation).
+	newRunner func(db *sql.DB, opts ...runnerOption) *txn.Runner[*sql.Tx]
+	// txOpts are the transaction options (isolation) of every transfer,
+	// nil for the driver's defaults.
+	txOpts *sql.TxOptions
+	// begin are the begin options every Runner of the store gets: txOpts
+	// as the backend's begin option.
 	begin []txn.BeginOption[*sql.Tx]
 	code  func(err error) string
 	// batch is how many accounts one INSERT creates.
@@ -65,16 +69,40 @@ func insertAccounts(ctx context.Context, accounts, batch int, insert func(contex
 	return nil
 }
 
+// statements returns the transfer's SELECT, UPDATE and INSERT.
+func (s *sqlStore) statements() (sel, upd, ins string) {
+	return s.q(`SELECT balance FROM %[1]saccounts WHERE id = ?`),
+		s.q(`UPDATE %[1]saccounts SET balance = balance + ? WHERE id = ?`),
+		s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES (?, ?, ?)`)
+}
+
 // Bank implements Store.
-func (s *sqlStore) Bank(opts ...txn.RunnerOption) TransferFunc {
+func (s *sqlStore) Bank(opts ...runnerOption) TransferFunc {
 	r := s.newRunner(s.db, opts...).WithBegin(s.begin...)
-	sel := s.q(`SELECT balance FROM %[1]saccounts WHERE id = ?`)
-	upd := s.q(`UPDATE %[1]saccounts SET balance = balance + ? WHERE id = ?`)
-	ins := s.q(`INSERT INTO %[1]sledger (from_id, to_id, amount) VALUES (?, ?, ?)`)
-	return func(ctx context.Context, t transfer, callOpts ...txn.CallOption) error {
+	sel, upd, ins := s.statements()
+	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			return sqlTransfer(ctx, stdStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
+	}
+}
+
+// Plain implements Store.
+func (s *sqlStore) Plain() TransferFunc {
+	sel, upd, ins := s.statements()
+	return func(ctx context.Context, t transfer, _ ...callOption) error {
+		tx, err := s.db.BeginTx(ctx, s.txOpts)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if err := sqlTransfer(ctx, stdStmts{tx}, t, sel, upd, ins); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return commitFailed(err, s.code(err) != "" && s.code(err) != "connection lost")
+		}
+		return nil
 	}
 }
 

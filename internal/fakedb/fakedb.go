@@ -41,6 +41,21 @@ func (t *Tx) Write(key string) {
 	t.writes = append(t.writes, key)
 }
 
+// Put records key as written, like Write, unless the transaction has
+// ended: then it writes nothing and returns an error wrapping
+// txn.ErrTxDone, as database/sql and pgx refuse statements on a finished
+// transaction.
+func (t *Tx) Put(key string) error {
+	t.db.mu.Lock()
+	defer t.db.mu.Unlock()
+	if t.done {
+		t.db.log = append(t.db.log, fmt.Sprintf("put %d %s on finished tx", t.ID, key))
+		return fmt.Errorf("fakedb: put %s: %w", key, txn.ErrTxDone)
+	}
+	t.writes = append(t.writes, key)
+	return nil
+}
+
 // Finish ends the transaction behind the Runner's back, as a fn that calls
 // Commit or Rollback itself would.
 func (t *Tx) Finish() {

@@ -39,6 +39,11 @@ const (
 	// protocols such as PostgreSQL's and MySQL's when the client does not
 	// pipeline.
 	CutAfterReply
+	// Stall withholds the chunk that completed the pattern, and everything
+	// that client sends after it, until Release is called: the connection
+	// stays open but the server hears nothing, as over a link that went
+	// silent. Release forwards the withheld bytes and relaying resumes.
+	Stall
 )
 
 // String returns the mode's name.
@@ -48,9 +53,30 @@ func (m Mode) String() string {
 		return "CutBeforeForward"
 	case CutAfterReply:
 		return "CutAfterReply"
+	case Stall:
+		return "Stall"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
+
+// ConnectFault says what the proxy does to the connections it accepts,
+// while clients are still connecting. Set it with SetConnectFault.
+type ConnectFault int
+
+const (
+	// ConnectPass relays new connections normally (the default).
+	ConnectPass ConnectFault = iota
+	// ResetOnAccept resets each new connection (a TCP RST, SO_LINGER 0)
+	// as soon as it is accepted, before the target is dialed: the client
+	// sees its connection reset before the server said anything.
+	ResetOnAccept
+	// ResetAfterGreeting relays each new connection until the first bytes
+	// from the server (MySQL's greeting, or PostgreSQL's first answer to
+	// the startup message) have reached the client, then resets both
+	// sides: the client sees its connection reset in the middle of the
+	// handshake.
+	ResetAfterGreeting
+)
 
 // dialTimeout bounds the connection to the target for each accepted client.
 const dialTimeout = 5 * time.Second
@@ -60,6 +86,9 @@ type fault struct {
 	pattern []byte // lower-cased
 	mode    Mode
 	fired   chan struct{}
+	release chan struct{} // closed by Release, for Stall
+
+	releaseOnce sync.Once
 }
 
 // Proxy is a running fault-injecting proxy. Its methods are safe for
@@ -71,14 +100,18 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	links   map[*link]struct{}
-	armed   *fault
-	last    chan struct{} // fired channel of the most recent Arm
-	fires   int
-	keep    int // bytes of client stream each link remembers for split patterns
-	closed  bool
-	accepts int
+	mu    sync.Mutex
+	links map[*link]struct{}
+	armed *fault
+	last  chan struct{} // fired channel of the most recent Arm
+	// lastFault is the most recent Arm's fault, for Release.
+	lastFault *fault
+	fires     int
+	keep      int // bytes of client stream each link remembers for split patterns
+	closed    bool
+	accepts   int
+	connect   ConnectFault
+	resets    int // connections reset by a ConnectFault
 
 	chaos      Chaos
 	chaosRand  *rand.Rand
@@ -89,7 +122,14 @@ type Proxy struct {
 // connection to target (host:port). It returns an error if it cannot
 // listen; an unreachable target shows up as connections that close at once.
 func Start(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartAt("127.0.0.1:0", target)
+}
+
+// StartAt is Start listening on listen (host:port) instead of a free port.
+// A test uses it to open, at a moment it chooses, an address that refused
+// connections until then. It returns an error if it cannot listen there.
+func StartAt(listen, target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen: %w", err)
 	}
@@ -143,14 +183,26 @@ func (p *Proxy) Close() error {
 // across several reads) suffers mode. An empty pattern matches the next
 // chunk any client sends. Wait for it with Fired.
 func (p *Proxy) Arm(pattern []byte, mode Mode) {
-	f := &fault{pattern: bytes.ToLower(bytes.Clone(pattern)), mode: mode, fired: make(chan struct{})}
+	f := &fault{pattern: bytes.ToLower(bytes.Clone(pattern)), mode: mode, fired: make(chan struct{}), release: make(chan struct{})}
 	p.mu.Lock()
 	p.armed = f
 	p.last = f.fired
+	p.lastFault = f
 	if n := len(pattern) - 1; n > p.keep {
 		p.keep = n
 	}
 	p.mu.Unlock()
+}
+
+// Release ends the stall of the most recent Arm with mode Stall, whether it
+// has fired yet or not: the withheld bytes are forwarded and relaying
+// resumes. Calling it again does nothing.
+func (p *Proxy) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastFault != nil {
+		p.lastFault.releaseOnce.Do(func() { close(p.lastFault.release) })
+	}
 }
 
 // Disarm removes the armed fault, if it has not fired.
@@ -177,6 +229,23 @@ func (p *Proxy) Fires() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.fires
+}
+
+// SetConnectFault sets what happens to the connections accepted from now
+// on; ConnectPass restores normal relaying. Connections already
+// established are not affected.
+func (p *Proxy) SetConnectFault(f ConnectFault) {
+	p.mu.Lock()
+	p.connect = f
+	p.mu.Unlock()
+}
+
+// ConnectResets returns how many connections a ConnectFault has reset
+// since Start.
+func (p *Proxy) ConnectResets() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.resets
 }
 
 // Accepted returns how many client connections the proxy has accepted.
@@ -232,14 +301,30 @@ func (p *Proxy) acceptLoop() {
 			return
 		}
 		p.accepts++
+		mode := p.connect
+		if mode == ResetOnAccept {
+			p.resets++
+			p.mu.Unlock()
+			reset(c)
+			continue
+		}
 		p.wg.Add(1)
 		p.mu.Unlock()
-		go p.serve(c)
+		go p.serve(c, mode == ResetAfterGreeting)
 	}
 }
 
-// serve dials the target for client c and relays until either side ends.
-func (p *Proxy) serve(client net.Conn) {
+// reset closes c with a TCP RST instead of a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// serve dials the target for client c and relays until either side ends;
+// with resetAfterGreeting, until the server's first bytes were relayed.
+func (p *Proxy) serve(client net.Conn, resetAfterGreeting bool) {
 	defer p.wg.Done()
 	if p.chaosConnect() {
 		_ = client.Close()
@@ -251,7 +336,7 @@ func (p *Proxy) serve(client net.Conn) {
 		_ = client.Close()
 		return
 	}
-	l := &link{p: p, client: client, server: server}
+	l := &link{p: p, client: client, server: server, resetAfterGreeting: resetAfterGreeting}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -273,7 +358,9 @@ type link struct {
 
 	closeOnce sync.Once
 
-	mu        sync.Mutex
+	mu                 sync.Mutex
+	resetAfterGreeting bool
+
 	tail      []byte // last bytes of the client stream, lower-cased
 	pending   *fault // a CutAfterReply fault waiting for the reply
 	triggered bool
@@ -330,6 +417,15 @@ func (l *link) clientToServer() {
 				l.close()
 				return
 			}
+			if f != nil && f.mode == Stall {
+				l.fire(f)
+				select {
+				case <-f.release:
+				case <-l.p.ctx.Done():
+					return
+				}
+				f = nil
+			}
 			if f != nil {
 				// CutAfterReply: the reply watcher must be in place
 				// before the server can answer.
@@ -370,6 +466,19 @@ func (l *link) serverToClient() {
 				continue
 			}
 			if _, werr := l.client.Write(buf[:n]); werr != nil {
+				return
+			}
+			if l.resetAfterGreeting {
+				l.p.mu.Lock()
+				l.p.resets++
+				l.p.mu.Unlock()
+				l.closeOnce.Do(func() {
+					reset(l.client)
+					reset(l.server)
+					l.p.mu.Lock()
+					delete(l.p.links, l)
+					l.p.mu.Unlock()
+				})
 				return
 			}
 		}

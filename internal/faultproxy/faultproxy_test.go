@@ -284,6 +284,8 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 
 func TestModeString(t *testing.T) {
 	for m, want := range map[Mode]string{CutBeforeForward: "CutBeforeForward", CutAfterReply: "CutAfterReply", Mode(9): "Mode(9)"} {
-		assert.Equal(t, want, m.String(), "%d.String()", int(m))
+		t.Run(want, func(t *testing.T) {
+			assert.Equal(t, want, m.String(), "%d.String()", int(m))
+		})
 	}
 }

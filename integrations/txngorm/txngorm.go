@@ -1,0 +1,184 @@
+// Package txngorm runs txn transactions through GORM (gorm.io/gorm): fn
+// receives the *gorm.DB bound to the transaction, and Run re-runs fn in a
+// fresh transaction when the database reports a lost race.
+//
+//	r := txngorm.New(db, txn.WithClassifier(txnpgx.Classify)) // build once, share
+//	err := r.Run(ctx, func(ctx context.Context, tx *gorm.DB) error {
+//		return tx.Model(&Account{}).Where("id = ?", from).
+//			Update("balance", gorm.Expr("balance - ?", amount)).Error
+//	})
+//
+// # Classification
+//
+// GORM hands back the driver's own error value (wrapped with %w only when
+// an earlier error of the same chain is already there; with
+// gorm.Config.TranslateError it replaces only constraint violations, never a
+// deadlock or a serialization failure), so the backends' classifiers apply
+// unchanged: pass txnpgx.Classify (gorm.io/driver/postgres, which
+// uses pgx) or txnmysql.Classify (gorm.io/driver/mysql) with txn.WithClassifier.
+// This package imports no driver; New uses Classify, a fallback that
+// recognises errors only through the methods they expose (see Classify),
+// which is what a pure-Go SQLite dialector built on modernc.org/sqlite's
+// code, such as github.com/glebarez/sqlite, needs: its driver registers the
+// same database/sql name as modernc.org/sqlite, so txnsqlite cannot be
+// linked beside it.
+//
+// # Nesting
+//
+// A Run nested in fn on the same Runner, and txn.Savepoint, open a GORM
+// savepoint (tx.SavePoint, released with RELEASE SAVEPOINT) and undo it with
+// tx.RollbackTo when the nested fn returns a permanent error; a retryable
+// error is returned unchanged and restarts the whole transaction from the
+// outermost Run. GORM's own tx.Transaction inside fn also nests through a
+// savepoint (unless gorm.Config.DisableNestedTransaction is set, in which
+// case it simply joins), but the Runner does not see inside it: prefer a
+// nested Run, after which Run does not commit the attempt even if fn
+// swallows a retryable error.
+package txngorm
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnsql"
+	"gorm.io/gorm"
+)
+
+// Runner is the Runner type this package builds; fn receives the *gorm.DB
+// bound to the transaction.
+type Runner = txn.Runner[*gorm.DB]
+
+// New returns a Runner over db (the handle gorm.Open returned, not one bound to a transaction). Its errors are classified by
+// Classify, the driver-free fallback; give the classifier of the database
+// behind db with txn.WithClassifier (txnpgx.Classify, txnmysql.Classify),
+// and a lost connection is still recognised under it. A nil db yields a
+// Runner whose Run returns txn.ErrNilRunner; an invalid option one whose Run
+// returns an error matching txn.ErrBadOption.
+func New(db *gorm.DB, opts ...txn.RunnerOption) *Runner {
+	if db == nil {
+		return txn.New[*gorm.DB](nil, opts...)
+	}
+	return txn.New[*gorm.DB](&backend{db: db}, opts...)
+}
+
+// TxOptions returns a begin option that sets the isolation level and
+// read-only flag of the transactions; give it to Runner.WithBegin.
+func TxOptions(o sql.TxOptions) txn.BeginOption[*gorm.DB] {
+	return txn.NewBeginOption[*gorm.DB]("txngorm", o)
+}
+
+// Classify is the classifier that needs no driver, txnsql.ClassifyGeneric:
+// it returns txn.ClassConnLost for driver.ErrBadConn; txn.ClassRetryable
+// for an error whose SQLState() method reports 40001 or 40P01 (pgx, lib/pq)
+// and for one whose Code() int method reports SQLITE_BUSY or SQLITE_LOCKED
+// (modernc.org/sqlite, github.com/glebarez/go-sqlite); and
+// txn.ClassPermanent for everything else, including nil and typed nils.
+// MySQL and MariaDB errors expose no such method: use txnmysql.Classify.
+func Classify(err error) txn.Class {
+	return txnsql.ClassifyGeneric(err)
+}
+
+// backend adapts a *gorm.DB to txn.Backend and txn.Savepointer.
+type backend struct {
+	db *gorm.DB
+}
+
+var (
+	_ txn.Backend[*gorm.DB]     = (*backend)(nil)
+	_ txn.Savepointer[*gorm.DB] = (*backend)(nil)
+)
+
+// Begin starts a transaction with db.WithContext(ctx).Begin, so that every
+// statement fn runs on the returned handle uses the caller's context.
+func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
+	o, err := txnsql.ReadTxOptions("txngorm", opts)
+	if err != nil {
+		return nil, err
+	}
+	var os []*sql.TxOptions
+	if o != nil {
+		os = append(os, o)
+	}
+	tx := b.db.WithContext(ctx).Begin(os...)
+	if tx.Error != nil {
+		return nil, tx.Error
+	}
+	return tx, nil
+}
+
+// Commit commits the transaction tx is bound to. It calls the transaction
+// directly rather than tx.Commit, which would add the error to tx.Error.
+func (b *backend) Commit(_ context.Context, tx *gorm.DB) error {
+	c, err := committer(tx)
+	if err != nil {
+		return err
+	}
+	return txDone(c.Commit())
+}
+
+// Rollback rolls back the transaction tx is bound to.
+func (b *backend) Rollback(_ context.Context, tx *gorm.DB) error {
+	c, err := committer(tx)
+	if err != nil {
+		return err
+	}
+	return txDone(c.Rollback())
+}
+
+// Classify is the package's Classify; txn.WithClassifier replaces it.
+func (b *backend) Classify(err error) txn.Class { return Classify(err) }
+
+// ClassifyConn recognises a lost connection (driver.ErrBadConn), also
+// under a classifier given with txn.WithClassifier.
+func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
+
+// BeginSavepoint runs GORM's SavePoint on a session of tx bound to ctx, and
+// returns that session as the nested fn's handle. A session keeps a failed
+// SAVEPOINT out of tx.Error, which later statements on tx would inherit.
+func (b *backend) BeginSavepoint(ctx context.Context, tx *gorm.DB, name string) (*gorm.DB, error) {
+	sp := tx.WithContext(ctx)
+	if err := sp.SavePoint(name).Error; err != nil {
+		return nil, err
+	}
+	return sp, nil
+}
+
+// ReleaseSavepoint runs RELEASE SAVEPOINT, which GORM has no method for,
+// outside GORM's prepared-statement cache as GORM's SavePoint does. SQL
+// Server has no RELEASE: there it does nothing.
+func (b *backend) ReleaseSavepoint(ctx context.Context, sp *gorm.DB, name string) error {
+	if sp.Dialector.Name() == "sqlserver" {
+		return nil
+	}
+	s := sp.WithContext(ctx)
+	if p, ok := s.Statement.ConnPool.(*gorm.PreparedStmtTX); ok {
+		s.Statement.ConnPool = p.Tx
+	}
+	return s.Exec("RELEASE SAVEPOINT " + name).Error
+}
+
+// RollbackToSavepoint runs GORM's RollbackTo on a session of sp.
+func (b *backend) RollbackToSavepoint(ctx context.Context, sp *gorm.DB, name string) error {
+	return sp.WithContext(ctx).RollbackTo(name).Error
+}
+
+// committer returns the transaction tx is bound to.
+func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
+	c, ok := tx.Statement.ConnPool.(gorm.TxCommitter)
+	if v := reflect.ValueOf(c); !ok || (v.Kind() == reflect.Pointer && v.IsNil()) {
+		return nil, fmt.Errorf("txngorm: handle is not bound to a transaction: %w", gorm.ErrInvalidTransaction)
+	}
+	return c, nil
+}
+
+// txDone wraps sql.ErrTxDone with txn.ErrTxDone.
+func txDone(err error) error {
+	if errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
+	}
+	return err
+}

@@ -1,0 +1,124 @@
+package mongotest
+
+import "go.mongodb.org/mongo-driver/v2/bson"
+
+// candidates returns the documents of c matching filter as seen by tx,
+// looking a plain _id equality up directly.
+func (s *Server) candidates(c *collection, filter bson.Raw, tx *transaction) ([]item, *cmdError) {
+	if c == nil {
+		return nil, nil
+	}
+	src := s.idLookup(c, filter, tx)
+	if src == nil {
+		src = s.eng.scan(c, tx)
+	}
+	out := src[:0:0]
+	for _, it := range src {
+		ok, err := matches(it.doc, filter)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
+
+// idLookup returns the single document a plain _id equality in filter
+// selects (an empty, non-nil slice when there is none), or nil when filter
+// has no such condition.
+func (s *Server) idLookup(c *collection, filter bson.Raw, tx *transaction) []item {
+	id, err := filter.LookupErr("_id")
+	if err != nil || id.Type == bson.TypeArray || id.Type == bson.TypeRegex {
+		return nil
+	}
+	if _, isOps := isOperatorDoc(id); isOps {
+		return nil
+	}
+	if r, doc := s.eng.lookup(c, valueKey(id), tx); doc != nil {
+		return []item{{rec: r, doc: doc}}
+	}
+	return []item{}
+}
+
+// cursorReply returns a find or aggregate reply that holds every result in
+// the first batch and a closed cursor.
+func cursorReply(ns string, docs []bson.Raw) bson.D {
+	return bson.D{{Key: "cursor", Value: bson.D{
+		{Key: "firstBatch", Value: toArray(docs)},
+		{Key: "id", Value: int64(0)},
+		{Key: "ns", Value: ns},
+	}}}
+}
+
+func prepFind(s *Server, req *request) (op, *cmdError) {
+	args, err := collDocArgs(req, "filter", "sort", "projection")
+	if err != nil {
+		return nil, err
+	}
+	filter, sortSpec, proj := args[0], args[1], args[2]
+	skip, limit, err := windowArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	return func(tx *transaction) (bson.D, *cmdError) {
+		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), filter, tx)
+		if err != nil {
+			return nil, err
+		}
+		docs := window(sorted(docsOf(items), sortSpec), skip, limit)
+		for i, d := range docs {
+			docs[i] = project(d, proj)
+		}
+		return cursorReply(req.db+"."+req.coll, docs), nil
+	}, nil
+}
+
+// sorted sorts docs by spec and returns them.
+func sorted(docs []bson.Raw, spec bson.Raw) []bson.Raw {
+	sortDocs(docs, spec)
+	return docs
+}
+
+// window applies skip and limit (0: no limit).
+func window(docs []bson.Raw, skip, limit int64) []bson.Raw {
+	if skip > 0 {
+		if skip >= int64(len(docs)) {
+			return nil
+		}
+		docs = docs[skip:]
+	}
+	if limit > 0 && limit < int64(len(docs)) {
+		docs = docs[:limit]
+	}
+	return docs
+}
+
+// docsOf returns the documents of items.
+func docsOf(items []item) []bson.Raw {
+	docs := make([]bson.Raw, len(items))
+	for i, it := range items {
+		docs[i] = it.doc
+	}
+	return docs
+}
+
+func prepCount(s *Server, req *request) (op, *cmdError) {
+	args, err := collDocArgs(req, "query")
+	if err != nil {
+		return nil, err
+	}
+	q := args[0]
+	skip, limit, err := windowArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	return func(tx *transaction) (bson.D, *cmdError) {
+		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), q, tx)
+		if err != nil {
+			return nil, err
+		}
+		return bson.D{{Key: "n", Value: int64(len(window(docsOf(items), skip, limit)))}}, nil
+	}, nil
+}

@@ -1,0 +1,221 @@
+package mongotest
+
+import (
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// isReplacement reports whether an update document replaces the whole
+// document rather than applying $ operators.
+func isReplacement(upd bson.Raw) bool {
+	fs := fieldsOf(upd)
+	return len(fs) == 0 || !strings.HasPrefix(fs[0].key, "$")
+}
+
+// applyUpdate returns the document that results from applying the update
+// document upd to old. insert is true when the update builds an upserted
+// document, which enables $setOnInsert.
+func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
+	if upd.Type == bson.TypeArray {
+		return nil, errorf(codeFailedToParse, "mongotest does not support pipeline updates")
+	}
+	u, ok := upd.DocumentOK()
+	if !ok {
+		return nil, errorf(codeFailedToParse, "update must be a document")
+	}
+	oldID, hadID := old.Lookup("_id"), old.Lookup("_id").Type != 0
+	var out bson.Raw
+	if isReplacement(u) {
+		for _, f := range fieldsOf(u) {
+			if strings.HasPrefix(f.key, "$") {
+				return nil, errorf(codeBadValue, "replacement document must not contain $ operators: %s", f.key)
+			}
+		}
+		out = u
+		if hadID {
+			if newID, err := u.LookupErr("_id"); err == nil && compareValues(newID, oldID) != 0 {
+				return nil, errorf(codeImmutableField, "After applying the update, the (immutable) field '_id' was found to have been altered")
+			}
+			out = withID(u, oldID)
+		}
+		return out, nil
+	}
+	out = old
+	for _, opf := range fieldsOf(u) {
+		args, ok := opf.val.DocumentOK()
+		if !ok {
+			return nil, errorf(codeFailedToParse, "Modifiers operate on fields but we found type %s instead", opf.val.Type)
+		}
+		for _, a := range fieldsOf(args) {
+			var err *cmdError
+			out, err = applyOperator(out, opf.key, a.key, a.val, insert, now)
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if hadID {
+		if newID, err := out.LookupErr("_id"); err != nil || compareValues(newID, oldID) != 0 {
+			return nil, errorf(codeImmutableField, "Performing an update on the path '_id' would modify the immutable field '_id'")
+		}
+	}
+	return out, nil
+}
+
+func applyOperator(doc bson.Raw, op, path string, arg bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
+	parts := strings.Split(path, ".")
+	cur, found := lookupPath(doc, path)
+	switch op {
+	case "$set":
+		return setPath(doc, parts, arg)
+	case "$setOnInsert":
+		if !insert {
+			return doc, nil
+		}
+		return setPath(doc, parts, arg)
+	case "$unset":
+		return unsetPath(doc, parts), nil
+	case "$inc", "$mul":
+		if !isNumber(arg) {
+			return nil, errorf(codeTypeMismatch, "Cannot %s with non-numeric argument: {%s: %s}", op[1:], path, arg)
+		}
+		if found && !isNumber(cur) {
+			return nil, errorf(codeTypeMismatch, "Cannot apply %s to a value of non-numeric type. {_id: %s} has the field '%s' of non-numeric type %s", op, doc.Lookup("_id"), path, cur.Type)
+		}
+		if !found {
+			if op == "$mul" {
+				return setPath(doc, parts, arith("$mul", mustValue(int32(0)), arg))
+			}
+			return setPath(doc, parts, arg)
+		}
+		return setPath(doc, parts, arith(op, cur, arg))
+	case "$min", "$max":
+		c := compareValues(arg, cur)
+		if !found || (op == "$min" && c < 0) || (op == "$max" && c > 0) {
+			return setPath(doc, parts, arg)
+		}
+		return doc, nil
+	case "$currentDate":
+		return setPath(doc, parts, mustValue(bson.NewDateTimeFromTime(now)))
+	case "$push":
+		if found && cur.Type != bson.TypeArray {
+			return nil, errorf(codeBadValue, "The field '%s' must be an array but is of type %s", path, cur.Type)
+		}
+		vals := arrayValues(cur)
+		if d, ok := arg.DocumentOK(); ok {
+			if each, err := d.LookupErr("$each"); err == nil {
+				return setPath(doc, parts, buildArray(append(vals, arrayValues(each)...)))
+			}
+		}
+		return setPath(doc, parts, buildArray(append(vals, arg)))
+	}
+	return nil, errorf(codeFailedToParse, "Unknown modifier: %s", op)
+}
+
+// arith applies $inc or $mul to two numbers with MongoDB's type promotion:
+// double wins, then int64, and int32 overflow widens to int64.
+func arith(op string, a, b bson.RawValue) bson.RawValue {
+	if a.Type == bson.TypeDouble || b.Type == bson.TypeDouble || a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+		x, y := asFloat(a), asFloat(b)
+		if op == "$mul" {
+			return mustValue(x * y)
+		}
+		return mustValue(x + y)
+	}
+	x, y := a.AsInt64(), b.AsInt64()
+	var r int64
+	if op == "$mul" {
+		r = x * y
+	} else {
+		r = x + y
+	}
+	if a.Type == bson.TypeInt32 && b.Type == bson.TypeInt32 && r >= -1<<31 && r < 1<<31 {
+		return mustValue(int32(r))
+	}
+	return int64Value(r)
+}
+
+// setPath returns doc with the value at the dotted path parts set to v,
+// creating intermediate documents.
+func setPath(doc bson.Raw, parts []string, v bson.RawValue) (bson.Raw, *cmdError) {
+	fs := fieldsOf(doc)
+	for i, f := range fs {
+		if f.key != parts[0] {
+			continue
+		}
+		if len(parts) == 1 {
+			fs[i].val = v
+			return buildDoc(fs), nil
+		}
+		switch f.val.Type {
+		case bson.TypeEmbeddedDocument:
+			sub, err := setPath(f.val.Document(), parts[1:], v)
+			if err != nil {
+				return nil, err
+			}
+			fs[i].val = docValue(sub)
+		case bson.TypeArray:
+			sub, err := setPath(bson.Raw(f.val.Array()), parts[1:], v)
+			if err != nil {
+				return nil, err
+			}
+			fs[i].val = bson.RawValue{Type: bson.TypeArray, Value: sub}
+		default:
+			return nil, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], f.key, f.val)
+		}
+		return buildDoc(fs), nil
+	}
+	if len(parts) == 1 {
+		return buildDoc(append(fs, field{key: parts[0], val: v})), nil
+	}
+	sub, err := setPath(buildDoc(nil), parts[1:], v)
+	if err != nil {
+		return nil, err
+	}
+	return buildDoc(append(fs, field{key: parts[0], val: docValue(sub)})), nil
+}
+
+// unsetPath returns doc without the value at the dotted path parts.
+func unsetPath(doc bson.Raw, parts []string) bson.Raw {
+	fs := fieldsOf(doc)
+	for i, f := range fs {
+		if f.key != parts[0] {
+			continue
+		}
+		if len(parts) == 1 {
+			return buildDoc(append(fs[:i], fs[i+1:]...))
+		}
+		if sub, ok := f.val.DocumentOK(); ok {
+			fs[i].val = docValue(unsetPath(sub, parts[1:]))
+			return buildDoc(fs)
+		}
+		return doc
+	}
+	return doc
+}
+
+// withID returns doc with _id set to id as its first field.
+func withID(doc bson.Raw, id bson.RawValue) bson.Raw {
+	fs := []field{{key: "_id", val: id}}
+	for _, f := range fieldsOf(doc) {
+		if f.key != "_id" {
+			fs = append(fs, f)
+		}
+	}
+	return buildDoc(fs)
+}
+
+// ensureID returns doc with an _id as its first field, generating an
+// ObjectID when doc has none.
+func ensureID(doc bson.Raw) bson.Raw {
+	id, err := doc.LookupErr("_id")
+	if err != nil {
+		return withID(doc, mustValue(bson.NewObjectID()))
+	}
+	if fs := fieldsOf(doc); len(fs) > 0 && fs[0].key == "_id" {
+		return doc
+	}
+	return withID(doc, id)
+}
