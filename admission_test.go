@@ -2,13 +2,13 @@ package txn_test
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/fakeclock"
@@ -38,15 +38,8 @@ func shrinkToOne(t *testing.T, r *txn.Runner[*fakedb.Tx]) {
 
 // checkNoLeak fails if goroutines started during the test outlive it.
 func checkNoLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			runtime.Gosched()
-			time.Sleep(time.Millisecond)
-		}
-		assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines leaked")
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 }
 
 // inside starts n Runs that each block inside fn until release is closed,
@@ -360,13 +353,43 @@ func TestKeysWaiterLeavesWhenContextEnds(t *testing.T) {
 		}, txn.Keys("k"))
 	}()
 	<-entered
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	err := r.Run(ctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"))
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// The waiter's deadline passes once it is queued for the key, not after
+	// a wall-clock interval in which it might not have queued yet.
+	ctx := newExpiring()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- r.Run(ctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"))
+	}()
+	waitFor(t, func() bool { return txn.KeyWaiters(r, "k") == 1 })
+	ctx.expire()
+	assert.ErrorIs(t, <-errc, context.DeadlineExceeded)
+	assert.Zero(t, txn.KeyWaiters(r, "k"), "the waiter left the queue")
 	close(release)
 	<-done
 	assert.Zero(t, r.AdmissionStats().Keys)
+}
+
+// expiring is a context whose deadline passes when the test says so: Done
+// closes and Err reports context.DeadlineExceeded once expire is called.
+type expiring struct {
+	context.Context
+	done chan struct{}
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (c *expiring) expire()               { close(c.done) }
+func (c *expiring) Done() <-chan struct{} { return c.done }
+
+func (c *expiring) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
 }
 
 func TestKeysRejectEmpty(t *testing.T) {
@@ -439,11 +462,5 @@ func (a *admissionRecorder) events() []txn.AdmissionEvent {
 // waitFor polls cond until it holds; the deadline only bounds a broken test.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			require.FailNow(t, "condition not reached")
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
+	require.Eventually(t, cond, 10*time.Second, 100*time.Microsecond, "condition not reached")
 }

@@ -4,8 +4,8 @@
 // database.
 //
 // A Runner is built once over a database handle by a backend package
-// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) and shared by all
-// goroutines:
+// (txnsql, txnpgx, txnmysql, txnmongo, txnsqlite) or an ORM adapter
+// (txngorm, txnsqlx, txnbun, txnent) and shared by all goroutines:
 //
 //	r := txnpgx.New(pool)
 //	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -65,11 +65,22 @@
 // with a fresh context cannot wait forever for the slot its caller holds. Observers (SlogObserver, and the txnotel module for
 // OpenTelemetry) see every attempt, retry, give-up, commit and wait.
 //
+// # A database that is down
+//
+// A try that could not reach the database (BEGIN failed, so fn did not run)
+// is retried only within the Runner's reconnect budget, on by default and
+// refilled by the tries that did reach it (see ReconnectBudget): while the
+// database is down each Run makes about one try and returns an error
+// matching ErrUnavailable, instead of MaxAttempts tries each. Retries after
+// fn ran are not limited by it. A GiveUpError counts both: Attempts, the
+// runs of fn, and Unreachable, the tries that could not reach the database.
+//
 // # Files
 //
 // run.go holds the retry loop; backoff.go, budget.go and clock.go what it
 // consults between attempts; context.go the transaction carried in the
 // context; savepoint.go nesting; admission.go, adaptive.go and keys.go the
-// contention control; observer.go the observers; options.go and errors.go
+// contention control; observer.go the observers; intercept.go the fault
+// hook of Runner.WithInterceptor (used by txntest); options.go and errors.go
 // the options and errors.
 package txn

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // opBackend is the smallest Backend: every transaction commits unless fn
@@ -50,11 +52,10 @@ func TestOperationInEveryEvent(t *testing.T) {
 	var logs bytes.Buffer
 	rec := &opRecorder{}
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := New[int](opBackend{}, WithClock(durClock(0)), WithObserver(Observers(rec, SlogObserver(logger))),
+	clk := queueClock{queued: make(chan struct{}, 1)}
+	r := New[int](opBackend{}, WithClock(clk), WithObserver(Observers(rec, SlogObserver(logger))),
 		Operation("runner-default"))
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, r.Err())
 	ctx := context.Background()
 	lost := errors.New("lost a race")
 
@@ -66,28 +67,18 @@ func TestOperationInEveryEvent(t *testing.T) {
 		}
 		return nil
 	}, Operation("POST /transfer"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"attempt POST /transfer", "retry POST /transfer", "attempt POST /transfer", "commit POST /transfer"}
-	if got := rec.take(); strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("events %q, want %q", got, want)
-	}
+	require.NoError(t, err)
+	require.Equal(t, []string{"attempt POST /transfer", "retry POST /transfer", "attempt POST /transfer", "commit POST /transfer"},
+		rec.take(), "events")
 
 	// A permanent error and a limit both give up with the name.
 	_ = r.Run(ctx, func(context.Context, int) error { return Permanent(lost) }, Operation("perm"))
 	_ = r.Run(ctx, func(context.Context, int) error { return Retry(lost) }, Operation("limit"), MaxAttempts(1))
-	want = []string{"attempt perm", "gaveup perm", "attempt limit", "gaveup limit"}
-	if got := rec.take(); strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("events %q, want %q", got, want)
-	}
+	require.Equal(t, []string{"attempt perm", "gaveup perm", "attempt limit", "gaveup limit"}, rec.take(), "events")
 
 	// Without a per-call name the Runner's applies.
 	_ = r.Run(ctx, func(context.Context, int) error { return nil })
-	want = []string{"attempt runner-default", "commit runner-default"}
-	if got := rec.take(); strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("events %q, want %q", got, want)
-	}
+	require.Equal(t, []string{"attempt runner-default", "commit runner-default"}, rec.take(), "events")
 
 	// An admission wait for a conflict key carries the waiting call's name.
 	holding, release := make(chan struct{}), make(chan struct{})
@@ -103,26 +94,15 @@ func TestOperationInEveryEvent(t *testing.T) {
 	go func() {
 		done <- r.Run(ctx, func(context.Context, int) error { return nil }, Keys("k"), Operation("waiter"))
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !keyWaiting(r, "k") {
-		if time.Now().After(deadline) {
-			t.Fatal("the second call never queued for the key")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	// The waiter arms the key's stall timer as it queues: that is the
+	// event that says it waits.
+	<-clk.queued
+	require.True(t, keyWaiting(r, "k"), "the second call waits for the key")
 	close(release)
 	for range 2 {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, <-done)
 	}
-	found := false
-	for _, e := range rec.take() {
-		found = found || e == "admitted waiter"
-	}
-	if !found {
-		t.Fatal("no admission event named waiter")
-	}
+	require.Contains(t, rec.take(), "admitted waiter", "an admission event named waiter")
 
 	out := logs.String()
 	for _, s := range []string{
@@ -133,10 +113,24 @@ func TestOperationInEveryEvent(t *testing.T) {
 		`msg="txn admitted"`,
 		`operation=waiter`,
 	} {
-		if !strings.Contains(out, s) {
-			t.Errorf("log lacks %s:\n%s", s, out)
-		}
+		assert.Contains(t, out, s, "log lacks %s", s)
 	}
+}
+
+// queueClock is durClock(0) whose stall timers report that they were armed:
+// a key's stall timer is armed when a call starts to wait for the key. The
+// timers never fire.
+type queueClock struct {
+	durClock
+	queued chan struct{}
+}
+
+func (c queueClock) AfterFunc(time.Duration, func()) (stop func() bool) {
+	select {
+	case c.queued <- struct{}{}:
+	default:
+	}
+	return func() bool { return true }
 }
 
 // keyWaiting reports whether a call waits for key k of r.

@@ -79,9 +79,10 @@
 //
 // Keys names the conflict keys of a request (taken from the path, the
 // query or the replayable body), CallOptions adds any txn call option
-// (attempt limits, isolation level) per request, Skip and SkipSafeMethods
+// (attempt limits, txn.Idempotent) per request, Skip and SkipSafeMethods
 // leave requests out (they run without a transaction and without
-// buffering).
+// buffering). Begin options (an isolation level) are not call options: give
+// New a view of the Runner, r.WithBegin(...).
 //
 // The operation name of each Run (txn.Operation, seen by observers, logs
 // and metrics) is the route pattern of the standard ServeMux: r.Pattern when
@@ -246,7 +247,9 @@ func Keys(keys func(r *http.Request) []string) Option {
 }
 
 // CallOptions adds txn call options per request (txn.MaxAttempts,
-// txn.MaxElapsed, txnpgx.TxOptions, txn.Idempotent, ...). opts is called once
+// txn.MaxElapsed, txn.Idempotent, ...). Begin options such as
+// txnpgx.TxOptions are not call options: give New a view of the Runner
+// (r.WithBegin) instead. opts is called once
 // per request, before the first attempt, with a request whose body can be
 // read. Its options come after the middleware's own (operation name, keys),
 // so they may override them.

@@ -424,9 +424,19 @@ func TestHandlerFuncOutsideMiddleware(t *testing.T) {
 
 func TestBadConfiguration(t *testing.T) {
 	_, r := newRunner(t)
-	for _, o := range []txnhttp.Option{txnhttp.MaxBody(-1), txnhttp.MaxResponse(-1), txnhttp.ErrorHandler(nil),
-		txnhttp.Skip(nil), txnhttp.Keys(nil), txnhttp.CallOptions(nil), txnhttp.OperationName(nil), txnhttp.RollbackOn(nil)} {
-		assert.ErrorIs(t, txnhttp.New(r, o).Err(), txnhttp.ErrBadOption)
+	for name, o := range map[string]txnhttp.Option{
+		"MaxBody(-1)":        txnhttp.MaxBody(-1),
+		"MaxResponse(-1)":    txnhttp.MaxResponse(-1),
+		"ErrorHandler(nil)":  txnhttp.ErrorHandler(nil),
+		"Skip(nil)":          txnhttp.Skip(nil),
+		"Keys(nil)":          txnhttp.Keys(nil),
+		"CallOptions(nil)":   txnhttp.CallOptions(nil),
+		"OperationName(nil)": txnhttp.OperationName(nil),
+		"RollbackOn(nil)":    txnhttp.RollbackOn(nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.ErrorIs(t, txnhttp.New(r, o).Err(), txnhttp.ErrBadOption)
+		})
 	}
 	var nilRunner *txn.Runner[*fakedb.Tx]
 	mw := txnhttp.New(nilRunner)

@@ -173,10 +173,12 @@ func TestCheckCatchesTheThreeBugs(t *testing.T) {
 		}
 
 		for name, call := range map[string]func(context.Context, *txn.Runner[*Tx]) error{"outside": bookBuggy, "latched": bookLatched} {
-			ft := newFakeTB(t)
-			txntest.CheckCall(ft, r, call, report, reset, meanwhile)
-			require.True(t, ft.Failed(), name)
-			assert.Contains(t, ft.text(), "after attempt 1 failed before COMMIT, another transaction (Meanwhile) committed, and attempt 2 committed, report returned 8; after a single attempt it returned 5", name)
+			t.Run(name, func(t *testing.T) {
+				ft := newFakeTB(t)
+				txntest.CheckCall(ft, r, call, report, reset, meanwhile)
+				require.True(t, ft.Failed(), name)
+				assert.Contains(t, ft.text(), "after attempt 1 failed before COMMIT, another transaction (Meanwhile) committed, and attempt 2 committed, report returned 8; after a single attempt it returned 5", name)
+			})
 		}
 
 		ft := newFakeTB(t)

@@ -2,9 +2,10 @@ package txnmongo_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -41,24 +42,14 @@ func TestRunInOnCommitStartsNewTransaction(t *testing.T) {
 				})
 			})
 		})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-		if txFromOK {
-			t.Error("TxFrom found the ended transaction")
-		}
-		if !errors.Is(onCommitErr, txn.ErrNoTransaction) || !errors.Is(savepointErr, txn.ErrNoTransaction) {
-			t.Errorf("OnCommit returned %v, Savepoint %v; want ErrNoTransaction", onCommitErr, savepointErr)
-		}
-		if runErr != nil {
-			t.Fatalf("Run in the callback: %v", runErr)
-		}
-		if innerID == "" || innerID == outerID {
-			t.Errorf("the Run in the callback used session %q, the ended Run %q; want a session of its own", innerID, outerID)
-		}
+		require.NoError(t, err, "Run")
+		assert.False(t, txFromOK, "TxFrom found the ended transaction")
+		assert.ErrorIs(t, onCommitErr, txn.ErrNoTransaction, "OnCommit in the callback")
+		assert.ErrorIs(t, savepointErr, txn.ErrNoTransaction, "Savepoint in the callback")
+		require.NoError(t, runErr, "Run in the callback")
+		assert.NotEmpty(t, innerID, "the Run in the callback has a session")
+		assert.NotEqual(t, outerID, innerID, "the Run in the callback has a session of its own, not the ended Run's")
 		checkCommands(t, e, innerID, "insert#1 start", "commitTransaction#1")
-		if docs := e.find(t, "c", bson.M{}); len(docs) != 2 {
-			t.Fatalf("documents = %v", docs)
-		}
+		assert.Len(t, e.find(t, "c", bson.M{}), 2, "documents")
 	})
 }

@@ -7,6 +7,7 @@ require (
 	github.com/txnkit/txn v0.0.0
 	github.com/txnkit/txn/internal/mongotest v0.0.0
 	go.mongodb.org/mongo-driver/v2 v2.8.2
+	go.uber.org/goleak v1.3.0
 )
 
 require (

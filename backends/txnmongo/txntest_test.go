@@ -2,9 +2,9 @@ package txnmongo_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -35,37 +35,38 @@ func TestTxntestFaults(t *testing.T) {
 				})
 			}
 		}
-		value := func(key string) int64 { return intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], key) }
+		value := func(t *testing.T, key string) int64 { return intField(t, e.find(t, "acct", bson.M{"_id": 1})[0], key) }
 
 		want := int64(0)
 		for _, at := range []txn.InterceptPoint{txn.InterceptBeforeCommit, txn.InterceptCommit} {
-			rec := &txntest.Recorder{}
-			calls := 0
-			err := r.WithInterceptor(txntest.Fail(at, 1)).Run(e.ctx(t), inc(&calls), txn.WithObserver(rec))
-			if err != nil {
-				t.Fatalf("%v: Run: %v", at, err)
-			}
-			want++
-			if calls != 2 || value("v") != want || value("nested") != want {
-				t.Fatalf("%v: fn ran %d times, v = %d, nested = %d; want 2 runs and %d", at, calls, value("v"), value("nested"), want)
-			}
-			if got := rec.String(); got != "attempt 1, retry retryable, attempt 2, committed" {
-				t.Fatalf("%v: events %q", at, got)
-			}
+			t.Run(at.String(), func(t *testing.T) {
+				rec := &txntest.Recorder{}
+				calls := 0
+				err := r.WithInterceptor(txntest.Fail(at, 1)).Run(e.ctx(t), inc(&calls), txn.WithObserver(rec))
+				require.NoError(t, err, "Run")
+				want++
+				require.Equal(t, 2, calls, "fn runs")
+				require.Equal(t, want, value(t, "v"), "v")
+				require.Equal(t, want, value(t, "nested"), "nested")
+				require.Equal(t, "attempt 1, retry retryable, attempt 2, committed", rec.String(), "events")
+			})
 		}
 
-		faulty := r.WithInterceptor(txntest.Fail(txn.InterceptAfterCommit, 1))
-		calls := 0
-		err := faulty.Run(e.ctx(t), inc(&calls))
-		want++
-		if !errors.Is(err, txn.ErrCommitUnknown) || calls != 1 || value("v") != want {
-			t.Fatalf("unknown outcome: err = %v, fn ran %d times, v = %d; want ErrCommitUnknown, 1 run, %d", err, calls, value("v"), want)
-		}
-		calls = 0
-		err = faulty.Run(e.ctx(t), inc(&calls), txn.Idempotent())
-		want += 2
-		if err != nil || calls != 2 || value("v") != want {
-			t.Fatalf("idempotent: err = %v, fn ran %d times, v = %d; want nil, 2 runs, %d", err, calls, value("v"), want)
-		}
+		t.Run("unknown outcome", func(t *testing.T) {
+			faulty := r.WithInterceptor(txntest.Fail(txn.InterceptAfterCommit, 1))
+			calls := 0
+			err := faulty.Run(e.ctx(t), inc(&calls))
+			want++
+			require.ErrorIs(t, err, txn.ErrCommitUnknown)
+			require.Equal(t, 1, calls, "fn runs")
+			require.Equal(t, want, value(t, "v"), "v")
+
+			calls = 0
+			err = faulty.Run(e.ctx(t), inc(&calls), txn.Idempotent())
+			want += 2
+			require.NoError(t, err, "idempotent")
+			require.Equal(t, 2, calls, "fn runs of the idempotent call")
+			require.Equal(t, want, value(t, "v"), "v after the idempotent call")
+		})
 	})
 }

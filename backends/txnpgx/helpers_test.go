@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/testdb"
@@ -38,9 +39,7 @@ func unavailable(tb testing.TB, err error) {
 func poolConfig(tb testing.TB) *pgxpool.Config {
 	tb.Helper()
 	cfg, err := pgxpool.ParseConfig(pgDSN())
-	if err != nil {
-		tb.Fatalf("TXN_PG_DSN: %v", err)
-	}
+	require.NoError(tb, err, "TXN_PG_DSN")
 	cfg.MaxConns = 8
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
@@ -79,13 +78,11 @@ func newTable(tb testing.TB, pool *pgxpool.Pool, columns string) string {
 	tb.Helper()
 	name := fmt.Sprintf("txnpgx_t%016x", rand.Uint64())
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, "CREATE TABLE "+name+" ("+columns+")"); err != nil {
-		tb.Fatalf("create table: %v", err)
-	}
+	_, err := pool.Exec(ctx, "CREATE TABLE "+name+" ("+columns+")")
+	require.NoError(tb, err, "create table")
 	tb.Cleanup(func() {
-		if _, err := pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+name); err != nil {
-			tb.Errorf("drop table %s: %v", name, err)
-		}
+		_, err := pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+name)
+		assert.NoError(tb, err, "drop table %s", name)
 	})
 	return name
 }
@@ -101,17 +98,14 @@ func counterTable(tb testing.TB, pool *pgxpool.Pool) string {
 
 func mustExec(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
 	tb.Helper()
-	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
+	_, err := pool.Exec(context.Background(), sql, args...)
+	require.NoError(tb, err, sql)
 }
 
 func queryInt(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
 	tb.Helper()
 	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
+	require.NoError(tb, pool.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
 	return n
 }
 
@@ -189,7 +183,6 @@ func concurrentUpdate(tb testing.TB, pool *pgxpool.Pool, table string, id int) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	if _, err := pool.Exec(ctx, "UPDATE "+table+" SET v = v + 100 WHERE id = $1", id); err != nil {
-		tb.Errorf("concurrent update: %v", err)
-	}
+	_, err := pool.Exec(ctx, "UPDATE "+table+" SET v = v + 100 WHERE id = $1", id)
+	assert.NoError(tb, err, "concurrent update")
 }

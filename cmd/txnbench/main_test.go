@@ -287,9 +287,11 @@ func TestFlagErrors(t *testing.T) {
 // prefix, so that people sharing a database pick their own.
 func TestTablePrefixes(t *testing.T) {
 	for _, p := range []string{"txnbench_", "alice_", "Team2_", "_x", "b", strings.Repeat("a", 55)} {
-		c, err := parseFlags([]string{"--table-prefix", p}, io.Discard)
-		require.NoError(t, err, p)
-		assert.Equal(t, p, c.tablePrefix)
+		t.Run(p, func(t *testing.T) {
+			c, err := parseFlags([]string{"--table-prefix", p}, io.Discard)
+			require.NoError(t, err, p)
+			assert.Equal(t, p, c.tablePrefix)
+		})
 	}
 }
 

@@ -113,7 +113,9 @@ func TestRoutes(t *testing.T) {
 		{transferBody(1, 9, 5), http.StatusNotFound},
 		{transferBody(1, 2, 5000), http.StatusUnprocessableEntity},
 	} {
-		assert.Equal(t, bad.code, call(t, c, "POST", url+"/transfer", bad.body).code, bad.body)
+		t.Run(bad.body, func(t *testing.T) {
+			assert.Equal(t, bad.code, call(t, c, "POST", url+"/transfer", bad.body).code, bad.body)
+		})
 	}
 	assert.Equal(t, 2000.0, call(t, c, "GET", url+"/balance", "").body["total"], "refused transfers rolled back")
 	assert.Equal(t, int64(1), svc.published.Load(), "no event for a refused transfer")
@@ -204,16 +206,11 @@ func BenchmarkStorm(b *testing.B) {
 			for range b.N {
 				replies := storm(b, url, n)
 				codes, _, _ := summary(replies)
-				if got := codes[http.StatusOK] + codes[http.StatusUnprocessableEntity] + codes[http.StatusServiceUnavailable]; got != n {
-					b.Fatalf("statuses %v: only 200, 422 and 503 are expected", codes)
-				}
-				if total := call(b, http.DefaultClient, "GET", url+"/balance", "").body["total"]; total != 2000.0 {
-					b.Fatalf("money created or lost: total %v", total)
-				}
+				require.Equal(b, n, codes[http.StatusOK]+codes[http.StatusUnprocessableEntity]+codes[http.StatusServiceUnavailable],
+					"statuses %v: only 200, 422 and 503 are expected", codes)
+				require.Equal(b, 2000.0, call(b, http.DefaultClient, "GET", url+"/balance", "").body["total"], "money created or lost")
 				published += int64(codes[http.StatusOK])
-				if svc.published.Load() != published {
-					b.Fatalf("%d events for %d committed transfers", svc.published.Load(), published)
-				}
+				require.Equal(b, published, svc.published.Load(), "events for the committed transfers")
 				all = append(all, replies...)
 			}
 			codes, p50, p99 := summary(all)

@@ -72,7 +72,9 @@ func Keys(keys func(ctx context.Context, fullMethod string, req any) []string) O
 }
 
 // CallOptions adds txn call options per call (txn.MaxAttempts,
-// txn.MaxElapsed, isolation level, txn.Idempotent, ...). They come after the
+// txn.MaxElapsed, txn.Idempotent, ...); begin options (an isolation level)
+// are not call options: give UnaryServerInterceptor a view of the Runner,
+// r.WithBegin(...). They come after the
 // interceptor's own (operation name, keys), so they may override them. A
 // nil opts is ignored.
 func CallOptions(opts func(ctx context.Context, fullMethod string, req any) []txn.CallOption) Option {

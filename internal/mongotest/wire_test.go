@@ -2,6 +2,7 @@ package mongotest
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"runtime"
 	"testing"
@@ -129,10 +130,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	msg := buildOpMsg(1, 0, ping)
 	_, err = conns[0].Write(msg)
 	require.NoError(t, err)
-	for deadline := time.Now().Add(5 * time.Second); len(s.Commands()) == 0; {
-		require.False(t, time.Now().After(deadline), "ping never arrived")
-		time.Sleep(time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return len(s.Commands()) > 0 }, 5*time.Second, time.Millisecond, "ping never arrived")
 	s.Close()
 	for _, nc := range conns {
 		_ = nc.Close()
@@ -185,9 +183,11 @@ func TestMatches(t *testing.T) {
 		{bson.D{{Key: "$nor", Value: bson.A{bson.D{{Key: "n", Value: 1}}}}}, true},
 	}
 	for _, c := range cases {
-		got, err := matches(d, marshal(t, c.filter))
-		assert.Nil(t, err, "matches(%v)", c.filter)
-		assert.Equal(t, c.want, got, "matches(%v)", c.filter)
+		t.Run(fmt.Sprint(c.filter), func(t *testing.T) {
+			got, err := matches(d, marshal(t, c.filter))
+			assert.Nil(t, err, "matches(%v)", c.filter)
+			assert.Equal(t, c.want, got, "matches(%v)", c.filter)
+		})
 	}
 	_, err := matches(d, marshal(t, bson.D{{Key: "n", Value: bson.D{{Key: "$regex", Value: "x"}}}}))
 	assert.NotNil(t, err, "unsupported operator accepted")
@@ -222,12 +222,12 @@ func TestApplyUpdate(t *testing.T) {
 		},
 	}
 	for _, c := range cases {
-		got, err := applyUpdate(old, docValue(marshal(t, c.update)), false, now)
-		if !assert.Nil(t, err, "applyUpdate(%v)", c.update) {
-			continue
-		}
-		want := marshal(t, c.want)
-		assert.EqualValues(t, string(want), string(got), "applyUpdate(%v) = %v, want %v", c.update, got, want)
+		t.Run(fmt.Sprint(c.update), func(t *testing.T) {
+			got, err := applyUpdate(old, docValue(marshal(t, c.update)), false, now)
+			require.Nil(t, err, "applyUpdate(%v)", c.update)
+			want := marshal(t, c.want)
+			assert.EqualValues(t, string(want), string(got), "applyUpdate(%v) = %v, want %v", c.update, got, want)
+		})
 	}
 	for _, bad := range []bson.D{
 		{{Key: "$set", Value: bson.D{{Key: "_id", Value: 2}}}},
@@ -235,8 +235,10 @@ func TestApplyUpdate(t *testing.T) {
 		{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 1}}}},
 		{{Key: "$bogus", Value: bson.D{{Key: "a", Value: 1}}}},
 	} {
-		_, err := applyUpdate(old, docValue(marshal(t, bad)), false, now)
-		assert.NotNil(t, err, "applyUpdate(%v) succeeded", bad)
+		t.Run("bad "+fmt.Sprint(bad), func(t *testing.T) {
+			_, err := applyUpdate(old, docValue(marshal(t, bad)), false, now)
+			assert.NotNil(t, err, "applyUpdate(%v) succeeded", bad)
+		})
 	}
 }
 
