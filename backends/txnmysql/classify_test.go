@@ -56,7 +56,7 @@ func TestClassify(t *testing.T) {
 		{"mysql.ErrInvalidConn", mysql.ErrInvalidConn, Class3{C, C, C}},
 		{"driver.ErrBadConn", driver.ErrBadConn, Class3{C, C, C}},
 		{"refused dial", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, Class3{C, C, C}},
-		{"read on a broken connection", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, Class3{P, P, P}},
+		{"read on a broken connection", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, Class3{C, C, C}},
 		{"mysql.ErrPktSync", mysql.ErrPktSync, Class3{P, P, P}},
 		{"context.Canceled", context.Canceled, Class3{P, P, P}},
 		{"context.DeadlineExceeded", context.DeadlineExceeded, Class3{P, P, P}},

@@ -149,8 +149,8 @@ func TestRunRetriesTooManyConnections(t *testing.T) {
 	require.Equal(t, "53300", sqlState(err), "%v", err)
 	assert.Equal(t, txn.ClassConnLost, txnpgx.Classify(err))
 
-	obs := &faulttest.OnRetry{F: func(e txn.RetryEvent) {
-		if e.Attempt == 2 {
+	obs := &faulttest.OnRetry{F: func(_ txn.RetryEvent, retry int) {
+		if retry == 2 {
 			mustExec(t, admin, "ALTER ROLE "+role+" CONNECTION LIMIT -1")
 		}
 	}}

@@ -40,19 +40,22 @@ func ConnectFaults() map[string]faultproxy.ConnectFault {
 // nil, with it in Run's goroutine before the backoff sleep starts.
 type OnRetry struct {
 	txn.NopObserver
-	F func(txn.RetryEvent)
+	F func(e txn.RetryEvent, retry int)
 
 	mu     sync.Mutex
 	events []txn.RetryEvent
 }
 
-// RetryScheduled records e and calls F.
+// RetryScheduled records e and calls F with e and the number of retries
+// scheduled so far, e's included. (e.Attempt counts the runs of fn, which a
+// BEGIN that could not reach the database does not add to.)
 func (o *OnRetry) RetryScheduled(_ context.Context, e txn.RetryEvent) {
 	o.mu.Lock()
 	o.events = append(o.events, e)
+	n := len(o.events)
 	o.mu.Unlock()
 	if o.F != nil {
-		o.F(e)
+		o.F(e, n)
 	}
 }
 
@@ -63,11 +66,11 @@ func (o *OnRetry) Retries() []txn.RetryEvent {
 	return append([]txn.RetryEvent(nil), o.events...)
 }
 
-// ListenOnRetry returns an observer that, when retry number attempt is
+// ListenOnRetry returns an observer that, when retry number retry is
 // scheduled, starts a proxy listening on addr (until then an address that
 // refuses connections) and forwarding to target. The proxy is closed when
 // t ends.
-func ListenOnRetry(t testing.TB, attempt int, addr, target string) *OnRetry {
+func ListenOnRetry(t testing.TB, retry int, addr, target string) *OnRetry {
 	var mu sync.Mutex
 	var proxy *faultproxy.Proxy
 	t.Cleanup(func() {
@@ -77,8 +80,8 @@ func ListenOnRetry(t testing.TB, attempt int, addr, target string) *OnRetry {
 			_ = proxy.Close()
 		}
 	})
-	return &OnRetry{F: func(e txn.RetryEvent) {
-		if e.Attempt == attempt {
+	return &OnRetry{F: func(_ txn.RetryEvent, n int) {
+		if n == retry {
 			p, err := faultproxy.StartAt(addr, target)
 			if assert.NoError(t, err) {
 				mu.Lock()
@@ -101,10 +104,10 @@ func FaultyProxy(t testing.TB, target string, fault faultproxy.ConnectFault) *fa
 }
 
 // PassOnRetry returns an observer that lets p relay new connections
-// normally from the moment retry number attempt is scheduled.
-func PassOnRetry(p *faultproxy.Proxy, attempt int) *OnRetry {
-	return &OnRetry{F: func(e txn.RetryEvent) {
-		if e.Attempt == attempt {
+// normally from the moment retry number retry is scheduled.
+func PassOnRetry(p *faultproxy.Proxy, retry int) *OnRetry {
+	return &OnRetry{F: func(_ txn.RetryEvent, n int) {
+		if n == retry {
 			p.SetConnectFault(faultproxy.ConnectPass)
 		}
 	}}
