@@ -24,6 +24,7 @@ require (
 	github.com/txnkit/txn/backends/txnsqlite v0.0.0
 	github.com/txnkit/txn/integrations/internal/grpctest v0.0.0
 	github.com/txnkit/txn/integrations/txngrpc v0.0.0
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.80.0
 	google.golang.org/protobuf v1.36.11
 )
