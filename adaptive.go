@@ -215,7 +215,10 @@ func endOf(o outcome) attemptEnd {
 	switch {
 	case o.err == nil:
 		return endCommitted
-	case o.class == ClassRetryable:
+	case o.class == ClassRetryable && !o.unreached && !o.connLost:
+		// A database that could not be reached, or a connection lost,
+		// says nothing of contention: cutting the limit for it would
+		// leave a Runner slow long after the database came back.
 		return endConflict
 	}
 	return endOther

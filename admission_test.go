@@ -2,13 +2,13 @@ package txn_test
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/fakeclock"
@@ -38,15 +38,8 @@ func shrinkToOne(t *testing.T, r *txn.Runner[*fakedb.Tx]) {
 
 // checkNoLeak fails if goroutines started during the test outlive it.
 func checkNoLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			runtime.Gosched()
-			time.Sleep(time.Millisecond)
-		}
-		assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines leaked")
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 }
 
 // inside starts n Runs that each block inside fn until release is closed,

@@ -42,6 +42,20 @@ type ConnClassifier interface {
 	ClassifyConn(err error) Class
 }
 
+// UnreachableClassifier is implemented by backends whose transaction
+// reaches the server only with fn's first operation (a MongoDB transaction
+// starts on the client, so its Begin cannot fail for want of a server).
+// Unreachable reports whether an error fn returned means that no server
+// could be reached at all (MongoDB: server selection failed, after the
+// driver waited for a server as long as its serverSelectionTimeout allows).
+// Run then does not try again: it returns an error matching ErrUnavailable
+// that counts the try as one that could not reach the database
+// (GiveUpError.Unreachable), so that a Run against a database that is down
+// costs one server selection.
+type UnreachableClassifier interface {
+	Unreachable(err error) bool
+}
+
 // RunScoper is implemented by backends that keep state across all attempts
 // of one outermost Run, such as a MongoDB session. StartRun is called once,
 // before the first attempt; the context it returns replaces the caller's for

@@ -58,3 +58,22 @@ func (b *budget) withdraw(now time.Time) bool {
 	}
 	return true
 }
+
+// Defaults of the reconnect budget every Runner has unless NoReconnectBudget
+// is given: each try that reached the database deposits DefaultReconnectRatio of a token,
+// a reserve refills at DefaultReconnectPerSecond, and the balance starts full
+// at its cap of DefaultReconnectBurst tokens.
+const (
+	DefaultReconnectRatio     = 0.1
+	DefaultReconnectPerSecond = 1.0
+	DefaultReconnectBurst     = 5
+)
+
+// newReconnectBudget returns a budget for the tries that could not reach
+// the database, credited by the tries that did and starting full.
+func newReconnectBudget(ratio, perSecond float64) *budget {
+	b := newBudget(ratio, perSecond)
+	b.maxBalance = DefaultReconnectBurst
+	b.balance = b.maxBalance
+	return b
+}

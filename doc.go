@@ -70,6 +70,16 @@
 // (SlogObserver, and the txnotel module for
 // OpenTelemetry) see every attempt, retry, give-up, commit and wait.
 //
+// # A database that is down
+//
+// A try that could not reach the database (BEGIN failed, so fn did not run)
+// is retried only within the Runner's reconnect budget, on by default and
+// refilled by the tries that did reach it (see ReconnectBudget): while the
+// database is down each Run makes about one try and returns an error
+// matching ErrUnavailable, instead of MaxAttempts tries each. Retries after
+// fn ran are not limited by it. A GiveUpError counts both: Attempts, the
+// runs of fn, and Unreachable, the tries that could not reach the database.
+//
 // # Files
 //
 // run.go holds the retry loop; backoff.go, budget.go and clock.go what it

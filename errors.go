@@ -79,6 +79,13 @@ var (
 	// ErrBudgetExhausted is matched when Run gave up because the Runner's
 	// retry budget had no token left for another retry.
 	ErrBudgetExhausted = errors.New("txn: retry budget exhausted")
+	// ErrUnavailable is matched when Run gave up because BEGIN kept failing
+	// (the database could not be reached, so fn did not run) and the
+	// Runner's reconnect budget had no token left for another try, or
+	// because fn found no server (MongoDB, see UnreachableClassifier):
+	// while the database is down, Runs fail fast instead of each retrying
+	// up to MaxAttempts times. See ReconnectBudget.
+	ErrUnavailable = errors.New("txn: database unavailable")
 	// ErrNilFunc is returned when Run or Do is given a nil function.
 	ErrNilFunc = errors.New("txn: nil function")
 	// ErrNilRunner is returned by the methods of a nil *Runner and by a
@@ -194,19 +201,28 @@ type GiveUpError struct {
 	Ambiguous bool
 	// Attempts is the number of times fn ran.
 	Attempts int
+	// Unreachable is the number of tries that could not reach the
+	// database: BEGIN failed, so fn did not run, or (MongoDB, see
+	// UnreachableClassifier) fn ran but found no server. MaxAttempts
+	// bounds the tries: the runs of fn plus the failed BEGINs.
+	Unreachable int
 	// Elapsed is the time from the start of Run to giving up.
 	Elapsed time.Duration
 	// Last is the last error seen from the database or from fn.
 	Last error
 }
 
-// Error describes why Run stopped, after how many attempts, and the last error.
+// Error describes why Run stopped, after how many attempts (and, when BEGIN
+// failed, how many times fn ran and how many times the database could not be
+// reached), and the last error.
 func (e *GiveUpError) Error() string {
 	var b strings.Builder
 	b.WriteString("txn: gave up after ")
-	fmt.Fprintf(&b, "%d attempt", e.Attempts)
-	if e.Attempts != 1 {
-		b.WriteByte('s')
+	if e.Unreachable > 0 {
+		fmt.Fprintf(&b, "fn ran %d time%s and the database could not be reached %d time%s",
+			e.Attempts, plural(e.Attempts), e.Unreachable, plural(e.Unreachable))
+	} else {
+		fmt.Fprintf(&b, "%d attempt%s", e.Attempts, plural(e.Attempts))
 	}
 	fmt.Fprintf(&b, " in %v", e.Elapsed.Round(time.Microsecond))
 	// The reason is left out when the last error already says it, as a
@@ -239,4 +255,11 @@ func (e *GiveUpError) Unwrap() []error {
 		errs = append(errs, e.Last)
 	}
 	return errs
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

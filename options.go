@@ -65,6 +65,7 @@ type config struct {
 	clock       Clock
 	classifier  Classifier
 	budget      *budget
+	reconnect   *budget
 	seed        uint64
 	seeded      bool
 	adaptiveMax int
@@ -81,6 +82,7 @@ func defaultConfig() config {
 		clock:           systemClock{},
 		rollbackTimeout: DefaultRollbackTimeout,
 		adaptiveMax:     DefaultAdaptiveMax,
+		reconnect:       newReconnectBudget(DefaultReconnectRatio, DefaultReconnectPerSecond),
 	}
 }
 
@@ -288,6 +290,33 @@ func NoAdaptive() RunnerOption {
 // ErrBadOption. Calls without Keys are not affected.
 func DatabaseKeys() RunnerOption {
 	return runnerOption(func(c *config) { c.dbKeys = true })
+}
+
+// ReconnectBudget sets the Runner's reconnect budget, which is on by
+// default (DefaultReconnectRatio, DefaultReconnectPerSecond). It applies only
+// to tries that could not reach the database: BEGIN failed with a
+// connection failure, so fn did not run. Another such try spends a token; every try that reached the
+// database deposits ratio of one, a reserve refills at minPerSecond, and the balance starts
+// full at DefaultReconnectBurst. When it is empty Run stops at once with an
+// error matching ErrUnavailable, so a stopped database costs about one
+// connection attempt per Run instead of MaxAttempts, and each Run returns
+// after one refused connection. Retries after fn ran (conflicts, deadlocks,
+// lost connections during a statement) never touch it. ratio and
+// minPerSecond must be finite and not negative.
+func ReconnectBudget(ratio, minPerSecond float64) RunnerOption {
+	return runnerOption(func(c *config) {
+		if !(ratio >= 0) || !(minPerSecond >= 0) || math.IsInf(ratio, 0) || math.IsInf(minPerSecond, 0) {
+			c.fail("ReconnectBudget(%v, %v) needs finite, non-negative numbers", ratio, minPerSecond)
+			return
+		}
+		c.reconnect = newReconnectBudget(ratio, minPerSecond)
+	})
+}
+
+// NoReconnectBudget turns the reconnect budget off: a Run whose BEGIN keeps
+// failing tries again until MaxAttempts, MaxElapsed or its context stops it.
+func NoReconnectBudget() RunnerOption {
+	return runnerOption(func(c *config) { c.reconnect = nil })
 }
 
 // MaxAdaptive is the largest ceiling Adaptive accepts; larger ones are

@@ -215,10 +215,16 @@ type runState struct {
 	cfg      *config
 	start    time.Time
 	attempts int
-	sleeps   int
-	prev     time.Duration
-	rnd      *rand.Rand
-	keys     []string // sorted, without duplicates
+	// unreached counts the tries that could not reach the database.
+	unreached int
+	// tries counts attempts plus failed BEGINs: MaxAttempts bounds it.
+	tries int
+	// noConn is set when the last try could not reach the database.
+	noConn bool
+	sleeps int
+	prev   time.Duration
+	rnd    *rand.Rand
+	keys   []string // sorted, without duplicates
 	// unknown is set once a commit's outcome was unknown and fn was run
 	// again (Idempotent): until an attempt commits, Run's outcome is
 	// unknown too.
@@ -238,6 +244,17 @@ type outcome struct {
 	// stop, when not nil, is why Run must stop at once: the commit was sent
 	// and its outcome is unknown.
 	stop error
+	// notBegun is set when BEGIN failed, so fn did not run.
+	notBegun bool
+	// unreached is set when BEGIN failed because the database could not be
+	// reached (a connection failure), not because of contention.
+	unreached bool
+	// noServer is set when fn's first contact with the database found no
+	// server (UnreachableClassifier).
+	noServer bool
+	// connLost is set when the connection failed before COMMIT: a failure
+	// of the database or the network, not of contention.
+	connLost bool
 }
 
 // run is the retry loop of an outermost Run: admit, attempt, release, then
@@ -282,7 +299,17 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		if cfg.observer != nil {
 			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
+		st.noConn = false // a commit retried in this attempt reached the database
 		o := r.attempt(ctx, &st, fn)
+		st.tries++
+		if st.noConn = o.unreached; st.noConn || o.noServer {
+			st.unreached++
+		} else if cfg.reconnect != nil {
+			cfg.reconnect.deposit()
+		}
+		if o.notBegun {
+			st.attempts--
+		}
 		if held {
 			held = false
 			r.release(&st, p, endOf(o))
@@ -317,7 +344,12 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 			}
 			st.unknown = true
 		}
-		if cfg.maxAttempts > 0 && st.attempts >= cfg.maxAttempts {
+		if o.noServer {
+			// Server selection already waited for a server, as long as
+			// the driver allows: another try would only wait again.
+			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrUnavailable, Last: o.err})
+		}
+		if cfg.maxAttempts > 0 && st.tries >= cfg.maxAttempts {
 			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrAttemptsExhausted, Last: o.err})
 		}
 		if reason := r.backoff(ctx, &st, o.class, o.err); reason != nil {
@@ -338,7 +370,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
 		// the database says so, or the connection broke.
-		return outcome{err: err, class: r.beforeCommit(err)}
+		return outcome{err: err, class: r.beforeCommit(err), notBegun: true, unreached: r.connFailure(err)}
 	}
 	if unlockDB != nil {
 		defer unlockDB()
@@ -374,7 +406,9 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 			// did is final, running it again could only do it twice.
 			return outcome{err: &fnFinishedError{fnErr: err, err: rerr}, class: ClassPermanent}
 		}
-		return outcome{err: err, class: r.beforeCommit(err)}
+		uc, _ := r.backend.(UnreachableClassifier)
+		noServer := uc != nil && uc.Unreachable(err)
+		return outcome{err: err, class: r.beforeCommit(err), connLost: noServer || r.connFailure(err), noServer: noServer}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		// The caller has gone: do not commit work it can no longer learn
@@ -446,6 +480,15 @@ func (r *Runner[T]) beforeCommit(err error) Class {
 	}
 }
 
+// connFailure reports whether err is a failure of the connection (lost,
+// or refused before anything was sent) rather than of the transaction.
+func (r *Runner[T]) connFailure(err error) bool {
+	if cc, ok := r.backend.(ConnClassifier); ok && cc.ClassifyConn(err) != ClassPermanent {
+		return true
+	}
+	return r.classify(err) == ClassConnLost
+}
+
 // classify applies fn's Retry/Permanent marks, then the Runner's classifier
 // (WithClassifier) completed by the backend's connection check, or else the
 // backend's own table.
@@ -512,6 +555,9 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 	if cfg.maxElapsed > 0 && wake.Sub(st.start) >= cfg.maxElapsed {
 		return ErrElapsedExhausted
 	}
+	if st.noConn && cfg.reconnect != nil && !cfg.reconnect.withdraw(now) {
+		return ErrUnavailable
+	}
 	if cfg.budget != nil && !cfg.budget.withdraw(now) {
 		return ErrBudgetExhausted
 	}
@@ -524,7 +570,7 @@ func (r *Runner[T]) backoff(ctx context.Context, st *runState, cls Class, err er
 // giveUp completes e with the attempts and elapsed time, reports it to the
 // observer, and returns it as the error of Run.
 func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *GiveUpError) error {
-	e.Attempts, e.Elapsed = st.attempts, st.elapsed()
+	e.Attempts, e.Unreachable, e.Elapsed = st.attempts, st.unreached, st.elapsed()
 	e.Ambiguous = e.Ambiguous || st.unknown
 	if st.cfg.observer != nil {
 		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})

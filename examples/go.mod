@@ -10,6 +10,7 @@ require (
 	github.com/txnkit/txn/backends/txnmysql v0.0.0
 	github.com/txnkit/txn/backends/txnpgx v0.0.0
 	github.com/txnkit/txn/backends/txnsqlite v0.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (

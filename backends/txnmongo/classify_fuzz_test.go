@@ -6,18 +6,12 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
+	"github.com/txnkit/txn/internal/errchain/errtest"
 )
-
-// multiErr is an error type of its own with Unwrap() []error.
-type multiErr []error
-
-func (m multiErr) Error() string   { return fmt.Sprintf("%d errors", len(m)) }
-func (m multiErr) Unwrap() []error { return m }
 
 // typedNils are nil pointers to the driver's error types. Their methods
 // have value receivers, so any call through the nil pointer panics:
@@ -31,31 +25,10 @@ var typedNils = []error{
 	(*mongo.WriteError)(nil),
 }
 
-// wrapN wraps err depth times with %w.
-func wrapN(err error, depth int) error {
-	for i := range depth {
-		err = fmt.Errorf("wrap %d: %w", i, err)
-	}
-	return err
-}
-
 func TestClassifyTypedNilNeverPanics(t *testing.T) {
-	for _, tn := range typedNils {
-		for name, err := range map[string]error{
-			"bare":          tn,
-			"wrapped":       fmt.Errorf("fn: %w", tn),
-			"wrapped twice": wrapN(tn, 2),
-			"joined":        errors.Join(errors.New("other"), tn),
-			"multi":         multiErr{tn, tn},
-			"in a command":  mongo.CommandError{Code: 112, Wrapped: tn},
-		} {
-			t.Run(fmt.Sprintf("%T/%s", tn, name), func(t *testing.T) {
-				require.NotPanics(t, func() {
-					assert.Equal(t, txn.ClassPermanent, txnmongo.Classify(err))
-				})
-			})
-		}
-	}
+	errtest.PermanentWithoutPanic(t, map[string]txn.Classifier{"Classify": txnmongo.Classify}, typedNils, func(tn error) map[string]error {
+		return map[string]error{"in a command": mongo.CommandError{Code: 112, Wrapped: tn}}
+	})
 }
 
 func TestClassifyLooksPastTypedNils(t *testing.T) {
@@ -63,12 +36,9 @@ func TestClassifyLooksPastTypedNils(t *testing.T) {
 	unknown := mongo.CommandError{Code: 91, Labels: []string{"UnknownTransactionCommitResult"}}
 	for _, tn := range typedNils {
 		t.Run(fmt.Sprintf("%T", tn), func(t *testing.T) {
-			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassRetryable, txnmongo.Classify(errors.Join(tn, conflict)))
-				assert.Equal(t, txn.ClassRetryable, txnmongo.Classify(multiErr{fmt.Errorf("a: %w", tn), fmt.Errorf("b: %w", conflict)}))
-				assert.Equal(t, txn.ClassCommitRetryable, txnmongo.Classify(errors.Join(tn, unknown)))
-				assert.Equal(t, txn.ClassPermanent, txnmongo.Classify(errors.Join(tn, mongo.WriteException{})))
-			})
+			errtest.LooksPast(t, txnmongo.Classify, tn, conflict, txn.ClassRetryable)
+			errtest.LooksPast(t, txnmongo.Classify, tn, unknown, txn.ClassCommitRetryable)
+			errtest.LooksPast(t, txnmongo.Classify, tn, mongo.WriteException{}, txn.ClassPermanent)
 		})
 	}
 }
@@ -130,14 +100,7 @@ func FuzzClassify(f *testing.F) {
 		tn := typedNils[int(shape)%len(typedNils)]
 		d := int(depth % 32)
 
-		c := txnmongo.Classify(base)
-		require.LessOrEqual(t, c, txn.ClassConnLost, "unknown class")
-		assert.Equal(t, c, txnmongo.Classify(wrapN(base, d)), "wrapping")
-		assert.Equal(t, c, txnmongo.Classify(errors.Join(wrapN(tn, d), base)), "typed nil joined ahead")
-		assert.Equal(t, c, txnmongo.Classify(errors.Join(base, tn)), "typed nil joined behind")
-		assert.Equal(t, c, txnmongo.Classify(multiErr{tn, wrapN(base, d), tn}), "Unwrap() []error")
-		assert.Equal(t, txn.ClassPermanent, txnmongo.Classify(wrapN(tn, d)), "a typed nil is not an error to retry")
-		assert.Equal(t, txn.ClassPermanent, txnmongo.Classify(errors.Join(tn, wrapN(tn, d))))
+		c := errtest.Invariant(t, txnmongo.Classify, base, tn, d)
 
 		if kind%6 == 5 {
 			return

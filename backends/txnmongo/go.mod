@@ -7,6 +7,7 @@ require (
 	github.com/txnkit/txn v0.0.0
 	github.com/txnkit/txn/internal/mongotest v0.0.0
 	go.mongodb.org/mongo-driver/v2 v2.8.2
+	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -15,6 +16,7 @@ require (
 	github.com/xdg-go/scram v1.2.0 // indirect
 	github.com/xdg-go/stringprep v1.0.4 // indirect
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.33.0 // indirect
 	golang.org/x/sync v0.11.0 // indirect
 	golang.org/x/text v0.22.0 // indirect

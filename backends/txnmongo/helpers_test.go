@@ -430,35 +430,6 @@ func commandError(t *testing.T, err error) mongo.CommandError {
 	return ce
 }
 
-// barrier lets n goroutines wait for each other, failing instead of
-// hanging when one never arrives.
-type barrier struct {
-	wg sync.WaitGroup
-}
-
-func newBarrier(n int) *barrier {
-	b := &barrier{}
-	b.wg.Add(n)
-	return b
-}
-
-// wait marks the caller arrived and waits for the others; it returns an
-// error after waitLimit.
-func (b *barrier) wait() error {
-	b.wg.Done()
-	done := make(chan struct{})
-	go func() {
-		b.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(waitLimit):
-		return errors.New("barrier: the other goroutine never arrived")
-	}
-}
-
 // gate forwards TCP connections to a target. Once armed with dieOnCut, the
 // first connection the target side ends (a faultproxy.Proxy cutting it,
 // for example) makes the gate close its listener and every connection

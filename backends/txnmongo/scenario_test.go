@@ -18,6 +18,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
+	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/internal/mongotest"
 )
 
@@ -470,7 +471,7 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 		r := txnmongo.New(e.client, txn.WithBackoff(txn.FullJitter(time.Millisecond, 20*time.Millisecond)), txn.WithObserver(rec))
 		ctx := e.ctx(t)
 		coll := e.coll("c")
-		bar := newBarrier(2)
+		bar := integrationtest.NewBarrier(2)
 		var calls [2]atomic.Int32
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
@@ -487,7 +488,7 @@ func TestConcurrentUpdatesConflict(t *testing.T) {
 					if attempt == 1 {
 						// Both transactions hold their snapshot before
 						// either writes.
-						if err := bar.wait(); err != nil {
+						if err := bar.WaitFor(waitLimit); err != nil {
 							return txn.Permanent(err)
 						}
 					}

@@ -62,6 +62,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/errchain"
@@ -335,6 +336,15 @@ func (b *backend) Classify(err error) txn.Class {
 		return txn.ClassPermanent
 	}
 	return Classify(err)
+}
+
+// Unreachable implements txn.UnreachableClassifier: a server selection
+// error means that the driver found no server to send fn's operation to,
+// after waiting for one as long as serverSelectionTimeout allows, so Run
+// returns at once instead of selecting again.
+func (b *backend) Unreachable(err error) bool {
+	var se topology.ServerSelectionError
+	return errors.As(err, &se)
 }
 
 // withoutDeadline returns a context with ctx's values that is cancelled,

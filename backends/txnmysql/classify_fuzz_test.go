@@ -11,17 +11,11 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/internal/errchain/errtest"
 )
-
-// multiErr is an error type of its own with Unwrap() []error.
-type multiErr []error
-
-func (m multiErr) Error() string   { return fmt.Sprintf("%d errors", len(m)) }
-func (m multiErr) Unwrap() []error { return m }
 
 // typedNils are nil pointers of error types the driver and the net
 // package return. errors.As hands out a nil *MySQLError; errors.Is and
@@ -33,14 +27,6 @@ var typedNils = []error{
 	(*net.DNSError)(nil),
 }
 
-// wrapN wraps err depth times with %w.
-func wrapN(err error, depth int) error {
-	for i := range depth {
-		err = fmt.Errorf("wrap %d: %w", i, err)
-	}
-	return err
-}
-
 // classifiers are every classifier the package exports, with every opt-in.
 func classifiers() map[string]txn.Classifier {
 	return map[string]txn.Classifier{
@@ -50,34 +36,15 @@ func classifiers() map[string]txn.Classifier {
 }
 
 func TestClassifyTypedNilNeverPanics(t *testing.T) {
-	for cname, classify := range classifiers() {
-		for _, tn := range typedNils {
-			for name, err := range map[string]error{
-				"bare":          tn,
-				"wrapped":       fmt.Errorf("fn: %w", tn),
-				"wrapped twice": wrapN(tn, 2),
-				"joined":        errors.Join(errors.New("other"), tn),
-				"multi":         multiErr{tn, tn},
-			} {
-				t.Run(fmt.Sprintf("%s/%T/%s", cname, tn, name), func(t *testing.T) {
-					require.NotPanics(t, func() {
-						assert.Equal(t, txn.ClassPermanent, classify(err))
-					})
-				})
-			}
-		}
-	}
+	errtest.PermanentWithoutPanic(t, classifiers(), typedNils, nil)
 }
 
 func TestClassifyLooksPastTypedNils(t *testing.T) {
 	deadlock := &mysql.MySQLError{Number: 1213, Message: "Deadlock found when trying to get lock"}
 	for _, tn := range typedNils {
 		t.Run(fmt.Sprintf("%T", tn), func(t *testing.T) {
-			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassRetryable, txnmysql.Classify(errors.Join(tn, deadlock)))
-				assert.Equal(t, txn.ClassRetryable, txnmysql.Classify(multiErr{fmt.Errorf("a: %w", tn), fmt.Errorf("b: %w", deadlock)}))
-				assert.Equal(t, txn.ClassConnLost, txnmysql.Classify(errors.Join(tn, mysql.ErrInvalidConn)))
-			})
+			errtest.LooksPast(t, txnmysql.Classify, tn, deadlock, txn.ClassRetryable)
+			errtest.LooksPast(t, txnmysql.Classify, tn, mysql.ErrInvalidConn, txn.ClassConnLost)
 		})
 	}
 }
@@ -153,20 +120,6 @@ func FuzzClassify(f *testing.F) {
 		tn := typedNils[int(shape)%len(typedNils)]
 		d := int(depth % 32)
 
-		c := txnmysql.Classify(base)
-		require.LessOrEqual(t, c, txn.ClassConnLost, "unknown class")
-		assert.Equal(t, c, txnmysql.Classify(wrapN(base, d)), "wrapping")
-		assert.Equal(t, c, txnmysql.Classify(errors.Join(wrapN(tn, d), base)), "typed nil joined ahead")
-		assert.Equal(t, c, txnmysql.Classify(errors.Join(base, tn)), "typed nil joined behind")
-		assert.Equal(t, c, txnmysql.Classify(multiErr{tn, wrapN(base, d), tn}), "Unwrap() []error")
-
-		assert.Equal(t, txn.ClassPermanent, txnmysql.Classify(wrapN(tn, d)), "a typed nil is not an error to retry")
-		assert.Equal(t, txn.ClassPermanent, txnmysql.Classify(errors.Join(tn, wrapN(tn, d))))
-		assert.Equal(t, txn.ClassPermanent, all(multiErr{tn, nil, wrapN(tn, d)}))
-
-		if c != txn.ClassPermanent {
-			assert.Equal(t, c, all(base), "options change only permanent errors")
-		}
-		assert.Equal(t, all(base), all(wrapN(base, d)))
+		errtest.WithOptions(t, txnmysql.Classify, all, base, tn, d)
 	})
 }

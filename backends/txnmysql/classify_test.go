@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"syscall"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
@@ -53,6 +55,8 @@ func TestClassify(t *testing.T) {
 		{"1317 query interrupted", myErr(1317, "Query execution was interrupted"), Class3{P, P, P}},
 		{"mysql.ErrInvalidConn", mysql.ErrInvalidConn, Class3{C, C, C}},
 		{"driver.ErrBadConn", driver.ErrBadConn, Class3{C, C, C}},
+		{"refused dial", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, Class3{C, C, C}},
+		{"read on a broken connection", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, Class3{C, C, C}},
 		{"mysql.ErrPktSync", mysql.ErrPktSync, Class3{P, P, P}},
 		{"context.Canceled", context.Canceled, Class3{P, P, P}},
 		{"context.DeadlineExceeded", context.DeadlineExceeded, Class3{P, P, P}},

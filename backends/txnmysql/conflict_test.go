@@ -15,6 +15,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/backends/txnsql"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // TestDeadlockRetried runs two transfers that lock two rows in opposite
@@ -47,7 +48,7 @@ func oppositeOrderTransfers(t *testing.T, db *sql.DB, r *txn.Runner[*sql.Tx], re
 	_, err := db.ExecContext(ctx, "INSERT INTO "+acct+" VALUES (1, 100), (2, 100)")
 	require.NoError(t, err)
 
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	var calls [2]atomic.Int32
 	transfer := func(i int, name string, from, to, amount int) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -57,7 +58,7 @@ func oppositeOrderTransfers(t *testing.T, db *sql.DB, r *txn.Runner[*sql.Tx], re
 			}
 			if n == 1 {
 				// Both transactions hold their first row now.
-				if err := bar.wait(ctx); err != nil {
+				if err := bar.Wait(ctx); err != nil {
 					return txn.Permanent(err)
 				}
 			}
@@ -171,7 +172,7 @@ func TestDuplicateKeyPermanent(t *testing.T) {
 	ctx := testCtx(t)
 	tbl := createTable(t, db, "id INT PRIMARY KEY, who VARCHAR(8) NOT NULL")
 
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	ids := make(chan int64, 1)
 	holderDone := make(chan error, 1)
 	go func() {
@@ -184,7 +185,7 @@ func TestDuplicateKeyPermanent(t *testing.T) {
 			if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1, 'holder')"); err != nil {
 				return err
 			}
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return err
 			}
 			// Commit once the Runner's INSERT waits for this one's lock.
@@ -210,7 +211,7 @@ func TestDuplicateKeyPermanent(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := bar.wait(ctx); err != nil {
+		if err := bar.Wait(ctx); err != nil {
 			return txn.Permanent(err)
 		}
 		ids <- id
@@ -242,11 +243,11 @@ func TestSnapshotIsolationRecordChangedRetried(t *testing.T) {
 	db := openDB(t, map[string]string{"innodb_snapshot_isolation": "ON"})
 	ctr := createRowTable(t, ctx, admin, "id INT PRIMARY KEY, n INT NOT NULL")
 
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	otherDone := make(chan error, 1)
 	go func() {
 		otherDone <- func() error {
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return err
 			}
 			_, err := admin.ExecContext(ctx, "UPDATE "+ctr+" SET n = n + 10 WHERE id = 1")
@@ -264,7 +265,7 @@ func TestSnapshotIsolationRecordChangedRetried(t *testing.T) {
 			return err
 		}
 		if calls == 1 {
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return txn.Permanent(err)
 			}
 			if err := <-otherDone; err != nil {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,19 +14,8 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
-	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/faultproxy/faulttest"
 )
-
-// closedAddr returns a loopback address where nothing listens: connecting
-// to it is refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
 
 // openAt opens, without connecting, a pool on the test server's DSN with
 // its address replaced by addr.
@@ -47,30 +35,6 @@ func openAt(t *testing.T, addr string) *sql.DB {
 	return db
 }
 
-// onRetry is a txn.Observer that calls f, in Run's goroutine, with every
-// retry before its backoff sleep starts.
-type onRetry struct {
-	txn.NopObserver
-	mu     sync.Mutex
-	f      func(txn.RetryEvent)
-	events []txn.RetryEvent
-}
-
-func (o *onRetry) RetryScheduled(_ context.Context, e txn.RetryEvent) {
-	o.mu.Lock()
-	o.events = append(o.events, e)
-	o.mu.Unlock()
-	if o.f != nil {
-		o.f(e)
-	}
-}
-
-func (o *onRetry) retries() []txn.RetryEvent {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]txn.RetryEvent(nil), o.events...)
-}
-
 // insertRun returns an fn that inserts one row into table.
 func insertRun(table string) func(context.Context, *sql.Tx) error {
 	return func(ctx context.Context, tx *sql.Tx) error {
@@ -86,7 +50,7 @@ func insertRun(table string) func(context.Context, *sql.Tx) error {
 func TestConnectFailuresAreConnectionLost(t *testing.T) {
 	ctx := testCtx(t)
 	t.Run("refused", func(t *testing.T) {
-		db := openAt(t, closedAddr(t))
+		db := openAt(t, faulttest.ClosedAddr(t))
 		_, err := db.BeginTx(ctx, nil)
 		require.Error(t, err)
 		var opErr *net.OpError
@@ -94,13 +58,9 @@ func TestConnectFailuresAreConnectionLost(t *testing.T) {
 		assert.Equal(t, "dial", opErr.Op)
 		assert.Equal(t, txn.ClassConnLost, txnmysql.Classify(err), "%T %v", err, err)
 	})
-	for _, fault := range []faultproxy.ConnectFault{faultproxy.ResetOnAccept, faultproxy.ResetAfterGreeting} {
-		t.Run(map[faultproxy.ConnectFault]string{faultproxy.ResetOnAccept: "reset on accept", faultproxy.ResetAfterGreeting: "reset after greeting"}[fault], func(t *testing.T) {
-			cfg := serverConfig(t)
-			p, err := faultproxy.Start(cfg.Addr)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = p.Close() })
-			p.SetConnectFault(fault)
+	for name, fault := range faulttest.ConnectFaults() {
+		t.Run(name, func(t *testing.T) {
+			p := faulttest.FaultyProxy(t, serverConfig(t).Addr, fault)
 			db := openAt(t, p.Addr())
 			for i := range 5 {
 				_, err := db.BeginTx(ctx, nil)
@@ -121,28 +81,13 @@ func TestRunRetriesRefusedConnect(t *testing.T) {
 	ctx := testCtx(t)
 	admin := openDB(t, nil)
 	table := createTable(t, admin, "id INT AUTO_INCREMENT PRIMARY KEY, v INT")
-	addr := closedAddr(t)
+	addr := faulttest.ClosedAddr(t)
 	db := openAt(t, addr)
-	target := serverConfig(t).Addr
-
-	var proxy *faultproxy.Proxy
-	obs := &onRetry{f: func(e txn.RetryEvent) {
-		if e.Attempt == 2 {
-			p, err := faultproxy.StartAt(addr, target)
-			if assert.NoError(t, err) {
-				proxy = p
-			}
-		}
-	}}
-	t.Cleanup(func() {
-		if proxy != nil {
-			_ = proxy.Close()
-		}
-	})
+	obs := faulttest.ListenOnRetry(t, 2, addr, serverConfig(t).Addr)
 	r := txnmysql.New(db, txn.MaxAttempts(5), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.WithObserver(obs))
 	require.NoError(t, r.Run(ctx, insertRun(table)))
 
-	retries := obs.retries()
+	retries := obs.Retries()
 	require.Len(t, retries, 2)
 	for _, e := range retries {
 		var opErr *net.OpError
@@ -157,26 +102,18 @@ func TestRunRetriesRefusedConnect(t *testing.T) {
 // until the second retry is scheduled: Run retries and commits on its
 // third attempt.
 func TestRunRetriesResetConnect(t *testing.T) {
-	for _, fault := range []faultproxy.ConnectFault{faultproxy.ResetOnAccept, faultproxy.ResetAfterGreeting} {
-		t.Run(map[faultproxy.ConnectFault]string{faultproxy.ResetOnAccept: "reset on accept", faultproxy.ResetAfterGreeting: "reset after greeting"}[fault], func(t *testing.T) {
+	for name, fault := range faulttest.ConnectFaults() {
+		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
 			admin := openDB(t, nil)
 			table := createTable(t, admin, "id INT AUTO_INCREMENT PRIMARY KEY, v INT")
-			p, err := faultproxy.Start(serverConfig(t).Addr)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = p.Close() })
-			p.SetConnectFault(fault)
+			p := faulttest.FaultyProxy(t, serverConfig(t).Addr, fault)
 			db := openAt(t, p.Addr())
-
-			obs := &onRetry{f: func(e txn.RetryEvent) {
-				if e.Attempt == 2 {
-					p.SetConnectFault(faultproxy.ConnectPass)
-				}
-			}}
+			obs := faulttest.PassOnRetry(p, 2)
 			r := txnmysql.New(db, txn.MaxAttempts(5), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.WithObserver(obs))
 			require.NoError(t, r.Run(ctx, insertRun(table)))
 
-			retries := obs.retries()
+			retries := obs.Retries()
 			require.Len(t, retries, 2)
 			for _, e := range retries {
 				assert.Equal(t, txn.ClassRetryable, e.Class, "%T %v", e.Err, e.Err)
@@ -192,8 +129,8 @@ func TestRunRetriesResetConnect(t *testing.T) {
 // connect error, wrapped.
 func TestRunRefusedGivesUpAfterRetrying(t *testing.T) {
 	ctx := testCtx(t)
-	db := openAt(t, closedAddr(t))
-	obs := &onRetry{}
+	db := openAt(t, faulttest.ClosedAddr(t))
+	obs := &faulttest.OnRetry{}
 	r := txnmysql.New(db, txn.MaxAttempts(3), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.WithObserver(obs))
 	calls := 0
 	err := r.Run(ctx, func(context.Context, *sql.Tx) error { calls++; return nil })
@@ -201,7 +138,7 @@ func TestRunRefusedGivesUpAfterRetrying(t *testing.T) {
 	assert.ErrorIs(t, err, txn.ErrAttemptsExhausted)
 	var opErr *net.OpError
 	assert.ErrorAs(t, err, &opErr)
-	assert.Len(t, obs.retries(), 2)
+	assert.Len(t, obs.Retries(), 2)
 	assert.Zero(t, calls, "fn never ran: no connection was ever made")
 	assert.False(t, errors.Is(err, txn.ErrCommitUnknown))
 }

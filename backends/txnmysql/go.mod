@@ -6,6 +6,7 @@ require (
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/stretchr/testify v1.12.1
 	github.com/txnkit/txn v0.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (

@@ -124,33 +124,6 @@ func errNumber(err error) uint16 {
 	return 0
 }
 
-// barrier lets n goroutines wait for each other once.
-type barrier struct {
-	mu   sync.Mutex
-	left int
-	done chan struct{}
-}
-
-func newBarrier(n int) *barrier {
-	return &barrier{left: n, done: make(chan struct{})}
-}
-
-// wait blocks until n goroutines called wait, or ctx ends.
-func (b *barrier) wait(ctx context.Context) error {
-	b.mu.Lock()
-	b.left--
-	if b.left == 0 {
-		close(b.done)
-	}
-	b.mu.Unlock()
-	select {
-	case <-b.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("barrier: %w", ctx.Err())
-	}
-}
-
 // retryRecorder is a txn.Observer that records every retry and commit.
 type retryRecorder struct {
 	txn.NopObserver

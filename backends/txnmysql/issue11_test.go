@@ -15,6 +15,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt: a nested Run loses
@@ -35,7 +36,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 
 	// The other transaction changes many rows first, so that InnoDB picks
 	// the Runner's, which changed fewer, as the deadlock victim.
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	otherDone := make(chan error, 1)
 	go func() {
 		otherDone <- func() error {
@@ -54,7 +55,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 30 WHERE id = 2"); err != nil {
 				return err
 			}
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 30 WHERE id = 1"); err != nil {
@@ -78,7 +79,7 @@ func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 				return err
 			}
 			if n == 1 {
-				if err := bar.wait(ctx); err != nil {
+				if err := bar.Wait(ctx); err != nil {
 					return txn.Permanent(err)
 				}
 			}
@@ -131,46 +132,11 @@ func TestRunInOnCommitStartsNewTransaction(t *testing.T) {
 	assert.Equal(t, []string{"audit", "order"}, names(t, db, tbl))
 }
 
-// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself and
-// returns an error asking for a retry (or nil, or with the context ending
-// at the same moment): Run returns ErrFnFinishedTx and fn ran once.
+// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself; see
+// integrationtest.FnThatCommitsIsNeverRerun.
 func TestFnThatCommitsIsNeverRerun(t *testing.T) {
-	db := openDB(t, nil)
-	for _, tc := range []struct {
-		name   string
-		ret    error
-		cancel bool
-	}{
-		{"Retry", txn.Retry(errors.New("version check failed")), false},
-		{"nil", nil, false},
-		{"Retry and context ends", txn.Retry(errors.New("version check failed")), true},
-		{"nil and context ends", nil, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tbl := createTable(t, db, "id INT AUTO_INCREMENT PRIMARY KEY")
-			ctx, cancel := context.WithCancel(testCtx(t))
-			defer cancel()
-			r := txnmysql.New(db)
-			calls := 0
-			err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-				calls++
-				if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES ()"); err != nil {
-					return err
-				}
-				if err := tx.Commit(); err != nil {
-					return txn.Permanent(err)
-				}
-				if tc.cancel {
-					cancel()
-				}
-				return tc.ret
-			})
-			require.Error(t, err)
-			assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
-			assert.Equal(t, 1, calls)
-			assert.Equal(t, 1, count(t, db, tbl, ""))
-		})
-	}
+	db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: openDB(t, nil), New: txnmysql.New, Options: txnmysql.TxOptions}
+	integrationtest.FnThatCommitsIsNeverRerun(t, db, "txnmysql", (*sql.Tx).Commit)
 }
 
 // TestCommitAndRollbackBoundedThroughSilentLink puts a proxy between the
@@ -198,33 +164,10 @@ func TestCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
 			ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 			defer cancel()
 			r := txnmysql.New(db, txn.RollbackTimeout(time.Second))
-			calls := 0
-			done := make(chan error, 1)
-			go func() {
-				done <- r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-					calls++
-					if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
-						return err
-					}
-					p.Arm([]byte(tc.pattern), faultproxy.Stall)
-					return tc.fnErr
-				})
-			}()
-			var err error
-			returned := false
-			select {
-			case err = <-done:
-				returned = true
-			case <-time.After(time.Minute):
-			}
-			stalled := p.Fires() == 1
-			p.Release()
-			if !returned {
-				require.FailNow(t, "Run did not return while the link was silent", "after release it returned %v", <-done)
-			}
-			require.True(t, stalled, "the stall fired")
-			t.Logf("Run returned %v", err)
-			assert.Equal(t, 1, calls)
+			err := integrationtest.SilentLink(t, ctx, p, r, func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)")
+				return err
+			}, tc.pattern, tc.fnErr)
 			if tc.fnErr == nil {
 				assert.ErrorIs(t, err, txn.ErrCommitUnknown)
 				var gu *txn.GiveUpError

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 var errInner = errors.New("inner step failed")
@@ -262,7 +263,7 @@ func TestNestedRunDeadlockRestartsWholeTransaction(t *testing.T) {
 	// The other transaction changes many rows first, so that InnoDB, which
 	// rolls back the transaction that changed fewer rows, picks the
 	// Runner's as the deadlock victim.
-	bar := newBarrier(2)
+	bar := integrationtest.NewBarrier(2)
 	otherDone := make(chan error, 1)
 	go func() {
 		otherDone <- func() error {
@@ -281,7 +282,7 @@ func TestNestedRunDeadlockRestartsWholeTransaction(t *testing.T) {
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 30 WHERE id = 2"); err != nil {
 				return err
 			}
-			if err := bar.wait(ctx); err != nil {
+			if err := bar.Wait(ctx); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 30 WHERE id = 1"); err != nil {
@@ -307,7 +308,7 @@ func TestNestedRunDeadlockRestartsWholeTransaction(t *testing.T) {
 				return err
 			}
 			if attempt == 1 {
-				if err := bar.wait(ctx); err != nil {
+				if err := bar.Wait(ctx); err != nil {
 					return txn.Permanent(err)
 				}
 			}

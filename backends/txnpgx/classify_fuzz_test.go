@@ -9,19 +9,11 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
+	"github.com/txnkit/txn/internal/errchain/errtest"
 )
-
-// multiErr is an error type of its own with Unwrap() []error, as opposed
-// to the one errors.Join builds.
-type multiErr []error
-
-func (m multiErr) Error() string   { return fmt.Sprintf("%d errors", len(m)) }
-func (m multiErr) Unwrap() []error { return m }
 
 // typedNils are nil pointers of error types pgx and the net package
 // return. errors.As hands the first out as a nil *PgError; the next two
@@ -34,44 +26,19 @@ var typedNils = []error{
 	(*pgconn.PrepareError)(nil),
 }
 
-// wrapN wraps err depth times with %w.
-func wrapN(err error, depth int) error {
-	for i := range depth {
-		err = fmt.Errorf("wrap %d: %w", i, err)
-	}
-	return err
-}
-
 func TestClassifyTypedNilNeverPanics(t *testing.T) {
 	all := txnpgx.Classifier(txnpgx.ClassifyOptions{LockNotAvailable: true, QueryCanceled: true})
-	for _, tn := range typedNils {
-		for name, err := range map[string]error{
-			"bare":           tn,
-			"wrapped":        fmt.Errorf("fn: %w", tn),
-			"wrapped twice":  wrapN(tn, 2),
-			"joined":         errors.Join(errors.New("other"), tn),
-			"multi":          multiErr{tn, tn},
-			"joined wrapped": fmt.Errorf("fn: %w", errors.Join(tn, fmt.Errorf("x: %w", tn))),
-		} {
-			t.Run(fmt.Sprintf("%T/%s", tn, name), func(t *testing.T) {
-				require.NotPanics(t, func() {
-					assert.Equal(t, txn.ClassPermanent, txnpgx.Classify(err))
-					assert.Equal(t, txn.ClassPermanent, all(err))
-				})
-			})
-		}
-	}
+	errtest.PermanentWithoutPanic(t, map[string]txn.Classifier{"Classify": txnpgx.Classify, "Classifier": all}, typedNils, func(tn error) map[string]error {
+		return map[string]error{"joined wrapped": fmt.Errorf("fn: %w", errors.Join(tn, fmt.Errorf("x: %w", tn)))}
+	})
 }
 
 func TestClassifyLooksPastTypedNils(t *testing.T) {
 	deadlock := &pgconn.PgError{Code: "40P01"}
 	for _, tn := range typedNils {
 		t.Run(fmt.Sprintf("%T", tn), func(t *testing.T) {
-			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassRetryable, txnpgx.Classify(errors.Join(tn, deadlock)))
-				assert.Equal(t, txn.ClassRetryable, txnpgx.Classify(multiErr{fmt.Errorf("a: %w", tn), fmt.Errorf("b: %w", deadlock)}))
-				assert.Equal(t, txn.ClassConnLost, txnpgx.Classify(errors.Join(tn, io.ErrUnexpectedEOF)))
-			})
+			errtest.LooksPast(t, txnpgx.Classify, tn, deadlock, txn.ClassRetryable)
+			errtest.LooksPast(t, txnpgx.Classify, tn, io.ErrUnexpectedEOF, txn.ClassConnLost)
 		})
 	}
 }
@@ -119,20 +86,6 @@ func FuzzClassify(f *testing.F) {
 		tn := typedNils[int(shape)%len(typedNils)]
 		d := int(depth % 32)
 
-		c := txnpgx.Classify(base)
-		require.LessOrEqual(t, c, txn.ClassConnLost, "unknown class")
-		assert.Equal(t, c, txnpgx.Classify(wrapN(base, d)), "wrapping")
-		assert.Equal(t, c, txnpgx.Classify(errors.Join(wrapN(tn, d), base)), "typed nil joined ahead")
-		assert.Equal(t, c, txnpgx.Classify(errors.Join(base, tn)), "typed nil joined behind")
-		assert.Equal(t, c, txnpgx.Classify(multiErr{tn, wrapN(base, d), tn}), "Unwrap() []error")
-
-		assert.Equal(t, txn.ClassPermanent, txnpgx.Classify(wrapN(tn, d)), "a typed nil is not an error to retry")
-		assert.Equal(t, txn.ClassPermanent, txnpgx.Classify(errors.Join(tn, wrapN(tn, d))))
-		assert.Equal(t, txn.ClassPermanent, all(multiErr{tn, nil, wrapN(tn, d)}))
-
-		if c != txn.ClassPermanent {
-			assert.Equal(t, c, all(base), "options change only permanent errors")
-		}
-		assert.Equal(t, all(base), all(wrapN(base, d)))
+		errtest.WithOptions(t, txnpgx.Classify, all, base, tn, d)
 	})
 }

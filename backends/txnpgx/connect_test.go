@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,18 +18,8 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
-	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/faultproxy/faulttest"
 )
-
-// closedAddr returns a loopback address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
 
 // lazyPoolAt returns a pool on the test server's configuration with its
 // address replaced by addr. It does not connect: pgxpool connects on the
@@ -59,35 +48,6 @@ func serverAddr(t *testing.T) string {
 	return net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port)))
 }
 
-// onRetry is a txn.Observer that calls f, in Run's goroutine, with every
-// retry before its backoff sleep starts.
-type onRetry struct {
-	txn.NopObserver
-	mu     sync.Mutex
-	f      func(txn.RetryEvent)
-	events []txn.RetryEvent
-}
-
-func (o *onRetry) RetryScheduled(_ context.Context, e txn.RetryEvent) {
-	o.mu.Lock()
-	o.events = append(o.events, e)
-	o.mu.Unlock()
-	if o.f != nil {
-		o.f(e)
-	}
-}
-
-func (o *onRetry) retries() []txn.RetryEvent {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]txn.RetryEvent(nil), o.events...)
-}
-
-var connectFaults = map[string]faultproxy.ConnectFault{
-	"reset on accept":      faultproxy.ResetOnAccept,
-	"reset after greeting": faultproxy.ResetAfterGreeting,
-}
-
 // TestConnectFailuresAreConnectionLost connects for real to a port where
 // nothing listens and through a proxy that resets the connection before or
 // after the server's first answer: the error of Begin is a connection
@@ -96,19 +56,16 @@ var connectFaults = map[string]faultproxy.ConnectFault{
 func TestConnectFailuresAreConnectionLost(t *testing.T) {
 	ctx := testCtx(t)
 	t.Run("refused", func(t *testing.T) {
-		pool := lazyPoolAt(t, closedAddr(t))
+		pool := lazyPoolAt(t, faulttest.ClosedAddr(t))
 		_, err := pool.Begin(ctx)
 		require.Error(t, err)
 		var ce *pgconn.ConnectError
 		assert.ErrorAs(t, err, &ce)
 		assert.Equal(t, txn.ClassConnLost, txnpgx.Classify(err), "%T %v", err, err)
 	})
-	for name, fault := range connectFaults {
+	for name, fault := range faulttest.ConnectFaults() {
 		t.Run(name, func(t *testing.T) {
-			p, err := faultproxy.Start(serverAddr(t))
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = p.Close() })
-			p.SetConnectFault(fault)
+			p := faulttest.FaultyProxy(t, serverAddr(t), fault)
 			pool := lazyPoolAt(t, p.Addr())
 			for i := range 3 {
 				_, err := pool.Begin(ctx)
@@ -127,31 +84,16 @@ func TestRunRetriesRefusedConnect(t *testing.T) {
 	ctx := testCtx(t)
 	admin := newPool(t, nil)
 	table := newTable(t, admin, "v int")
-	addr := closedAddr(t)
+	addr := faulttest.ClosedAddr(t)
 	pool := lazyPoolAt(t, addr)
-	target := serverAddr(t)
-
-	var proxy *faultproxy.Proxy
-	obs := &onRetry{f: func(e txn.RetryEvent) {
-		if e.Attempt == 2 {
-			p, err := faultproxy.StartAt(addr, target)
-			if assert.NoError(t, err) {
-				proxy = p
-			}
-		}
-	}}
-	t.Cleanup(func() {
-		if proxy != nil {
-			_ = proxy.Close()
-		}
-	})
+	obs := faulttest.ListenOnRetry(t, 2, addr, serverAddr(t))
 	r := txnpgx.New(pool, txn.MaxAttempts(5), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.WithObserver(obs))
 	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES (1)")
 		return err
 	}))
-	require.Len(t, obs.retries(), 2)
-	for _, e := range obs.retries() {
+	require.Len(t, obs.Retries(), 2)
+	for _, e := range obs.Retries() {
 		assert.Equal(t, txn.ClassRetryable, e.Class, "%T %v", e.Err, e.Err)
 	}
 	assert.Equal(t, 1, queryInt(t, admin, "SELECT count(*) FROM "+table))
@@ -161,27 +103,20 @@ func TestRunRetriesRefusedConnect(t *testing.T) {
 // connection until the second retry is scheduled: Run commits on its
 // third attempt.
 func TestRunRetriesResetConnect(t *testing.T) {
-	for name, fault := range connectFaults {
+	for name, fault := range faulttest.ConnectFaults() {
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
 			admin := newPool(t, nil)
 			table := newTable(t, admin, "v int")
-			p, err := faultproxy.Start(serverAddr(t))
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = p.Close() })
-			p.SetConnectFault(fault)
+			p := faulttest.FaultyProxy(t, serverAddr(t), fault)
 			pool := lazyPoolAt(t, p.Addr())
-			obs := &onRetry{f: func(e txn.RetryEvent) {
-				if e.Attempt == 2 {
-					p.SetConnectFault(faultproxy.ConnectPass)
-				}
-			}}
+			obs := faulttest.PassOnRetry(p, 2)
 			r := txnpgx.New(pool, txn.MaxAttempts(5), txn.WithBackoff(txn.Constant(time.Millisecond)), txn.WithObserver(obs))
 			require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 				_, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES (1)")
 				return err
 			}))
-			require.Len(t, obs.retries(), 2)
+			require.Len(t, obs.Retries(), 2)
 			assert.GreaterOrEqual(t, p.ConnectResets(), 2)
 			assert.Equal(t, 1, queryInt(t, admin, "SELECT count(*) FROM "+table))
 		})
@@ -214,8 +149,8 @@ func TestRunRetriesTooManyConnections(t *testing.T) {
 	require.Equal(t, "53300", sqlState(err), "%v", err)
 	assert.Equal(t, txn.ClassConnLost, txnpgx.Classify(err))
 
-	obs := &onRetry{f: func(e txn.RetryEvent) {
-		if e.Attempt == 2 {
+	obs := &faulttest.OnRetry{F: func(_ txn.RetryEvent, retry int) {
+		if retry == 2 {
 			mustExec(t, admin, "ALTER ROLE "+role+" CONNECTION LIMIT -1")
 		}
 	}}
@@ -225,8 +160,8 @@ func TestRunRetriesTooManyConnections(t *testing.T) {
 		return tx.QueryRow(ctx, "SELECT 1").Scan(&one)
 	}))
 	assert.Equal(t, 1, one)
-	require.Len(t, obs.retries(), 2)
-	for _, e := range obs.retries() {
+	require.Len(t, obs.Retries(), 2)
+	for _, e := range obs.Retries() {
 		assert.Equal(t, "53300", sqlState(e.Err), fmt.Sprint(e.Err))
 	}
 }

@@ -115,32 +115,6 @@ func testCtx(tb testing.TB) context.Context {
 	return ctx
 }
 
-// barrier lets n goroutines wait for each other once.
-type barrier struct {
-	mu      sync.Mutex
-	n       int
-	arrived int
-	all     chan struct{}
-}
-
-func newBarrier(n int) *barrier { return &barrier{n: n, all: make(chan struct{})} }
-
-// wait blocks until n parties have called it; it gives up after waitLimit.
-func (b *barrier) wait() error {
-	b.mu.Lock()
-	b.arrived++
-	if b.arrived == b.n {
-		close(b.all)
-	}
-	b.mu.Unlock()
-	select {
-	case <-b.all:
-		return nil
-	case <-time.After(waitLimit):
-		return errors.New("barrier: the other party never arrived")
-	}
-}
-
 // recorder is an Observer that keeps the retries and give-ups of Runs.
 type recorder struct {
 	txn.NopObserver

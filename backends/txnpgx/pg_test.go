@@ -18,6 +18,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 func serializable() txn.BeginOption[pgx.Tx] {
@@ -84,7 +85,7 @@ func TestWriteSkewSerializableRetried(t *testing.T) {
 	r := txnpgx.New(pool, txn.WithObserver(rec)).WithBegin(serializable())
 	ctx := testCtx(t)
 
-	bothRead := newBarrier(2)
+	bothRead := integrationtest.NewBarrier(2)
 	firstDone := make(chan struct{})
 	var attempts [2]atomic.Int32
 	var nilReturns [2]atomic.Int32 // attempts in which fn itself succeeded
@@ -96,7 +97,7 @@ func TestWriteSkewSerializableRetried(t *testing.T) {
 				return err
 			}
 			if n == 1 {
-				if err := bothRead.wait(); err != nil {
+				if err := bothRead.WaitFor(waitLimit); err != nil {
 					return txn.Permanent(err)
 				}
 			}
@@ -154,7 +155,7 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 
 	// The doctors-on-call write skew: each goes off call if the other is
 	// still on call.
-	bothWrote := newBarrier(2)
+	bothWrote := integrationtest.NewBarrier(2)
 	firstDone := make(chan struct{})
 	var attempts [2]atomic.Int32
 	var fnErrs [2][]error
@@ -172,7 +173,7 @@ func TestSerializationFailureAtCommitRetried(t *testing.T) {
 				}
 			}
 			if n == 1 {
-				if err := bothWrote.wait(); err != nil {
+				if err := bothWrote.WaitFor(waitLimit); err != nil {
 					return txn.Permanent(err)
 				}
 				if i == 1 {
@@ -240,7 +241,7 @@ func TestDeadlockRetried(t *testing.T) {
 	r := txnpgx.New(pool, txn.WithObserver(rec))
 	ctx := testCtx(t)
 
-	bothLocked := newBarrier(2)
+	bothLocked := integrationtest.NewBarrier(2)
 	var attempts [2]atomic.Int32
 	fn := func(i int) func(context.Context, pgx.Tx) error {
 		first, second := 1, 2
@@ -254,7 +255,7 @@ func TestDeadlockRetried(t *testing.T) {
 				return err
 			}
 			if n == 1 {
-				if err := bothLocked.wait(); err != nil {
+				if err := bothLocked.WaitFor(waitLimit); err != nil {
 					return txn.Permanent(err)
 				}
 			}

@@ -9,17 +9,11 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
+	"github.com/txnkit/txn/internal/errchain/errtest"
 )
-
-// multiErr is an error type of its own with Unwrap() []error.
-type multiErr []error
-
-func (m multiErr) Error() string   { return fmt.Sprintf("%d errors", len(m)) }
-func (m multiErr) Unwrap() []error { return m }
 
 // typedNils have Unwrap methods that read their receiver: errors.Is
 // panics walking through them.
@@ -29,24 +23,11 @@ var typedNils = []error{
 	(*os.SyscallError)(nil),
 }
 
-// wrapN wraps err depth times with %w.
-func wrapN(err error, depth int) error {
-	for i := range depth {
-		err = fmt.Errorf("wrap %d: %w", i, err)
-	}
-	return err
-}
-
 func TestClassifyTypedNilNeverPanics(t *testing.T) {
+	errtest.PermanentWithoutPanic(t, map[string]txn.Classifier{"Classify": txnsql.Classify}, typedNils, nil)
 	for _, tn := range typedNils {
 		t.Run(fmt.Sprintf("%T", tn), func(t *testing.T) {
-			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(tn))
-				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(fmt.Errorf("fn: %w", tn)))
-				assert.Equal(t, txn.ClassPermanent, txnsql.Classify(errors.Join(errors.New("x"), tn)))
-				assert.Equal(t, txn.ClassConnLost, txnsql.Classify(errors.Join(tn, driver.ErrBadConn)))
-				assert.Equal(t, txn.ClassConnLost, txnsql.Classify(multiErr{tn, fmt.Errorf("q: %w", driver.ErrBadConn)}))
-			})
+			errtest.LooksPast(t, txnsql.Classify, tn, driver.ErrBadConn, txn.ClassConnLost)
 		})
 	}
 }
@@ -71,10 +52,6 @@ func FuzzClassify(f *testing.F) {
 		if badConn {
 			want = txn.ClassConnLost
 		}
-		assert.Equal(t, want, txnsql.Classify(base))
-		assert.Equal(t, want, txnsql.Classify(wrapN(base, d)))
-		assert.Equal(t, want, txnsql.Classify(errors.Join(wrapN(tn, d), base)))
-		assert.Equal(t, want, txnsql.Classify(multiErr{tn, wrapN(base, d), tn}))
-		assert.Equal(t, txn.ClassPermanent, txnsql.Classify(wrapN(tn, d)))
+		assert.Equal(t, want, errtest.Invariant(t, txnsql.Classify, base, tn, d))
 	})
 }

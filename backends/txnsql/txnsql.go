@@ -18,7 +18,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -140,31 +139,12 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 }
 
 // beginOn begins a transaction with begin (the pool's BeginTx, or a
-// reserved connection's).
+// reserved connection's). The transaction outlives ctx (see BeginDetached):
+// database/sql would otherwise roll it back by itself when ctx ends.
 func (b *backend) beginOn(ctx context.Context, begin func(context.Context, *sql.TxOptions) (*sql.Tx, error), o *sql.TxOptions) (*sql.Tx, error) {
-	// database/sql rolls a transaction back by itself when the context
-	// given to BeginTx ends, after which Commit and Rollback report
-	// sql.ErrTxDone just as they do when fn ended the transaction. Run
-	// always ends the transaction itself, and must know when fn did, so
-	// the transaction gets a context that ctx cancels only while it
-	// begins (the wait for a connection and BEGIN stay bounded by ctx).
-	// Statements in fn are still bounded by the context they are given.
-	if ctx.Done() == nil {
-		// ctx never ends: database/sql will not end the transaction.
+	return BeginDetached(ctx, b.d.Name, func(ctx context.Context) (*sql.Tx, error) {
 		return begin(ctx, o)
-	}
-	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	tx, err := begin(bctx, o)
-	if !stop() {
-		// ctx ended while the transaction began: database/sql rolls
-		// back what began.
-		if err == nil {
-			_ = tx.Rollback()
-		}
-		return nil, fmt.Errorf("%s: begin: %w", b.d.Name, context.Cause(ctx))
-	}
-	return tx, err
+	}, (*sql.Tx).Rollback)
 }
 
 // lockingBackend is a backend whose Driver can hold conflict keys in the
@@ -237,74 +217,17 @@ func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...stri
 	return o, nil
 }
 
-// Commit commits tx, bounded by ctx. database/sql's Commit takes no
-// context, so it runs on its own goroutine: when ctx ends first, Commit
-// returns an error that Classify reports as txn.ClassConnLost (the outcome
-// is unknown) and leaves the commit to finish, or fail, with its
-// connection. A transaction that fn already ended yields an error wrapping
-// txn.ErrTxDone.
+// Commit commits tx, bounded by ctx (see CommitWithin): past it the
+// outcome is unknown. A transaction that fn already ended yields an error
+// wrapping txn.ErrTxDone.
 func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
-	if ctx.Done() == nil {
-		return doneErr(tx.Commit())
-	}
-	ok, err := bounded(ctx, tx.Commit)
-	if !ok {
-		return &commitUnansweredError{backend: b.d.Name, err: context.Cause(ctx)}
-	}
-	return doneErr(err)
+	return CommitWithin(ctx, b.d.Name, tx.Commit)
 }
 
-// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout) the same
-// way as Commit: past it Rollback returns the context's error and leaves
-// the rollback to finish with its connection.
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout; see
+// RollbackWithin).
 func (b *backend) Rollback(ctx context.Context, tx *sql.Tx) error {
-	if ctx.Done() == nil {
-		return doneErr(tx.Rollback())
-	}
-	ok, err := bounded(ctx, tx.Rollback)
-	if !ok {
-		return fmt.Errorf("%s: rollback not answered in time, left to its connection: %w", b.d.Name, context.Cause(ctx))
-	}
-	return doneErr(err)
-}
-
-// bounded runs end (a Commit or Rollback) on a goroutine and returns true
-// and its error, or false if ctx ended first.
-func bounded(ctx context.Context, end func() error) (answered bool, err error) {
-	done := make(chan error, 1)
-	go func() { done <- end() }()
-	select {
-	case err := <-done:
-		return true, err
-	case <-ctx.Done():
-		select {
-		case err := <-done:
-			// Both happened: the answer is known.
-			return true, err
-		default:
-			return false, nil
-		}
-	}
-}
-
-// commitUnansweredError is a COMMIT that had not been answered when the
-// context ended: it may or may not take effect.
-type commitUnansweredError struct {
-	backend string
-	err     error
-}
-
-func (e *commitUnansweredError) Error() string {
-	return e.backend + ": commit not answered before the context ended, outcome unknown: " + e.err.Error()
-}
-
-func (e *commitUnansweredError) Unwrap() error { return e.err }
-
-func doneErr(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
-	return err
+	return RollbackWithin(ctx, b.d.Name, tx.Rollback)
 }
 
 // Classify applies the driver's table, then ClassifyConn.

@@ -3,7 +3,6 @@ package txnsqlite_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -17,13 +16,8 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsqlite"
+	"github.com/txnkit/txn/internal/errchain/errtest"
 )
-
-// multiErr is an error type of its own with Unwrap() []error.
-type multiErr []error
-
-func (m multiErr) Error() string   { return fmt.Sprintf("%d errors", len(m)) }
-func (m multiErr) Unwrap() []error { return m }
 
 // newSQLiteError builds the driver's error with any code and message.
 // modernc.org/sqlite has no constructor for it (its fields are
@@ -42,14 +36,6 @@ func newSQLiteError(code int, msg string) *sqlite.Error {
 	return e
 }
 
-// wrapN wraps err depth times with %w.
-func wrapN(err error, depth int) error {
-	for i := range depth {
-		err = fmt.Errorf("wrap %d: %w", i, err)
-	}
-	return err
-}
-
 func TestNewSQLiteError(t *testing.T) {
 	e := newSQLiteError(517, "database is locked")
 	assert.Equal(t, 517, e.Code())
@@ -58,24 +44,9 @@ func TestNewSQLiteError(t *testing.T) {
 
 func TestClassifyTypedNilNeverPanics(t *testing.T) {
 	tn := (*sqlite.Error)(nil)
-	for name, err := range map[string]error{
-		"bare":          tn,
-		"wrapped":       fmt.Errorf("fn: %w", tn),
-		"wrapped twice": wrapN(tn, 2),
-		"joined":        errors.Join(errors.New("other"), tn),
-		"multi":         multiErr{tn, tn},
-	} {
-		t.Run(name, func(t *testing.T) {
-			require.NotPanics(t, func() {
-				assert.Equal(t, txn.ClassPermanent, txnsqlite.Classify(err))
-			})
-		})
-	}
+	errtest.PermanentWithoutPanic(t, map[string]txn.Classifier{"Classify": txnsqlite.Classify}, []error{tn}, nil)
 	busy := newSQLiteError(txnsqlite.CodeBusy, "database is locked")
-	require.NotPanics(t, func() {
-		assert.Equal(t, txn.ClassRetryable, txnsqlite.Classify(errors.Join(tn, busy)))
-		assert.Equal(t, txn.ClassRetryable, txnsqlite.Classify(multiErr{fmt.Errorf("a: %w", tn), busy}))
-	})
+	errtest.LooksPast(t, txnsqlite.Classify, tn, busy, txn.ClassRetryable)
 }
 
 // TestRunWithTypedNilErrorIsPermanent returns a wrapped typed nil
@@ -126,7 +97,7 @@ func FuzzClassify(f *testing.F) {
 		d := int(depth % 32)
 		tn := (*sqlite.Error)(nil)
 
-		c := txnsqlite.Classify(base)
+		c := errtest.Invariant(t, txnsqlite.Classify, base, tn, d)
 		if typedNil {
 			assert.Equal(t, txn.ClassPermanent, c)
 		} else {
@@ -138,11 +109,6 @@ func FuzzClassify(f *testing.F) {
 		} else {
 			assert.Equal(t, txn.ClassPermanent, c)
 		}
-		assert.Equal(t, c, txnsqlite.Classify(wrapN(base, d)), "wrapping")
-		assert.Equal(t, c, txnsqlite.Classify(errors.Join(wrapN(tn, d), base)), "typed nil joined ahead")
-		assert.Equal(t, c, txnsqlite.Classify(errors.Join(base, tn)), "typed nil joined behind")
-		assert.Equal(t, c, txnsqlite.Classify(multiErr{tn, wrapN(base, d), tn}), "Unwrap() []error")
-		assert.Equal(t, txn.ClassPermanent, txnsqlite.Classify(wrapN(tn, d)), "a typed nil is not an error to retry")
 	})
 }
 

@@ -5,6 +5,7 @@ go 1.24.0
 require (
 	github.com/stretchr/testify v1.12.1
 	github.com/txnkit/txn v0.0.0
+	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.46.1
 )
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsqlite"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // openTable opens a fresh database file with txnsqlite.Open and creates
@@ -74,44 +75,10 @@ func TestRunInOnCommitStartsNewTransaction(t *testing.T) {
 	assert.Equal(t, []string{"audit", "order"}, rows(t, db))
 }
 
-// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself and
-// returns an error asking for a retry (or nil, or with the context ending
-// at the same moment): Run returns ErrFnFinishedTx and fn ran once.
+// TestFnThatCommitsIsNeverRerun: fn commits the transaction itself; see
+// integrationtest.FnThatCommitsIsNeverRerun.
 func TestFnThatCommitsIsNeverRerun(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		ret    error
-		cancel bool
-	}{
-		{"Retry", txn.Retry(errors.New("version check failed")), false},
-		{"nil", nil, false},
-		{"Retry and context ends", txn.Retry(errors.New("version check failed")), true},
-		{"nil and context ends", nil, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			db := openTable(t)
-			ctx, cancel := context.WithCancel(ctxT(t))
-			defer cancel()
-			calls := 0
-			err := txnsqlite.New(db).Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-				calls++
-				if err := insert(ctx, tx, "row"); err != nil {
-					return err
-				}
-				if err := tx.Commit(); err != nil {
-					return txn.Permanent(err)
-				}
-				if tc.cancel {
-					cancel()
-				}
-				return tc.ret
-			})
-			require.Error(t, err)
-			assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
-			assert.Equal(t, 1, calls)
-			assert.Equal(t, []string{"row"}, rows(t, db))
-		})
-	}
+	integrationtest.FnThatCommitsIsNeverRerun(t, sqliteDB(t), "txnsqlite", (*sql.Tx).Commit)
 }
 
 // TestNestedFreshRunOnDefaultRunner: on the default Runner, once a

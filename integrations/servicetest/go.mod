@@ -4,6 +4,8 @@ go 1.24.0
 
 replace github.com/txnkit/txn => ../..
 
+replace github.com/txnkit/txn/integrations/internal/grpctest => ../internal/grpctest
+
 replace github.com/txnkit/txn/backends/txnpgx => ../../backends/txnpgx
 
 replace github.com/txnkit/txn/backends/txnmysql => ../../backends/txnmysql
@@ -20,7 +22,9 @@ require (
 	github.com/txnkit/txn/backends/txnmysql v0.0.0
 	github.com/txnkit/txn/backends/txnpgx v0.0.0
 	github.com/txnkit/txn/backends/txnsqlite v0.0.0
+	github.com/txnkit/txn/integrations/internal/grpctest v0.0.0
 	github.com/txnkit/txn/integrations/txngrpc v0.0.0
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.80.0
 	google.golang.org/protobuf v1.36.11
 )

@@ -2,7 +2,6 @@ package servicetest
 
 import (
 	"context"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,66 +11,21 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
+	"github.com/txnkit/txn/integrations/internal/grpctest"
 	"github.com/txnkit/txn/integrations/txngrpc"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 const (
-	addMethod   = "/servicetest.Counter/Add"
-	watchMethod = "/servicetest.Counter/Watch"
+	addMethod   = grpctest.AddMethod
+	watchMethod = grpctest.WatchMethod
 )
-
-// counter is a hand-written gRPC service (no generated code): a unary Add
-// and a server-streaming Watch, taking and returning Int64Value.
-type counter struct {
-	add   func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error)
-	watch func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error
-}
-
-var counterDesc = grpc.ServiceDesc{
-	ServiceName: "servicetest.Counter",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Add", Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.Int64Value)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		c := srv.(*counter)
-		if icpt == nil {
-			return c.add(ctx, in)
-		}
-		return icpt(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: addMethod}, func(ctx context.Context, req any) (any, error) {
-			return c.add(ctx, req.(*wrapperspb.Int64Value))
-		})
-	}}},
-	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(srv any, stream grpc.ServerStream) error {
-		in := new(wrapperspb.Int64Value)
-		if err := stream.RecvMsg(in); err != nil {
-			return err
-		}
-		return srv.(*counter).watch(in, stream)
-	}}},
-}
-
-func startGRPC(t *testing.T, c *counter, icpt grpc.UnaryServerInterceptor) *grpc.ClientConn {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(icpt))
-	srv.RegisterService(&counterDesc, c)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
 
 // grpcPair calls Add twice at once; each call's first attempt reads the
 // counter and waits for the other before it writes: a real 40001.
@@ -81,9 +35,9 @@ func grpcPair(t *testing.T, s store, opts ...txngrpc.Option) (replies [2]int64, 
 		att, ev atomic.Int32
 		mu      sync.Mutex
 		first   = map[int64]bool{}
-		bar     = newBarrier(2)
+		bar     = integrationtest.NewBarrier(2)
 	)
-	c := &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	c := &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		att.Add(1)
 		v, err := s.read(ctx)
 		if err != nil {
@@ -94,7 +48,7 @@ func grpcPair(t *testing.T, s store, opts ...txngrpc.Option) (replies [2]int64, 
 		first[in.GetValue()] = true
 		mu.Unlock()
 		if isFirst {
-			if err := bar.wait(); err != nil {
+			if err := bar.WaitFor(waitLimit); err != nil {
 				return nil, txn.Permanent(err)
 			}
 		}
@@ -109,7 +63,7 @@ func grpcPair(t *testing.T, s store, opts ...txngrpc.Option) (replies [2]int64, 
 		}
 		return wrapperspb.Int64(v + 1), nil
 	}}
-	conn := startGRPC(t, c, s.unary(opts...))
+	conn := grpctest.Start(t, c, s.unary(opts...))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -161,7 +115,7 @@ func TestGRPCRealConflict(t *testing.T) {
 func TestGRPCStreamingPassesThrough(t *testing.T) {
 	s := pgStore(t)
 	var calls atomic.Int32
-	conn := startGRPC(t, &counter{watch: func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error {
+	conn := grpctest.Start(t, &grpctest.Counter{Watch: func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error {
 		calls.Add(1)
 		if _, err := txnpgx.Tx(stream.Context()); err == nil {
 			return status.Error(codes.Internal, "a stream ran inside a transaction")
@@ -175,7 +129,7 @@ func TestGRPCStreamingPassesThrough(t *testing.T) {
 		}
 		return status.Error(codes.Unavailable, "stream ended") // not retried
 	}}, s.unary())
-	stream, err := conn.NewStream(context.Background(), &counterDesc.Streams[0], watchMethod)
+	stream, err := conn.NewStream(context.Background(), grpctest.WatchStream(), watchMethod)
 	require.NoError(t, err)
 	require.NoError(t, stream.SendMsg(wrapperspb.Int64(5)))
 	require.NoError(t, stream.CloseSend())
@@ -190,7 +144,7 @@ func TestGRPCRealCommitOutcomeUnknown(t *testing.T) {
 	pool, proxy := proxiedPGPool(t)
 	s := pgStoreOn(t, pool)
 	var calls atomic.Int32
-	conn := startGRPC(t, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	conn := grpctest.Start(t, &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		calls.Add(1)
 		return in, s.incr(ctx)
 	}}, s.unary())
@@ -222,21 +176,13 @@ func TestGRPCRealDeadline(t *testing.T) {
 		return h(ctx, req)
 	}
 	var calls atomic.Int32
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(serverDeadline, s.unary()))
-	srv.RegisterService(&counterDesc, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	conn := grpctest.Start(t, &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		calls.Add(1)
 		if err := s.audit(ctx); err != nil {
 			return nil, err
 		}
 		return in, s.incr(ctx) // waits for the lock until the deadline
-	}})
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
+	}}, serverDeadline, s.unary())
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()

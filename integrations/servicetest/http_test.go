@@ -2,7 +2,6 @@ package servicetest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,32 +17,9 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/txnhttp"
 )
-
-// barrier releases its waiters once n of them wait.
-type barrier struct {
-	mu  sync.Mutex
-	n   int
-	all chan struct{}
-}
-
-func newBarrier(n int) *barrier { return &barrier{n: n, all: make(chan struct{})} }
-
-func (b *barrier) wait() error {
-	b.mu.Lock()
-	b.n--
-	if b.n == 0 {
-		close(b.all)
-	}
-	b.mu.Unlock()
-	select {
-	case <-b.all:
-		return nil
-	case <-time.After(waitLimit):
-		return errors.New("barrier: the other request never came")
-	}
-}
 
 type response struct {
 	code    int
@@ -86,7 +62,7 @@ func conflictPair(t *testing.T, s store, streaming bool, callOpts ...txn.CallOpt
 		mu  sync.Mutex
 		out = pair{resp: map[string]response{}, attempts: map[string]int{}, bodies: map[string][]string{}}
 		ev  atomic.Int32
-		bar = newBarrier(2)
+		bar = integrationtest.NewBarrier(2)
 	)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -116,7 +92,7 @@ func conflictPair(t *testing.T, s store, streaming bool, callOpts ...txn.CallOpt
 			w.(http.Flusher).Flush()
 		}
 		if n == 1 {
-			if err := bar.wait(); err != nil {
+			if err := bar.WaitFor(waitLimit); err != nil {
 				txnhttp.Fail(ctx, txn.Permanent(err))
 				return
 			}

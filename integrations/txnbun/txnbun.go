@@ -29,8 +29,6 @@ package txnbun
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
@@ -79,31 +77,33 @@ type backend struct {
 }
 
 // Begin starts a transaction with db.BeginTx, so that bun's query hooks see
-// it, with the sql.TxOptions of TxOptions, if any.
+// it, with the sql.TxOptions of TxOptions, if any, on a context that ctx
+// cancels only while it begins (txnsql.BeginDetached): database/sql would
+// otherwise roll the transaction back by itself when ctx ends. bun.Tx
+// keeps that context for the statements given none (tx.Exec, tx.Query,
+// tx.QueryRow): it carries ctx's values, not its cancellation. Statements
+// given fn's ctx (every query builder's Exec and Scan, tx.ExecContext)
+// stay bounded by it.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[bun.Tx]) (bun.Tx, error) {
 	o, err := txnsql.ReadTxOptions("txnbun", opts)
 	if err != nil {
 		return bun.Tx{}, err
 	}
-	return b.db.BeginTx(ctx, o)
+	return txnsql.BeginDetached(ctx, "txnbun", func(ctx context.Context) (bun.Tx, error) {
+		return b.db.BeginTx(ctx, o)
+	}, bun.Tx.Rollback)
 }
 
-// Commit commits tx; a transaction that fn already ended yields an error
+// Commit commits tx, bounded by ctx (txnsql.CommitWithin: past it the
+// outcome is unknown); a transaction that fn already ended yields an error
 // wrapping txn.ErrTxDone.
-func (b *backend) Commit(_ context.Context, tx bun.Tx) error {
-	return doneErr(tx.Commit())
+func (b *backend) Commit(ctx context.Context, tx bun.Tx) error {
+	return txnsql.CommitWithin(ctx, "txnbun", tx.Commit)
 }
 
-// Rollback rolls tx back.
-func (b *backend) Rollback(_ context.Context, tx bun.Tx) error {
-	return doneErr(tx.Rollback())
-}
-
-func doneErr(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
-	return err
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).
+func (b *backend) Rollback(ctx context.Context, tx bun.Tx) error {
+	return txnsql.RollbackWithin(ctx, "txnbun", tx.Rollback)
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.

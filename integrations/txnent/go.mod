@@ -18,6 +18,7 @@ require (
 	github.com/txnkit/txn/backends/txnmysql v0.0.0-00010101000000-000000000000
 	github.com/txnkit/txn/backends/txnpgx v0.0.0-00010101000000-000000000000
 	github.com/txnkit/txn/backends/txnsqlite v0.0.0-00010101000000-000000000000
+	go.uber.org/goleak v1.3.0
 )
 
 require (

@@ -33,7 +33,6 @@ package txnent
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"entgo.io/ent/dialect"
@@ -134,42 +133,42 @@ type txBeginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error)
 }
 
-// Begin starts a transaction with the sql.TxOptions of TxOptions, if any.
+// Begin starts a transaction with the sql.TxOptions of TxOptions, if any,
+// on a context that ctx cancels only while it begins
+// (txnsql.BeginDetached): database/sql would otherwise roll the
+// transaction back by itself when ctx ends. fn's statements take their
+// context per call.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*Tx]) (*Tx, error) {
 	o, err := txnsql.ReadTxOptions("txnent", opts)
 	if err != nil {
 		return nil, err
 	}
-	var tx dialect.Tx
-	if tb, ok := b.drv.(txBeginner); ok {
-		tx, err = tb.BeginTx(ctx, o)
-	} else if o != nil {
+	tb, ok := b.drv.(txBeginner)
+	if !ok && o != nil {
 		return nil, fmt.Errorf("%w: driver %T has no BeginTx method for transaction options", txn.ErrBadOption, b.drv)
-	} else {
-		tx, err = b.drv.Tx(ctx)
 	}
+	tx, err := txnsql.BeginDetached(ctx, "txnent", func(ctx context.Context) (dialect.Tx, error) {
+		if ok {
+			return tb.BeginTx(ctx, o)
+		}
+		return b.drv.Tx(ctx)
+	}, dialect.Tx.Rollback)
 	if err != nil {
 		return nil, err
 	}
 	return &Tx{tx: tx, dialect: b.drv.Dialect()}, nil
 }
 
-// Commit commits tx; a transaction already ended yields an error wrapping
-// txn.ErrTxDone.
-func (b *backend) Commit(_ context.Context, tx *Tx) error {
-	return doneErr(tx.tx.Commit())
+// Commit commits tx, bounded by ctx (txnsql.CommitWithin: past it the
+// outcome is unknown); a transaction already ended yields an error
+// wrapping txn.ErrTxDone.
+func (b *backend) Commit(ctx context.Context, tx *Tx) error {
+	return txnsql.CommitWithin(ctx, "txnent", tx.tx.Commit)
 }
 
-// Rollback rolls tx back.
-func (b *backend) Rollback(_ context.Context, tx *Tx) error {
-	return doneErr(tx.tx.Rollback())
-}
-
-func doneErr(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
-	return err
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).
+func (b *backend) Rollback(ctx context.Context, tx *Tx) error {
+	return txnsql.RollbackWithin(ctx, "txnent", tx.tx.Rollback)
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.

@@ -43,6 +43,9 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
 	if err := db.AutoMigrate(&Account{}); err != nil {
 		log.Fatal(err)
 	}

@@ -16,6 +16,7 @@ require (
 	github.com/txnkit/txn v0.0.0
 	github.com/txnkit/txn/backends/txnmysql v0.0.0
 	github.com/txnkit/txn/backends/txnpgx v0.0.0
+	go.uber.org/goleak v1.3.0
 	gorm.io/driver/mysql v1.6.0
 	gorm.io/driver/postgres v1.6.0
 	gorm.io/gorm v1.31.2

@@ -3,7 +3,6 @@ package txngorm_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/glebarez/sqlite"
 	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
@@ -39,47 +37,13 @@ type dialect struct {
 	classify txn.Classifier
 }
 
-// pgConflict reports a PostgreSQL serialization failure or deadlock.
-func pgConflict(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
-}
-
-// mysqlConflict reports a MySQL/MariaDB deadlock.
-func mysqlConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
-}
-
-// sqliteConflict reports SQLITE_BUSY or one of its extended codes.
-func sqliteConflict(err error) bool {
-	var se interface{ Code() int }
-	return errors.As(err, &se) && se.Code()&0xff == 5
-}
-
 var (
-	pgDialect = dialect{
-		Dialect: integrationtest.Dialect{
-			Name: "postgres", TxOptions: sql.TxOptions{Isolation: sql.LevelRepeatableRead},
-			ForUpdate: " FOR UPDATE", Conflict: pgConflict,
-		},
-		open: openPostgres, classify: txnpgx.Classify,
-	}
+	pgDialect = dialect{Dialect: integrationtest.Postgres(), open: openPostgres, classify: txnpgx.Classify}
 	// pgFallback is PostgreSQL classified by txngorm.Classify alone.
-	pgFallback   = func() dialect { d := pgDialect; d.Name, d.classify = "postgres-fallback", nil; return d }()
-	mysqlDialect = dialect{
-		Dialect: integrationtest.Dialect{
-			Name: "mariadb", ShareLock: " LOCK IN SHARE MODE", ForUpdate: " FOR UPDATE", Conflict: mysqlConflict,
-			// InnoDB rolls the whole transaction back on 1213; later
-			// statements of fn autocommit until the core stops them.
-		},
-		open: openMySQL, classify: txnmysql.Classify,
-	}
-	sqliteDialect = dialect{
-		Dialect: integrationtest.Dialect{Name: "sqlite", SingleWriter: true, Conflict: sqliteConflict},
-		open:    openSQLite,
-	}
-	dialects = []dialect{pgDialect, mysqlDialect, sqliteDialect}
+	pgFallback    = func() dialect { d := pgDialect; d.Name, d.classify = "postgres-fallback", nil; return d }()
+	mysqlDialect  = dialect{Dialect: integrationtest.MariaDB(), open: openMySQL, classify: txnmysql.Classify}
+	sqliteDialect = dialect{Dialect: integrationtest.SQLite(), open: openSQLite}
+	dialects      = []dialect{pgDialect, mysqlDialect, sqliteDialect}
 )
 
 // forEach runs f as a subtest per dialect.
@@ -111,7 +75,12 @@ func ping(t testing.TB, db *gorm.DB, what, env string) {
 
 func openPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
+	return openPostgresAt(t, cfg, testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault))
+}
+
+// openPostgresAt opens PostgreSQL at dsn.
+func openPostgresAt(t testing.TB, cfg *gorm.Config, dsn string) *gorm.DB {
+	t.Helper()
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
@@ -128,7 +97,13 @@ func openPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 
 func openMySQL(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	mc, err := mysql.ParseDSN(testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+	return openMySQLAt(t, cfg, testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+}
+
+// openMySQLAt opens MySQL/MariaDB at dsn.
+func openMySQLAt(t testing.TB, cfg *gorm.Config, dsn string) *gorm.DB {
+	t.Helper()
+	mc, err := mysql.ParseDSN(dsn)
 	require.NoError(t, err)
 	mc.Logger = &mysql.NopLogger{}
 	db, err := gorm.Open(gormmysql.New(gormmysql.Config{DSNConfig: mc}), cfg)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/txnkit/txn/internal/integrationtest"
+	"gorm.io/gorm"
 )
 
 // TestConflictRetried: two Runs lose a real race on one counter; see
@@ -64,5 +65,27 @@ func TestPanicRollsBack(t *testing.T) {
 func TestBankWorkload(t *testing.T) {
 	forEach(t, dialects, func(t *testing.T, d dialect) {
 		integrationtest.BankWorkload(t, d.suiteDB(t, gormConfig()), prefix)
+	})
+}
+
+// TestCommitBoundedThroughSilentLink: a COMMIT that the link never
+// delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
+// integrationtest.CommitBoundedThroughSilentLink.
+func TestCommitBoundedThroughSilentLink(t *testing.T) {
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[*gorm.DB] {
+			return &gormDB{d: pgDialect, db: openPostgresAt(t, gormConfig(), dsn)}
+		},
+		func(t *testing.T, dsn string) integrationtest.DB[*gorm.DB] {
+			return &gormDB{d: mysqlDialect, db: openMySQLAt(t, gormConfig(), dsn)}
+		})
+}
+
+// TestContextEndsDuringFn: the caller's context ends while fn runs on the
+// handle it received; Run returns the context's error, not
+// txn.ErrFnFinishedTx; see integrationtest.ContextEndsDuringFn.
+func TestContextEndsDuringFn(t *testing.T) {
+	forEach(t, dialects, func(t *testing.T, d dialect) {
+		integrationtest.ContextEndsDuringFn(t, d.suiteDB(t, gormConfig()), prefix)
 	})
 }

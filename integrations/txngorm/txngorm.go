@@ -39,9 +39,9 @@ package txngorm
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
@@ -92,8 +92,12 @@ var (
 	_ txn.Savepointer[*gorm.DB] = (*backend)(nil)
 )
 
-// Begin starts a transaction with db.WithContext(ctx).Begin, so that every
-// statement fn runs on the returned handle uses the caller's context.
+// Begin starts a transaction with GORM's Begin on a context that ctx
+// cancels only while it begins (txnsql.BeginDetached): database/sql would
+// otherwise roll the transaction back by itself when ctx ends. The handle
+// it returns, the one fn receives, is bound to ctx with WithContext, so
+// that every statement fn runs on it stays bounded by the caller's
+// context.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
 	o, err := txnsql.ReadTxOptions("txngorm", opts)
 	if err != nil {
@@ -103,30 +107,36 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (
 	if o != nil {
 		os = append(os, o)
 	}
-	tx := b.db.WithContext(ctx).Begin(os...)
-	if tx.Error != nil {
-		return nil, tx.Error
+	tx, err := txnsql.BeginDetached(ctx, "txngorm", func(bctx context.Context) (*gorm.DB, error) {
+		tx := b.db.WithContext(withDeadlineOf(bctx, ctx)).Begin(os...)
+		return tx, tx.Error
+	}, func(tx *gorm.DB) error { return tx.Rollback().Error })
+	if err != nil {
+		return nil, err
 	}
-	return tx, nil
+	return tx.WithContext(ctx), nil
 }
 
-// Commit commits the transaction tx is bound to. It calls the transaction
-// directly rather than tx.Commit, which would add the error to tx.Error.
-func (b *backend) Commit(_ context.Context, tx *gorm.DB) error {
+// Commit commits the transaction tx is bound to, bounded by ctx
+// (txnsql.CommitWithin: past it the outcome is unknown). It calls the
+// transaction directly rather than tx.Commit, which would add the error to
+// tx.Error.
+func (b *backend) Commit(ctx context.Context, tx *gorm.DB) error {
 	c, err := committer(tx)
 	if err != nil {
 		return err
 	}
-	return txDone(c.Commit())
+	return txnsql.CommitWithin(ctx, "txngorm", c.Commit)
 }
 
-// Rollback rolls back the transaction tx is bound to.
-func (b *backend) Rollback(_ context.Context, tx *gorm.DB) error {
+// Rollback rolls back the transaction tx is bound to, bounded by ctx
+// (Run's RollbackTimeout).
+func (b *backend) Rollback(ctx context.Context, tx *gorm.DB) error {
 	c, err := committer(tx)
 	if err != nil {
 		return err
 	}
-	return txDone(c.Rollback())
+	return txnsql.RollbackWithin(ctx, "txngorm", c.Rollback)
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
@@ -166,6 +176,27 @@ func (b *backend) RollbackToSavepoint(ctx context.Context, sp *gorm.DB, name str
 	return sp.WithContext(ctx).RollbackTo(name).Error
 }
 
+// deadlineOf is a context with the cancellation and values of one context
+// and the deadline of another. GORM's Begin reads the deadline only to
+// decide whether to apply gorm.Config.DefaultTransactionTimeout (when the
+// context has none); the detached begin context must not change that
+// decision, and the caller's deadline must not end the transaction.
+type deadlineOf struct {
+	context.Context
+	deadline time.Time
+}
+
+// Deadline returns the caller's deadline.
+func (c deadlineOf) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// withDeadlineOf returns bctx reporting the deadline of ctx, if it has one.
+func withDeadlineOf(bctx, ctx context.Context) context.Context {
+	if d, ok := ctx.Deadline(); ok {
+		return deadlineOf{Context: bctx, deadline: d}
+	}
+	return bctx
+}
+
 // committer returns the transaction tx is bound to.
 func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
 	c, ok := tx.Statement.ConnPool.(gorm.TxCommitter)
@@ -173,12 +204,4 @@ func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
 		return nil, fmt.Errorf("txngorm: handle is not bound to a transaction: %w", gorm.ErrInvalidTransaction)
 	}
 	return c, nil
-}
-
-// txDone wraps sql.ErrTxDone with txn.ErrTxDone.
-func txDone(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
-	return err
 }

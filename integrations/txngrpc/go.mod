@@ -4,9 +4,13 @@ go 1.24.0
 
 replace github.com/txnkit/txn => ../..
 
+replace github.com/txnkit/txn/integrations/internal/grpctest => ../internal/grpctest
+
 require (
 	github.com/stretchr/testify v1.12.1
 	github.com/txnkit/txn v0.0.0
+	github.com/txnkit/txn/integrations/internal/grpctest v0.0.0
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.80.0
 	google.golang.org/protobuf v1.36.11
 )

@@ -3,7 +3,6 @@ package txngrpc_test
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,11 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/integrations/internal/grpctest"
 	"github.com/txnkit/txn/integrations/txngrpc"
 	"github.com/txnkit/txn/internal/fakedb"
 )
@@ -27,62 +26,14 @@ import (
 // PostgreSQL is tested in integrations/servicetest.
 
 const (
-	addMethod   = "/txngrpc.test.Counter/Add"
-	watchMethod = "/txngrpc.test.Counter/Watch"
+	addMethod   = grpctest.AddMethod
+	watchMethod = grpctest.WatchMethod
 )
 
 var (
 	errConflict = fakedb.Err(txn.ClassRetryable, "conflict")
 	errBroken   = fakedb.Err(txn.ClassPermanent, "constraint violated")
 )
-
-// counter is a hand-written gRPC service (no generated code): a unary Add
-// and a server-streaming Watch, both taking and returning Int64Value.
-type counter struct {
-	add   func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error)
-	watch func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error
-}
-
-var counterDesc = grpc.ServiceDesc{
-	ServiceName: "txngrpc.test.Counter",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Add", Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.Int64Value)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		c := srv.(*counter)
-		if icpt == nil {
-			return c.add(ctx, in)
-		}
-		return icpt(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: addMethod}, func(ctx context.Context, req any) (any, error) {
-			return c.add(ctx, req.(*wrapperspb.Int64Value))
-		})
-	}}},
-	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(srv any, stream grpc.ServerStream) error {
-		in := new(wrapperspb.Int64Value)
-		if err := stream.RecvMsg(in); err != nil {
-			return err
-		}
-		return srv.(*counter).watch(in, stream)
-	}}},
-}
-
-// start serves c with the interceptor on a loopback port and returns a
-// client connection.
-func start(t *testing.T, c *counter, icpt grpc.UnaryServerInterceptor) *grpc.ClientConn {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(icpt))
-	srv.RegisterService(&counterDesc, c)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
 
 func add(ctx context.Context, conn *grpc.ClientConn, n int64) (int64, error) {
 	out := new(wrapperspb.Int64Value)
@@ -115,7 +66,7 @@ func TestRetriedCallReturnsTheCommittedReply(t *testing.T) {
 	db, r := newRunner(t, txn.WithObserver(obs))
 	var calls, events atomic.Int32
 	var seen []int64
-	c := &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	c := &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		n := calls.Add(1)
 		seen = append(seen, in.GetValue())
 		tx, ok := txn.TxFrom[*fakedb.Tx](ctx)
@@ -127,7 +78,7 @@ func TestRetriedCallReturnsTheCommittedReply(t *testing.T) {
 		}
 		return wrapperspb.Int64(in.GetValue() * 10 * int64(n)), nil
 	}}
-	conn := start(t, c, txngrpc.UnaryServerInterceptor(r, txngrpc.Keys(func(_ context.Context, _ string, req any) []string {
+	conn := grpctest.Start(t, c, txngrpc.UnaryServerInterceptor(r, txngrpc.Keys(func(_ context.Context, _ string, req any) []string {
 		return []string{"counter"}
 	})))
 	got, err := add(context.Background(), conn, 7)
@@ -172,7 +123,7 @@ func TestStatusMapping(t *testing.T) {
 				c.script(db)
 			}
 			var calls atomic.Int32
-			conn := start(t, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+			conn := grpctest.Start(t, &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 				calls.Add(1)
 				tx, _ := txn.TxFrom[*fakedb.Tx](ctx)
 				tx.Write("row")
@@ -203,7 +154,7 @@ func TestStatusMapping(t *testing.T) {
 func TestStreamingMethodsPassThrough(t *testing.T) {
 	_, r := newRunner(t)
 	var calls atomic.Int32
-	conn := start(t, &counter{watch: func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error {
+	conn := grpctest.Start(t, &grpctest.Counter{Watch: func(in *wrapperspb.Int64Value, stream grpc.ServerStream) error {
 		calls.Add(1)
 		_, inTx := txn.TxFrom[*fakedb.Tx](stream.Context())
 		assert.False(t, inTx, "a stream runs outside any transaction")
@@ -212,7 +163,7 @@ func TestStreamingMethodsPassThrough(t *testing.T) {
 		}
 		return status.Error(codes.Unavailable, errConflict.Error()) // would be retried if it were intercepted
 	}}, txngrpc.UnaryServerInterceptor(r))
-	stream, err := conn.NewStream(context.Background(), &counterDesc.Streams[0], watchMethod)
+	stream, err := conn.NewStream(context.Background(), grpctest.WatchStream(), watchMethod)
 	require.NoError(t, err)
 	require.NoError(t, stream.SendMsg(wrapperspb.Int64(3)))
 	require.NoError(t, stream.CloseSend())
@@ -227,7 +178,7 @@ func TestStreamingMethodsPassThrough(t *testing.T) {
 func TestSkipAndErrorMapper(t *testing.T) {
 	_, r := newRunner(t)
 	inTx := false
-	conn := start(t, &counter{add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	conn := grpctest.Start(t, &grpctest.Counter{Add: func(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		_, inTx = txn.TxFrom[*fakedb.Tx](ctx)
 		return in, nil
 	}}, txngrpc.UnaryServerInterceptor(r, txngrpc.Skip(func(m string) bool { return m == addMethod })))
@@ -235,7 +186,7 @@ func TestSkipAndErrorMapper(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, inTx)
 
-	conn = start(t, &counter{add: func(context.Context, *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
+	conn = grpctest.Start(t, &grpctest.Counter{Add: func(context.Context, *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) {
 		return nil, errBroken
 	}}, txngrpc.UnaryServerInterceptor(r, txngrpc.ErrorMapper(func(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
@@ -245,7 +196,7 @@ func TestSkipAndErrorMapper(t *testing.T) {
 	assert.Contains(t, status.Convert(err).Message(), "constraint violated")
 
 	var nilRunner *txn.Runner[*fakedb.Tx]
-	conn = start(t, &counter{add: func(_ context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) { return in, nil }},
+	conn = grpctest.Start(t, &grpctest.Counter{Add: func(_ context.Context, in *wrapperspb.Int64Value) (*wrapperspb.Int64Value, error) { return in, nil }},
 		txngrpc.UnaryServerInterceptor(nilRunner))
 	_, err = add(context.Background(), conn, 1)
 	assert.Equal(t, codes.Internal, status.Code(err))

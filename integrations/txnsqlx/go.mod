@@ -18,7 +18,7 @@ require (
 	github.com/txnkit/txn/backends/txnmysql v0.0.0
 	github.com/txnkit/txn/backends/txnpgx v0.0.0
 	github.com/txnkit/txn/backends/txnsqlite v0.0.0
-	modernc.org/sqlite v1.46.1
+	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -39,4 +39,5 @@ require (
 	modernc.org/libc v1.67.6 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.11.0 // indirect
+	modernc.org/sqlite v1.46.1 // indirect
 )

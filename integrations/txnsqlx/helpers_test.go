@@ -3,14 +3,12 @@ package txnsqlx_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
@@ -21,7 +19,6 @@ import (
 	"github.com/txnkit/txn/integrations/txnsqlx"
 	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/internal/testdb"
-	"modernc.org/sqlite"
 )
 
 // prefix starts the name of every table these tests create.
@@ -38,47 +35,13 @@ type dialect struct {
 	classify txn.Classifier
 }
 
-// pgConflict reports a PostgreSQL serialization failure or deadlock.
-func pgConflict(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
-}
-
-// mysqlConflict reports a MySQL/MariaDB deadlock.
-func mysqlConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
-}
-
-// sqliteConflict reports SQLITE_BUSY or one of its extended codes.
-func sqliteConflict(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == txnsqlite.CodeBusy
-}
-
 var (
-	pgDialect = dialect{
-		Dialect: integrationtest.Dialect{
-			Name: "postgres", TxOptions: sql.TxOptions{Isolation: sql.LevelRepeatableRead},
-			ForUpdate: " FOR UPDATE", Conflict: pgConflict,
-		},
-		open: openPostgres, classify: txnpgx.Classify,
-	}
+	pgDialect = dialect{Dialect: integrationtest.Postgres(), open: openPostgres, classify: txnpgx.Classify}
 	// pgFallback is PostgreSQL classified by txnsqlx.Classify alone.
-	pgFallback   = func() dialect { d := pgDialect; d.Name, d.classify = "postgres-fallback", nil; return d }()
-	mysqlDialect = dialect{
-		Dialect: integrationtest.Dialect{
-			Name: "mariadb", ShareLock: " LOCK IN SHARE MODE", ForUpdate: " FOR UPDATE", Conflict: mysqlConflict,
-			// InnoDB rolls the whole transaction back on 1213; later
-			// statements of fn autocommit until the core stops them.
-		},
-		open: openMySQL, classify: txnmysql.Classify,
-	}
-	sqliteDialect = dialect{
-		Dialect: integrationtest.Dialect{Name: "sqlite", SingleWriter: true, Conflict: sqliteConflict},
-		open:    openSQLite, classify: txnsqlite.Classify,
-	}
-	dialects = []dialect{pgDialect, mysqlDialect, sqliteDialect}
+	pgFallback    = func() dialect { d := pgDialect; d.Name, d.classify = "postgres-fallback", nil; return d }()
+	mysqlDialect  = dialect{Dialect: integrationtest.MariaDB(), open: openMySQL, classify: txnmysql.Classify}
+	sqliteDialect = dialect{Dialect: integrationtest.SQLite(), open: openSQLite, classify: txnsqlite.Classify}
+	dialects      = []dialect{pgDialect, mysqlDialect, sqliteDialect}
 )
 
 // forEach runs f as a subtest per dialect.
@@ -107,7 +70,12 @@ func connect(t testing.TB, driverName, dsn, what, env string) *sqlx.DB {
 
 func openPostgres(t testing.TB) *sqlx.DB {
 	t.Helper()
-	dsn := testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault)
+	return openPostgresAt(t, testdb.DSN(testdb.PostgresEnv, testdb.PostgresDefault))
+}
+
+// openPostgresAt opens PostgreSQL at dsn.
+func openPostgresAt(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
@@ -119,7 +87,13 @@ func openPostgres(t testing.TB) *sqlx.DB {
 
 func openMySQL(t testing.TB) *sqlx.DB {
 	t.Helper()
-	mc, err := mysql.ParseDSN(testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+	return openMySQLAt(t, testdb.DSN(testdb.MySQLEnv, testdb.MySQLDefault))
+}
+
+// openMySQLAt opens MySQL/MariaDB at dsn.
+func openMySQLAt(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
+	mc, err := mysql.ParseDSN(dsn)
 	require.NoError(t, err)
 	mc.Logger = &mysql.NopLogger{}
 	return connect(t, "mysql", mc.FormatDSN(), "MySQL/MariaDB", testdb.MySQLEnv)

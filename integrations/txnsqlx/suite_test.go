@@ -3,51 +3,35 @@ package txnsqlx_test
 import (
 	"testing"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/txnkit/txn/internal/integrationtest"
 )
 
-// TestConflictRetried: two Runs lose a real race on one counter; see
-// integrationtest.ConflictRetried. txnsqlx.Classify alone retries
-// PostgreSQL's.
-func TestConflictRetried(t *testing.T) {
-	forEach(t, append(dialects, pgFallback), func(t *testing.T, d dialect) {
-		integrationtest.ConflictRetried(t, d.suiteDB(t), prefix)
-	})
+// TestScenarios runs the shared scenarios (see integrationtest.RunAll) on
+// PostgreSQL, MariaDB and SQLite.
+func TestScenarios(t *testing.T) {
+	var dbs []integrationtest.Opener[*sqlx.Tx]
+	for _, d := range dialects {
+		dbs = append(dbs, integrationtest.Opener[*sqlx.Tx]{Name: d.Name, Open: func(t *testing.T) integrationtest.DB[*sqlx.Tx] { return d.suiteDB(t) }})
+	}
+	integrationtest.RunAll(t, prefix, dbs)
 }
 
-// TestNestedRunRollsBackToSavepoint: see
-// integrationtest.NestedRollsBackToSavepoint.
-func TestNestedRunRollsBackToSavepoint(t *testing.T) {
-	forEach(t, dialects, func(t *testing.T, d dialect) {
-		integrationtest.NestedRollsBackToSavepoint(t, d.suiteDB(t), prefix)
-	})
+// TestConflictRetriedFallback: txnsqlx.Classify alone retries
+// PostgreSQL's lost race; see integrationtest.ConflictRetried.
+func TestConflictRetriedFallback(t *testing.T) {
+	integrationtest.ConflictRetried(t, pgFallback.suiteDB(t), prefix)
 }
 
-// TestNestedRunConflictRestartsWholeTransaction: a nested Run loses a real
-// race and the whole transaction restarts, whether fn returns the nested
-// error or swallows it; see integrationtest.NestedConflictRestarts.
-func TestNestedRunConflictRestartsWholeTransaction(t *testing.T) {
-	forEach(t, dialects, func(t *testing.T, d dialect) {
-		t.Run("propagated", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, d.suiteDB(t), prefix, false)
+// TestCommitBoundedThroughSilentLink: a COMMIT that the link never
+// delivers ends with txn.ErrCommitUnknown at the caller's deadline; see
+// integrationtest.CommitBoundedThroughSilentLink.
+func TestCommitBoundedThroughSilentLink(t *testing.T) {
+	integrationtest.CommitBoundedOnPostgresAndMariaDB(t, prefix,
+		func(t *testing.T, dsn string) integrationtest.DB[*sqlx.Tx] {
+			return &sqlxDB{d: pgDialect, db: openPostgresAt(t, dsn)}
+		},
+		func(t *testing.T, dsn string) integrationtest.DB[*sqlx.Tx] {
+			return &sqlxDB{d: mysqlDialect, db: openMySQLAt(t, dsn)}
 		})
-		t.Run("swallowed", func(t *testing.T) {
-			integrationtest.NestedConflictRestarts(t, d.suiteDB(t), prefix, true)
-		})
-	})
-}
-
-// TestPanicRollsBack: see integrationtest.PanicRollsBack.
-func TestPanicRollsBack(t *testing.T) {
-	forEach(t, dialects, func(t *testing.T, d dialect) {
-		integrationtest.PanicRollsBack(t, d.suiteDB(t), prefix)
-	})
-}
-
-// TestBankWorkload: 16 goroutines, one Runner, invariants checked; see
-// integrationtest.BankWorkload.
-func TestBankWorkload(t *testing.T) {
-	forEach(t, dialects, func(t *testing.T, d dialect) {
-		integrationtest.BankWorkload(t, d.suiteDB(t), prefix)
-	})
 }

@@ -30,8 +30,6 @@ package txnsqlx
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/txnkit/txn"
@@ -81,24 +79,30 @@ var (
 	_ txn.Savepointer[*sqlx.Tx] = (*backend)(nil)
 )
 
-// Begin starts a transaction with BeginTxx on ctx.
+// Begin starts a transaction with BeginTxx, on a context that ctx cancels
+// only while it begins (txnsql.BeginDetached): database/sql would
+// otherwise roll the transaction back by itself when ctx ends. fn's
+// statements take their context per call.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sqlx.Tx]) (*sqlx.Tx, error) {
 	o, err := txnsql.ReadTxOptions("txnsqlx", opts)
 	if err != nil {
 		return nil, err
 	}
-	return b.db.BeginTxx(ctx, o)
+	return txnsql.BeginDetached(ctx, "txnsqlx", func(ctx context.Context) (*sqlx.Tx, error) {
+		return b.db.BeginTxx(ctx, o)
+	}, (*sqlx.Tx).Rollback)
 }
 
-// Commit commits tx; a transaction fn already ended yields an error
+// Commit commits tx, bounded by ctx (txnsql.CommitWithin: past it the
+// outcome is unknown); a transaction fn already ended yields an error
 // wrapping txn.ErrTxDone.
-func (b *backend) Commit(_ context.Context, tx *sqlx.Tx) error {
-	return txDone(tx.Commit())
+func (b *backend) Commit(ctx context.Context, tx *sqlx.Tx) error {
+	return txnsql.CommitWithin(ctx, "txnsqlx", tx.Commit)
 }
 
-// Rollback rolls tx back.
-func (b *backend) Rollback(_ context.Context, tx *sqlx.Tx) error {
-	return txDone(tx.Rollback())
+// Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).
+func (b *backend) Rollback(ctx context.Context, tx *sqlx.Tx) error {
+	return txnsql.RollbackWithin(ctx, "txnsqlx", tx.Rollback)
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
@@ -125,13 +129,5 @@ func (b *backend) ReleaseSavepoint(ctx context.Context, tx *sqlx.Tx, name string
 // RollbackToSavepoint executes ROLLBACK TO SAVEPOINT name.
 func (b *backend) RollbackToSavepoint(ctx context.Context, tx *sqlx.Tx, name string) error {
 	_, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+name)
-	return err
-}
-
-// txDone wraps sql.ErrTxDone with txn.ErrTxDone.
-func txDone(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("%w: %w", txn.ErrTxDone, err)
-	}
 	return err
 }

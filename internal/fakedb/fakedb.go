@@ -88,6 +88,16 @@ func (d *DB) FailBegin(errs ...error) {
 	d.beginErrs = append(d.beginErrs, errs...)
 }
 
+// ClearBegin drops the Begin failures still scripted and returns how many
+// there were.
+func (d *DB) ClearBegin() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := len(d.beginErrs)
+	d.beginErrs = nil
+	return n
+}
+
 // FailCommit scripts the next Commit calls to return errs, in order (nil for success).
 func (d *DB) FailCommit(errs ...error) {
 	d.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -111,6 +112,10 @@ type Proxy struct {
 	accepts   int
 	connect   ConnectFault
 	resets    int // connections reset by a ConnectFault
+
+	chaos      Chaos
+	chaosRand  *rand.Rand
+	chaosStats ChaosStats
 }
 
 // Start listens on 127.0.0.1 on a free port and forwards every accepted
@@ -321,6 +326,10 @@ func reset(c net.Conn) {
 // with resetAfterGreeting, until the server's first bytes were relayed.
 func (p *Proxy) serve(client net.Conn, resetAfterGreeting bool) {
 	defer p.wg.Done()
+	if p.chaosConnect() {
+		_ = client.Close()
+		return
+	}
 	d := net.Dialer{Timeout: dialTimeout}
 	server, err := d.DialContext(p.ctx, "tcp", p.target)
 	if err != nil {
@@ -355,6 +364,8 @@ type link struct {
 	tail      []byte // last bytes of the client stream, lower-cased
 	pending   *fault // a CutAfterReply fault waiting for the reply
 	triggered bool
+	cutReply  bool // chaos: cut when the server's reply arrives
+	stalled   bool // chaos: relay nothing more either way
 }
 
 func (l *link) close() {
@@ -383,7 +394,24 @@ func (l *link) clientToServer() {
 		n, err := l.client.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
+			l.mu.Lock()
+			stalled := l.stalled
+			l.mu.Unlock()
+			if stalled {
+				continue
+			}
 			f := l.match(chunk)
+			if f == nil {
+				if !l.chaosChunk(chunk) {
+					return
+				}
+				l.mu.Lock()
+				stalled = l.stalled
+				l.mu.Unlock()
+				if stalled {
+					continue
+				}
+			}
 			if f != nil && f.mode == CutBeforeForward {
 				l.fire(f)
 				l.close()
@@ -423,12 +451,19 @@ func (l *link) serverToClient() {
 		n, err := l.server.Read(buf)
 		if n > 0 {
 			l.mu.Lock()
-			f := l.pending
+			f, cut, stalled := l.pending, l.cutReply, l.stalled
 			l.mu.Unlock()
 			if f != nil {
 				l.fire(f)
 				l.close()
 				return
+			}
+			if cut {
+				l.close()
+				return
+			}
+			if stalled {
+				continue
 			}
 			if _, werr := l.client.Write(buf[:n]); werr != nil {
 				return
@@ -504,4 +539,32 @@ func (l *link) match(chunk []byte) *fault {
 	l.p.armed = nil
 	l.triggered = true
 	return f
+}
+
+// chaosChunk applies the proxy's Chaos to a chunk the client sent, before
+// it is forwarded. It returns false when the link was closed and the chunk
+// must not be forwarded; a stalled link forwards nothing either (the chunk
+// is marked so by l.stalled) but keeps reading.
+func (l *link) chaosChunk(chunk []byte) bool {
+	a, stallFor := l.p.chaosChunk(bytes.ToLower(chunk))
+	switch a {
+	case cutBefore:
+		l.close()
+		return false
+	case cutAfter:
+		l.mu.Lock()
+		l.cutReply = true
+		l.mu.Unlock()
+	case stallBefore, stallAfter:
+		if stallFor > 0 {
+			time.AfterFunc(stallFor, l.close)
+		}
+		l.mu.Lock()
+		l.stalled = true
+		l.mu.Unlock()
+		if a == stallAfter {
+			_, _ = l.server.Write(chunk)
+		}
+	}
+	return true
 }

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // echoServer echoes every byte back and records what it received.
@@ -260,7 +260,7 @@ func TestUnreachableTargetClosesClient(t *testing.T) {
 
 func TestCloseLeaksNoGoroutines(t *testing.T) {
 	s := newEchoServer(t)
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	p, err := Start(s.ln.Addr().String())
 	require.NoError(t, err)
 	var conns []net.Conn
@@ -277,14 +277,7 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 		_ = c.Close()
 	}
 	// The echo server's handlers end once the proxy closed their side.
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			require.FailNowf(t, "goroutines leaked", "%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, before)
 	_, err = net.Dial("tcp", p.Addr())
 	assert.Error(t, err, "proxy still accepts after Close")
 }

@@ -113,6 +113,22 @@ func CreateTable[T any](t testing.TB, db DB[T], prefix, columns string) string {
 	return name
 }
 
+// Rebind rewrites the '?' placeholders of query as $1, $2, ... for
+// PostgreSQL drivers that take only those.
+func Rebind(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Barrier lets n goroutines wait for each other once.
 type Barrier struct {
 	mu   sync.Mutex
@@ -138,6 +154,17 @@ func (b *Barrier) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("barrier: %w", ctx.Err())
 	}
+}
+
+// WaitFor is Wait bounded by d instead of a context: after d it returns an
+// error saying the others never arrived.
+func (b *Barrier) WaitFor(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := b.Wait(ctx); err != nil {
+		return fmt.Errorf("the others never arrived: %w", err)
+	}
+	return nil
 }
 
 // Recorder is a txn.Observer that records retries and commits.
@@ -213,4 +240,35 @@ func ScanAll[V any](rows *sql.Rows, err error) ([]V, error) {
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// Opener opens one database, afresh, through the integration under test.
+type Opener[T any] struct {
+	// Name names the database's subtests.
+	Name string
+	// Open opens it for t, or skips t (fails it with TXN_REQUIRE_DBS=1)
+	// when the server cannot be reached.
+	Open func(t *testing.T) DB[T]
+}
+
+// RunAll runs every shared scenario as a subtest of t, and in it a subtest
+// per database of dbs: ConflictRetried, NestedRollsBackToSavepoint,
+// NestedConflictRestarts with fn propagating and swallowing the nested
+// error, PanicRollsBack, BankWorkload and ContextEndsDuringFn. Tables are
+// named after prefix.
+func RunAll[T any](t *testing.T, prefix string, dbs []Opener[T]) {
+	scenario := func(name string, run func(t *testing.T, db DB[T])) {
+		t.Run(name, func(t *testing.T) {
+			for _, o := range dbs {
+				t.Run(o.Name, func(t *testing.T) { run(t, o.Open(t)) })
+			}
+		})
+	}
+	scenario("ConflictRetried", func(t *testing.T, db DB[T]) { ConflictRetried(t, db, prefix) })
+	scenario("NestedRollsBackToSavepoint", func(t *testing.T, db DB[T]) { NestedRollsBackToSavepoint(t, db, prefix) })
+	scenario("NestedConflictRestarts/propagated", func(t *testing.T, db DB[T]) { NestedConflictRestarts(t, db, prefix, false) })
+	scenario("NestedConflictRestarts/swallowed", func(t *testing.T, db DB[T]) { NestedConflictRestarts(t, db, prefix, true) })
+	scenario("PanicRollsBack", func(t *testing.T, db DB[T]) { PanicRollsBack(t, db, prefix) })
+	scenario("BankWorkload", func(t *testing.T, db DB[T]) { BankWorkload(t, db, prefix) })
+	scenario("ContextEndsDuringFn", func(t *testing.T, db DB[T]) { ContextEndsDuringFn(t, db, prefix) })
 }

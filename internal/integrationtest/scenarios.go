@@ -140,6 +140,8 @@ func NestedRollsBackToSavepoint[T any](t *testing.T, db DB[T], prefix string) {
 // error unchanged and the outermost Run restarts the whole transaction: the
 // outer rows of the failed attempt are gone.
 //
+// Only the committed attempt's OnCommit callback runs.
+//
 // With swallow, fn ignores the nested error and goes on writing; nothing of
 // the failed attempt may commit (the Runner rolls the whole transaction back
 // when the nested Run fails, so fn's later statements cannot autocommit).
@@ -163,9 +165,13 @@ func NestedConflictRestarts[T any](t *testing.T, db DB[T], prefix string, swallo
 	r := db.Runner(txn.WithObserver(rec)).WithBegin(db.TxOptions(d.TxOptions))
 	var nestedErrs []error
 	attempts := 0
+	var committed []int
 	err := r.Run(ctx, func(ctx context.Context, tx T) error {
 		attempts++
 		attempt := attempts
+		if err := txn.OnCommit(ctx, func() { committed = append(committed, attempt) }); err != nil {
+			return err
+		}
 		if !d.SingleWriter {
 			// SQLite: a write here would take the only write lock and
 			// keep the competitor from racing.
@@ -212,6 +218,7 @@ func NestedConflictRestarts[T any](t *testing.T, db DB[T], prefix string, swallo
 	assert.True(t, d.Conflict(nestedErrs[0]), "the nested Run returned the driver's error unchanged: %v", nestedErrs[0])
 	assert.NoError(t, nestedErrs[1])
 	assert.Equal(t, 2, attempts)
+	assert.Equal(t, []int{2}, committed, "the failed attempt's OnCommit callback never ran")
 	retries, _ := rec.Snapshot()
 	require.Len(t, retries, 1)
 	assert.True(t, d.Conflict(retries[0].Err), "retried on %v", retries[0].Err)
@@ -253,7 +260,8 @@ func competitor[T any](ctx context.Context, db DB[T], counter, bulk string, bar 
 
 // PanicRollsBack panics in fn after a write: the panic reaches the caller
 // unchanged and is not retried, the write and the OnCommit callback are
-// gone, and the connection went back to the pool.
+// gone, and the connection went back to the pool: the next Run on the same
+// Runner commits.
 func PanicRollsBack[T any](t *testing.T, db DB[T], prefix string) {
 	ctx := Context(t)
 	tbl := CreateTable(t, db, prefix, "name VARCHAR(64) PRIMARY KEY")
@@ -278,6 +286,12 @@ func PanicRollsBack[T any](t *testing.T, db DB[T], prefix string) {
 	require.NoError(t, err)
 	assert.Empty(t, got)
 	assert.Equal(t, 0, db.ConnsInUse(), "the connection was released")
+	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx T) error {
+		return db.TxExec(ctx, tx, "INSERT INTO "+tbl+" (name) VALUES (?)", "after")
+	}))
+	got, err = db.Strings(ctx, "SELECT name FROM "+tbl)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"after"}, got)
 }
 
 var errInsufficient = errors.New("insufficient funds")
@@ -287,8 +301,8 @@ var errInsufficient = errors.New("insufficient funds")
 // random order (locking them where the dialect has ForUpdate), so
 // transfers deadlock or, on SQLite, find the database busy, and Run
 // retries them. At the end the total is unchanged, every balance is the
-// initial one plus what the ledger moved, and the ledger has one row per
-// successful Run.
+// initial one plus what the ledger moved, the ledger has one row per
+// successful Run, and no transfer gave up within 100 attempts.
 func BankWorkload[T any](t *testing.T, db DB[T], prefix string) {
 	const (
 		accounts = 4
@@ -305,7 +319,7 @@ func BankWorkload[T any](t *testing.T, db DB[T], prefix string) {
 	}
 
 	rec := &Recorder{}
-	r := db.Runner(txn.WithObserver(rec), txn.MaxAttempts(50))
+	r := db.Runner(txn.WithObserver(rec), txn.MaxAttempts(100))
 	var ok, refused, exhausted atomic.Int64
 	var mu sync.Mutex
 	var unexpected []error
@@ -384,9 +398,53 @@ func BankWorkload[T any](t *testing.T, db DB[T], prefix string) {
 			conflicts++
 		}
 	}
-	t.Logf("%s: %d transfers committed, %d refused, %d gave up after 50 attempts; %d retries, %d of them on the driver's conflict error",
+	t.Logf("%s: %d transfers committed, %d refused, %d gave up after 100 attempts; %d retries, %d of them on the driver's conflict error",
 		d.Name, ok.Load(), refused.Load(), exhausted.Load(), len(retries), conflicts)
 	assert.Equal(t, int(ok.Load()), commits)
+	assert.Zero(t, exhausted.Load(), "no transfer gave up after 100 attempts")
 	assert.Positive(t, ok.Load())
 	assert.Positive(t, conflicts, "transfers conflicted and were retried")
+}
+
+// FnThatCommitsIsNeverRerun: fn commits the transaction itself with
+// commit and returns an error asking for a retry (or nil, or with the
+// context ending at the same moment): Run returns txn.ErrFnFinishedTx, fn
+// ran once, and its row is committed once.
+func FnThatCommitsIsNeverRerun[T any](t *testing.T, db DB[T], prefix string, commit func(T) error) {
+	for _, tc := range []struct {
+		name   string
+		ret    error
+		cancel bool
+	}{
+		{"Retry", txn.Retry(errors.New("version check failed")), false},
+		{"nil", nil, false},
+		{"Retry and context ends", txn.Retry(errors.New("version check failed")), true},
+		{"nil and context ends", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl := CreateTable(t, db, prefix, "name VARCHAR(64) PRIMARY KEY")
+			ctx, cancel := context.WithCancel(Context(t))
+			defer cancel()
+			calls := 0
+			err := db.Runner().Run(ctx, func(ctx context.Context, tx T) error {
+				calls++
+				if err := db.TxExec(ctx, tx, "INSERT INTO "+tbl+" (name) VALUES (?)", "row"); err != nil {
+					return err
+				}
+				if err := commit(tx); err != nil {
+					return txn.Permanent(err)
+				}
+				if tc.cancel {
+					cancel()
+				}
+				return tc.ret
+			})
+			require.Error(t, err)
+			assert.ErrorIs(t, err, txn.ErrFnFinishedTx)
+			assert.Equal(t, 1, calls)
+			got, err := db.Strings(Context(t), "SELECT name FROM "+tbl)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"row"}, got)
+		})
+	}
 }
