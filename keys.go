@@ -184,8 +184,10 @@ func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock fun
 	if err != nil || dbUnlock == nil {
 		return tx, nil, err
 	}
+	// The closure reads the timeout, not st, which must stay on the stack.
+	timeout := st.cfg.rollbackTimeout
 	return tx, func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.rollbackTimeout)
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		dbUnlock(uctx)
 	}, nil

@@ -229,7 +229,10 @@ type runState struct {
 	// again (Idempotent): until an attempt commits, Run's outcome is
 	// unknown too.
 	unknown bool
-	pass    *pass // the current attempt's admission, nil without one
+	// pass is the current attempt's admission, when admitted is set (a
+	// value, not a pointer, so that runState stays on the stack).
+	pass     pass
+	admitted bool
 }
 
 // outcome is how one attempt ended.
@@ -275,22 +278,21 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 	useAdmission := r.adaptive != nil || len(st.keys) > 0
 	var (
 		held bool
-		p    pass
 		last error
 	)
 	if useAdmission {
-		st.pass = &p
+		st.admitted = true
 		// A panic in fn must not keep the attempt's slot or keys.
 		defer func() {
 			if held {
-				r.release(&st, p, endOther)
+				r.release(&st, st.pass, endOther)
 			}
 		}()
 	}
 	for {
 		if useAdmission {
 			var err error
-			if p, err = r.admit(ctx, &st); err != nil {
+			if st.pass, err = r.admit(ctx, &st); err != nil {
 				return r.giveUp(ctx, &st, ClassRetryable, &GiveUpError{Reason: err, Last: last})
 			}
 			held = true
@@ -312,7 +314,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		}
 		if held {
 			held = false
-			r.release(&st, p, endOf(o))
+			r.release(&st, st.pass, endOf(o))
 		}
 		last = o.err
 		if o.stop != nil {
@@ -375,8 +377,8 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	if unlockDB != nil {
 		defer unlockDB()
 	}
-	if st.pass != nil {
-		r.began(st, st.pass)
+	if st.admitted {
+		r.began(st, &st.pass)
 	}
 	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
 	err = r.call(f, cfg, fn)
