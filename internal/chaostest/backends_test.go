@@ -93,64 +93,20 @@ func pgBank(t *testing.T, direct *pgxpool.Config, addr, name string, conns int, 
 	require.NoError(t, r.Err())
 
 	b := &bank{name: "PostgreSQL", limit: func() int { return r.AdmissionStats().Limit }}
+	q := newBankQueries(acct, ledger, func(n int) string { return "$" + strconv.Itoa(n) })
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			// Locks in account order: the faults, not deadlocks (which
-			// PostgreSQL finds only after deadlock_timeout), are the
-			// subject here.
-			first, second := min(from, to), max(from, to)
-			balance := map[int]int{}
-			for _, id := range []int{first, second} {
-				var v int
-				if err := tx.QueryRow(ctx, "SELECT balance FROM "+acct+" WHERE id = $1 FOR UPDATE", id).Scan(&v); err != nil {
-					return err
-				}
-				balance[id] = v
-			}
-			if balance[from] < amount {
-				return errInsufficient
-			}
-			if _, err := tx.Exec(ctx, "UPDATE "+acct+" SET balance = balance - $1 WHERE id = $2", amount, from); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "UPDATE "+acct+" SET balance = balance + $1 WHERE id = $2", amount, to); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "INSERT INTO "+ledger+" (tid, src, dst, amount) VALUES ($1, $2, $3, $4)", tid, from, to, amount); err != nil {
-				return err
-			}
-			if refuse {
-				return errRefused
-			}
-			return nil
+			return transfer(ctx, pgxStmts{tx}, q, tid, from, to, amount, refuse)
 		})
 	}
-	pairs := func(ctx context.Context, q string) (map[int64]int, error) {
+	b.readers(func(ctx context.Context, q string) (map[int64]int, error) {
 		rows, err := dpool.Query(ctx, q)
 		if err != nil {
 			return nil, err
 		}
 		defer rows.Close()
-		m := map[int64]int{}
-		for rows.Next() {
-			var k int64
-			var v int
-			if err := rows.Scan(&k, &v); err != nil {
-				return nil, err
-			}
-			m[k] = v
-		}
-		return m, rows.Err()
-	}
-	b.ledger = func(ctx context.Context) (map[int64]int, error) {
-		return pairs(ctx, "SELECT tid, count(*)::int FROM "+ledger+" GROUP BY tid")
-	}
-	b.balances = func(ctx context.Context) (map[int]int, error) {
-		return toInt(pairs(ctx, "SELECT id::bigint, balance FROM "+acct))
-	}
-	b.moves = func(ctx context.Context) (map[int]int, error) {
-		return toInt(pairs(ctx, movesQuery(acct, ledger, "BIGINT")))
-	}
+		return collectPairs(rows)
+	}, "SELECT tid, count(*)::int FROM "+ledger+" GROUP BY tid", "SELECT id::bigint, balance FROM "+acct, movesQuery(acct, ledger, "BIGINT"))
 	return b, r
 }
 
@@ -167,6 +123,114 @@ func toInt(m map[int64]int, err error) (map[int]int, error) {
 		out[int(k)] = v
 	}
 	return out, err
+}
+
+// bankQueries are the statements of a transfer, in one driver's
+// placeholder style.
+type bankQueries struct{ sel, debit, credit, insert string }
+
+// newBankQueries writes the transfer's statements on acct and ledger with
+// ph(n) as the n-th placeholder.
+func newBankQueries(acct, ledger string, ph func(n int) string) bankQueries {
+	return bankQueries{
+		sel:    "SELECT balance FROM " + acct + " WHERE id = " + ph(1) + " FOR UPDATE",
+		debit:  "UPDATE " + acct + " SET balance = balance - " + ph(1) + " WHERE id = " + ph(2),
+		credit: "UPDATE " + acct + " SET balance = balance + " + ph(1) + " WHERE id = " + ph(2),
+		insert: "INSERT INTO " + ledger + " (tid, src, dst, amount) VALUES (" + ph(1) + ", " + ph(2) + ", " + ph(3) + ", " + ph(4) + ")",
+	}
+}
+
+// stmts is what a transfer needs of a transaction.
+type stmts interface {
+	queryInt(ctx context.Context, q string, args ...any) (int, error)
+	exec(ctx context.Context, q string, args ...any) error
+}
+
+type pgxStmts struct{ tx pgx.Tx }
+
+func (s pgxStmts) queryInt(ctx context.Context, q string, args ...any) (v int, err error) {
+	err = s.tx.QueryRow(ctx, q, args...).Scan(&v)
+	return v, err
+}
+
+func (s pgxStmts) exec(ctx context.Context, q string, args ...any) error {
+	_, err := s.tx.Exec(ctx, q, args...)
+	return err
+}
+
+type sqlStmts struct{ tx *sql.Tx }
+
+func (s sqlStmts) queryInt(ctx context.Context, q string, args ...any) (v int, err error) {
+	err = s.tx.QueryRowContext(ctx, q, args...).Scan(&v)
+	return v, err
+}
+
+func (s sqlStmts) exec(ctx context.Context, q string, args ...any) error {
+	_, err := s.tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+// transfer is one bank transfer in the transaction s: it locks both
+// accounts in id order (the faults, not deadlocks, which PostgreSQL finds
+// only after deadlock_timeout, are the subject here), moves amount, writes
+// the ledger row tid, and with refuse returns errRefused at the end, so that
+// fn's error rolls everything back.
+func transfer(ctx context.Context, s stmts, q bankQueries, tid int64, from, to, amount int, refuse bool) error {
+	balance := map[int]int{}
+	for _, id := range []int{min(from, to), max(from, to)} {
+		v, err := s.queryInt(ctx, q.sel, id)
+		if err != nil {
+			return err
+		}
+		balance[id] = v
+	}
+	if balance[from] < amount {
+		return errInsufficient
+	}
+	if err := s.exec(ctx, q.debit, amount, from); err != nil {
+		return err
+	}
+	if err := s.exec(ctx, q.credit, amount, to); err != nil {
+		return err
+	}
+	if err := s.exec(ctx, q.insert, tid, from, to, amount); err != nil {
+		return err
+	}
+	if refuse {
+		return errRefused
+	}
+	return nil
+}
+
+// rowScanner is what collectPairs needs of pgx.Rows and *sql.Rows.
+type rowScanner interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// collectPairs reads rows of (key, value).
+func collectPairs(rows rowScanner) (map[int64]int, error) {
+	m := map[int64]int{}
+	for rows.Next() {
+		var k int64
+		var v int
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		m[k] = v
+	}
+	return m, rows.Err()
+}
+
+// readers sets the bank's reads from pairs, which runs a query of (key,
+// value) rows outside any transaction: ledgerQ counts the ledger rows per
+// transfer id, balancesQ reads the balances, movesQ what the ledger moved
+// per account.
+func (b *bank) readers(pairs func(ctx context.Context, q string) (map[int64]int, error), ledgerQ, balancesQ, movesQ string) {
+	b.ledger = func(ctx context.Context) (map[int64]int, error) { return pairs(ctx, ledgerQ) }
+	b.balances = func(ctx context.Context) (map[int]int, error) { return toInt(pairs(ctx, balancesQ)) }
+	b.moves = func(ctx context.Context) (map[int]int, error) { return toInt(pairs(ctx, movesQ)) }
 }
 
 // mysqlBank is pgBank for MariaDB.
@@ -202,64 +266,20 @@ func mysqlBank(t *testing.T, direct *mysql.Config, addr, name string, conns int,
 	require.NoError(t, r.Err())
 
 	b := &bank{name: "MariaDB", limit: func() int { return r.AdmissionStats().Limit }}
+	q := newBankQueries(acct, ledger, func(int) string { return "?" })
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			// Locks in account order: the faults, not deadlocks (which
-			// PostgreSQL finds only after deadlock_timeout), are the
-			// subject here.
-			first, second := min(from, to), max(from, to)
-			balance := map[int]int{}
-			for _, id := range []int{first, second} {
-				var v int
-				if err := tx.QueryRowContext(ctx, "SELECT balance FROM "+acct+" WHERE id = ? FOR UPDATE", id).Scan(&v); err != nil {
-					return err
-				}
-				balance[id] = v
-			}
-			if balance[from] < amount {
-				return errInsufficient
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - ? WHERE id = ?", amount, from); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + ? WHERE id = ?", amount, to); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO "+ledger+" (tid, src, dst, amount) VALUES (?, ?, ?, ?)", tid, from, to, amount); err != nil {
-				return err
-			}
-			if refuse {
-				return errRefused
-			}
-			return nil
+			return transfer(ctx, sqlStmts{tx}, q, tid, from, to, amount, refuse)
 		})
 	}
-	pairs := func(ctx context.Context, q string) (map[int64]int, error) {
+	b.readers(func(ctx context.Context, q string) (map[int64]int, error) {
 		rows, err := ddb.QueryContext(ctx, q)
 		if err != nil {
 			return nil, err
 		}
 		defer rows.Close()
-		m := map[int64]int{}
-		for rows.Next() {
-			var k int64
-			var v int
-			if err := rows.Scan(&k, &v); err != nil {
-				return nil, err
-			}
-			m[k] = v
-		}
-		return m, rows.Err()
-	}
-	b.ledger = func(ctx context.Context) (map[int64]int, error) {
-		return pairs(ctx, "SELECT tid, COUNT(*) FROM "+ledger+" GROUP BY tid")
-	}
-	b.balances = func(ctx context.Context) (map[int]int, error) {
-		return toInt(pairs(ctx, "SELECT id, balance FROM "+acct))
-	}
-	b.moves = func(ctx context.Context) (map[int]int, error) {
-		return toInt(pairs(ctx, movesQuery(acct, ledger, "SIGNED")))
-	}
+		return collectPairs(rows)
+	}, "SELECT tid, COUNT(*) FROM "+ledger+" GROUP BY tid", "SELECT id, balance FROM "+acct, movesQuery(acct, ledger, "SIGNED"))
 	return b, r
 }
 
