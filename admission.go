@@ -141,20 +141,22 @@ type pass struct {
 }
 
 // admit takes an outermost attempt through key serialization and the
-// adaptive limit, and reports a wait to the observer. It returns the pass
-// to release, or the context's error (having released what it took).
-func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
+// adaptive limit, and reports a wait to the observer. It leaves the pass
+// to release in st.pass, or returns the context's error (having released
+// what it took).
+func (r *Runner[T]) admit(ctx context.Context, st *runState) error {
 	cfg := st.cfg
 	var start time.Time
 	if cfg.observer != nil {
 		start = cfg.clock.Now()
 	}
-	var p pass
+	p := &st.pass
+	*p = pass{}
 	keyWait := false
 	if len(st.keys) > 0 {
 		var err error
 		if keyWait, err = r.keys.lock(ctx, st.keys); err != nil {
-			return pass{}, err
+			return err
 		}
 		p.keys = st.keys
 	}
@@ -162,7 +164,8 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		g, err := r.retryLane.acquire(ctx)
 		if err != nil {
 			r.keys.unlock(p.keys)
-			return pass{}, err
+			*p = pass{}
+			return err
 		}
 		p.retried, p.retry = true, g
 	}
@@ -175,7 +178,8 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 				r.retryLane.release(p.retry, endOther, cfg.clock)
 			}
 			r.keys.unlock(p.keys)
-			return pass{}, err
+			*p = pass{}
+			return err
 		}
 		p.limited, p.grant = true, g
 	}
@@ -190,7 +194,7 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) (pass, error) {
 		}
 		cfg.observer.Admitted(ctx, AdmissionEvent{Operation: cfg.operation, Wait: cfg.clock.Now().Sub(start), Limit: lim, Queue: q, Key: key})
 	}
-	return p, nil
+	return nil
 }
 
 // began tells the lanes that the attempt admitted with p has its
@@ -199,7 +203,7 @@ func (r *Runner[T]) began(st *runState, p *pass) {
 	if !p.limited && !p.retried {
 		return
 	}
-	now := st.cfg.clock.Now()
+	now := instant(st.cfg.clock)
 	if p.limited {
 		r.adaptive.began(&p.grant, now)
 	}
@@ -208,9 +212,10 @@ func (r *Runner[T]) began(st *runState, p *pass) {
 	}
 }
 
-// release ends the admission of an attempt that ended as end. The main
-// lane learns from first attempts, the retry lane from retries.
-func (r *Runner[T]) release(st *runState, p pass, end attemptEnd) {
+// release ends the admission in st.pass of an attempt that ended as end.
+// The main lane learns from first attempts, the retry lane from retries.
+func (r *Runner[T]) release(st *runState, end attemptEnd) {
+	p := &st.pass
 	if p.retried {
 		r.retryLane.release(p.retry, end, st.cfg.clock)
 	}

@@ -2,6 +2,7 @@ package txn
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,6 +13,10 @@ import (
 // rate, so a database that is down sees at most that much extra load.
 type budget struct {
 	ratio, perSecond, maxBalance float64
+
+	// full is set, under mu, while balance is at maxBalance: a deposit,
+	// which could add nothing, then returns without taking mu.
+	full atomic.Bool
 
 	mu      sync.Mutex
 	balance float64
@@ -29,10 +34,14 @@ func newBudget(ratio, perSecond float64) *budget {
 
 // deposit credits one Run.
 func (b *budget) deposit() {
+	if b.full.Load() {
+		return
+	}
 	b.mu.Lock()
 	b.balance += b.ratio
-	if b.balance > b.maxBalance {
+	if b.balance >= b.maxBalance {
 		b.balance = b.maxBalance
+		b.full.Store(true)
 	}
 	b.mu.Unlock()
 }
@@ -51,6 +60,7 @@ func (b *budget) withdraw(now time.Time) bool {
 	switch {
 	case b.balance >= 1:
 		b.balance--
+		b.full.Store(false)
 	case b.reserve >= 1:
 		b.reserve--
 	default:
@@ -75,5 +85,6 @@ func newReconnectBudget(ratio, perSecond float64) *budget {
 	b := newBudget(ratio, perSecond)
 	b.maxBalance = DefaultReconnectBurst
 	b.balance = b.maxBalance
+	b.full.Store(true)
 	return b
 }

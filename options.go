@@ -79,7 +79,7 @@ func defaultConfig() config {
 	return config{
 		maxAttempts:     DefaultMaxAttempts,
 		backoff:         FullJitter(DefaultBackoffBase, DefaultBackoffCap),
-		clock:           systemClock{},
+		clock:           systemClock{base: time.Now()},
 		rollbackTimeout: DefaultRollbackTimeout,
 		adaptiveMax:     DefaultAdaptiveMax,
 		reconnect:       newReconnectBudget(DefaultReconnectRatio, DefaultReconnectPerSecond),

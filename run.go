@@ -230,9 +230,15 @@ type runState struct {
 	// unknown too.
 	unknown bool
 	// pass is the current attempt's admission, when admitted is set (a
-	// value, not a pointer, so that runState stays on the stack).
+	// value, not a pointer, so that runState stays on the stack); held is
+	// set while the attempt holds it.
 	pass     pass
 	admitted bool
+	held     bool
+	// callbacks are the OnCommit callbacks of the attempt that committed,
+	// to run before Run returns. (They are kept here rather than in
+	// outcome, which stays small enough to be returned in registers.)
+	callbacks []func()
 }
 
 // outcome is how one attempt ended.
@@ -242,8 +248,6 @@ type outcome struct {
 	// class is err's class as seen from where it happened (a lost
 	// connection is retryable before COMMIT, ambiguous during it).
 	class Class
-	// callbacks are the OnCommit callbacks to run after a commit.
-	callbacks []func()
 	// stop, when not nil, is why Run must stop at once: the commit was sent
 	// and its outcome is unknown.
 	stop error
@@ -260,10 +264,11 @@ type outcome struct {
 	connLost bool
 }
 
-// run is the retry loop of an outermost Run: admit, attempt, release, then
-// return, or back off and go round again.
+// run is an outermost Run: it sets up the Run's state, then runs the retry
+// loop. Its few returns keep its defers open-coded, off the happy path's
+// cost.
 func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Context, T) error) error {
-	st := runState{cfg: cfg, start: cfg.clock.Now(), keys: sortedKeys(cfg.keys)}
+	st := runState{cfg: cfg, start: instant(cfg.clock), keys: sortedKeys(cfg.keys)}
 	if cfg.budget != nil {
 		cfg.budget.deposit()
 	}
@@ -275,34 +280,36 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		defer end()
 		ctx = scoped
 	}
-	useAdmission := r.adaptive != nil || len(st.keys) > 0
-	var (
-		held bool
-		last error
-	)
-	if useAdmission {
+	if r.adaptive != nil || len(st.keys) > 0 {
 		st.admitted = true
 		// A panic in fn must not keep the attempt's slot or keys.
 		defer func() {
-			if held {
-				r.release(&st, st.pass, endOther)
+			if st.held {
+				r.release(&st, endOther)
 			}
 		}()
 	}
+	return r.loop(ctx, &st, fn)
+}
+
+// loop is the retry loop of an outermost Run: admit, attempt, release, then
+// return, or back off and go round again.
+func (r *Runner[T]) loop(ctx context.Context, st *runState, fn func(context.Context, T) error) error {
+	cfg := st.cfg
+	var last error
 	for {
-		if useAdmission {
-			var err error
-			if st.pass, err = r.admit(ctx, &st); err != nil {
-				return r.giveUp(ctx, &st, ClassRetryable, &GiveUpError{Reason: err, Last: last})
+		if st.admitted {
+			if err := r.admit(ctx, st); err != nil {
+				return r.giveUp(ctx, st, ClassRetryable, &GiveUpError{Reason: err, Last: last})
 			}
-			held = true
+			st.held = true
 		}
 		st.attempts++
 		if cfg.observer != nil {
 			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
 		}
 		st.noConn = false // a commit retried in this attempt reached the database
-		o := r.attempt(ctx, &st, fn)
+		o := r.attempt(ctx, st, fn)
 		st.tries++
 		if st.noConn = o.unreached; st.noConn || o.noServer {
 			st.unreached++
@@ -312,19 +319,19 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 		if o.notBegun {
 			st.attempts--
 		}
-		if held {
-			held = false
-			r.release(&st, st.pass, endOf(o))
+		if st.held {
+			st.held = false
+			r.release(st, endOf(o))
 		}
 		last = o.err
 		if o.stop != nil {
-			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: o.stop, Ambiguous: true, Last: o.err})
+			return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: o.stop, Ambiguous: true, Last: o.err})
 		}
 		if o.err == nil {
 			if cfg.observer != nil {
 				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
-			for _, cb := range o.callbacks {
+			for _, cb := range st.callbacks {
 				cb()
 			}
 			return nil
@@ -334,7 +341,7 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 			if st.unknown {
 				// An earlier commit may have happened: the caller must
 				// learn that before this attempt's error.
-				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
+				return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
 			}
 			if cfg.observer != nil {
 				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed(), Class: o.class, Err: o.err})
@@ -342,20 +349,20 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 			return o.err
 		case ClassAmbiguous:
 			if !cfg.idempotent {
-				return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
+				return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: ErrCommitUnknown, Ambiguous: true, Last: o.err})
 			}
 			st.unknown = true
 		}
 		if o.noServer {
 			// Server selection already waited for a server, as long as
 			// the driver allows: another try would only wait again.
-			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrUnavailable, Last: o.err})
+			return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: ErrUnavailable, Last: o.err})
 		}
 		if cfg.maxAttempts > 0 && st.tries >= cfg.maxAttempts {
-			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: ErrAttemptsExhausted, Last: o.err})
+			return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: ErrAttemptsExhausted, Last: o.err})
 		}
-		if reason := r.backoff(ctx, &st, o.class, o.err); reason != nil {
-			return r.giveUp(ctx, &st, o.class, &GiveUpError{Reason: reason, Last: o.err})
+		if reason := r.backoff(ctx, st, o.class, o.err); reason != nil {
+			return r.giveUp(ctx, st, o.class, &GiveUpError{Reason: reason, Last: o.err})
 		}
 	}
 }
@@ -426,33 +433,34 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 			return outcome{err: err, class: r.beforeCommit(err)}
 		}
 	}
-	o := r.commit(ctx, st, tx)
+	var o outcome
+	if err := r.backend.Commit(ctx, tx); err != nil {
+		o = r.commitFailed(ctx, st, tx, err)
+	}
 	if o.err == nil && r.intercept != nil {
 		if err := r.intercept.Intercept(ctx, InterceptAfterCommit, st.attempts); err != nil {
 			return outcome{err: err, class: ClassAmbiguous}
 		}
 	}
 	if o.err == nil {
-		o.callbacks = f.callbacks
+		st.callbacks = f.callbacks
 	}
 	return o
 }
 
-// commit commits tx, sending the commit again, after a backoff, for as long
-// as it fails with a commit-retryable error and the limits allow. The
-// attempt holds its admission slot and keys while it does.
-func (r *Runner[T]) commit(ctx context.Context, st *runState, tx T) outcome {
+// commitFailed handles the error err of tx's first COMMIT: it sends the
+// commit again, after a backoff, for as long as it fails with a
+// commit-retryable error and the limits allow. The attempt holds its
+// admission slot and keys while it does. (The first COMMIT is sent by
+// attempt itself, so that a commit that succeeds at once costs no call.)
+func (r *Runner[T]) commitFailed(ctx context.Context, st *runState, tx T, err error) outcome {
 	cfg := st.cfg
+	if errors.Is(err, ErrTxDone) {
+		// Backends report ErrTxDone only for a transaction ended before
+		// Run's commit: by fn, whatever the context did.
+		return outcome{err: &fnFinishedError{err: err}, class: ClassPermanent}
+	}
 	for sent := 1; ; sent++ {
-		err := r.backend.Commit(ctx, tx)
-		if err == nil {
-			return outcome{}
-		}
-		if sent == 1 && errors.Is(err, ErrTxDone) {
-			// Backends report ErrTxDone only for a transaction ended
-			// before Run's commit: by fn, whatever the context did.
-			return outcome{err: &fnFinishedError{err: err}, class: ClassPermanent}
-		}
 		cls := r.classify(err)
 		switch cls {
 		case ClassConnLost:
@@ -464,9 +472,12 @@ func (r *Runner[T]) commit(ctx context.Context, st *runState, tx T) outcome {
 			if reason := r.backoff(ctx, st, cls, err); reason != nil {
 				return outcome{err: err, class: cls, stop: reason}
 			}
-			continue
+		default:
+			return outcome{err: err, class: cls}
 		}
-		return outcome{err: err, class: cls}
+		if err = r.backend.Commit(ctx, tx); err == nil {
+			return outcome{}
+		}
 	}
 }
 
