@@ -329,6 +329,8 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 		prog.done()
 		return nil, fmt.Errorf("--processes: %w", err)
 	}
+	// The baseline's line ends before the children start.
+	prog.done()
 	prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
 	reps := make([]*report, c.shape.processes)
 	errs := make([]error, c.shape.processes)
