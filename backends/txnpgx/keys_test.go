@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -125,82 +124,4 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-secondDone)
 	assert.Equal(t, int32(1), order.Load())
-}
-
-// The locks and BEGIN travel in one query; what the client sees of it is
-// one transaction with the isolation level it asked for (its own
-// BeginQuery included), no notice, and a level that was not lowered by the
-// statements that took the locks.
-func TestDatabaseKeysBeginAsAsked(t *testing.T) {
-	cfg := poolConfig(t)
-	var mu sync.Mutex
-	var notices []string
-	cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		notices = append(notices, n.Severity+": "+n.Message)
-		mu.Unlock()
-	}
-	pool := newPool(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	for _, tc := range []struct {
-		opts pgx.TxOptions
-		want string
-	}{
-		{pgx.TxOptions{}, "read committed"},
-		{pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadOnly, DeferrableMode: pgx.Deferrable}, "serializable read-only"},
-		{pgx.TxOptions{BeginQuery: "BEGIN ISOLATION LEVEL REPEATABLE READ"}, "repeatable read"},
-	} {
-		r := txnpgx.New(pool, txn.DatabaseKeys()).WithBegin(txnpgx.TxOptions(tc.opts))
-		var got, minMessages string
-		var locks int
-		err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			var ro string
-			if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'),
-				current_setting('client_min_messages'),
-				(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)`).Scan(&got, &ro, &minMessages, &locks); err != nil {
-				return err
-			}
-			if ro == "on" {
-				got += " read-only"
-			}
-			return nil
-		}, txn.Keys("a", "b"))
-		require.NoError(t, err)
-		assert.Equal(t, tc.want, got, "%+v", tc.opts)
-		assert.Equal(t, "notice", minMessages, "the client's notice level is restored inside the transaction")
-		assert.Equal(t, 2, locks, "both keys held inside the transaction")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Empty(t, notices)
-}
-
-// On a single connection that is already inside a transaction, a Run with
-// DatabaseKeys refuses to begin: taking the locks ends with a COMMIT that
-// would commit the caller's transaction.
-func TestDatabaseKeysRefuseConnInTransaction(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgDSN())
-	if err != nil {
-		unavailable(t, err)
-	}
-	defer conn.Close(context.Background())
-	tbl := counterTable(t, newPool(t, nil))
-	outer, err := conn.Begin(ctx)
-	require.NoError(t, err)
-	_, err = outer.Exec(ctx, "UPDATE "+tbl+" SET v = 7 WHERE id = 1")
-	require.NoError(t, err)
-
-	ran := false
-	err = txnpgx.New(conn, txn.DatabaseKeys()).Run(ctx, func(context.Context, pgx.Tx) error {
-		ran = true
-		return nil
-	}, txn.Keys("k"))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "already in a transaction")
-	assert.False(t, ran)
-	require.NoError(t, outer.Rollback(ctx))
-	assert.Equal(t, 0, queryInt(t, newPool(t, nil), "SELECT v FROM "+tbl+" WHERE id = 1"), "the caller's transaction was committed")
 }

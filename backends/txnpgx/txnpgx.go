@@ -32,8 +32,6 @@ import (
 	"hash/fnv"
 	"reflect"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -169,61 +167,17 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 		unlock(uctx)
 		return nil, nil, err
 	}
-	if st := conn.PgConn().TxStatus(); st != 'I' {
-		// lockThenBegin ends the implicit transaction of its locks with
-		// COMMIT, which on a connection inside a transaction would commit
-		// that one.
-		done(ctx, false)
-		return nil, nil, txn.Permanent(fmt.Errorf("txnpgx: DatabaseKeys: the connection is already in a transaction (status %q)", st))
+	// One statement for all keys, so that a Run waits for its second key
+	// without a round trip after its first is granted; the function scan
+	// of unnest yields, and locks, the hashes in the array's order.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) AS k", KeyHashes(keys)); err != nil {
+		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err))
 	}
-	o.BeginQuery = lockThenBegin(KeyHashes(keys), o)
 	tx, err := conn.BeginTx(ctx, o)
 	if err != nil {
-		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key, then BEGIN: %w", err))
+		return fail(err)
 	}
 	return tx, unlock, nil
-}
-
-// lockThenBegin returns the query that takes the session advisory locks on
-// hashes and then begins the transaction o describes, in one round trip:
-// pgx sends a query without arguments over the simple protocol, which runs
-// several statements. The locks are taken in an implicit transaction of
-// their own, which COMMIT ends (session locks outlive it; SET LOCAL keeps
-// COMMIT's "no transaction in progress" warning from reaching the
-// client's notice handler), so that BEGIN starts a fresh transaction whose
-// snapshot is taken by its first statement, after every lock was granted.
-// One statement takes all the locks, in the array's order (unnest's
-// function scan yields them so), so that a Run waits for its second key
-// without a round trip after its first is granted. The hashes are integers
-// written by strconv; nothing of the keys' text reaches the query.
-func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
-	var b strings.Builder
-	b.WriteString("SET LOCAL client_min_messages = error; SELECT pg_advisory_lock(k) FROM unnest('{")
-	for i, h := range hashes {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(h, 10))
-	}
-	b.WriteString("}'::bigint[]) AS k; COMMIT; ")
-	if o.BeginQuery != "" {
-		b.WriteString(o.BeginQuery)
-		return b.String()
-	}
-	b.WriteString("BEGIN")
-	if o.IsoLevel != "" {
-		b.WriteString(" ISOLATION LEVEL ")
-		b.WriteString(string(o.IsoLevel))
-	}
-	if o.AccessMode != "" {
-		b.WriteByte(' ')
-		b.WriteString(string(o.AccessMode))
-	}
-	if o.DeferrableMode != "" {
-		b.WriteByte(' ')
-		b.WriteString(string(o.DeferrableMode))
-	}
-	return b.String()
 }
 
 // beginXactLocked begins a transaction and takes transaction-level
