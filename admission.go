@@ -241,9 +241,18 @@ func (r *Runner[T]) release(st *runState, end attemptEnd) {
 // interval, and never takes the escape. The interval is stallFactor times
 // the average attempt duration, at least stallFloor, and is timed on the
 // Runner's Clock.
+//
+// The floor must be longer than the pauses a healthy database makes by
+// itself under contention, or the escape mistakes them for a stall: while
+// two attempts wait out PostgreSQL's deadlock_timeout (1 s by default)
+// nothing is released, and every waiter the escape admits meanwhile joins
+// the tangle on the same rows (measured: one deadlock grew into eight
+// within two seconds with a floor of 100 ms). Two seconds is twice that
+// default; the price is that a Run started inside fn on a fresh context,
+// while its caller holds the last slot, waits that long once.
 
 // stallFloor is the shortest stall interval.
-const stallFloor = 100 * time.Millisecond
+const stallFloor = 2 * time.Second
 
 // stallFactor is how many average attempt durations make a stall.
 const stallFactor = 8

@@ -64,7 +64,7 @@
 // and across processes with DatabaseKeys (KeyLocker). Neither the limit nor
 // the keys can make the Runner wait on itself: while attempts wait and none
 // of those admitted has been released for a stall interval (eight average
-// attempt durations, at least 100ms), the first waiter is admitted over the
+// attempt durations, at least two seconds), the first waiter is admitted over the
 // limit or shares the key, so that a Run started inside fn with a fresh
 // context cannot wait forever for the slot its caller holds. Observers
 // (SlogObserver, and the txnotel module for

@@ -111,3 +111,47 @@ func TestStallEscapeWaitsForProgressToStop(t *testing.T) {
 	assert.Equal(t, 1, maxInFlight, "never over the limit while attempts were released")
 	assert.Zero(t, clk.Timers())
 }
+
+// Two attempts that wait out PostgreSQL's deadlock_timeout (1 s by
+// default) hold their slots with nothing released meanwhile; that pause is
+// the database's own, and the stall escape must not admit the queue into
+// the rows they are stuck on.
+func TestDeadlockTimeoutIsNotAStall(t *testing.T) {
+	checkNoLeak(t)
+	db := fakedb.New()
+	clk := fakeclock.New(time.Now())
+	r := txn.New[*fakedb.Tx](db, txn.WithClock(clk), txn.WithBackoff(txn.Constant(0)), txn.Adaptive(2))
+	require.NoError(t, r.Err())
+	const deadlockTimeout = time.Second
+	// Slow start: a commit opens the limit to its ceiling of 2.
+	require.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
+	require.Equal(t, 2, r.AdmissionStats().Limit)
+
+	release := make(chan struct{})
+	holders := inside(t, r, 2, release, func() error { return nil })
+	var waiters sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		waiters.Add(1)
+		go func() {
+			defer waiters.Done()
+			assert.NoError(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil }))
+		}()
+	}
+	waitFor(t, func() bool { return r.AdmissionStats().Queued == 3 })
+	// Just short of twice deadlock_timeout, in small steps, as the waits of
+	// two successive deadlocks with nothing released in between.
+	step := 2 * deadlockTimeout / 20
+	for i := 1; i <= 20; i++ {
+		d := step
+		if i == 20 {
+			d -= time.Nanosecond
+		}
+		clk.Advance(d)
+		assert.Equal(t, 2, r.AdmissionStats().InFlight, "admitted over the limit after %v", time.Duration(i)*step)
+	}
+	close(release)
+	holders.Wait()
+	waiters.Wait()
+	clk.Advance(txn.StallFloor)
+	assert.Zero(t, clk.Timers())
+}

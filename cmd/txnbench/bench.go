@@ -65,6 +65,36 @@ func (c *counter) causeCounts() (retries, failures map[string]int64) {
 	return maps.Clone(c.causes), maps.Clone(c.failures)
 }
 
+// observerRoute is the Observer an arm's Runner is built with: it passes
+// every event to the counter set last, so that the warm-up slice an arm
+// runs on its own Runner is counted apart from its measured slices.
+type observerRoute struct {
+	txn.NopObserver
+	to atomic.Pointer[counter]
+}
+
+// newRoute returns a route to c.
+func newRoute(c *counter) *observerRoute {
+	r := &observerRoute{}
+	r.to.Store(c)
+	return r
+}
+
+// AttemptStarted passes the event on.
+func (r *observerRoute) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
+	r.to.Load().AttemptStarted(ctx, e)
+}
+
+// RetryScheduled passes the event on.
+func (r *observerRoute) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
+	r.to.Load().RetryScheduled(ctx, e)
+}
+
+// GaveUp passes the event on.
+func (r *observerRoute) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
+	r.to.Load().GaveUp(ctx, e)
+}
+
 // arm is one configuration measured by a run: a policy at --workers, the
 // plain arm (no library), or the one-worker serial baseline. Its numbers
 // add up over all its slices.
@@ -75,8 +105,16 @@ type arm struct {
 	transfer TransferFunc
 	perCall  func(transfer) []callOption
 	obs      *counter
+	// route is the Observer of the arm's Runner (and what the plain arm
+	// counts through): it points at obs but for the arm's warm-up.
+	route *observerRoute
+	// description, if set, replaces the policy's in the report.
+	description string
 	// classLat holds the latencies per class of a mixed workload.
 	classLat map[string][]time.Duration
+	// commitTimes are the times of the commits, from the start of the
+	// arm's first measured slice, its slices laid end to end (--timeline).
+	commitTimes []time.Duration
 
 	commits  atomic.Int64 // live, for the progress line
 	inFlight atomic.Int64 // transfers under way, for the progress line
@@ -91,22 +129,37 @@ type arm struct {
 // newArm builds the arm of policy p (with workers workers) over store s.
 func newArm(s Store, p *policy, params policyParams, workers int, seed uint64, baseline bool) *arm {
 	a := &arm{name: p.name, workers: workers, baseline: baseline, perCall: p.perCall, obs: &counter{code: s.Code}}
+	a.route = newRoute(a.obs)
 	if baseline {
 		a.name = "serial"
 	}
 	if p.plain {
-		a.transfer = plainTransfer(s.Plain(), a.obs)
+		a.transfer = plainTransfer(s.Plain(), a.route)
 		return a
 	}
-	a.transfer = s.Bank(runnerOptions(p, params, a.obs, seed)...)
+	a.transfer = s.Bank(runnerOptions(p, params, a.route, seed)...)
 	return a
 }
 
+// warmupArm returns an arm that runs a's transfers, on a's own Runner, but
+// keeps its own tallies, and routes the Runner's events to it until
+// a.endWarmup is called.
+func (a *arm) warmupArm() *arm {
+	w := &arm{name: a.name, workers: a.workers, baseline: a.baseline, transfer: a.transfer, perCall: a.perCall,
+		obs: &counter{code: a.obs.code}, route: a.route, description: a.description}
+	a.route.to.Store(w.obs)
+	return w
+}
+
+// endWarmup routes the events of a's Runner back to a's own tallies.
+func (a *arm) endWarmup() { a.route.to.Store(a.obs) }
+
 // plainTransfer counts the attempts and failures of transfers run by
-// plain, as the Observer does for a Runner. A transfer refused for
-// insufficient funds is not a failure.
-func plainTransfer(plain TransferFunc, c *counter) TransferFunc {
+// plain, as the Observer does for a Runner, in the counter r points at. A
+// transfer refused for insufficient funds is not a failure.
+func plainTransfer(plain TransferFunc, r *observerRoute) TransferFunc {
 	return func(ctx context.Context, t transfer, _ ...callOption) error {
+		c := r.to.Load()
 		c.attempts.Add(1)
 		err := plain(ctx, t)
 		if err != nil && !errors.Is(err, errInsufficientFunds) {
@@ -123,6 +176,21 @@ type workload struct {
 	sorted     bool
 	txnTimeout time.Duration
 	hotShare   float64 // shapes.go
+	// hotWorkers is how many of an arm's workers (the first ones) transfer
+	// on the hot pair only (shapes.go).
+	hotWorkers int
+	// timeline makes slices record the time of every commit.
+	timeline bool
+	// now is the clock of the slices; nil is time.Now. Tests set a fake one.
+	now func() time.Time
+}
+
+// clock returns the workload's clock.
+func (w workload) clock() func() time.Time {
+	if w.now == nil {
+		return time.Now
+	}
+	return w.now
 }
 
 // next returns a random transfer between two distinct accounts.
@@ -145,19 +213,22 @@ func (w workload) next(rng *rand.Rand) transfer {
 func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint64) {
 	type tally struct {
 		lat, hotLat, coldLat      []time.Duration
+		commitAt                  []time.Duration
 		failed, unknown, rejected int64
 		firstErr                  error
 	}
+	now := w.clock()
 	tallies := make([]tally, a.workers)
-	start := time.Now()
+	start := now()
 	end := start.Add(d)
+	classes := w.classes()
 	var wg sync.WaitGroup
 	for i := range a.workers {
 		wg.Add(1)
-		go func(t *tally, rng *rand.Rand) {
+		go func(worker int, t *tally, rng *rand.Rand) {
 			defer wg.Done()
-			for ctx.Err() == nil && time.Now().Before(end) {
-				tr := w.next(rng)
+			for ctx.Err() == nil && now().Before(end) {
+				tr := w.nextFor(worker, rng)
 				var opts []callOption
 				if a.perCall != nil {
 					opts = a.perCall(tr)
@@ -166,15 +237,19 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 				// that every Run's outcome is known to the ledger check.
 				tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.txnTimeout)
 				a.inFlight.Add(1)
-				t0 := time.Now()
+				t0 := now()
 				err := a.transfer(tctx, tr, opts...)
-				el := time.Since(t0)
+				t1 := now()
+				el := t1.Sub(t0)
 				a.inFlight.Add(-1)
 				cancel()
 				switch {
 				case err == nil:
 					t.lat = append(t.lat, el)
-					if w.hotShare > 0 {
+					if w.timeline {
+						t.commitAt = append(t.commitAt, t1.Sub(start))
+					}
+					if classes {
 						if tr.hot {
 							t.hotLat = append(t.hotLat, el)
 						} else {
@@ -194,18 +269,27 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 					}
 				}
 			}
-		}(&tallies[i], rand.New(rand.NewPCG(seed, uint64(i))))
+		}(i, &tallies[i], rand.New(rand.NewPCG(seed, uint64(i))))
 	}
 	wg.Wait()
-	a.elapsed += time.Since(start)
+	// The slice's commit times follow the arm's earlier slices.
+	offset := a.elapsed
+	a.elapsed += now().Sub(start)
 	for _, t := range tallies {
 		a.lat = append(a.lat, t.lat...)
-		if w.hotShare > 0 {
+		for _, at := range t.commitAt {
+			a.commitTimes = append(a.commitTimes, offset+at)
+		}
+		if classes {
 			if a.classLat == nil {
 				a.classLat = map[string][]time.Duration{}
 			}
-			a.classLat[classHot] = append(a.classLat[classHot], t.hotLat...)
-			a.classLat[classCold] = append(a.classLat[classCold], t.coldLat...)
+			if w.hasClass(classHot, a.workers) {
+				a.classLat[classHot] = append(a.classLat[classHot], t.hotLat...)
+			}
+			if w.hasClass(classCold, a.workers) {
+				a.classLat[classCold] = append(a.classLat[classCold], t.coldLat...)
+			}
 		}
 		a.failed += t.failed
 		a.unknown += t.unknown

@@ -40,7 +40,14 @@ type config struct {
 	tablePrefix string
 	seed        uint64
 	quiet       bool
-	shape       shapeConfig // shapes.go
+	// cold measures every arm from a fresh Runner, without its warm-up.
+	cold bool
+	// timeline is the interval of the commit timeline (0: none).
+	timeline time.Duration
+	shape    shapeConfig // shapes.go
+	// now is the clock of the workload; nil is time.Now. Tests set a fake
+	// one.
+	now func() time.Time
 }
 
 // Defaults of the flags.
@@ -137,6 +144,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) },
 		func(v uint64) string { return strconv.FormatUint(v, 10) }, "a whole number from 0 to 18446744073709551615"))
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress output")
+	fs.BoolVar(&c.cold, "cold", false, "no warm-up of the measured arms: each is measured from a fresh Runner, whose adaptive limit\nstarts in slow start (what a service sees right after it starts); only the database and the pool\nare warmed first, on a Runner of their own. Without it, every arm, the serial baseline included,\nfirst runs an unmeasured warm-up slice (min(500ms, --duration/10)) on its own Runner")
+	durationVar(&c.timeline, "timeline", 0, "record every commit's time and print, per arm, its commits per `interval` (such as 100ms) from the\nstart of its first measured slice, its steady goodput (over the last half of its measured time)\nand its time to steady (the end of the first window of max(500ms, 5 intervals) at >= 0.9 x steady)")
 	c.shape.register(fs)
 	c.shape.args = args
 	fs.Usage = func() {
@@ -343,6 +352,11 @@ func (c *config) check(set map[string]bool) error {
 	if c.txnTimeout <= 0 {
 		bad("--txn-timeout %v: want a positive duration", c.txnTimeout)
 	}
+	if c.timeline < 0 {
+		bad("--timeline %v: want a positive interval such as 100ms", c.timeline)
+	} else if c.timeline > 0 && c.shape.processes > 1 {
+		bad("--timeline: not with --processes (each process has its own clock); run one process")
+	}
 	if c.sqliteBegin != "immediate" && c.sqliteBegin != "deferred" {
 		bad("--sqlite-begin %q: want deferred or immediate", c.sqliteBegin)
 	} else if set["sqlite-begin"] && c.backend != backendSQLite {
@@ -428,6 +442,18 @@ const (
 	defaultMySQLDSN    = "root@tcp(127.0.0.1:3306)/test"
 	defaultMongoURI    = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
 )
+
+// workload returns the workload c describes.
+func (c *config) workload() workload {
+	return workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout,
+		hotShare: c.shape.hotShare, hotWorkers: c.shape.hotWorkers, timeline: c.timeline > 0, now: c.now}
+}
+
+// warmupLength is the length of a warm-up slice: a tenth of --duration,
+// at most maxWarmup.
+func (c *config) warmupLength() time.Duration {
+	return min(maxWarmup, c.duration/10)
+}
 
 // connections returns the size of the connection pool.
 func (c *config) connections() int {

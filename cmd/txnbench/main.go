@@ -81,6 +81,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 	}
 	printTable(table, rep)
 	printShapes(table, rep)
+	printTimelines(table, rep)
 	status := exitOK
 	if cfg.jsonPath != "" {
 		if err := writeJSON(cfg.jsonPath, stdout, rep); err != nil {

@@ -69,7 +69,10 @@ func TestDefaultRun(t *testing.T) {
 		"the table says what the row without the library is")
 	assert.Contains(t, out, "invariant: ok")
 	assert.Contains(t, out, "plot: "+svgPath)
-	assert.Contains(t, errOut, "txnbench  warm-up (not measured)", "progress lines go to stderr")
+	assert.Contains(t, errOut, "txnbench: each first warms up its own Runner for 60ms (not measured)", "progress lines go to stderr")
+	for _, name := range []string{"plain", "full", "adaptive"} {
+		assert.Contains(t, errOut, "txnbench  warm-up    "+name+" ", "every arm warms up its own Runner")
+	}
 
 	var rep report
 	b, err := os.ReadFile(jsonPath)
@@ -139,7 +142,7 @@ func TestJSONShape(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &m))
 	for _, k := range []string{"backend", "workers", "connections", "accounts", "isolation", "lock_order", "duration",
 		"rounds", "compare", "backoff_base", "backoff_cap", "max_attempts", "seed", "go_version", "started",
-		"interrupted", "warmup", "baseline", "results", "invariant"} {
+		"interrupted", "cold", "warmup", "warmups", "baseline", "results", "invariant"} {
 		assert.Contains(t, m, k)
 	}
 	results, ok := m["results"].([]any)

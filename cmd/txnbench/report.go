@@ -17,28 +17,40 @@ import (
 // report is the outcome of a run, printed as a table and written as JSON.
 // Its JSON shape is documented in README.md; fields are only ever added.
 type report struct {
-	Backend     string    `json:"backend"`
-	Workers     int       `json:"workers"`
-	Connections int       `json:"connections"`
-	Accounts    int       `json:"accounts"`
-	Isolation   string    `json:"isolation"`
-	LockOrder   string    `json:"lock_order"`
-	SQLiteBegin string    `json:"sqlite_begin,omitempty"`
-	Duration    string    `json:"duration"`
-	Rounds      int       `json:"rounds"`
-	Compare     bool      `json:"compare"`
-	BackoffBase string    `json:"backoff_base"`
-	BackoffCap  string    `json:"backoff_cap"`
-	MaxAttempts int       `json:"max_attempts"`
-	Seed        uint64    `json:"seed"`
-	GoVersion   string    `json:"go_version"`
-	Started     string    `json:"started"`
-	Interrupted bool      `json:"interrupted"`
-	Processes   int       `json:"processes,omitempty"`
-	Warmup      result    `json:"warmup"`
-	Baseline    *result   `json:"baseline"`
-	Results     []result  `json:"results"`
-	Invariant   invariant `json:"invariant"`
+	Backend     string `json:"backend"`
+	Workers     int    `json:"workers"`
+	Connections int    `json:"connections"`
+	Accounts    int    `json:"accounts"`
+	Isolation   string `json:"isolation"`
+	LockOrder   string `json:"lock_order"`
+	SQLiteBegin string `json:"sqlite_begin,omitempty"`
+	Duration    string `json:"duration"`
+	Rounds      int    `json:"rounds"`
+	Compare     bool   `json:"compare"`
+	BackoffBase string `json:"backoff_base"`
+	BackoffCap  string `json:"backoff_cap"`
+	MaxAttempts int    `json:"max_attempts"`
+	Seed        uint64 `json:"seed"`
+	GoVersion   string `json:"go_version"`
+	Started     string `json:"started"`
+	Interrupted bool   `json:"interrupted"`
+	Processes   int    `json:"processes,omitempty"`
+	// Cold is --cold: the arms were measured from fresh Runners.
+	Cold bool `json:"cold"`
+	// HotShare and HotWorkers are --hot-share and --hot-workers.
+	HotShare   float64 `json:"hot_share,omitempty"`
+	HotWorkers int     `json:"hot_workers,omitempty"`
+	// Timeline is the interval of --timeline, "" without it.
+	Timeline string `json:"timeline,omitempty"`
+	// Warmup adds up the unmeasured warm-ups: the arms' own, or with
+	// --cold the pool's.
+	Warmup result `json:"warmup"`
+	// Warmups are the arms' own warm-ups, in the order they ran (none
+	// with --cold).
+	Warmups   []result  `json:"warmups,omitempty"`
+	Baseline  *result   `json:"baseline"`
+	Results   []result  `json:"results"`
+	Invariant invariant `json:"invariant"`
 }
 
 // result is one arm's numbers.
@@ -64,6 +76,8 @@ type result struct {
 	Classes map[string]classResult `json:"classes,omitempty"`
 	// ProcessP99Ms is each process's p99, with --processes.
 	ProcessP99Ms []float64 `json:"process_p99_ms,omitempty"`
+	// Timeline is the arm's commit timeline, with --timeline.
+	Timeline *timeline `json:"timeline,omitempty"`
 }
 
 // latencyMs are latency percentiles of committed transfers, in
@@ -97,11 +111,22 @@ func printTable(w io.Writer, r *report) {
 	if r.SQLiteBegin != "" {
 		fmt.Fprintf(w, ", BEGIN %s", strings.ToUpper(r.SQLiteBegin))
 	}
+	switch {
+	case r.HotWorkers > 0:
+		fmt.Fprintf(w, ", %d of the workers on the hot pair (accounts 1 and 2)", r.HotWorkers)
+	case r.HotShare > 0:
+		fmt.Fprintf(w, ", %g of the transfers on the hot pair (accounts 1 and 2)", r.HotShare)
+	}
 	fmt.Fprintf(w, "\n%s per policy", r.Duration)
 	if r.Rounds > 1 {
 		fmt.Fprintf(w, " in %d interleaved rounds", r.Rounds)
 	}
 	fmt.Fprintf(w, ", backoff base %s cap %s\n", r.BackoffBase, r.BackoffCap)
+	if r.Cold {
+		fmt.Fprintln(w, "Cold: every policy measured from a fresh Runner, with no warm-up of its own.")
+	} else if len(r.Warmups) > 0 {
+		fmt.Fprintln(w, "Each policy first warmed up its own Runner, unmeasured.")
+	}
 	fmt.Fprintln(w, "Each transfer is one transaction: read two balances, update both, insert a ledger row.")
 	fmt.Fprintln(w)
 
@@ -161,7 +186,14 @@ func printTable(w io.Writer, r *report) {
 			fmt.Fprintf(w, "first failure of %s: %s\n", res.Policy, res.FirstError)
 		}
 	}
-	if r.Warmup.FirstError != "" {
+	// The arms' own warm-ups: plain's failures there are expected, the
+	// library's are not.
+	for _, wr := range r.Warmups {
+		if wr.FirstError != "" && wr.Policy != plainName {
+			fmt.Fprintf(w, "first failure of the warm-up of %s: %s\n", wr.Policy, wr.FirstError)
+		}
+	}
+	if len(r.Warmups) == 0 && r.Warmup.FirstError != "" {
 		fmt.Fprintf(w, "first failure of the warm-up: %s\n", r.Warmup.FirstError)
 	}
 	inv := r.Invariant

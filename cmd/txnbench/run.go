@@ -51,28 +51,61 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 	}
 
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
+	w := c.workload()
 	var arms []*arm
 	if c.compare && !c.shape.child {
-		arms = append(arms, newArm(store, findPolicy(baselinePolicy), params, 1, seed, true))
+		base := newArm(store, findPolicy(baselinePolicy), params, 1, seed, true)
+		if c.shape.hotWorkers > 0 {
+			base.description = hotPairBaseline
+		}
+		arms = append(arms, base)
 	}
 	for i, name := range c.policies {
 		arms = append(arms, newArm(store, findPolicy(name), params, c.workers, seed+uint64(i)+1, false))
 	}
-	w := workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout, hotShare: c.shape.hotShare}
+	// armWork returns the workload of arm a: the serial baseline's may
+	// differ (--hot-workers).
+	armWork := func(a *arm) workload {
+		if a.baseline {
+			return w.baselineWorkload()
+		}
+		return w
+	}
 	rounds := 1
 	if len(arms) > 1 {
 		rounds = c.rounds
 	}
 	prog.note(fmt.Sprintf("txnbench: running %s for %v each%s", strings.Join(c.policies, ", "), c.duration, roundsNote(c.compare, rounds)))
+	if c.cold {
+		prog.note("txnbench: --cold: each measured from a fresh Runner, after a warm-up of the database and the pool on a Runner of its own (not measured)")
+	} else {
+		prog.note("txnbench: each first warms up its own Runner for " + c.warmupLength().String() + " (not measured)")
+	}
 
-	// Warm up on an arm of its own, with a policy of the library, so that
-	// its numbers stay out of the results; its commits still count for the
-	// ledger check.
-	warm := newArm(store, findPolicy(warmupPolicy(c.policies)), params, c.workers, seed^0xabcdef, false)
-	warm.name = warmupName
-	warmFor := min(maxWarmup, c.duration/10)
-	prog.start(warm, "warm-up (not measured)", warmFor)
-	w.slice(ctx, warm, warmFor, seed^1)
+	// Without --cold every arm first runs a slice of its own, on its own
+	// Runner, whose numbers stay out of its results (its adaptive limit
+	// leaves slow start there; the first arm's also opens the
+	// connections). With --cold the arms are measured from fresh Runners,
+	// and only the database and the pool are warmed first, on a Runner of
+	// their own, so that every arm finds them alike. Warm-up commits still
+	// count for the ledger check.
+	var warm result
+	var warmups []result
+	if c.cold {
+		pool := newArm(store, findPolicy(warmupPolicy(c.policies)), params, c.workers, seed^0xabcdef, false)
+		pool.name = warmupName
+		prog.start(pool, "warm-up    database, pool", c.warmupLength())
+		w.slice(ctx, pool, c.warmupLength(), seed^1)
+		warm = pool.result()
+	} else {
+		for i, a := range arms {
+			if ctx.Err() != nil {
+				break
+			}
+			warmups = append(warmups, warmUp(ctx, armWork(a), a, c.warmupLength(), seed^(uint64(i)*7919+1), prog))
+		}
+		warm = sumResults(warmupName, warmups)
+	}
 
 	sliceDur := c.duration / time.Duration(rounds)
 	started := time.Now()
@@ -86,7 +119,7 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 				label = fmt.Sprintf("round %d/%d  %s", r+1, rounds, arms[i].name)
 			}
 			prog.start(arms[i], label, sliceDur)
-			w.slice(ctx, arms[i], sliceDur, seed+uint64(r)*1000+uint64(i)*7+2)
+			armWork(arms[i]).slice(ctx, arms[i], sliceDur, seed+uint64(r)*1000+uint64(i)*7+2)
 		}
 	}
 	prog.done()
@@ -120,14 +153,25 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 		GoVersion:   runtime.Version(),
 		Started:     started.UTC().Format(time.RFC3339),
 		Interrupted: interrupted,
+		Cold:        c.cold,
+		HotShare:    c.shape.hotShare,
+		HotWorkers:  c.shape.hotWorkers,
+		Warmup:      warm,
+		Warmups:     warmups,
+	}
+	if c.timeline > 0 {
+		rep.Timeline = c.timeline.String()
 	}
 	if c.backend == backendSQLite {
 		rep.SQLiteBegin = c.sqliteBegin
 	}
-	rep.Warmup = warm.result()
 	commits, unknown := rep.Warmup.Commits, rep.Warmup.CommitUnknown
 	for _, a := range arms {
 		res := a.result()
+		if c.timeline > 0 {
+			tl := computeTimeline(a.commitTimes, a.elapsed, c.timeline)
+			res.Timeline = &tl
+		}
 		commits += res.Commits
 		unknown += res.CommitUnknown
 		if a.baseline {
@@ -149,6 +193,54 @@ func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) 
 	}
 	rep.Invariant = checkInvariant(tot, int64(c.accounts), commits, unknown)
 	return rep, nil
+}
+
+// warmUp runs a slice of d of arm a's workers, on a's own Runner, with
+// workload w, and returns its numbers, which stay out of a's. The arm's
+// Runner keeps what it learnt (its adaptive limit leaves slow start).
+func warmUp(ctx context.Context, w workload, a *arm, d time.Duration, seed uint64, prog *progress) result {
+	wa := a.warmupArm()
+	defer a.endWarmup()
+	prog.start(wa, "warm-up    "+a.name, d)
+	w.slice(ctx, wa, d, seed)
+	return wa.result()
+}
+
+// sumResults adds the counts of rs up into one result called name: the
+// warm-up of a run, made of its arms' (or processes') warm-ups. Causes
+// add up, the first error is the first one's, the elapsed times add up,
+// and the rates are over their sum; latencies, which cannot be added,
+// are left out.
+func sumResults(name string, rs []result) result {
+	sum := result{Policy: name, RetryCauses: map[string]int64{}, FailureCauses: map[string]int64{}}
+	var elapsed float64
+	for _, r := range rs {
+		sum.Workers = max(sum.Workers, r.Workers)
+		sum.Commits += r.Commits
+		sum.Attempts += r.Attempts
+		sum.Retries += r.Retries
+		sum.Failed += r.Failed
+		sum.CommitUnknown += r.CommitUnknown
+		sum.Rejected += r.Rejected
+		elapsed += r.ElapsedSeconds
+		for k, v := range r.RetryCauses {
+			sum.RetryCauses[k] += v
+		}
+		for k, v := range r.FailureCauses {
+			sum.FailureCauses[k] += v
+		}
+		if sum.FirstError == "" {
+			sum.FirstError = r.FirstError
+		}
+	}
+	sum.ElapsedSeconds = elapsed
+	if elapsed > 0 {
+		sum.CommitsPerSecond = float64(sum.Commits) / elapsed
+	}
+	if sum.Commits > 0 {
+		sum.AttemptsPerCommit = float64(sum.Attempts) / float64(sum.Commits)
+	}
+	return sum
 }
 
 // baselinePolicy is the policy of the one-worker serial baseline of
@@ -208,6 +300,9 @@ func (a *arm) result() result {
 	}
 	if a.baseline {
 		res.Description = "txn, one worker: nothing conflicts"
+	}
+	if a.description != "" {
+		res.Description = a.description
 	}
 	if a.elapsed > 0 {
 		res.CommitsPerSecond = float64(res.Commits) / a.elapsed.Seconds()

@@ -20,14 +20,16 @@ import (
 
 // The shapes in which services run the library, beyond one process with a
 // connection per worker: a mixed workload where a share of the transfers
-// hits one hot pair of accounts (--hot-share), and several processes on the
-// same tables (--processes). --conns below --workers is in config.go.
+// (--hot-share) or a number of dedicated workers (--hot-workers) hits one
+// hot pair of accounts, and several processes on the same tables
+// (--processes). --conns below --workers is in config.go.
 
 // shapeConfig is what the shape flags set.
 type shapeConfig struct {
-	hotShare  float64
-	processes int
-	child     bool
+	hotShare   float64
+	hotWorkers int
+	processes  int
+	child      bool
 	// args are the command line's arguments, passed on to the children.
 	args []string
 }
@@ -35,6 +37,7 @@ type shapeConfig struct {
 // register adds the shape flags to fs.
 func (s *shapeConfig) register(fs *flag.FlagSet) {
 	fs.Float64Var(&s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class")
+	fs.IntVar(&s.hotWorkers, "hot-workers", 0, "`N` of the --workers transfer only between accounts 1 and 2, the hot pair (random direction;\n--lock-order still decides which row is locked first), the others only between accounts 3 to --accounts;\ngoodput, p50 and p99 are reported per class, and with --compare the serial baseline is one worker\non the hot pair alone, so that the hot class's \"vs serial\" is a ratio to the hot pair's serial rate")
 	fs.IntVar(&s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once")
 	fs.BoolVar(&s.child, "child", false, "internal: run as one of the processes of --processes (no setup, no baseline, no check, JSON on stdout)")
 }
@@ -45,6 +48,20 @@ func (s *shapeConfig) check(c *config, bad func(format string, args ...any)) {
 		bad("--hot-share %v: want a share between 0 and 1", s.hotShare)
 	} else if s.hotShare > 0 && c.accounts < 4 {
 		bad("--hot-share: needs --accounts 4 or more (the hot pair and at least two others)")
+	}
+	switch {
+	case s.hotWorkers < 0:
+		bad("--hot-workers %d: want 0 (none) or more", s.hotWorkers)
+	case s.hotWorkers == 0:
+	case s.hotShare > 0:
+		bad("--hot-workers and --hot-share: give one of them (dedicated hot workers, or a share of every worker's transfers on the hot pair)")
+	default:
+		if s.hotWorkers > c.workers-1 {
+			bad("--hot-workers %d: want at most --workers minus 1 (%d), so that at least one worker transfers between the other accounts", s.hotWorkers, max(c.workers-1, 0))
+		}
+		if c.accounts < 4 {
+			bad("--hot-workers: needs --accounts 4 or more (the hot pair and at least two others)")
+		}
 	}
 	if s.processes < 1 {
 		bad("--processes %d: want at least 1", s.processes)
@@ -61,17 +78,43 @@ const (
 )
 
 // nextShaped returns a transfer of a mixed workload: between the hot pair
-// (accounts 1 and 2, either direction) with probability hotShare, else
-// between two distinct accounts of 3..accounts.
+// with probability hotShare, else between two cold accounts.
 func (w workload) nextShaped(rng *rand.Rand) transfer {
-	amount := rng.Int64N(100) + 1
 	if rng.Float64() < w.hotShare {
-		from, to := int64(1), int64(2)
-		if rng.IntN(2) == 0 {
-			from, to = to, from
-		}
-		return transfer{from: from, to: to, amount: amount, sorted: w.sorted, hot: true}
+		return w.hotTransfer(rng)
 	}
+	return w.coldTransfer(rng)
+}
+
+// nextFor returns the next transfer of an arm's worker number worker
+// (counted from 0): with --hot-workers, a worker below hotWorkers
+// transfers on the hot pair and the others between cold accounts;
+// otherwise any worker takes the next transfer of the workload.
+func (w workload) nextFor(worker int, rng *rand.Rand) transfer {
+	if w.hotWorkers > 0 {
+		if worker < w.hotWorkers {
+			return w.hotTransfer(rng)
+		}
+		return w.coldTransfer(rng)
+	}
+	return w.next(rng)
+}
+
+// hotTransfer returns a transfer between the hot pair, accounts 1 and 2,
+// in either direction.
+func (w workload) hotTransfer(rng *rand.Rand) transfer {
+	amount := rng.Int64N(100) + 1
+	from, to := int64(1), int64(2)
+	if rng.IntN(2) == 0 {
+		from, to = to, from
+	}
+	return transfer{from: from, to: to, amount: amount, sorted: w.sorted, hot: true}
+}
+
+// coldTransfer returns a transfer between two distinct accounts of
+// 3..accounts.
+func (w workload) coldTransfer(rng *rand.Rand) transfer {
+	amount := rng.Int64N(100) + 1
 	n := int64(w.accounts - 2)
 	from := rng.Int64N(n) + 3
 	to := rng.Int64N(n-1) + 3
@@ -80,6 +123,39 @@ func (w workload) nextShaped(rng *rand.Rand) transfer {
 	}
 	return transfer{from: from, to: to, amount: amount, sorted: w.sorted}
 }
+
+// classes reports whether the workload's transfers fall into the hot and
+// cold classes, reported apart.
+func (w workload) classes() bool { return w.hotShare > 0 || w.hotWorkers > 0 }
+
+// hasClass reports whether an arm of workers workers makes transfers of
+// class name: both classes with --hot-share; with --hot-workers, hot if
+// any worker is hot and cold if any is not.
+func (w workload) hasClass(name string, workers int) bool {
+	switch {
+	case w.hotShare > 0:
+		return true
+	case w.hotWorkers == 0:
+		return false
+	case name == classHot:
+		return true
+	}
+	return workers > w.hotWorkers
+}
+
+// baselineWorkload returns the workload of the one-worker serial baseline:
+// with --hot-workers its worker transfers on the hot pair alone, so that
+// its goodput is the hot pair's serial rate; otherwise the workload
+// itself.
+func (w workload) baselineWorkload() workload {
+	if w.hotWorkers > 0 {
+		w.hotWorkers = 1
+	}
+	return w
+}
+
+// hotPairBaseline describes the serial baseline of --hot-workers.
+const hotPairBaseline = "txn, one worker on the hot pair alone (accounts 1 and 2): nothing conflicts; the hot pair's serial rate"
 
 // classResult is one class's numbers in a mixed workload.
 type classResult struct {
@@ -127,7 +203,8 @@ func setClassRatios(rep *report) {
 	}
 }
 
-// printShapes writes the per-class and per-process lines of rep, if any.
+// printShapes writes the per-class and per-process lines of rep, if any,
+// and what their "vs serial" is a ratio to.
 func printShapes(w io.Writer, rep *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	any := false
@@ -149,6 +226,16 @@ func printShapes(w io.Writer, rep *report) {
 		}
 	}
 	_ = tw.Flush()
+	if any && rep.Baseline != nil {
+		switch {
+		case rep.HotWorkers > 0:
+			fmt.Fprintf(w, "vs serial: over the serial baseline, one worker transferring on the hot pair alone (%.0f commits/s):\n"+
+				"the hot class's ratio is its goodput over the hot pair's serial rate\n", rep.Baseline.CommitsPerSecond)
+		default:
+			fmt.Fprintf(w, "vs serial: over the serial baseline, one worker running the same mix of hot and cold transfers (%.0f commits/s)\n",
+				rep.Baseline.CommitsPerSecond)
+		}
+	}
 	if any {
 		fmt.Fprintln(w)
 	}
@@ -211,19 +298,39 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 		prog.done()
 		return nil, fmt.Errorf("%s: setup: %w", c.backend, err)
 	}
-	w := workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout, hotShare: c.shape.hotShare}
+	w := c.workload()
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
 	var base *arm
+	var baseWarm *result
 	if c.compare {
 		base = newArm(store, findPolicy(baselinePolicy), params, 1, seed, true)
+		if c.shape.hotWorkers > 0 {
+			base.description = hotPairBaseline
+		}
+		bw := w.baselineWorkload()
+		var r result
+		if c.cold {
+			// The baseline is measured from a fresh Runner; only the
+			// database and the pool are warmed, on a Runner of their own.
+			pool := newArm(store, findPolicy(baselinePolicy), params, 1, seed^0xabcdef, false)
+			pool.name = warmupName
+			prog.start(pool, "warm-up    database, pool", c.warmupLength())
+			bw.slice(ctx, pool, c.warmupLength(), seed^5)
+			r = pool.result()
+		} else {
+			r = warmUp(ctx, bw, base, c.warmupLength(), seed^5, prog)
+		}
+		baseWarm = &r
 		prog.start(base, "serial baseline", c.duration)
-		w.slice(ctx, base, c.duration, seed^3)
+		bw.slice(ctx, base, c.duration, seed^3)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		prog.done()
 		return nil, fmt.Errorf("--processes: %w", err)
 	}
+	// The baseline's line ends before the children start.
+	prog.done()
 	prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
 	reps := make([]*report, c.shape.processes)
 	errs := make([]error, c.shape.processes)
@@ -259,6 +366,13 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	rep.Isolation, rep.LockOrder, rep.Duration, rep.Compare = c.isolation, c.lockOrder, c.duration.String(), c.compare
 	rep.BackoffBase, rep.BackoffCap, rep.MaxAttempts, rep.Seed = c.base.String(), c.cap.String(), c.maxAttempts, seed
 	rep.Processes = c.shape.processes
+	rep.HotShare, rep.HotWorkers, rep.Cold = c.shape.hotShare, c.shape.hotWorkers*c.shape.processes, c.cold
+	if baseWarm != nil {
+		if !c.cold {
+			rep.Warmups = append([]result{*baseWarm}, rep.Warmups...)
+		}
+		rep.Warmup = sumResults(warmupName, []result{rep.Warmup, *baseWarm})
+	}
 	commits, unknown := rep.Warmup.Commits, rep.Warmup.CommitUnknown
 	for _, r := range rep.Results {
 		commits += r.Commits
@@ -291,12 +405,11 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 // worst process's, with every process's p99 listed.
 func mergeReports(reps []*report) *report {
 	out := &report{Rounds: reps[0].Rounds, GoVersion: reps[0].GoVersion, Started: reps[0].Started}
-	out.Warmup = result{Policy: warmupName}
+	warmups := make([]result, 0, len(reps))
 	index := map[string]int{}
 	for _, r := range reps {
 		out.Interrupted = out.Interrupted || r.Interrupted
-		out.Warmup.Commits += r.Warmup.Commits
-		out.Warmup.CommitUnknown += r.Warmup.CommitUnknown
+		warmups = append(warmups, r.Warmup)
 		for _, res := range r.Results {
 			i, ok := index[res.Policy]
 			if !ok {
@@ -340,6 +453,7 @@ func mergeReports(reps []*report) *report {
 			}
 		}
 	}
+	out.Warmup = sumResults(warmupName, warmups)
 	for i := range out.Results {
 		m := &out.Results[i]
 		if m.Commits > 0 {
