@@ -216,22 +216,8 @@ func sumResults(name string, rs []result) result {
 	var elapsed float64
 	for _, r := range rs {
 		sum.Workers = max(sum.Workers, r.Workers)
-		sum.Commits += r.Commits
-		sum.Attempts += r.Attempts
-		sum.Retries += r.Retries
-		sum.Failed += r.Failed
-		sum.CommitUnknown += r.CommitUnknown
-		sum.Rejected += r.Rejected
+		sum.addCounts(r)
 		elapsed += r.ElapsedSeconds
-		for k, v := range r.RetryCauses {
-			sum.RetryCauses[k] += v
-		}
-		for k, v := range r.FailureCauses {
-			sum.FailureCauses[k] += v
-		}
-		if sum.FirstError == "" {
-			sum.FirstError = r.FirstError
-		}
 	}
 	sum.ElapsedSeconds = elapsed
 	if elapsed > 0 {
@@ -241,6 +227,26 @@ func sumResults(name string, rs []result) result {
 		sum.AttemptsPerCommit = float64(sum.Attempts) / float64(sum.Commits)
 	}
 	return sum
+}
+
+// addCounts adds r's counts and causes to s, and takes r's first error if
+// s has none; s's cause maps must not be nil.
+func (s *result) addCounts(r result) {
+	s.Commits += r.Commits
+	s.Attempts += r.Attempts
+	s.Retries += r.Retries
+	s.Failed += r.Failed
+	s.CommitUnknown += r.CommitUnknown
+	s.Rejected += r.Rejected
+	for k, v := range r.RetryCauses {
+		s.RetryCauses[k] += v
+	}
+	for k, v := range r.FailureCauses {
+		s.FailureCauses[k] += v
+	}
+	if s.FirstError == "" {
+		s.FirstError = r.FirstError
+	}
 }
 
 // baselinePolicy is the policy of the one-worker serial baseline of

@@ -415,16 +415,11 @@ func mergeReports(reps []*report) *report {
 			if !ok {
 				i = len(out.Results)
 				index[res.Policy] = i
-				out.Results = append(out.Results, result{Policy: res.Policy, RetryCauses: map[string]int64{}})
+				out.Results = append(out.Results, result{Policy: res.Policy, RetryCauses: map[string]int64{}, FailureCauses: map[string]int64{}})
 			}
 			m := &out.Results[i]
 			m.Workers += res.Workers
-			m.Commits += res.Commits
-			m.Attempts += res.Attempts
-			m.Retries += res.Retries
-			m.Failed += res.Failed
-			m.CommitUnknown += res.CommitUnknown
-			m.Rejected += res.Rejected
+			m.addCounts(res)
 			m.ElapsedSeconds = max(m.ElapsedSeconds, res.ElapsedSeconds)
 			m.CommitsPerSecond += res.CommitsPerSecond
 			m.LatencyMs.P50 = max(m.LatencyMs.P50, res.LatencyMs.P50)
@@ -432,12 +427,6 @@ func mergeReports(reps []*report) *report {
 			m.LatencyMs.P99 = max(m.LatencyMs.P99, res.LatencyMs.P99)
 			m.LatencyMs.Max = max(m.LatencyMs.Max, res.LatencyMs.Max)
 			m.ProcessP99Ms = append(m.ProcessP99Ms, res.LatencyMs.P99)
-			for k, v := range res.RetryCauses {
-				m.RetryCauses[k] += v
-			}
-			if m.FirstError == "" {
-				m.FirstError = res.FirstError
-			}
 			m.Description = res.Description
 			for name, cr := range res.Classes {
 				if m.Classes == nil {
