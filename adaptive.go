@@ -56,7 +56,12 @@ import (
 // attempt time, and an attempt still waiting for one does not count in the
 // concurrency a conflict is measured against. A retryable error from BEGIN
 // itself (the pool timed out, the connection broke) teaches the controller
-// nothing.
+// nothing. (One exception spares the happy path a clock read: the first
+// try of a Run admitted while the controller is calm is timed from the
+// Run's start, which then precedes its BEGIN by BEGIN's own round trip
+// only, since nothing queued. A calm controller learns from such a try
+// only in one release of calmSample, or when it conflicts, which ends the
+// calm; every later attempt is timed from its BEGIN.)
 //
 // The limit starts at 1, in slow start as TCP's: every clean commit raises
 // it by one, which doubles it every generation, until the first conflict

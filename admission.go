@@ -198,12 +198,20 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) error {
 }
 
 // began tells the lanes that the attempt admitted with p has its
-// transaction: from now on it runs, and its time counts.
+// transaction: from now on it runs, and its time counts. The first try of
+// a Run admitted by a calm main lane (which learns from it only in one
+// release of calmSample, or if it conflicts) is timed from the Run's start
+// instead, which spares the happy path a clock read.
 func (r *Runner[T]) began(st *runState, p *pass) {
 	if !p.limited && !p.retried {
 		return
 	}
-	now := instant(st.cfg.clock)
+	var now time.Time
+	if p.limited && p.grant.fast && !p.retried && st.tries == 0 {
+		now = st.start
+	} else {
+		now = instant(st.cfg.clock)
+	}
 	if p.limited {
 		r.adaptive.began(&p.grant, now)
 	}
