@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,64 +27,19 @@ import (
 func TestSwallowedDeadlockCommitsNothingOfTheFailedAttempt(t *testing.T) {
 	db := openDB(t, nil)
 	ctx := testCtx(t)
-	acct := createTable(t, db, "id INT PRIMARY KEY, balance INT NOT NULL")
 	logTbl := createTable(t, db, "name VARCHAR(32) PRIMARY KEY")
-	bulk := createTable(t, db, "id INT PRIMARY KEY")
-	_, err := db.ExecContext(ctx, "INSERT INTO "+acct+" VALUES (1, 100), (2, 100)")
-	require.NoError(t, err)
-
-	// The other transaction changes many rows first, so that InnoDB picks
-	// the Runner's, which changed fewer, as the deadlock victim.
-	bar := integrationtest.NewBarrier(2)
-	otherDone := make(chan error, 1)
-	go func() {
-		otherDone <- func() error {
-			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = tx.Rollback() }()
-			vals := make([]string, 500)
-			for i := range vals {
-				vals[i] = fmt.Sprintf("(%d)", i)
-			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO "+bulk+" VALUES "+strings.Join(vals, ",")); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 30 WHERE id = 2"); err != nil {
-				return err
-			}
-			if err := bar.Wait(ctx); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 30 WHERE id = 1"); err != nil {
-				return err
-			}
-			return tx.Commit()
-		}()
-	}()
+	acct, bar, otherDone := startDeadlockWinner(t, ctx, db)
 
 	r := txnmysql.New(db)
 	attempt := 0
 	var nestedErrs, afterErrs []error
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		attempt++
 		n := attempt
 		if _, err := tx.ExecContext(ctx, "INSERT INTO "+logTbl+" VALUES (?)", fmt.Sprintf("%d:before", n)); err != nil {
 			return err
 		}
-		nerr := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 10 WHERE id = 1"); err != nil {
-				return err
-			}
-			if n == 1 {
-				if err := bar.Wait(ctx); err != nil {
-					return txn.Permanent(err)
-				}
-			}
-			_, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 10 WHERE id = 2")
-			return err
-		})
+		nerr := nestedTransfer(ctx, r, acct, bar, n == 1)
 		nestedErrs = append(nestedErrs, nerr)
 		// fn swallows the nested error and goes on writing.
 		_, aerr := tx.ExecContext(ctx, "INSERT INTO "+logTbl+" VALUES (?)", fmt.Sprintf("%d:after", n))

@@ -254,19 +254,57 @@ func TestNestedRunUsesSavepoint(t *testing.T) {
 func TestNestedRunDeadlockRestartsWholeTransaction(t *testing.T) {
 	db := openDB(t, nil)
 	ctx := testCtx(t)
-	acct := createTable(t, db, "id INT PRIMARY KEY, balance INT NOT NULL")
 	ledger := createTable(t, db, "name VARCHAR(32) PRIMARY KEY")
+	acct, bar, otherDone := startDeadlockWinner(t, ctx, db)
+
+	rec := &retryRecorder{}
+	r := txnmysql.New(db, txn.WithObserver(rec))
+	var mu sync.Mutex
+	var nestedErrs []error
+	outerCalls := 0
+	err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		outerCalls++
+		attempt := outerCalls
+		if err := insertName(ctx, ledger, "outer"); err != nil {
+			return err
+		}
+		nerr := nestedTransfer(ctx, r, acct, bar, attempt == 1)
+		mu.Lock()
+		nestedErrs = append(nestedErrs, nerr)
+		mu.Unlock()
+		// Swallowing the error must not commit half of the work.
+		return nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, <-otherDone)
+
+	require.Len(t, nestedErrs, 2)
+	assert.Equal(t, uint16(1213), errNumber(nestedErrs[0]), "the nested Run saw the deadlock unchanged: %v", nestedErrs[0])
+	assert.NoError(t, nestedErrs[1])
+	assert.Equal(t, 2, outerCalls)
+	assert.Equal(t, 1, rec.retriesWith(1213))
+	assert.Equal(t, []string{"outer"}, names(t, db, ledger))
+	assert.Equal(t, 1, count(t, db, acct, "id = 1 AND balance = 120"))
+	assert.Equal(t, 1, count(t, db, acct, "id = 2 AND balance = 80"))
+}
+
+// startDeadlockWinner creates accounts 1 and 2 (balance 100 each) in a new
+// table and starts, on another connection, the transaction that will win a
+// deadlock against a Runner's nested Run: it changes many rows first (so
+// that InnoDB, which rolls back the transaction that changed fewer rows,
+// picks the Runner's as the victim), takes account 2, waits at bar for the
+// Runner to take account 1, then asks for account 1 and commits moving 30
+// from 2 to 1. It returns the table, bar, and the transaction's result.
+func startDeadlockWinner(t *testing.T, ctx context.Context, db *sql.DB) (string, *integrationtest.Barrier, <-chan error) {
+	t.Helper()
+	acct := createTable(t, db, "id INT PRIMARY KEY, balance INT NOT NULL")
 	bulk := createTable(t, db, "id INT PRIMARY KEY")
 	_, err := db.ExecContext(ctx, "INSERT INTO "+acct+" VALUES (1, 100), (2, 100)")
 	require.NoError(t, err)
-
-	// The other transaction changes many rows first, so that InnoDB, which
-	// rolls back the transaction that changed fewer rows, picks the
-	// Runner's as the deadlock victim.
 	bar := integrationtest.NewBarrier(2)
-	otherDone := make(chan error, 1)
+	done := make(chan error, 1)
 	go func() {
-		otherDone <- func() error {
+		done <- func() error {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
 				return err
@@ -291,45 +329,24 @@ func TestNestedRunDeadlockRestartsWholeTransaction(t *testing.T) {
 			return tx.Commit()
 		}()
 	}()
+	return acct, bar, done
+}
 
-	rec := &retryRecorder{}
-	r := txnmysql.New(db, txn.WithObserver(rec))
-	var mu sync.Mutex
-	var nestedErrs []error
-	outerCalls := 0
-	err = r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		outerCalls++
-		attempt := outerCalls
-		if err := insertName(ctx, ledger, "outer"); err != nil {
+// nestedTransfer runs, through r inside the caller's transaction, a nested
+// Run that moves 10 from account 1 to account 2 of acct; with meet, it
+// waits at bar between its two updates, which deadlocks it against
+// startDeadlockWinner's transaction.
+func nestedTransfer(ctx context.Context, r *txnmysql.Runner, acct string, bar *integrationtest.Barrier, meet bool) error {
+	return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 10 WHERE id = 1"); err != nil {
 			return err
 		}
-		nerr := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance - 10 WHERE id = 1"); err != nil {
-				return err
+		if meet {
+			if err := bar.Wait(ctx); err != nil {
+				return txn.Permanent(err)
 			}
-			if attempt == 1 {
-				if err := bar.Wait(ctx); err != nil {
-					return txn.Permanent(err)
-				}
-			}
-			_, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 10 WHERE id = 2")
-			return err
-		})
-		mu.Lock()
-		nestedErrs = append(nestedErrs, nerr)
-		mu.Unlock()
-		// Swallowing the error must not commit half of the work.
-		return nil
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE "+acct+" SET balance = balance + 10 WHERE id = 2")
+		return err
 	})
-	require.NoError(t, err)
-	require.NoError(t, <-otherDone)
-
-	require.Len(t, nestedErrs, 2)
-	assert.Equal(t, uint16(1213), errNumber(nestedErrs[0]), "the nested Run saw the deadlock unchanged: %v", nestedErrs[0])
-	assert.NoError(t, nestedErrs[1])
-	assert.Equal(t, 2, outerCalls)
-	assert.Equal(t, 1, rec.retriesWith(1213))
-	assert.Equal(t, []string{"outer"}, names(t, db, ledger))
-	assert.Equal(t, 1, count(t, db, acct, "id = 1 AND balance = 120"))
-	assert.Equal(t, 1, count(t, db, acct, "id = 2 AND balance = 80"))
 }
