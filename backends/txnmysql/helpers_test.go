@@ -2,12 +2,9 @@ package txnmysql_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/internal/testdb"
 )
 
@@ -87,21 +85,7 @@ func testCtx(t testing.TB) context.Context {
 // when t ends. It returns the table's name.
 func createTable(t testing.TB, db *sql.DB, columns string) string {
 	t.Helper()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	base := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r - 'A' + 'a'
-		}
-		return '_'
-	}, strings.TrimPrefix(t.Name(), "Test"))
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	name := "txnmysql_" + base + "_" + hex.EncodeToString(b[:])
+	name := integrationtest.TableName(t, "txnmysql", 40)
 	ctx := context.Background()
 	_, err := db.ExecContext(ctx, "CREATE TABLE "+name+" ("+columns+") ENGINE=InnoDB")
 	require.NoError(t, err)

@@ -83,10 +83,11 @@ func Context(t testing.TB) context.Context {
 	return ctx
 }
 
-// CreateTable creates a table named prefix_<test>_<random> from columns and
-// drops it when t ends. It returns the name.
-func CreateTable[T any](t testing.TB, db DB[T], prefix, columns string) string {
-	t.Helper()
+// TableName returns prefix_<test>_<random>: the test's name without
+// "Test", lower-cased, every other character an underscore, cut to its
+// last keep characters, then 8 random hex digits, so that tests and runs
+// sharing a database never meet.
+func TableName(t testing.TB, prefix string, keep int) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	base := strings.Map(func(r rune) rune {
@@ -98,10 +99,17 @@ func CreateTable[T any](t testing.TB, db DB[T], prefix, columns string) string {
 		}
 		return '_'
 	}, strings.TrimPrefix(t.Name(), "Test"))
-	if len(base) > 30 {
-		base = base[len(base)-30:]
+	if len(base) > keep {
+		base = base[len(base)-keep:]
 	}
-	name := prefix + "_" + base + "_" + hex.EncodeToString(b[:])
+	return prefix + "_" + base + "_" + hex.EncodeToString(b[:])
+}
+
+// CreateTable creates a table named by TableName from columns and drops
+// it when t ends. It returns the name.
+func CreateTable[T any](t testing.TB, db DB[T], prefix, columns string) string {
+	t.Helper()
+	name := TableName(t, prefix, 30)
 	require.NoError(t, db.Exec(context.Background(), "CREATE TABLE "+name+" ("+columns+")"))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
