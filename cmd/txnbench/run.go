@@ -29,26 +29,12 @@ type storeOpener func(ctx context.Context, c *config) (Store, func(), error)
 // reached or set up; a run that completed with a failed invariant is a
 // report, not an error.
 func runBench(ctx context.Context, c *config, prog *progress, open storeOpener) (*report, error) {
-	seed := c.seed
-	if seed == 0 {
-		seed = rand.Uint64() | 1
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	prog.note(fmt.Sprintf("txnbench: connecting to %s", describeTarget(c)))
-	store, cleanup, err := open(setupCtx, c)
+	// A child of --processes finds the tables its parent set up.
+	store, release, seed, err := prepareStore(ctx, c, prog, open, describeTarget(c), !c.shape.child)
 	if err != nil {
-		prog.done()
 		return nil, err
 	}
-	defer cleanup()
-	defer store.Close()
-	if c.shape.child {
-		// The parent of --processes set the tables up.
-	} else if err := store.Setup(setupCtx, c.accounts); err != nil {
-		prog.done()
-		return nil, fmt.Errorf("%s: setup: %w", c.backend, err)
-	}
+	defer release()
 
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
 	w := c.workload()
@@ -204,6 +190,38 @@ func warmUp(ctx context.Context, w workload, a *arm, d time.Duration, seed uint6
 	prog.start(wa, "warm-up    "+a.name, d)
 	w.slice(ctx, wa, d, seed)
 	return wa.result()
+}
+
+// prepareStore picks the run's seed (c.seed, or a random one), opens the
+// store with open, announcing target, and with setup creates its tables.
+// The returned release closes the store. On an error the progress line is
+// ended and nothing is left open.
+func prepareStore(ctx context.Context, c *config, prog *progress, open storeOpener, target string, setup bool) (Store, func(), uint64, error) {
+	seed := c.seed
+	if seed == 0 {
+		seed = rand.Uint64() | 1
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+	prog.note(fmt.Sprintf("txnbench: connecting to %s", target))
+	store, cleanup, err := open(setupCtx, c)
+	if err != nil {
+		cancel()
+		prog.done()
+		return nil, nil, 0, err
+	}
+	release := func() {
+		store.Close()
+		cleanup()
+		cancel()
+	}
+	if setup {
+		if err := store.Setup(setupCtx, c.accounts); err != nil {
+			release()
+			prog.done()
+			return nil, nil, 0, fmt.Errorf("%s: setup: %w", c.backend, err)
+		}
+	}
+	return store, release, seed, nil
 }
 
 // sumResults adds the counts of rs up into one result called name: the

@@ -280,24 +280,11 @@ func childArgs(args []string, seed uint64) []string {
 // their results per policy, and checks the invariant once, on everything
 // all processes committed.
 func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpener) (*report, error) {
-	seed := c.seed
-	if seed == 0 {
-		seed = rand.Uint64() | 1
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	prog.note(fmt.Sprintf("txnbench: connecting to %s", c.backend))
-	store, cleanup, err := open(setupCtx, c)
+	store, release, seed, err := prepareStore(ctx, c, prog, open, c.backend, true)
 	if err != nil {
-		prog.done()
 		return nil, err
 	}
-	defer cleanup()
-	defer store.Close()
-	if err := store.Setup(setupCtx, c.accounts); err != nil {
-		prog.done()
-		return nil, fmt.Errorf("%s: setup: %w", c.backend, err)
-	}
+	defer release()
 	w := c.workload()
 	params := policyParams{base: c.base, cap: c.cap, maxAttempts: c.maxAttempts}
 	var base *arm
