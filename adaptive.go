@@ -123,14 +123,10 @@ type adaptive struct {
 	// passed the retry lane, which have waited their turn once already.
 	ahead waitQueue
 
-	// Stall escape (see admission.go): progress counts releases that took
-	// mu; while attempts wait, a timer on clock checks every stall
-	// interval that it moved since stallMark.
-	clock     Clock
-	progress  uint64
-	stallMark uint64
-	stallGen  uint64 // identifies the current timer
-	stallStop func() bool
+	// Stall escape (see admission.go): its progress counts releases that
+	// took mu; its timer runs on clock.
+	clock Clock
+	stall stallWatch
 }
 
 // calmConflict is the conflict share F below which a limit at its ceiling
@@ -340,15 +336,8 @@ func (a *adaptive) admitHead() {
 // watchStall keeps a stall timer running while attempts wait, and stops it
 // when none do; the caller holds mu.
 func (a *adaptive) watchStall() {
-	switch {
-	case a.waiting() == 0 && a.stallStop != nil:
-		a.stallStop()
-		a.stallStop = nil
-	case a.waiting() > 0 && a.stallStop == nil:
-		a.stallMark = a.progress
-		a.stallGen++
-		gen := a.stallGen
-		a.stallStop = afterFunc(a.clock, stallAfter(a.avgDur), func() { a.stalled(gen) })
+	if gen, set := a.stall.need(a.waiting() > 0); set {
+		a.stall.stop = afterFunc(a.clock, stallAfter(a.avgDur), func() { a.stalled(gen) })
 	}
 }
 
@@ -358,11 +347,11 @@ func (a *adaptive) watchStall() {
 func (a *adaptive) stalled(gen uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.stallGen != gen || a.stallStop == nil {
+	current, stalled := a.stall.fired(gen)
+	if !current {
 		return // a timer stopped, or replaced, as it fired
 	}
-	a.stallStop = nil
-	if a.waiting() > 0 && a.progress == a.stallMark {
+	if stalled && a.waiting() > 0 {
 		a.admitHead()
 	}
 	a.watchStall()
@@ -390,7 +379,7 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 	dur := now.Sub(t.start)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.progress++
+	a.stall.progress++
 	// F weighs each attempt by its duration relative to the average: it
 	// estimates the share of attempt time lost to conflicts, so one
 	// deadlock that waited a second counts for what it cost.

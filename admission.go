@@ -280,6 +280,45 @@ func stallAfter(avg float64) time.Duration {
 	return time.Duration(secs * float64(time.Second))
 }
 
+// stallWatch is the stall escape's bookkeeping for one queue (a lane, or a
+// key); its owner's mutex guards it. progress counts the releases that let
+// the queue move; while attempts wait, a timer checks once per stall
+// interval that it moved.
+type stallWatch struct {
+	progress uint64
+	mark     uint64      // progress when the timer was set
+	gen      uint64      // identifies the current timer
+	stop     func() bool // cancels the current timer; nil when none runs
+}
+
+// need stops the timer when nothing waits; when attempts wait and no timer
+// runs, it records the progress to compare with and reports that the
+// caller must set a timer that calls fired(gen) after the stall interval
+// (and store its cancel function in stop).
+func (s *stallWatch) need(waiting bool) (gen uint64, set bool) {
+	switch {
+	case !waiting && s.stop != nil:
+		s.stop()
+		s.stop = nil
+	case waiting && s.stop == nil:
+		s.mark = s.progress
+		s.gen++
+		return s.gen, true
+	}
+	return 0, false
+}
+
+// fired is called by the timer gen as it fires. It reports false if that
+// timer was stopped or replaced meanwhile; otherwise the timer is spent,
+// and stalled reports whether nothing moved since it was set.
+func (s *stallWatch) fired(gen uint64) (current, stalled bool) {
+	if s.gen != gen || s.stop == nil {
+		return false, false
+	}
+	s.stop = nil
+	return true, s.progress == s.mark
+}
+
 // afterFuncClock is implemented by clocks that can run a function once
 // their time has advanced by d (the tests' fake clock). Other clocks time
 // the stall interval with the system's timers.

@@ -30,10 +30,7 @@ type keyEntry struct {
 	holders int // 1, or more after stall escapes
 	queue   waitQueue
 
-	progress  uint64 // releases of the key
-	stallMark uint64
-	stallGen  uint64 // identifies the current timer
-	stallStop func() bool
+	stall stallWatch // its progress counts releases of the key
 }
 
 // lock takes every key in keys, in sorted order, and reports whether it had
@@ -101,7 +98,7 @@ func (kt *keyTable) unlock(keys []string) {
 // handOn releases one holder of k: the last one passes k to the next
 // waiter, or forgets k when nobody waits. The caller holds mu.
 func (kt *keyTable) handOn(k string, e *keyEntry) {
-	e.progress++
+	e.stall.progress++
 	e.holders--
 	if e.holders == 0 {
 		if w := e.queue.pop(); w != nil {
@@ -119,15 +116,8 @@ func (kt *keyTable) handOn(k string, e *keyEntry) {
 // watchStall keeps a stall timer running on k while attempts wait for it,
 // and stops it when none do; the caller holds mu.
 func (kt *keyTable) watchStall(k string, e *keyEntry) {
-	switch {
-	case e.queue.len() == 0 && e.stallStop != nil:
-		e.stallStop()
-		e.stallStop = nil
-	case e.queue.len() > 0 && e.stallStop == nil:
-		e.stallMark = e.progress
-		e.stallGen++
-		gen := e.stallGen
-		e.stallStop = afterFunc(kt.clock, kt.stall(), func() { kt.stalled(k, e, gen) })
+	if gen, set := e.stall.need(e.queue.len() > 0); set {
+		e.stall.stop = afterFunc(kt.clock, kt.stall(), func() { kt.stalled(k, e, gen) })
 	}
 }
 
@@ -136,11 +126,14 @@ func (kt *keyTable) watchStall(k string, e *keyEntry) {
 func (kt *keyTable) stalled(k string, e *keyEntry, gen uint64) {
 	kt.mu.Lock()
 	defer kt.mu.Unlock()
-	if kt.m[k] != e || e.stallGen != gen || e.stallStop == nil {
+	if kt.m[k] != e {
+		return // k was forgotten, and e with it, as the timer fired
+	}
+	current, stalled := e.stall.fired(gen)
+	if !current {
 		return // a timer stopped, or replaced, as it fired
 	}
-	e.stallStop = nil
-	if e.queue.len() > 0 && e.progress == e.stallMark {
+	if stalled && e.queue.len() > 0 {
 		w := e.queue.pop()
 		e.holders++
 		w.admitted = true
