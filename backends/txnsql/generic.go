@@ -1,10 +1,8 @@
 package txnsql
 
 import (
-	"errors"
-	"reflect"
-
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // ClassifyGeneric classifies the errors of database/sql drivers without
@@ -26,26 +24,17 @@ func ClassifyGeneric(err error) txn.Class {
 	if c := Classify(err); c != txn.ClassPermanent {
 		return c
 	}
-	var st interface{ SQLState() string }
-	if errors.As(err, &st) && !isNilPointer(st) {
+	if st, ok := errchain.As[interface{ SQLState() string }](err); ok {
 		switch st.SQLState() {
 		case "40001", "40P01":
 			return txn.ClassRetryable
 		}
 	}
-	var sc interface{ Code() int }
-	if errors.As(err, &sc) && !isNilPointer(sc) {
+	if sc, ok := errchain.As[interface{ Code() int }](err); ok {
 		switch sc.Code() & 0xff {
 		case 5, 6: // SQLITE_BUSY, SQLITE_LOCKED
 			return txn.ClassRetryable
 		}
 	}
 	return txn.ClassPermanent
-}
-
-// isNilPointer reports whether v is a typed nil pointer, whose methods may
-// panic.
-func isNilPointer(v any) bool {
-	rv := reflect.ValueOf(v)
-	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
