@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Observer receives what Run does. Its methods are called synchronously from
@@ -114,7 +116,7 @@ func (NopObserver) Admitted(context.Context, AdmissionEvent) {}
 func Observers(obs ...Observer) Observer {
 	var list multiObserver
 	for _, o := range obs {
-		if !isNil(o) {
+		if !errchain.IsNil(o) {
 			list = append(list, o)
 		}
 	}

@@ -3,8 +3,9 @@ package txn
 import (
 	"fmt"
 	"math"
-	"reflect"
 	"time"
+
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // RunnerOption configures a Runner: New and every backend's constructor
@@ -126,7 +127,7 @@ func MaxElapsed(d time.Duration) Option {
 // arguments, is an error.
 func WithBackoff(b Backoff) Option {
 	return option(func(c *config) {
-		if isNil(b) {
+		if errchain.IsNil(b) {
 			c.fail("WithBackoff(nil): the policy is a nil %T", b)
 			return
 		}
@@ -145,7 +146,7 @@ func WithBackoff(b Backoff) Option {
 // observation off, which is the default.
 func WithObserver(o Observer) Option {
 	return option(func(c *config) {
-		if isNil(o) {
+		if errchain.IsNil(o) {
 			o = nil // a nil pointer or function: observation off
 		}
 		c.observer = o
@@ -193,7 +194,7 @@ func Keys(keys ...string) CallOption {
 // pointer) is an error.
 func WithClock(clk Clock) RunnerOption {
 	return runnerOption(func(c *config) {
-		if isNil(clk) {
+		if errchain.IsNil(clk) {
 			c.fail("WithClock(nil): the clock is a nil %T", clk)
 			return
 		}
@@ -322,19 +323,6 @@ func NoReconnectBudget() RunnerOption {
 // MaxAdaptive is the largest ceiling Adaptive accepts; larger ones are
 // lowered to it.
 const MaxAdaptive = math.MaxInt32
-
-// isNil reports whether v is nil or a nil pointer, function, map, slice,
-// channel or interface held in an interface, whose methods would panic.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface:
-		return rv.IsNil()
-	}
-	return false
-}
 
 // Operation names what a call does (an endpoint, a method, a use case):
 // every observer event of the call carries the name in its Operation field,

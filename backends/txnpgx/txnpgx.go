@@ -30,13 +30,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"reflect"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Beginner begins pgx transactions. *pgxpool.Pool and *pgx.Conn implement
@@ -58,7 +58,7 @@ type Runner = txn.Runner[pgx.Tx]
 // dies, Run stops instead of retrying on a closed connection). A nil db, or
 // a typed nil pointer, yields a Runner whose Run returns txn.ErrNilRunner.
 func New(db Beginner, opts ...txn.RunnerOption) *Runner {
-	if isNil(db) {
+	if errchain.IsNil(db) {
 		return txn.New[pgx.Tx](nil, opts...)
 	}
 	return txn.New[pgx.Tx](&backend{db: db}, opts...)
@@ -74,19 +74,6 @@ func TxOptions(o pgx.TxOptions) txn.BeginOption[pgx.Tx] {
 
 // backendName marks this package's begin options.
 const backendName = "txnpgx"
-
-// isNil reports whether db is nil or a typed nil pointer.
-func isNil(db Beginner) bool {
-	if db == nil {
-		return true
-	}
-	v := reflect.ValueOf(db)
-	switch v.Kind() {
-	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Func, reflect.Slice, reflect.Chan:
-		return v.IsNil()
-	}
-	return false
-}
 
 // backend adapts a Beginner to txn.Backend and txn.Savepointer.
 type backend struct {
