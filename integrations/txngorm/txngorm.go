@@ -40,11 +40,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnsql"
+	"github.com/txnkit/txn/internal/errchain"
 	"gorm.io/gorm"
 )
 
@@ -200,7 +200,7 @@ func withDeadlineOf(bctx, ctx context.Context) context.Context {
 // committer returns the transaction tx is bound to.
 func committer(tx *gorm.DB) (gorm.TxCommitter, error) {
 	c, ok := tx.Statement.ConnPool.(gorm.TxCommitter)
-	if v := reflect.ValueOf(c); !ok || (v.Kind() == reflect.Pointer && v.IsNil()) {
+	if !ok || errchain.IsNil(c) {
 		return nil, fmt.Errorf("txngorm: handle is not bound to a transaction: %w", gorm.ErrInvalidTransaction)
 	}
 	return c, nil
