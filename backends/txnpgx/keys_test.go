@@ -2,11 +2,14 @@ package txnpgx_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -124,4 +127,218 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-secondDone)
 	assert.Equal(t, int32(1), order.Load())
+}
+
+// The locks and BEGIN travel in one query; what the client sees of it is
+// one transaction with the isolation level it asked for (its own
+// BeginQuery included), no notice, and a level that was not lowered by the
+// statements that took the locks.
+func TestDatabaseKeysBeginAsAsked(t *testing.T) {
+	cfg := poolConfig(t)
+	var mu sync.Mutex
+	var notices []string
+	cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		notices = append(notices, n.Severity+": "+n.Message)
+		mu.Unlock()
+	}
+	pool := newPool(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for _, tc := range []struct {
+		opts pgx.TxOptions
+		want string
+	}{
+		{pgx.TxOptions{}, "read committed"},
+		{pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadOnly, DeferrableMode: pgx.Deferrable}, "serializable read-only"},
+		{pgx.TxOptions{BeginQuery: "BEGIN ISOLATION LEVEL REPEATABLE READ"}, "repeatable read"},
+	} {
+		r := txnpgx.New(pool, txn.DatabaseKeys()).WithBegin(txnpgx.TxOptions(tc.opts))
+		var got, minMessages string
+		var locks int
+		err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			var ro string
+			if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'),
+				current_setting('client_min_messages'),
+				(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)`).Scan(&got, &ro, &minMessages, &locks); err != nil {
+				return err
+			}
+			if ro == "on" {
+				got += " read-only"
+			}
+			return nil
+		}, txn.Keys("a", "b"))
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got, "%+v", tc.opts)
+		assert.Equal(t, "notice", minMessages, "the client's notice level is restored inside the transaction")
+		assert.Equal(t, 2, locks, "both keys held inside the transaction")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, notices)
+}
+
+// On a single connection that is already inside a transaction, a Run with
+// DatabaseKeys refuses to begin: taking the locks ends with a COMMIT that
+// would commit the caller's transaction.
+func TestDatabaseKeysRefuseConnInTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgDSN())
+	if err != nil {
+		unavailable(t, err)
+	}
+	defer conn.Close(context.Background())
+	tbl := counterTable(t, newPool(t, nil))
+	outer, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = outer.Exec(ctx, "UPDATE "+tbl+" SET v = 7 WHERE id = 1")
+	require.NoError(t, err)
+
+	ran := false
+	err = txnpgx.New(conn, txn.DatabaseKeys()).Run(ctx, func(context.Context, pgx.Tx) error {
+		ran = true
+		return nil
+	}, txn.Keys("k"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already in a transaction")
+	assert.False(t, ran)
+	require.NoError(t, outer.Rollback(ctx))
+	assert.Equal(t, 0, queryInt(t, newPool(t, nil), "SELECT v FROM "+tbl+" WHERE id = 1"), "the caller's transaction was committed")
+}
+
+// sqlTracer records the SQL of every query pgx sends through a pool's
+// connections.
+type sqlTracer struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	s.sql = append(s.sql, d.SQL)
+	s.mu.Unlock()
+	return ctx
+}
+
+func (s *sqlTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (s *sqlTracer) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.sql
+	s.sql = nil
+	return out
+}
+
+// advisoryLocks counts the advisory locks held or awaited in the test
+// database, by every session.
+func advisoryLocks(t *testing.T, pool *pgxpool.Pool) int {
+	return queryInt(t, pool, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+}
+
+// A Run that commits releases its keys with its COMMIT, in one query: the
+// Runner sends no statement of its own between fn's last one and the next
+// transaction's locks. Every other ending (fn's error, a failed statement
+// that fn ignored, fn ending the transaction itself) reports what pgx
+// would, and leaves no lock behind on the pooled connection.
+func TestDatabaseKeysCommitReleasesKeys(t *testing.T) {
+	tracer := &sqlTracer{}
+	cfg := poolConfig(t)
+	cfg.MaxConns = 1
+	cfg.ConnConfig.Tracer = tracer
+	pool := newPool(t, cfg)
+	other := newPool(t, nil)
+	tbl := counterTable(t, other)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for _, iso := range []pgx.TxIsoLevel{pgx.ReadCommitted, pgx.Serializable} {
+		r := txnpgx.New(pool, txn.DatabaseKeys()).WithBegin(txnpgx.TxOptions(pgx.TxOptions{IsoLevel: iso}))
+		update := "UPDATE " + tbl + " SET v = v + 1 WHERE id = 1"
+		tracer.take()
+
+		err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, update)
+			return err
+		}, txn.Keys("a", "b"))
+		require.NoError(t, err, iso)
+		sent := tracer.take()
+		require.Len(t, sent, 2, "%s: the locks and BEGIN, then fn's UPDATE; COMMIT carries the unlock: %q", iso, sent)
+		assert.Contains(t, sent[0], "pg_advisory_lock")
+		assert.Equal(t, update, sent[1])
+		assert.Zero(t, advisoryLocks(t, other), "%s: the keys outlived the commit", iso)
+
+		// fn's error: rolled back, then unlocked.
+		boom := errors.New("boom")
+		err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, update)
+			require.NoError(t, err)
+			return boom
+		}, txn.Keys("a"))
+		require.ErrorIs(t, err, boom)
+		assert.Zero(t, advisoryLocks(t, other), "%s: keys held after a rollback", iso)
+
+		// A statement failed and fn went on: COMMIT answers ROLLBACK, which
+		// Run must report, not take for a commit.
+		err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, update)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, "SELECT 1/0")
+			require.Error(t, err)
+			return nil
+		}, txn.Keys("a"))
+		require.ErrorIs(t, err, pgx.ErrTxCommitRollback, iso)
+		assert.Zero(t, advisoryLocks(t, other), "%s: keys held after COMMIT answered ROLLBACK", iso)
+
+		// fn committed the transaction itself.
+		err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			return tx.Commit(ctx)
+		}, txn.Keys("a"))
+		require.ErrorIs(t, err, txn.ErrFnFinishedTx, iso)
+		assert.Zero(t, advisoryLocks(t, other), "%s: keys held after fn committed", iso)
+	}
+	assert.Equal(t, 2, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "only the two committed Runs wrote")
+}
+
+// A transaction that fails at COMMIT (a serialization failure of
+// SERIALIZABLE, found only when it commits) is not committed, is retried,
+// and its keys are released even though the query that would have
+// released them with the COMMIT stopped at the COMMIT's error.
+func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
+	pool, other := newPool(t, nil), newPool(t, nil)
+	tbl := newTable(t, other, "id int PRIMARY KEY, v int NOT NULL")
+	mustExec(t, other, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	obs := &retryCounter{}
+	r := txnpgx.New(pool, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(serializable())
+
+	// Write skew: the Run reads row 2 and writes row 1 while a concurrent
+	// SERIALIZABLE transaction, without the key, reads row 1 and writes
+	// row 2 and commits first. The Run's COMMIT then fails with 40001.
+	var tries atomic.Int32
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		var v int
+		if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 2").Scan(&v); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = $1 WHERE id = 1", v+1); err != nil {
+			return err
+		}
+		if tries.Add(1) == 1 {
+			rival, err := other.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+			require.NoError(t, err)
+			var w int
+			require.NoError(t, rival.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = 1").Scan(&w))
+			_, err = rival.Exec(ctx, "UPDATE "+tbl+" SET v = $1 WHERE id = 2", w+10)
+			require.NoError(t, err)
+			require.NoError(t, rival.Commit(ctx))
+		}
+		return nil
+	}, txn.Keys("a"))
+	require.NoError(t, err)
+	assert.Equal(t, int32(2), tries.Load(), "the first COMMIT failed and the Run tried again")
+	assert.Equal(t, int64(1), obs.n.Load())
+	assert.Equal(t, 11, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "the retry read the rival's write")
+	assert.Zero(t, advisoryLocks(t, other), "keys held after the failed COMMIT")
 }

@@ -31,6 +31,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -108,7 +110,9 @@ func (b *backend) PoolSize() int {
 // that a REPEATABLE READ or SERIALIZABLE transaction takes its snapshot
 // only once it holds its keys (a lock taken inside the transaction would
 // come after the snapshot, and the first write after the wait would fail
-// with 40001); unlock releases them (pg_advisory_unlock_all) once the
+// with 40001); the locks and BEGIN travel in one query (lockThenBegin).
+// The Runner's COMMIT releases them in the same query (lockedTx);
+// otherwise unlock releases them (pg_advisory_unlock_all) once the
 // transaction ended, and a pooled connection on which that fails is closed
 // instead of returned to the pool. Over any other Beginner the locks are
 // transaction locks (pg_advisory_xact_lock) taken right after BEGIN, which
@@ -144,7 +148,12 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 	default:
 		return b.beginXactLocked(ctx, o, keys)
 	}
+	var lt *lockedTx
 	unlock := func(ctx context.Context) {
+		if lt != nil && lt.unlocked {
+			done(ctx, false)
+			return
+		}
 		_, err := conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
 		done(ctx, err != nil)
 	}
@@ -154,17 +163,139 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 		unlock(uctx)
 		return nil, nil, err
 	}
-	// One statement for all keys, so that a Run waits for its second key
-	// without a round trip after its first is granted; the function scan
-	// of unnest yields, and locks, the hashes in the array's order.
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) AS k", KeyHashes(keys)); err != nil {
-		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key: %w", err))
+	if st := conn.PgConn().TxStatus(); st != 'I' {
+		// lockThenBegin ends the implicit transaction of its locks with
+		// COMMIT, which on a connection inside a transaction would commit
+		// that one.
+		done(ctx, false)
+		return nil, nil, txn.Permanent(fmt.Errorf("txnpgx: DatabaseKeys: the connection is already in a transaction (status %q)", st))
 	}
+	o.BeginQuery = lockThenBegin(KeyHashes(keys), o)
 	tx, err := conn.BeginTx(ctx, o)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key, then BEGIN: %w", err))
 	}
-	return tx, unlock, nil
+	if o.CommitQuery != "" {
+		// A COMMIT of the caller's own is sent as it is; the locks go
+		// in a round trip of their own after it.
+		return tx, unlock, nil
+	}
+	lt = &lockedTx{Tx: tx, conn: conn}
+	return lt, unlock, nil
+}
+
+// lockedTx is a transaction that BeginLocked began on a connection holding
+// session advisory locks. The Runner's commit (backend.Commit) sends COMMIT
+// and the unlock in one query, so that the next process waiting for the
+// keys is granted them as the transaction commits, without waiting for a
+// round trip of its holder. fn sees the pgx.Tx it wraps; the transaction's
+// own Commit and Rollback behave as pgx's, and report pgx.ErrTxClosed once
+// the Runner committed.
+type lockedTx struct {
+	pgx.Tx
+	conn *pgx.Conn
+	// closed is set once commitAndUnlock sent COMMIT, unlocked once the
+	// server confirmed that the unlock after it ran.
+	closed, unlocked bool
+}
+
+// commitAndUnlockSQL commits and then releases the session's advisory
+// locks: the unlock runs only if COMMIT succeeded (a simple query stops at
+// its first error), and after it, so no other transaction holds the keys
+// before this one's writes are visible.
+const commitAndUnlockSQL = "COMMIT; SELECT pg_advisory_unlock_all()"
+
+// Commit commits the transaction as pgx.Tx's Commit does; the locks stay
+// held until the Runner releases them.
+func (t *lockedTx) Commit(ctx context.Context) error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	return t.Tx.Commit(ctx)
+}
+
+// Rollback rolls the transaction back as pgx.Tx's Rollback does.
+func (t *lockedTx) Rollback(ctx context.Context) error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	return t.Tx.Rollback(ctx)
+}
+
+// commitAndUnlock commits and releases the locks in one round trip, and
+// returns what pgx's Commit would: nil once the server confirmed COMMIT,
+// pgx.ErrTxCommitRollback when it rolled back, the error that stopped it
+// otherwise. A transaction that is no longer open and healthy (fn ended it
+// itself, or a statement failed, and COMMIT would answer ROLLBACK) is
+// committed by pgx as usual, so that its answer is the one pgx gives.
+func (t *lockedTx) commitAndUnlock(ctx context.Context) error {
+	pc := t.conn.PgConn()
+	if t.closed || pc.TxStatus() != 'T' {
+		return t.Commit(ctx)
+	}
+	t.closed = true
+	results, err := pc.Exec(ctx, commitAndUnlockSQL).ReadAll()
+	if len(results) > 0 && results[0].Err == nil {
+		if results[0].CommandTag.String() == "ROLLBACK" {
+			t.unlocked = err == nil && len(results) == 2
+			return pgx.ErrTxCommitRollback
+		}
+		// Committed; if the unlock failed, the Runner's unlock tries again
+		// and closes the connection if that fails too.
+		t.unlocked = err == nil && len(results) == 2
+		return nil
+	}
+	if len(results) > 0 {
+		err = results[0].Err
+	}
+	if pc.TxStatus() != 'I' {
+		// As pgx does after a failed COMMIT: the connection's state is
+		// unknown.
+		_ = t.conn.Close(ctx)
+	}
+	return err
+}
+
+// lockThenBegin returns the query that takes the session advisory locks on
+// hashes and then begins the transaction o describes, in one round trip:
+// pgx sends a query without arguments over the simple protocol, which runs
+// several statements. The locks are taken in an implicit transaction of
+// their own, which COMMIT ends (session locks outlive it; SET LOCAL keeps
+// COMMIT's "no transaction in progress" warning from reaching the
+// client's notice handler), so that BEGIN starts a fresh transaction whose
+// snapshot is taken by its first statement, after every lock was granted.
+// One statement takes all the locks, in the array's order (unnest's
+// function scan yields them so), so that a Run waits for its second key
+// without a round trip after its first is granted. The hashes are integers
+// written by strconv; nothing of the keys' text reaches the query.
+func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
+	var b strings.Builder
+	b.WriteString("SET LOCAL client_min_messages = error; SELECT pg_advisory_lock(k) FROM unnest('{")
+	for i, h := range hashes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(h, 10))
+	}
+	b.WriteString("}'::bigint[]) AS k; COMMIT; ")
+	if o.BeginQuery != "" {
+		b.WriteString(o.BeginQuery)
+		return b.String()
+	}
+	b.WriteString("BEGIN")
+	if o.IsoLevel != "" {
+		b.WriteString(" ISOLATION LEVEL ")
+		b.WriteString(string(o.IsoLevel))
+	}
+	if o.AccessMode != "" {
+		b.WriteByte(' ')
+		b.WriteString(string(o.AccessMode))
+	}
+	if o.DeferrableMode != "" {
+		b.WriteByte(' ')
+		b.WriteString(string(o.DeferrableMode))
+	}
+	return b.String()
 }
 
 // beginXactLocked begins a transaction and takes transaction-level
@@ -242,7 +373,12 @@ func (b *backend) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
 // is marked so that Classify reports txn.ClassConnLost for it, which Run
 // treats as an unknown outcome.
 func (b *backend) Commit(ctx context.Context, tx pgx.Tx) error {
-	err := tx.Commit(ctx)
+	var err error
+	if lt, ok := tx.(*lockedTx); ok {
+		err = lt.commitAndUnlock(ctx)
+	} else {
+		err = tx.Commit(ctx)
+	}
 	switch {
 	case err == nil:
 		return nil
