@@ -15,6 +15,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
+	"github.com/txnkit/txn/internal/faultproxy"
 )
 
 // retryCounter counts the retries Run schedules.
@@ -341,4 +342,41 @@ func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
 	assert.Equal(t, int64(1), obs.n.Load())
 	assert.Equal(t, 11, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "the retry read the rival's write")
 	assert.Zero(t, advisoryLocks(t, other), "keys held after the failed COMMIT")
+}
+
+// The connection is cut as the COMMIT that carries the unlock goes out:
+// before the server sees it, or after the server committed and answered.
+// The outcome is unknown to the client either way; Run must say so and
+// not run fn again, and the server, which ends the session, must release
+// the keys with it.
+func TestDatabaseKeysConnectionLostAtCommit(t *testing.T) {
+	for _, tc := range []struct {
+		mode faultproxy.Mode
+		rows int
+	}{{faultproxy.CutBeforeForward, 0}, {faultproxy.CutAfterReply, 1}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			direct := newPool(t, nil)
+			tbl := newTable(t, direct, "id int PRIMARY KEY")
+			pool, proxy := proxiedPool(t)
+			var attempts int
+			err := txnpgx.New(pool, txn.DatabaseKeys()).Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
+				attempts++
+				if _, err := tx.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+					return err
+				}
+				proxy.Arm([]byte("pg_advisory_unlock_all"), tc.mode)
+				return nil
+			}, txn.Keys("k"))
+			require.Equal(t, 1, proxy.Fires())
+			require.ErrorIs(t, err, txn.ErrCommitUnknown)
+			assert.Equal(t, 1, attempts, "fn is not run again after an unknown commit")
+			assert.Equal(t, tc.rows, queryInt(t, direct, "SELECT count(*) FROM "+tbl))
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			for advisoryLocks(t, direct) != 0 {
+				// The server notices the closed socket on its own time.
+				require.NoError(t, ctx.Err(), "the keys outlived the cut connection")
+			}
+		})
+	}
 }
