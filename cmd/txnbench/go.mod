@@ -54,3 +54,5 @@ replace github.com/txnkit/txn/backends/txnmysql => ../../backends/txnmysql
 replace github.com/txnkit/txn/backends/txnpgx => ../../backends/txnpgx
 
 replace github.com/txnkit/txn/backends/txnmongo => ../../backends/txnmongo
+
+replace github.com/txnkit/txn/internal/mongotest => ../../internal/mongotest
