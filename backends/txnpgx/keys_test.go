@@ -380,3 +380,36 @@ func TestDatabaseKeysConnectionLostAtCommit(t *testing.T) {
 		})
 	}
 }
+
+// Inside a Run with DatabaseKeys, fn's transaction works as any other: a
+// savepoint rolled back undoes only its own writes, a nested Run joins, and
+// TxFrom returns the handle fn was given.
+func TestDatabaseKeysSavepointAndNestedRun(t *testing.T) {
+	pool := newPool(t, nil)
+	tbl := newTable(t, pool, "id int PRIMARY KEY")
+	r := txnpgx.New(pool, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+			return err
+		}
+		got, ok := txn.TxFrom[pgx.Tx](ctx)
+		require.True(t, ok)
+		assert.Same(t, tx, got)
+		spErr := txn.Savepoint(ctx, func(ctx context.Context, sp pgx.Tx) error {
+			if _, err := sp.Exec(ctx, "INSERT INTO "+tbl+" VALUES (2)"); err != nil {
+				return err
+			}
+			return errors.New("undo 2")
+		})
+		require.EqualError(t, spErr, "undo 2")
+		return r.Run(ctx, func(ctx context.Context, inner pgx.Tx) error {
+			_, err := inner.Exec(ctx, "INSERT INTO "+tbl+" VALUES (3)")
+			return err
+		}, txn.Keys("other"))
+	}, txn.Keys("k"))
+	require.NoError(t, err)
+	assert.Equal(t, 2, queryInt(t, pool, "SELECT count(*) FROM "+tbl+" WHERE id IN (1, 3)"))
+	assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM "+tbl+" WHERE id = 2"))
+	assert.Zero(t, advisoryLocks(t, pool))
+}
