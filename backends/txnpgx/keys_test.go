@@ -3,6 +3,8 @@ package txnpgx_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -412,4 +414,59 @@ func TestDatabaseKeysSavepointAndNestedRun(t *testing.T) {
 	assert.Equal(t, 2, queryInt(t, pool, "SELECT count(*) FROM "+tbl+" WHERE id IN (1, 3)"))
 	assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM "+tbl+" WHERE id = 2"))
 	assert.Zero(t, advisoryLocks(t, pool))
+}
+
+// A Run waiting in the database for a key another process holds gives up
+// when its context ends, without entering fn, and leaves no lock or lock
+// request behind; the holder then commits normally.
+func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
+	p1, p2 := newPool(t, nil), newPool(t, nil)
+	r1 := txnpgx.New(p1, txn.DatabaseKeys())
+	r2 := txnpgx.New(p2, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	key := fmt.Sprintf("k%016x", rand.Uint64())
+	entered, release := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		firstDone <- r1.Run(ctx, func(context.Context, pgx.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		}, txn.Keys(key))
+	}()
+	<-entered
+	waitCtx, cancel := context.WithCancel(ctx)
+	secondDone := make(chan error, 1)
+	var ran atomic.Bool
+	go func() {
+		secondDone <- r2.Run(waitCtx, func(context.Context, pgx.Tx) error {
+			ran.Store(true)
+			return nil
+		}, txn.Keys(key))
+	}()
+	for keyWaiters(t, p1, key) != 1 {
+		require.NoError(t, ctx.Err(), "the second Run never waited on the advisory lock")
+	}
+	cancel()
+	err := <-secondDone
+	require.ErrorIs(t, err, context.Canceled)
+	assert.False(t, ran.Load())
+	for keyWaiters(t, p1, key) != 0 {
+		require.NoError(t, ctx.Err(), "the canceled lock request stayed in the database")
+	}
+	close(release)
+	require.NoError(t, <-firstDone)
+	for advisoryLocks(t, p1) != 0 {
+		require.NoError(t, ctx.Err(), "keys held after both Runs returned")
+	}
+	// The second pool still works.
+	require.NoError(t, r2.Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys(key)))
+}
+
+// keyWaiters counts the sessions waiting for the advisory lock of key.
+func keyWaiters(t *testing.T, pool *pgxpool.Pool, key string) int {
+	// The advisory lock's 64-bit key is split in classid (high half) and
+	// objid (low half).
+	return queryInt(t, pool, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+		AND classid::bigint = ($1::bigint >> 32) & 4294967295 AND objid::bigint = $1::bigint & 4294967295`, txnpgx.KeyHashes([]string{key})[0])
 }
