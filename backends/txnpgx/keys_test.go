@@ -95,16 +95,7 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	r2 := txnpgx.New(p2, txn.DatabaseKeys())
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	entered, release := make(chan struct{}), make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() {
-		firstDone <- r1.Run(ctx, func(context.Context, pgx.Tx) error {
-			close(entered)
-			<-release
-			return nil
-		}, txn.Keys("k"))
-	}()
-	<-entered
+	finishFirst := holdKey(t, ctx, r1, "k")
 	var order atomic.Int32
 	secondDone := make(chan error, 1)
 	go func() {
@@ -113,21 +104,12 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 			return nil
 		}, txn.Keys("k"))
 	}()
-	hash := txnpgx.KeyHashes([]string{"k"})[0]
-	for {
-		// The advisory lock's 64-bit key is split in classid (high half)
-		// and objid (low half).
-		n := queryInt(t, p1, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-			AND classid::bigint = ($1::bigint >> 32) & 4294967295 AND objid::bigint = $1::bigint & 4294967295`, hash)
-		if n == 1 {
-			break
-		}
+	for keyWaiters(t, p1, "k") != 1 {
 		require.NoError(t, ctx.Err(), "the second Run never waited on the advisory lock")
 	}
 	require.Zero(t, order.Load(), "the second Run entered fn while the key was held")
 	order.CompareAndSwap(0, 1)
-	close(release)
-	require.NoError(t, <-firstDone)
+	require.NoError(t, finishFirst())
 	require.NoError(t, <-secondDone)
 	assert.Equal(t, int32(1), order.Load())
 }
@@ -425,16 +407,7 @@ func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
 	r2 := txnpgx.New(p2, txn.DatabaseKeys())
 	ctx := testCtx(t)
 	key := fmt.Sprintf("k%016x", rand.Uint64())
-	entered, release := make(chan struct{}), make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() {
-		firstDone <- r1.Run(ctx, func(context.Context, pgx.Tx) error {
-			close(entered)
-			<-release
-			return nil
-		}, txn.Keys(key))
-	}()
-	<-entered
+	finishFirst := holdKey(t, ctx, r1, key)
 	waitCtx, cancel := context.WithCancel(ctx)
 	secondDone := make(chan error, 1)
 	var ran atomic.Bool
@@ -454,8 +427,7 @@ func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
 	for keyWaiters(t, p1, key) != 0 {
 		require.NoError(t, ctx.Err(), "the canceled lock request stayed in the database")
 	}
-	close(release)
-	require.NoError(t, <-firstDone)
+	require.NoError(t, finishFirst())
 	for advisoryLocks(t, p1) != 0 {
 		require.NoError(t, ctx.Err(), "keys held after both Runs returned")
 	}
@@ -469,4 +441,28 @@ func keyWaiters(t *testing.T, pool *pgxpool.Pool, key string) int {
 	// objid (low half).
 	return queryInt(t, pool, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
 		AND classid::bigint = ($1::bigint >> 32) & 4294967295 AND objid::bigint = $1::bigint & 4294967295`, txnpgx.KeyHashes([]string{key})[0])
+}
+
+// holdKey starts a Run of r that holds key until the returned function is
+// called; that function lets the Run commit and returns its error.
+func holdKey(t *testing.T, ctx context.Context, r *txnpgx.Runner, key string) (finish func() error) {
+	t.Helper()
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(context.Context, pgx.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		}, txn.Keys(key))
+	}()
+	select {
+	case <-entered:
+	case err := <-done:
+		require.FailNow(t, "the Run holding the key returned before fn", "%v", err)
+	}
+	return func() error {
+		close(release)
+		return <-done
+	}
 }
