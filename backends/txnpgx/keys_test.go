@@ -283,6 +283,17 @@ func TestDatabaseKeysCommitReleasesKeys(t *testing.T) {
 		assert.Zero(t, advisoryLocks(t, other), "%s: keys held after fn committed", iso)
 	}
 	assert.Equal(t, 2, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "only the two committed Runs wrote")
+
+	// A COMMIT of the caller's own (pgx.TxOptions.CommitQuery) is sent as
+	// it is, and the keys are released in a statement of their own.
+	r := txnpgx.New(pool, txn.DatabaseKeys()).WithBegin(txnpgx.TxOptions(pgx.TxOptions{CommitQuery: "COMMIT"}))
+	tracer.take()
+	require.NoError(t, r.Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("a")))
+	sent := tracer.take()
+	require.Len(t, sent, 3, "%q", sent)
+	assert.Equal(t, "COMMIT", sent[1])
+	assert.Equal(t, "SELECT pg_advisory_unlock_all()", sent[2])
+	assert.Zero(t, advisoryLocks(t, other))
 }
 
 // A transaction that fails at COMMIT (a serialization failure of
