@@ -101,7 +101,7 @@ func (s *memStore) apply(t transfer, log *memLog) {
 	log.transfers = append(log.transfers, t)
 }
 
-func (s *memStore) Bank(opts ...runnerOption) TransferFunc {
+func (s *memStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.AdmissionStats) {
 	r := txn.New[*memTx](memBackend{s}, opts...)
 	log := &memLog{}
 	s.mu.Lock()
@@ -117,7 +117,7 @@ func (s *memStore) Bank(opts ...runnerOption) TransferFunc {
 			tx.t, tx.set, tx.log = t, true, log
 			return nil
 		}, callOpts...)
-	}
+	}, r.AdmissionStats
 }
 
 func (s *memStore) Plain() TransferFunc {
@@ -411,6 +411,7 @@ func TestHotWorkersFlags(t *testing.T) {
 		{[]string{"--hot-workers", "2", "--accounts", "3"}, "--hot-workers: needs --accounts 4 or more (the hot pair and at least two others)"},
 		{[]string{"--hot-workers", "-1"}, "--hot-workers -1: want 0 (none) or more"},
 		{[]string{"--timeline", "-1s"}, "--timeline -1s: want a positive interval such as 100ms"},
+		{[]string{"--admission-trace", "-1s"}, "--admission-trace -1s: want a positive interval such as 250ms"},
 		{[]string{"--timeline", "often"}, `--timeline "often": want a duration with a unit`},
 		{[]string{"--timeline", "100ms", "--processes", "2", "--dsn", "x.db"}, "--timeline: not with --processes"},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -103,8 +104,10 @@ type arm struct {
 	workers  int
 	baseline bool
 	transfer TransferFunc
-	perCall  func(transfer) []callOption
-	obs      *counter
+	// stats reads the arm's Runner's admission state (nil for plain).
+	stats   func() txn.AdmissionStats
+	perCall func(transfer) []callOption
+	obs     *counter
 	// route is the Observer of the arm's Runner (and what the plain arm
 	// counts through): it points at obs but for the arm's warm-up.
 	route *observerRoute
@@ -137,7 +140,7 @@ func newArm(s Store, p *policy, params policyParams, workers int, seed uint64, b
 		a.transfer = plainTransfer(s.Plain(), a.route)
 		return a
 	}
-	a.transfer = s.Bank(runnerOptions(p, params, a.route, seed)...)
+	a.transfer, a.stats = s.Bank(runnerOptions(p, params, a.route, seed)...)
 	return a
 }
 
@@ -145,7 +148,7 @@ func newArm(s Store, p *policy, params policyParams, workers int, seed uint64, b
 // keeps its own tallies, and routes the Runner's events to it until
 // a.endWarmup is called.
 func (a *arm) warmupArm() *arm {
-	w := &arm{name: a.name, workers: a.workers, baseline: a.baseline, transfer: a.transfer, perCall: a.perCall,
+	w := &arm{name: a.name, workers: a.workers, baseline: a.baseline, transfer: a.transfer, stats: a.stats, perCall: a.perCall,
 		obs: &counter{code: a.obs.code}, route: a.route, description: a.description}
 	a.route.to.Store(w.obs)
 	return w
@@ -181,6 +184,10 @@ type workload struct {
 	hotWorkers int
 	// timeline makes slices record the time of every commit.
 	timeline bool
+	// trace is the interval of the admission trace written to traceOut
+	// while a slice runs (0: none).
+	trace    time.Duration
+	traceOut io.Writer
 	// now is the clock of the slices; nil is time.Now. Tests set a fake one.
 	now func() time.Time
 }
@@ -222,6 +229,10 @@ func (w workload) slice(ctx context.Context, a *arm, d time.Duration, seed uint6
 	start := now()
 	end := start.Add(d)
 	classes := w.classes()
+	if w.trace > 0 && w.traceOut != nil && a.stats != nil {
+		stop := traceAdmission(w.traceOut, w.trace, a.name, a.stats)
+		defer stop()
+	}
 	var wg sync.WaitGroup
 	for i := range a.workers {
 		wg.Add(1)

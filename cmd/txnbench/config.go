@@ -44,7 +44,11 @@ type config struct {
 	cold bool
 	// timeline is the interval of the commit timeline (0: none).
 	timeline time.Duration
-	shape    shapeConfig // shapes.go
+	// admissionTrace is the interval of the admission trace (0: none);
+	// traceOut receives it (standard error, even with --quiet).
+	admissionTrace time.Duration
+	traceOut       io.Writer
+	shape          shapeConfig // shapes.go
 	// now is the clock of the workload; nil is time.Now. Tests set a fake
 	// one.
 	now func() time.Time
@@ -146,6 +150,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&c.cold, "cold", false, "no warm-up of the measured arms: each is measured from a fresh Runner, whose adaptive limit\nstarts in slow start (what a service sees right after it starts); only the database and the pool\nare warmed first, on a Runner of their own. Without it, every arm, the serial baseline included,\nfirst runs an unmeasured warm-up slice (min(500ms, --duration/10)) on its own Runner")
 	durationVar(&c.timeline, "timeline", 0, "record every commit's time and print, per arm, its commits per `interval` (such as 100ms) from the\nstart of its first measured slice, its steady goodput (over the last half of its measured time)\nand its time to steady (the end of the first window of max(500ms, 5 intervals) at >= 0.9 x steady)")
+	durationVar(&c.admissionTrace, "admission-trace", 0, "print to standard error, every `interval` (such as 250ms) while an arm runs, its Runner's admission\nstate: adaptive limit, attempts admitted and queued, and the same for the retry lane; with\n--processes, every process's lines, merged in time order once the processes ended")
 	c.shape.register(fs)
 	c.shape.args = args
 	fs.Usage = func() {
@@ -357,6 +362,9 @@ func (c *config) check(set map[string]bool) error {
 	} else if c.timeline > 0 && c.shape.processes > 1 {
 		bad("--timeline: not with --processes (each process has its own clock); run one process")
 	}
+	if c.admissionTrace < 0 {
+		bad("--admission-trace %v: want a positive interval such as 250ms", c.admissionTrace)
+	}
 	if c.sqliteBegin != "immediate" && c.sqliteBegin != "deferred" {
 		bad("--sqlite-begin %q: want deferred or immediate", c.sqliteBegin)
 	} else if set["sqlite-begin"] && c.backend != backendSQLite {
@@ -446,7 +454,8 @@ const (
 // workload returns the workload c describes.
 func (c *config) workload() workload {
 	return workload{accounts: c.accounts, sorted: c.lockOrder == "sorted", txnTimeout: c.txnTimeout,
-		hotShare: c.shape.hotShare, hotWorkers: c.shape.hotWorkers, timeline: c.timeline > 0, now: c.now}
+		hotShare: c.shape.hotShare, hotWorkers: c.shape.hotWorkers, timeline: c.timeline > 0, now: c.now,
+		trace: c.admissionTrace, traceOut: c.traceOut}
 }
 
 // warmupLength is the length of a warm-up slice: a tenth of --duration,

@@ -62,6 +62,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 		fmt.Fprintln(stderr, usageHintText)
 		return exitUsage
 	}
+	cfg.traceOut = stderr
 	table := stdout
 	if cfg.jsonPath == "-" {
 		table = stderr

@@ -171,15 +171,15 @@ type lyingStore struct {
 	Store
 }
 
-func (s lyingStore) Bank(opts ...runnerOption) TransferFunc {
-	inner := s.Store.Bank(opts...)
+func (s lyingStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.AdmissionStats) {
+	inner, stats := s.Store.Bank(opts...)
 	var lied atomic.Bool
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		if lied.CompareAndSwap(false, true) {
 			return nil
 		}
 		return inner(ctx, t, callOpts...)
-	}
+	}, stats
 }
 
 // TestInvariantFailureExitsNonZero checks that a run whose reported

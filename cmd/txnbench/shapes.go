@@ -321,6 +321,7 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
 	reps := make([]*report, c.shape.processes)
 	errs := make([]error, c.shape.processes)
+	traces := make([][]string, c.shape.processes)
 	var wg sync.WaitGroup
 	for i := range reps {
 		wg.Add(1)
@@ -329,8 +330,11 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 			var out, stderr bytes.Buffer
 			cmd := exec.CommandContext(ctx, exe, childArgs(c.shape.args, seed+uint64(i)*7919+11)...)
 			cmd.Stdout, cmd.Stderr = &out, &stderr
-			if err := cmd.Run(); err != nil {
-				errs[i] = fmt.Errorf("process %d: %w: %s", i+1, err, strings.TrimSpace(stderr.String()))
+			err := cmd.Run()
+			trace, rest := splitTrace(stderr.Bytes())
+			traces[i] = trace
+			if err != nil {
+				errs[i] = fmt.Errorf("process %d: %w: %s", i+1, err, strings.TrimSpace(rest))
 				return
 			}
 			var rep report
@@ -343,6 +347,11 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	}
 	wg.Wait()
 	prog.done()
+	if c.traceOut != nil {
+		for _, line := range mergeTraces(traces) {
+			fmt.Fprintln(c.traceOut, line)
+		}
+	}
 	for _, err := range errs {
 		if err != nil {
 			return nil, err

@@ -55,8 +55,9 @@ type Store interface {
 	// Bank returns a function that runs transfers on a new Runner built with
 	// opts (those of one policy, and the observer). Each transfer reads both
 	// balances, updates both and inserts a ledger row, in one transaction;
-	// callOpts are passed to that call's Run.
-	Bank(opts ...runnerOption) TransferFunc
+	// callOpts are passed to that call's Run. stats reads the Runner's
+	// AdmissionStats (--admission-trace).
+	Bank(opts ...runnerOption) (transfer TransferFunc, stats func() txn.AdmissionStats)
 	// Plain returns a function that runs the same transfer without txn: a
 	// transaction hand-written on the driver (begin, the statements,
 	// commit; roll back on error), run once, with the same transaction

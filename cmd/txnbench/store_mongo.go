@@ -93,13 +93,13 @@ func (s *mongoStore) Setup(ctx context.Context, accounts int) error {
 }
 
 // Bank implements Store.
-func (s *mongoStore) Bank(opts ...runnerOption) TransferFunc {
+func (s *mongoStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.AdmissionStats) {
 	r := txnmongo.New(s.client, opts...).WithBegin(s.begin...)
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
 			return s.transfer(ctx, t)
 		}, callOpts...)
-	}
+	}, r.AdmissionStats
 }
 
 // Plain implements Store: a session, StartTransaction, the transfer,

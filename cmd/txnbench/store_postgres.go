@@ -104,14 +104,14 @@ func (s *pgStore) statements() (sel, upd, ins string) {
 }
 
 // Bank implements Store.
-func (s *pgStore) Bank(opts ...runnerOption) TransferFunc {
+func (s *pgStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.AdmissionStats) {
 	r := txnpgx.New(s.pool, opts...).WithBegin(s.begin...)
 	sel, upd, ins := s.statements()
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			return sqlTransfer(ctx, pgxStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
-	}
+	}, r.AdmissionStats
 }
 
 // Plain implements Store.

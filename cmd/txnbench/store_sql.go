@@ -77,14 +77,14 @@ func (s *sqlStore) statements() (sel, upd, ins string) {
 }
 
 // Bank implements Store.
-func (s *sqlStore) Bank(opts ...runnerOption) TransferFunc {
+func (s *sqlStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.AdmissionStats) {
 	r := s.newRunner(s.db, opts...).WithBegin(s.begin...)
 	sel, upd, ins := s.statements()
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			return sqlTransfer(ctx, stdStmts{tx}, t, sel, upd, ins)
 		}, callOpts...)
-	}
+	}, r.AdmissionStats
 }
 
 // Plain implements Store.
