@@ -349,11 +349,12 @@ func (p *progress) start(a *arm, label string, d time.Duration) {
 		if p.terminal {
 			every = 200 * time.Millisecond
 		}
-		go p.loop(every, p.stop, p.stopped)
+		go tick(every, p.stop, p.stopped, func(time.Time) { p.draw() })
 	}
 }
 
-func (p *progress) loop(every time.Duration, stop <-chan struct{}, stopped chan<- struct{}) {
+// tick calls f every interval until stop is closed, then closes stopped.
+func tick(every time.Duration, stop <-chan struct{}, stopped chan<- struct{}, f func(now time.Time)) {
 	defer close(stopped)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -361,8 +362,8 @@ func (p *progress) loop(every time.Duration, stop <-chan struct{}, stopped chan<
 		select {
 		case <-stop:
 			return
-		case <-t.C:
-			p.draw()
+		case now := <-t.C:
+			f(now)
 		}
 	}
 }

@@ -24,19 +24,9 @@ const traceTime = "15:04:05.000"
 func traceAdmission(out io.Writer, interval time.Duration, arm string, stats func() txn.AdmissionStats) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				fmt.Fprintln(out, traceLine(now, arm, stats()))
-			}
-		}
-	}()
+	go tick(interval, done, finished, func(now time.Time) {
+		fmt.Fprintln(out, traceLine(now, arm, stats()))
+	})
 	return func() {
 		close(done)
 		<-finished
