@@ -62,6 +62,10 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 		fmt.Fprintln(stderr, usageHintText)
 		return exitUsage
 	}
+	// The progress line (redrawn on a terminal) and the admission trace
+	// write from goroutines of their own: one lock orders their writes.
+	terminal := isTerminal(stderr)
+	stderr = &lockedWriter{w: stderr}
 	cfg.traceOut = stderr
 	table := stdout
 	if cfg.jsonPath == "-" {
@@ -75,7 +79,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 	if cfg.shape.processes > 1 {
 		bench = runProcesses
 	}
-	rep, err := bench(ctx, &cfg, newProgress(prog, isTerminal(stderr)), open)
+	rep, err := bench(ctx, &cfg, newProgress(prog, terminal), open)
 	if err != nil {
 		fmt.Fprintf(stderr, "txnbench: %v\n", err)
 		return exitFailed

@@ -66,11 +66,12 @@ func TestTraceAdmissionWritesUntilStopped(t *testing.T) {
 	assert.Contains(t, line, " adaptive  limit 5/8 running 0 queued 0 | retry lane limit 0/0")
 }
 
-// --admission-trace prints the Runner's state while the arm runs, even
-// with --quiet, and none for the plain arm, which has no Runner; with
-// --processes the parent prints every process's lines.
+// --admission-trace prints the Runner's state while the arm runs, beside
+// the progress output, and none for the plain arm, which has no Runner;
+// with --processes, whose children run with --quiet, the parent prints
+// every process's lines.
 func TestAdmissionTraceRun(t *testing.T) {
-	code, _, errOut := runArgs(t, nil, "--duration", "300ms", "--quiet", "--policy", "plain,adaptive", "--admission-trace", "50ms",
+	code, _, errOut := runArgs(t, nil, "--duration", "300ms", "--policy", "plain,adaptive", "--admission-trace", "10ms",
 		"--dsn", t.TempDir()+"/trace.db")
 	require.Equal(t, exitOK, code, errOut)
 	lines := traceLines(errOut)
