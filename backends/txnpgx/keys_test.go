@@ -477,3 +477,28 @@ func holdKey(t *testing.T, ctx context.Context, r *txnpgx.Runner, key string) (f
 		return <-done
 	}
 }
+
+// Over a single *pgx.Conn, a keyed Run commits, releases its keys with its
+// COMMIT, and leaves the connection ready for the next Run.
+func TestDatabaseKeysOverConn(t *testing.T) {
+	ctx := testCtx(t)
+	conn, err := pgx.Connect(ctx, pgDSN())
+	if err != nil {
+		unavailable(t, err)
+	}
+	defer conn.Close(context.Background())
+	pool := newPool(t, nil)
+	tbl := counterTable(t, pool)
+	r := txnpgx.New(conn, txn.DatabaseKeys()).WithBegin(serializable())
+	for range 3 {
+		require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1")
+			return err
+		}, txn.Keys("a", "b")))
+		var held int
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").Scan(&held))
+		assert.Zero(t, held, "keys held on the connection after the Run")
+		assert.Equal(t, byte('I'), conn.PgConn().TxStatus())
+	}
+	assert.Equal(t, 3, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"))
+}
