@@ -12,15 +12,8 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
-
-// retryCounter counts the retries Run schedules.
-type retryCounter struct {
-	txn.NopObserver
-	n atomic.Int64
-}
-
-func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add(1) }
 
 func TestPoolSizeIsMaxOpenConns(t *testing.T) {
 	db := openDB(t, nil)
@@ -39,7 +32,7 @@ func TestDatabaseKeysAcrossRunners(t *testing.T) {
 	tbl := createTable(t, d1, "id INT PRIMARY KEY, v INT NOT NULL")
 	_, err := d1.Exec("INSERT INTO " + tbl + " VALUES (1, 0)")
 	require.NoError(t, err)
-	obs := &retryCounter{}
+	obs := &integrationtest.Recorder{}
 	begin := txnmysql.TxOptions(sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	runners := []*txnmysql.Runner{
 		txnmysql.New(d1, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(begin),
@@ -71,7 +64,8 @@ func TestDatabaseKeysAcrossRunners(t *testing.T) {
 	var v int
 	require.NoError(t, d1.QueryRow("SELECT v FROM "+tbl+" WHERE id = 1").Scan(&v))
 	assert.Equal(t, 2*perRunner*each, v, "lost updates")
-	assert.Zero(t, obs.n.Load(), "transactions holding the key conflicted")
+	retries, _ := obs.Snapshot()
+	assert.Empty(t, retries, "transactions holding the key conflicted")
 	var free sql.NullInt64
 	require.NoError(t, d1.QueryRow("SELECT IS_FREE_LOCK(?)", txnmysql.LockName("counter:1")).Scan(&free))
 	assert.Equal(t, int64(1), free.Int64, "the named lock outlived its attempts")

@@ -20,14 +20,6 @@ import (
 	"github.com/txnkit/txn/internal/faultproxy"
 )
 
-// retryCounter counts the retries Run schedules.
-type retryCounter struct {
-	txn.NopObserver
-	n atomic.Int64
-}
-
-func (c *retryCounter) RetryScheduled(context.Context, txn.RetryEvent) { c.n.Add(1) }
-
 func TestPoolSizeIsMaxConns(t *testing.T) {
 	pool := newPool(t, nil)
 	assert.Equal(t, 8, txnpgx.New(pool).AdmissionStats().Ceiling)
@@ -44,7 +36,7 @@ func TestDatabaseKeysAcrossRunners(t *testing.T) {
 		t.Run(string(iso), func(t *testing.T) {
 			p1, p2 := newPool(t, nil), newPool(t, nil)
 			tbl := counterTable(t, p1)
-			obs := &retryCounter{}
+			obs := &recorder{}
 			begin := txnpgx.TxOptions(pgx.TxOptions{IsoLevel: iso})
 			runners := []*txnpgx.Runner{
 				txnpgx.New(p1, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(begin),
@@ -81,7 +73,7 @@ func TestDatabaseKeysAcrossRunners(t *testing.T) {
 			}
 			wg.Wait()
 			assert.Equal(t, 2*perRunner*each, queryInt(t, p1, "SELECT v FROM "+tbl+" WHERE id = 1"), "lost updates")
-			assert.Zero(t, obs.n.Load(), "transactions holding the key conflicted")
+			assert.Zero(t, obs.retryCount(), "transactions holding the key conflicted")
 			assert.Zero(t, queryInt(t, p1, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"), "advisory locks outlived their transactions")
 		})
 	}
@@ -306,7 +298,7 @@ func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
 	mustExec(t, other, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	obs := &retryCounter{}
+	obs := &recorder{}
 	r := txnpgx.New(pool, txn.DatabaseKeys(), txn.WithObserver(obs)).WithBegin(serializable())
 
 	// Write skew: the Run reads row 2 and writes row 1 while a concurrent
@@ -334,7 +326,7 @@ func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
 	}, txn.Keys("a"))
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), tries.Load(), "the first COMMIT failed and the Run tried again")
-	assert.Equal(t, int64(1), obs.n.Load())
+	assert.Equal(t, 1, obs.retryCount())
 	assert.Equal(t, 11, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "the retry read the rival's write")
 	assert.Zero(t, advisoryLocks(t, other), "keys held after the failed COMMIT")
 }
