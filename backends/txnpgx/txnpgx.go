@@ -236,13 +236,12 @@ func (t *lockedTx) commitAndUnlock(ctx context.Context) error {
 	t.closed = true
 	results, err := pc.Exec(ctx, commitAndUnlockSQL).ReadAll()
 	if len(results) > 0 && results[0].Err == nil {
+		// COMMIT answered; if the unlock after it failed, the Runner's
+		// unlock tries again and closes the connection if that fails too.
+		t.unlocked = err == nil && len(results) == 2
 		if results[0].CommandTag.String() == "ROLLBACK" {
-			t.unlocked = err == nil && len(results) == 2
 			return pgx.ErrTxCommitRollback
 		}
-		// Committed; if the unlock failed, the Runner's unlock tries again
-		// and closes the connection if that fails too.
-		t.unlocked = err == nil && len(results) == 2
 		return nil
 	}
 	if len(results) > 0 {
