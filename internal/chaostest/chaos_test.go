@@ -91,7 +91,21 @@ func TestChaosStalls(t *testing.T) {
 			p, err := faultproxy.Start(target)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = p.Close() })
-			l := load{runs: 400, workers: 16, timeout: time.Second, rollbackTimeout: 500 * time.Millisecond, refuse: 0.2}
+			// At least stallRuns Runs, and more (up to three times as many)
+			// until each kind of stall has happened: how many COMMITs a
+			// run reaches depends on how long earlier stalls held their
+			// locks, and on MariaDB it can be under a hundred.
+			const stallRuns = 400
+			offered := 0
+			l := load{runs: 3 * stallRuns, workers: 16, timeout: time.Second, rollbackTimeout: 500 * time.Millisecond, refuse: 0.2,
+				until: func() bool { // called under offer's lock, once per Run taken
+					st := p.ChaosStats()
+					if offered >= stallRuns && st.StatementStalls > 0 && st.CommitStalls > 0 && st.RollbackStalls > 0 {
+						return true
+					}
+					offered++
+					return false
+				}}
 			b := build(t, p.Addr(), "stalls", l.workers, txn.RollbackTimeout(l.rollbackTimeout))
 			// StallFor is only a backstop so that a Run stuck past its
 			// bound ends the test instead of hanging it.
