@@ -494,3 +494,66 @@ func TestDatabaseKeysOverConn(t *testing.T) {
 	}
 	assert.Equal(t, 3, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"))
 }
+
+// A transaction handle kept past its Run is closed, as pgx closes its own
+// once committed, though the Runner committed it with a query of its own
+// and the connection went back to the pool: every statement sent through
+// it, or through a savepoint begun in it and never ended, fails with
+// pgx.ErrTxClosed and writes nothing.
+func TestDatabaseKeysTxClosedAfterRun(t *testing.T) {
+	cfg := poolConfig(t)
+	cfg.MaxConns = 1
+	pool := newPool(t, cfg)
+	tbl := newTable(t, pool, "id int PRIMARY KEY")
+	r := txnpgx.New(pool, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	var kept, keptSp pgx.Tx
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := sp.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+			return err
+		}
+		kept, keptSp = tx, sp
+		return nil
+	}, txn.Keys("k"))
+	require.NoError(t, err)
+
+	insert := func(id int) string { return fmt.Sprintf("INSERT INTO %s VALUES (%d)", tbl, id) }
+	for name, h := range map[string]pgx.Tx{"transaction": kept, "savepoint": keptSp} {
+		_, err = h.Exec(ctx, insert(2))
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: Exec", name)
+		rows, err := h.Query(ctx, insert(3))
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: Query", name)
+		if assert.NotNil(t, rows, "%s: Query returns Rows that carry the error", name) {
+			assert.False(t, rows.Next())
+			assert.ErrorIs(t, rows.Err(), pgx.ErrTxClosed)
+			rows.Close()
+		}
+		var n int
+		assert.ErrorIs(t, h.QueryRow(ctx, insert(4)+" RETURNING id").Scan(&n), pgx.ErrTxClosed, "%s: QueryRow", name)
+		b := &pgx.Batch{}
+		b.Queue(insert(5))
+		br := h.SendBatch(ctx, b)
+		_, err = br.Exec()
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: SendBatch", name)
+		assert.ErrorIs(t, br.Close(), pgx.ErrTxClosed, "%s: SendBatch's Close", name)
+		_, err = h.CopyFrom(ctx, pgx.Identifier{tbl}, []string{"id"}, pgx.CopyFromRows([][]any{{6}}))
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: CopyFrom", name)
+		_, err = h.Prepare(ctx, "", insert(7))
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: Prepare", name)
+		_, err = h.Begin(ctx)
+		assert.ErrorIs(t, err, pgx.ErrTxClosed, "%s: Begin", name)
+		assert.ErrorIs(t, h.Commit(ctx), pgx.ErrTxClosed, "%s: Commit", name)
+		assert.ErrorIs(t, h.Rollback(ctx), pgx.ErrTxClosed, "%s: Rollback", name)
+	}
+	var ids []int
+	rows, err := pool.Query(ctx, "SELECT id FROM "+tbl+" ORDER BY id")
+	require.NoError(t, err)
+	ids, err = pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(t, err)
+	assert.Equal(t, []int{1}, ids, "only the Run's own write")
+	assert.Zero(t, advisoryLocks(t, pool))
+}

@@ -180,79 +180,8 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 		// in a round trip of their own after it.
 		return tx, unlock, nil
 	}
-	lt = &lockedTx{Tx: tx, conn: conn}
+	lt = newLockedTx(tx, conn)
 	return lt, unlock, nil
-}
-
-// lockedTx is a transaction that BeginLocked began on a connection holding
-// session advisory locks. The Runner's commit (backend.Commit) sends COMMIT
-// and the unlock in one query, so that the next process waiting for the
-// keys is granted them as the transaction commits, without waiting for a
-// round trip of its holder. fn sees the pgx.Tx it wraps; the transaction's
-// own Commit and Rollback behave as pgx's, and report pgx.ErrTxClosed once
-// the Runner committed.
-type lockedTx struct {
-	pgx.Tx
-	conn *pgx.Conn
-	// closed is set once commitAndUnlock sent COMMIT, unlocked once the
-	// server confirmed that the unlock after it ran.
-	closed, unlocked bool
-}
-
-// commitAndUnlockSQL commits and then releases the session's advisory
-// locks: the unlock runs only if COMMIT succeeded (a simple query stops at
-// its first error), and after it, so no other transaction holds the keys
-// before this one's writes are visible.
-const commitAndUnlockSQL = "COMMIT; SELECT pg_advisory_unlock_all()"
-
-// Commit commits the transaction as pgx.Tx's Commit does; the locks stay
-// held until the Runner releases them.
-func (t *lockedTx) Commit(ctx context.Context) error {
-	if t.closed {
-		return pgx.ErrTxClosed
-	}
-	return t.Tx.Commit(ctx)
-}
-
-// Rollback rolls the transaction back as pgx.Tx's Rollback does.
-func (t *lockedTx) Rollback(ctx context.Context) error {
-	if t.closed {
-		return pgx.ErrTxClosed
-	}
-	return t.Tx.Rollback(ctx)
-}
-
-// commitAndUnlock commits and releases the locks in one round trip, and
-// returns what pgx's Commit would: nil once the server confirmed COMMIT,
-// pgx.ErrTxCommitRollback when it rolled back, the error that stopped it
-// otherwise. A transaction that is no longer open and healthy (fn ended it
-// itself, or a statement failed, and COMMIT would answer ROLLBACK) is
-// committed by pgx as usual, so that its answer is the one pgx gives.
-func (t *lockedTx) commitAndUnlock(ctx context.Context) error {
-	pc := t.conn.PgConn()
-	if t.closed || pc.TxStatus() != 'T' {
-		return t.Commit(ctx)
-	}
-	t.closed = true
-	results, err := pc.Exec(ctx, commitAndUnlockSQL).ReadAll()
-	if len(results) > 0 && results[0].Err == nil {
-		// COMMIT answered; if the unlock after it failed, the Runner's
-		// unlock tries again and closes the connection if that fails too.
-		t.unlocked = err == nil && len(results) == 2
-		if results[0].CommandTag.String() == "ROLLBACK" {
-			return pgx.ErrTxCommitRollback
-		}
-		return nil
-	}
-	if len(results) > 0 {
-		err = results[0].Err
-	}
-	if pc.TxStatus() != 'I' {
-		// As pgx does after a failed COMMIT: the connection's state is
-		// unknown.
-		_ = t.conn.Close(ctx)
-	}
-	return err
 }
 
 // lockThenBegin returns the query that takes the session advisory locks on
