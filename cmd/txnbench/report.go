@@ -309,6 +309,8 @@ func writeFileAtomicRaw(path string, b []byte) error {
 type progress struct {
 	w        io.Writer
 	terminal bool
+	// now reads the clock (time.Now; a fixed one in tests).
+	now func() time.Time
 
 	mu                       sync.Mutex
 	arm                      *arm
@@ -324,7 +326,7 @@ type progress struct {
 
 // newProgress returns a progress writing to w.
 func newProgress(w io.Writer, terminal bool) *progress {
-	return &progress{w: w, terminal: terminal}
+	return &progress{w: w, terminal: terminal, now: time.Now}
 }
 
 // note prints a one-off message.
@@ -341,7 +343,7 @@ func (p *progress) start(a *arm, label string, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.finishLocked()
-	p.arm, p.label, p.started, p.length = a, label, time.Now(), d
+	p.arm, p.label, p.started, p.length = a, label, p.now(), d
 	p.fromCommits, p.fromAttempt, p.fromFailed = a.commits.Load(), a.obs.attempts.Load(), a.obs.gaveUp.Load()
 	if p.stop == nil {
 		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
@@ -377,7 +379,7 @@ func (p *progress) draw() {
 	}
 	// In a log, a short slice gets its final line only, and a drain a
 	// line once it has lasted half a second.
-	drain := time.Since(p.started) - p.length
+	drain := p.now().Sub(p.started) - p.length
 	if !p.terminal && (drain <= 0 && p.length < 2*time.Second || drain > 0 && drain < 500*time.Millisecond) {
 		return
 	}
@@ -397,7 +399,7 @@ func (p *progress) finishLocked() {
 // for the line printed once the slice has ended.
 func (p *progress) lineLocked(final bool) string {
 	a := p.arm
-	el := time.Since(p.started)
+	el := p.now().Sub(p.started)
 	n := a.commits.Load() - p.fromCommits
 	apc := 0.0
 	if n > 0 {
