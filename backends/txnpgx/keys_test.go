@@ -214,11 +214,12 @@ func advisoryLocks(t *testing.T, pool *pgxpool.Pool) int {
 	return queryInt(t, pool, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 }
 
-// A Run that commits releases its keys with its COMMIT, in one query: the
-// Runner sends no statement of its own between fn's last one and the next
-// transaction's locks. Every other ending (fn's error, a failed statement
-// that fn ignored, fn ending the transaction itself) reports what pgx
-// would, and leaves no lock behind on the pooled connection.
+// A Run that commits releases its keys with pgx's own COMMIT, which ends
+// the transaction that holds them: the Runner sends no statement of its
+// own between fn's last one and COMMIT, nor after it. Every other ending
+// (fn's error, a failed statement that fn ignored, fn ending the
+// transaction itself) reports what pgx would, and leaves no lock behind on
+// the pooled connection.
 func TestDatabaseKeysCommitReleasesKeys(t *testing.T) {
 	tracer := &sqlTracer{}
 	cfg := poolConfig(t)
@@ -240,12 +241,14 @@ func TestDatabaseKeysCommitReleasesKeys(t *testing.T) {
 		}, txn.Keys("a", "b"))
 		require.NoError(t, err, iso)
 		sent := tracer.take()
-		require.Len(t, sent, 2, "%s: the locks and BEGIN, then fn's UPDATE; COMMIT carries the unlock: %q", iso, sent)
+		require.Len(t, sent, 3, "%s: the locks and BEGIN, fn's UPDATE, then pgx's COMMIT, which releases the keys: %q", iso, sent)
 		assert.Contains(t, sent[0], "pg_advisory_lock")
+		assert.Contains(t, sent[0], "pg_advisory_xact_lock")
 		assert.Equal(t, update, sent[1])
+		assert.Equal(t, "commit", sent[2])
 		assert.Zero(t, advisoryLocks(t, other), "%s: the keys outlived the commit", iso)
 
-		// fn's error: rolled back, then unlocked.
+		// fn's error: rolled back, which releases the keys.
 		boom := errors.New("boom")
 		err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, update)
@@ -277,21 +280,19 @@ func TestDatabaseKeysCommitReleasesKeys(t *testing.T) {
 	assert.Equal(t, 2, queryInt(t, other, "SELECT v FROM "+tbl+" WHERE id = 1"), "only the two committed Runs wrote")
 
 	// A COMMIT of the caller's own (pgx.TxOptions.CommitQuery) is sent as
-	// it is, and the keys are released in a statement of their own.
+	// it is, and releases the keys as pgx's would.
 	r := txnpgx.New(pool, txn.DatabaseKeys()).WithBegin(txnpgx.TxOptions(pgx.TxOptions{CommitQuery: "COMMIT"}))
 	tracer.take()
 	require.NoError(t, r.Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("a")))
 	sent := tracer.take()
-	require.Len(t, sent, 3, "%q", sent)
+	require.Len(t, sent, 2, "%q", sent)
 	assert.Equal(t, "COMMIT", sent[1])
-	assert.Equal(t, "SELECT pg_advisory_unlock_all()", sent[2])
 	assert.Zero(t, advisoryLocks(t, other))
 }
 
 // A transaction that fails at COMMIT (a serialization failure of
 // SERIALIZABLE, found only when it commits) is not committed, is retried,
-// and its keys are released even though the query that would have
-// released them with the COMMIT stopped at the COMMIT's error.
+// and its keys are released with the failed transaction.
 func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
 	pool, other := newPool(t, nil), newPool(t, nil)
 	tbl := newTable(t, other, "id int PRIMARY KEY, v int NOT NULL")
@@ -331,7 +332,7 @@ func TestDatabaseKeysCommitFailureReleasesKeys(t *testing.T) {
 	assert.Zero(t, advisoryLocks(t, other), "keys held after the failed COMMIT")
 }
 
-// The connection is cut as the COMMIT that carries the unlock goes out:
+// The connection is cut as the COMMIT that releases the keys goes out:
 // before the server sees it, or after the server committed and answered.
 // The outcome is unknown to the client either way; Run must say so and
 // not run fn again, and the server, which ends the session, must release
@@ -351,7 +352,7 @@ func TestDatabaseKeysConnectionLostAtCommit(t *testing.T) {
 				if _, err := tx.Exec(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
 					return err
 				}
-				proxy.Arm([]byte("pg_advisory_unlock_all"), tc.mode)
+				proxy.Arm([]byte("commit"), tc.mode)
 				return nil
 			}, txn.Keys("k"))
 			require.Equal(t, 1, proxy.Fires())

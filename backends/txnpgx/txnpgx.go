@@ -105,20 +105,21 @@ func (b *backend) PoolSize() int {
 // BeginLocked takes one advisory lock per key, on the key's 64-bit FNV-1a
 // hash, in ascending order of the hashes so that every process takes a
 // common set in the same order, then begins the transaction. Over a
-// *pgxpool.Pool or a *pgx.Conn the locks are session locks
+// *pgxpool.Pool or a *pgx.Conn the locks are first session locks
 // (pg_advisory_lock) taken on the attempt's connection before BEGIN, so
 // that a REPEATABLE READ or SERIALIZABLE transaction takes its snapshot
 // only once it holds its keys (a lock taken inside the transaction would
 // come after the snapshot, and the first write after the wait would fail
-// with 40001); the locks and BEGIN travel in one query (lockThenBegin).
-// The Runner's COMMIT releases them in the same query (lockedTx);
-// otherwise unlock releases them (pg_advisory_unlock_all) once the
-// transaction ended, and a pooled connection on which that fails is closed
-// instead of returned to the pool. Over any other Beginner the locks are
-// transaction locks (pg_advisory_xact_lock) taken right after BEGIN, which
-// PostgreSQL releases with the transaction. If a lock cannot be taken (ctx
-// ended, the connection failed) everything taken is released and the error
-// returned.
+// with 40001); the transaction's first statement then takes the same locks
+// again at transaction level (granted at once: the session holds them)
+// and releases the session locks, so that PostgreSQL itself releases the
+// keys as the transaction commits or rolls back, with no statement of
+// ours after it. All of it travels with BEGIN in one query
+// (lockThenBegin). Over any other Beginner the locks are transaction locks
+// (pg_advisory_xact_lock) taken right after BEGIN. If a lock cannot be
+// taken (ctx ended, the connection failed) everything taken is released
+// and the error returned; a pooled connection on which that release fails
+// is closed instead of returned to the pool.
 func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx], keys []string) (pgx.Tx, func(context.Context), error) {
 	o, err := txOptionsOf(opts)
 	if err != nil {
@@ -148,19 +149,11 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 	default:
 		return b.beginXactLocked(ctx, o, keys)
 	}
-	var lt *lockedTx
-	unlock := func(ctx context.Context) {
-		if lt != nil && lt.unlocked {
-			done(ctx, false)
-			return
-		}
-		_, err := conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
-		done(ctx, err != nil)
-	}
 	fail := func(err error) (pgx.Tx, func(context.Context), error) {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
 		defer cancel()
-		unlock(uctx)
+		_, uerr := conn.Exec(uctx, "SELECT pg_catalog.pg_advisory_unlock_all()")
+		done(uctx, uerr != nil)
 		return nil, nil, err
 	}
 	if st := conn.PgConn().TxStatus(); st != 'I' {
@@ -175,54 +168,67 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 	if err != nil {
 		return fail(fmt.Errorf("txnpgx: advisory lock for a conflict key, then BEGIN: %w", err))
 	}
-	if o.CommitQuery != "" {
-		// A COMMIT of the caller's own is sent as it is; the locks go
-		// in a round trip of their own after it.
-		return tx, unlock, nil
+	if st := conn.PgConn().TxStatus(); st != 'T' {
+		// A BeginQuery of the caller's own that did not open a
+		// transaction: the transaction-level locks would already be gone.
+		_ = tx.Rollback(ctx)
+		return fail(txn.Permanent(fmt.Errorf("txnpgx: DatabaseKeys: the begin query %q left the connection outside a transaction (status %q)", o.BeginQuery, st)))
 	}
-	lt = newLockedTx(tx, conn)
-	return lt, unlock, nil
+	// The keys are transaction locks now: COMMIT or ROLLBACK releases
+	// them, and a connection that breaks releases them with its session.
+	return tx, func(ctx context.Context) { done(ctx, false) }, nil
 }
 
 // lockThenBegin returns the query that takes the session advisory locks on
-// hashes and then begins the transaction o describes, in one round trip:
-// pgx sends a query without arguments over the simple protocol, which runs
-// several statements. The locks are taken in an implicit transaction of
-// their own, which COMMIT ends (session locks outlive it; SET LOCAL keeps
-// COMMIT's "no transaction in progress" warning from reaching the
-// client's notice handler), so that BEGIN starts a fresh transaction whose
-// snapshot is taken by its first statement, after every lock was granted.
-// One statement takes all the locks, in the array's order (unnest's
-// function scan yields them so), so that a Run waits for its second key
-// without a round trip after its first is granted. The hashes are integers
+// hashes, begins the transaction o describes, and moves the locks into it,
+// in one round trip: pgx sends a query without arguments over the simple
+// protocol, which runs several statements. The session locks are taken in
+// an implicit transaction of their own, which COMMIT ends (session locks
+// outlive it; SET LOCAL keeps COMMIT's "no transaction in progress"
+// warning from reaching the client's notice handler), so that BEGIN starts
+// a fresh transaction whose snapshot is taken by its first statement,
+// after every lock was granted. That statement takes the locks again at
+// transaction level, and the next releases the session's, leaving the
+// transaction as their only holder. One statement takes all the locks, in
+// the array's order (unnest's function scan yields them so), so that a Run
+// waits for its second key without a round trip after its first is
+// granted. The functions are named with their schema, so that no
+// search_path can put others in their place. The hashes are integers
 // written by strconv; nothing of the keys' text reaches the query.
 func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
-	var b strings.Builder
-	b.WriteString("SET LOCAL client_min_messages = error; SELECT pg_advisory_lock(k) FROM unnest('{")
+	var arr strings.Builder
+	arr.WriteString("unnest('{")
 	for i, h := range hashes {
 		if i > 0 {
-			b.WriteByte(',')
+			arr.WriteByte(',')
 		}
-		b.WriteString(strconv.FormatInt(h, 10))
+		arr.WriteString(strconv.FormatInt(h, 10))
 	}
-	b.WriteString("}'::bigint[]) AS k; COMMIT; ")
+	arr.WriteString("}'::bigint[]) AS k")
+	var b strings.Builder
+	b.WriteString("SET LOCAL client_min_messages = error; SELECT pg_catalog.pg_advisory_lock(k) FROM ")
+	b.WriteString(arr.String())
+	b.WriteString("; COMMIT; ")
 	if o.BeginQuery != "" {
 		b.WriteString(o.BeginQuery)
-		return b.String()
+	} else {
+		b.WriteString("BEGIN")
+		if o.IsoLevel != "" {
+			b.WriteString(" ISOLATION LEVEL ")
+			b.WriteString(string(o.IsoLevel))
+		}
+		if o.AccessMode != "" {
+			b.WriteByte(' ')
+			b.WriteString(string(o.AccessMode))
+		}
+		if o.DeferrableMode != "" {
+			b.WriteByte(' ')
+			b.WriteString(string(o.DeferrableMode))
+		}
 	}
-	b.WriteString("BEGIN")
-	if o.IsoLevel != "" {
-		b.WriteString(" ISOLATION LEVEL ")
-		b.WriteString(string(o.IsoLevel))
-	}
-	if o.AccessMode != "" {
-		b.WriteByte(' ')
-		b.WriteString(string(o.AccessMode))
-	}
-	if o.DeferrableMode != "" {
-		b.WriteByte(' ')
-		b.WriteString(string(o.DeferrableMode))
-	}
+	b.WriteString("; SELECT pg_catalog.pg_advisory_xact_lock(k) FROM ")
+	b.WriteString(arr.String())
+	b.WriteString("; SELECT pg_catalog.pg_advisory_unlock_all()")
 	return b.String()
 }
 
@@ -301,12 +307,7 @@ func (b *backend) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
 // is marked so that Classify reports txn.ClassConnLost for it, which Run
 // treats as an unknown outcome.
 func (b *backend) Commit(ctx context.Context, tx pgx.Tx) error {
-	var err error
-	if lt, ok := tx.(*lockedTx); ok {
-		err = lt.commitAndUnlock(ctx)
-	} else {
-		err = tx.Commit(ctx)
-	}
+	err := tx.Commit(ctx)
 	switch {
 	case err == nil:
 		return nil
