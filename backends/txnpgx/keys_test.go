@@ -448,16 +448,21 @@ func keyWaiters(t *testing.T, pool *pgxpool.Pool, key string) int {
 }
 
 // holdKey starts a Run of r that holds key until the returned function is
-// called; that function lets the Run commit and returns its error.
+// called; that function lets the Run commit and returns its error. A test
+// that fails before calling it ends the Run with ctx.
 func holdKey(t *testing.T, ctx context.Context, r *txnpgx.Runner, key string) (finish func() error) {
 	t.Helper()
 	entered, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- r.Run(ctx, func(context.Context, pgx.Tx) error {
+		done <- r.Run(ctx, func(ctx context.Context, _ pgx.Tx) error {
 			close(entered)
-			<-release
-			return nil
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}, txn.Keys(key))
 	}()
 	select {
