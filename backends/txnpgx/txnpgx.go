@@ -187,10 +187,11 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 // outlive it; SET LOCAL keeps COMMIT's "no transaction in progress"
 // warning from reaching the client's notice handler), so that BEGIN starts
 // a fresh transaction whose snapshot is taken by its first statement,
-// after every lock was granted. That statement takes the locks again at
-// transaction level, and the next releases the session's, leaving the
-// transaction as their only holder. One statement takes all the locks, in
-// the array's order (unnest's function scan yields them so), so that a Run
+// after every lock was granted. That statement takes each lock again at
+// transaction level and releases the session's hold on it, leaving the
+// transaction as its only holder (PostgreSQL evaluates a select list's
+// calls in the order written, so the key is never free in between). One
+// statement takes all the session locks, in the array's order (unnest's function scan yields them so), so that a Run
 // waits for its second key without a round trip after its first is
 // granted. The functions are named with their schema, so that no
 // search_path can put others in their place. The hashes are integers
@@ -226,9 +227,8 @@ func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
 			b.WriteString(string(o.DeferrableMode))
 		}
 	}
-	b.WriteString("; SELECT pg_catalog.pg_advisory_xact_lock(k) FROM ")
+	b.WriteString("; SELECT pg_catalog.pg_advisory_xact_lock(k), pg_catalog.pg_advisory_unlock(k) FROM ")
 	b.WriteString(arr.String())
-	b.WriteString("; SELECT pg_catalog.pg_advisory_unlock_all()")
 	return b.String()
 }
 
