@@ -66,6 +66,18 @@ type RunScoper interface {
 	StartRun(ctx context.Context) (scoped context.Context, end func(), err error)
 }
 
+// AttemptScoper is implemented by backends whose transaction also travels
+// in the context fn receives, such as a MongoDB session, which the driver
+// takes from the context of every operation. AttemptContext is called once
+// per attempt, after Begin returned tx; the context it returns, derived
+// from ctx, is the one fn receives (wrapped by the Runner). A backend that
+// gives every attempt a handle of its own, and ends it when the attempt
+// ends, makes a context fn kept from an earlier attempt refuse to reach
+// the later attempt's transaction.
+type AttemptScoper[T any] interface {
+	AttemptContext(ctx context.Context, tx T) context.Context
+}
+
 // BeginOption is a transaction option (isolation level, read-only, read
 // concern, ...) for Runners whose transaction handle is T. Backend packages
 // build them (txnpgx.TxOptions, txnsqlite.Deferred, ...); give them to

@@ -26,6 +26,7 @@ type shared[T any] struct {
 	backend Backend[T]
 	sp      Savepointer[T]
 	scoper  RunScoper
+	ascoper AttemptScoper[T]
 	cfg     config
 
 	adaptive  *adaptive
@@ -49,6 +50,7 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 	}
 	s.sp, _ = b.(Savepointer[T])
 	s.scoper, _ = b.(RunScoper)
+	s.ascoper, _ = b.(AttemptScoper[T])
 	for _, o := range opts {
 		if o != nil {
 			o.applyRunner(&s.cfg)
@@ -387,7 +389,11 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	if st.admitted {
 		r.began(st, &st.pass)
 	}
-	f := &frame[T]{Context: ctx, runner: r, cfg: cfg, tx: tx}
+	fctx := ctx
+	if r.ascoper != nil {
+		fctx = r.ascoper.AttemptContext(ctx, tx)
+	}
+	f := &frame[T]{Context: fctx, runner: r, cfg: cfg, tx: tx}
 	err = r.call(f, cfg, fn)
 	f.mu.Lock()
 	f.closed = true

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/session"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmongo"
@@ -294,10 +295,12 @@ func TestCommitAfterCancellation(t *testing.T) {
 	})
 }
 
-// TestSessionPerRun: each outermost Run holds one session for all its
-// attempts (a nested Run adds none) and ends it whatever the outcome:
-// success, a permanent error, retries exhausted, a panic.
-func TestSessionPerRun(t *testing.T) {
+// TestSessionPerAttempt: each attempt of an outermost Run holds a session
+// of its own (a nested Run adds none), which an attempt that does not
+// commit ends before the next begins, and none is left once Run returned,
+// whatever the outcome: success, a permanent error, retries exhausted, a
+// panic.
+func TestSessionPerAttempt(t *testing.T) {
 	eachServer(t, func(t *testing.T, e *env) {
 		r := txnmongo.New(e.client, txn.MaxAttempts(2), txn.WithClock(newClock()))
 		inUse := func(t *testing.T) {
@@ -325,14 +328,19 @@ func TestSessionPerRun(t *testing.T) {
 		_ = r.Run(ctx, func(context.Context, *mongo.Session) error { return errors.New("permanent") })
 		ended(t, "a permanent error")
 
-		var ids []string
-		err = r.Run(ctx, func(_ context.Context, sess *mongo.Session) error {
-			ids = append(ids, sessionID(sess))
+		var sessions []*mongo.Session
+		err = r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+			inUse(t)
+			sessions = append(sessions, sess)
+			if len(sessions) == 2 {
+				_, err := e.coll("c").InsertOne(mongo.NewSessionContext(ctx, sessions[0]), bson.M{})
+				require.ErrorIs(t, err, session.ErrSessionEnded, "the first attempt's session")
+			}
 			return txn.Retry(errors.New("again"))
 		})
 		require.ErrorIs(t, err, txn.ErrAttemptsExhausted)
-		require.Len(t, ids, 2)
-		require.Equal(t, ids[0], ids[1], "two attempts on one session")
+		require.Len(t, sessions, 2)
+		require.NotSame(t, sessions[0], sessions[1], "each attempt has a session of its own")
 		ended(t, "retries exhausted")
 
 		func() {

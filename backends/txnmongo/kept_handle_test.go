@@ -107,3 +107,54 @@ func keptSessionScenario(t *testing.T, e *env, commit bool, opts []txn.CallOptio
 		t.Errorf("a kept session updated %v outside its Run", d)
 	}
 }
+
+// TestKeptAttemptSessionNeverWritesIntoALaterAttempt: fn's context and
+// session from an attempt that failed (a conflict, retried) refuse every
+// operation during the next attempt of the same Run and after the Run; a
+// write through them never lands in the next attempt's transaction, which
+// commits, nor outside it. Only the committed attempt's document is in the
+// collection afterwards.
+func TestKeptAttemptSessionNeverWritesIntoALaterAttempt(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		r := txnmongo.New(e.client)
+		ctx := e.ctx(t)
+		coll := e.coll("c")
+		var (
+			firstCtx  context.Context
+			firstSess *mongo.Session
+			attempts  int
+		)
+		use := func(when string) {
+			for name, h := range map[string]context.Context{
+				"fn's context":                   firstCtx,
+				"a context bound to the session": mongo.NewSessionContext(ctx, firstSess),
+			} {
+				_, err := coll.InsertOne(h, bson.M{"_id": fmt.Sprintf("first attempt's %s %s", name, when)})
+				assert.Error(t, err, "%s: InsertOne with the first attempt's %s", when, name)
+				_, err = coll.UpdateOne(h, bson.M{"_id": "first"}, bson.M{"$set": bson.M{"kept": when}})
+				assert.Error(t, err, "%s: UpdateOne with the first attempt's %s", when, name)
+			}
+		}
+		err := r.Run(ctx, func(ctx context.Context, sess *mongo.Session) error {
+			attempts++
+			if attempts == 1 {
+				firstCtx, firstSess = ctx, sess
+				if _, err := coll.InsertOne(ctx, bson.M{"_id": "first"}); err != nil {
+					return err
+				}
+				return txn.Retry(errors.New("conflict"))
+			}
+			use("during the next attempt")
+			_, err := coll.InsertOne(ctx, bson.M{"_id": "second"})
+			return err
+		})
+		require.NoError(t, err)
+		require.Equal(t, 2, attempts)
+		use("after the Run")
+		var got []string
+		for _, d := range e.find(t, "c", bson.M{}) {
+			got = append(got, fmt.Sprint(d["_id"]))
+		}
+		assert.Equal(t, []string{"second"}, got, "only the committed attempt's document")
+	})
+}

@@ -14,11 +14,15 @@
 //		return err
 //	})
 //
-// Every Run starts one session (client.StartSession) and ends it when Run
-// returns, whatever the outcome; every attempt is a new transaction on that
-// session. fn receives a context bound to the session
+// Every attempt starts a session of its own (client.StartSession) and a
+// transaction on it. fn receives a context bound to that session
 // (mongo.NewSessionContext): every operation given that context is part of
-// the transaction, and an operation given another context is not. fn must
+// the transaction, and an operation given another context is not. An
+// attempt that does not commit ends its session as it ends, so a context
+// or session that fn kept (a goroutine it left running, say) fails every
+// operation ("ended session was used") instead of reaching a later
+// attempt's transaction or writing outside any; the committed attempt's
+// session ends when Run returns. fn must
 // return the errors of its operations: an operation that fails for real
 // makes the server abort the transaction, and a fn that drops the error
 // sees its commit fail with NoSuchTransaction and runs again, up to the
@@ -111,6 +115,7 @@ func defaultTxOptions() *options.TransactionOptionsBuilder {
 // runState is what the backend keeps for one outermost Run. It is used only
 // by the goroutine running that Run.
 type runState struct {
+	// sess is the current attempt's session, nil before the first.
 	sess *mongo.Session
 	// committing is true once Commit sent commitTransaction for the
 	// current transaction: the session then reports no running
@@ -138,46 +143,58 @@ type backend struct {
 }
 
 var (
-	_ txn.Backend[*mongo.Session] = (*backend)(nil)
-	_ txn.RunScoper               = (*backend)(nil)
+	_ txn.Backend[*mongo.Session]       = (*backend)(nil)
+	_ txn.RunScoper                     = (*backend)(nil)
+	_ txn.AttemptScoper[*mongo.Session] = (*backend)(nil)
 )
 
-// StartRun starts the session of one outermost Run. The scoped context
-// carries the session (for the driver) and the run's state (for Begin,
-// Commit and Rollback). end ends the session on a context detached from
-// the caller's cancellation; the driver aborts a transaction the session
-// still has open.
+// StartRun starts the state of one outermost Run, which the scoped context
+// carries for Begin, Commit and Rollback. end ends the session of the last
+// attempt on a context detached from the caller's cancellation; the driver
+// aborts a transaction the session still has open.
 func (b *backend) StartRun(ctx context.Context) (context.Context, func(), error) {
-	sess, err := b.client.StartSession()
-	if err != nil {
-		return nil, nil, fmt.Errorf("txnmongo: start session: %w", err)
+	st := &runState{}
+	end := func() { st.endSession(ctx) }
+	return context.WithValue(ctx, runKey{}, st), end, nil
+}
+
+// AttemptContext binds ctx to the attempt's session, for fn.
+func (b *backend) AttemptContext(ctx context.Context, sess *mongo.Session) context.Context {
+	return mongo.NewSessionContext(ctx, sess)
+}
+
+// endSession ends the current attempt's session, if there is one, and
+// forgets it.
+func (st *runState) endSession(ctx context.Context) {
+	if st.sess == nil {
+		return
 	}
-	st := &runState{sess: sess}
-	scoped := mongo.NewSessionContext(context.WithValue(ctx, runKey{}, st), sess)
-	end := func() {
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
-		defer cancel()
-		sess.EndSession(ectx)
-	}
-	return scoped, end, nil
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+	defer cancel()
+	st.sess.EndSession(ectx)
+	st.sess = nil
 }
 
 // stateOf returns the runState that StartRun put in ctx.
 func stateOf(ctx context.Context) (*runState, error) {
 	st, ok := ctx.Value(runKey{}).(*runState)
 	if !ok {
-		return nil, errors.New("txnmongo: context does not carry a Run's session")
+		return nil, errors.New("txnmongo: context does not carry a Run's state")
 	}
 	return st, nil
 }
 
-// Begin starts a transaction on the Run's session with the default options
-// overlaid by those of TxOptions. StartTransaction contacts no server: the
-// transaction starts with fn's first operation. After a commit that timed
-// out, Begin aborts the transaction when it is still running, and returns
-// a permanent error matching txn.ErrCommitUnknown when it is not: the
-// driver then still marks the session as committing, and a new
-// transaction on it would not be committed.
+// Begin ends the previous attempt's session, if any (the driver aborts a
+// transaction it still has open: on a replica set an abort cannot undo a
+// commit that did happen, and it releases the locks of one that did not),
+// starts the attempt's session and a transaction on it, with the default
+// options overlaid by those of TxOptions. Neither contacts a server: the
+// transaction starts with fn's first operation. After a commit re-send
+// that timed out (in server selection: the server is gone, and the first
+// commit's outcome is unknown), Begin returns a permanent error matching
+// txn.ErrCommitUnknown instead: the driver still marks the session that
+// sent it as committing, and fn is not run again on a deployment it cannot
+// reach.
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Session]) (*mongo.Session, error) {
 	st, err := stateOf(ctx)
 	if err != nil {
@@ -192,32 +209,23 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 		}
 		list = append(list, v...)
 	}
-	if st.timedOut && !st.sess.TransactionRunning() {
-		// The session is still marked as committing and no abort can
-		// clear the mark: the driver would send every statement of a
-		// new transaction with startTransaction and commit none of them.
-		// This follows a commit re-send that timed out in server
-		// selection, so the first transaction's outcome is unknown.
+	if st.timedOut && st.sess != nil && !st.sess.TransactionRunning() {
 		return nil, &commitError{class: txn.ClassPermanent, err: fmt.Errorf(
-			"txnmongo: cannot run fn again on the Run's session, which the driver still marks as committing after a commit that timed out: %w",
+			"txnmongo: not running fn again after a commit re-send that timed out; the driver still marks as committing the session that sent it: %w",
 			txn.ErrCommitUnknown)}
 	}
-	if st.sess.TransactionRunning() {
-		// A commit that timed out (MaxTimeMSExpired, or the driver's own
-		// timeout) leaves the transaction open on the client; this only
-		// happens before an Idempotent call runs fn again. Abort it so
-		// that a new one can start: on a replica set an abort cannot undo
-		// a commit that did happen, and it releases the locks of one that
-		// did not.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
-		_ = st.sess.AbortTransaction(actx)
-		cancel()
+	st.endSession(ctx)
+	sess, err := b.client.StartSession()
+	if err != nil {
+		st.sess = nil
+		return nil, fmt.Errorf("txnmongo: start session: %w", err)
 	}
-	if err := st.sess.StartTransaction(list...); err != nil {
+	st.sess = sess
+	if err := sess.StartTransaction(list...); err != nil {
 		return nil, fmt.Errorf("txnmongo: start transaction: %w", err)
 	}
 	st.committing, st.unknown, st.timedOut = false, false, false
-	return st.sess, nil
+	return sess, nil
 }
 
 // Commit sends commitTransaction, or sends it again after a
@@ -253,7 +261,14 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 	if err == nil {
 		return nil
 	}
-	return st.commitFailed(err)
+	ce := st.commitFailed(err)
+	if ce.class == txn.ClassRetryable || ce.class == txn.ClassPermanent {
+		// Nothing was committed and nothing will be sent again on this
+		// session: end it now, so that fn's context stops working before
+		// the backoff and the next attempt.
+		st.endSession(ctx)
+	}
+	return ce
 }
 
 // commitFailed classifies an error of the Runner's commitTransaction and
@@ -271,7 +286,7 @@ func (b *backend) Commit(ctx context.Context, sess *mongo.Session) error {
 // unknown, a re-send that reached no server leaves it unknown (ambiguous:
 // Run returns txn.ErrCommitUnknown); any other such error is ambiguous
 // too.
-func (st *runState) commitFailed(err error) error {
+func (st *runState) commitFailed(err error) *commitError {
 	st.timedOut = mongo.IsTimeout(err)
 	switch {
 	case isCode(err, codeNoSuchTransaction):
@@ -314,7 +329,10 @@ func (e *commitError) Unwrap() error { return e.err }
 // driver ignores the server's answer. Rollback returns an error wrapping
 // txn.ErrTxDone, without sending anything, when the session has no
 // running transaction: fn committed or aborted it, or ended the session.
+// Either way it then ends the attempt's session.
 func (b *backend) Rollback(ctx context.Context, sess *mongo.Session) error {
+	// The attempt is over: its session ends with it.
+	defer sess.EndSession(ctx)
 	if !sess.TransactionRunning() {
 		return fmt.Errorf("%w: fn committed or aborted the session's transaction, or ended the session", txn.ErrTxDone)
 	}
