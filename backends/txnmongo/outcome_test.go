@@ -174,7 +174,7 @@ func commitReplyLost(t *testing.T, e *env, p *faultproxy.Proxy, g *gate, uri str
 
 // TestCommitNotSentIsRetried: the server becomes unreachable after fn's
 // last operation and before the commit, and the driver has seen it go (its
-// monitor marked the member unknown). The Runner's commitTransaction fails
+// topology shows the member unknown). The Runner's commitTransaction fails
 // server selection: the driver did not send it, and no earlier commit of
 // the transaction exists, so nothing was committed and the error is
 // retryable (fn runs again in a new transaction), not an unknown outcome.
@@ -196,12 +196,18 @@ func TestCommitNotSentIsRetried(t *testing.T) {
 		client := connect(t, srv.URI(), options.Client().SetAppName(e.app).SetMonitor(e.mon.commandMonitor()).
 			SetServerSelectionTimeout(selectionTimeout).SetHeartbeatInterval(500*time.Millisecond).
 			SetServerMonitor(&event.ServerMonitor{
-				ServerDescriptionChanged: func(ev *event.ServerDescriptionChangedEvent) {
-					if ev.NewDescription.Kind == "Unknown" {
-						select {
-						case unknown <- struct{}{}:
-						default:
+				// The topology's event, not the server's: the driver
+				// publishes a server's change before server selection
+				// can see it, and the topology's after.
+				TopologyDescriptionChanged: func(ev *event.TopologyDescriptionChangedEvent) {
+					for _, sd := range ev.NewDescription.Servers {
+						if sd.Kind != "Unknown" {
+							return
 						}
+					}
+					select {
+					case unknown <- struct{}{}:
+					default:
 					}
 				},
 			}))
@@ -229,6 +235,10 @@ func TestCommitNotSentIsRetried(t *testing.T) {
 			}
 			if _, err := acct.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$inc": bson.M{"v": 1}}); err != nil {
 				return err
+			}
+			select {
+			case <-unknown: // the topology before the first discovery
+			default:
 			}
 			g.die()
 			select {
