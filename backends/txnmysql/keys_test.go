@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -111,4 +112,64 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-secondDone)
 	assert.Equal(t, int32(1), order.Load())
+}
+
+// A Run waiting on a named lock another Runner holds gives up by its
+// context, whether that ends by deadline or by cancellation, without
+// entering fn; the holder then commits, and the key is free for the next
+// Run once the holder released it (the server ends the waiter's abandoned
+// request).
+func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
+	d1, d2 := openDB(t, nil), openDB(t, nil)
+	r1 := txnmysql.New(d1, txn.DatabaseKeys())
+	r2 := txnmysql.New(d2, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	for _, how := range []string{"deadline", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			firstDone := make(chan error, 1)
+			go func() {
+				firstDone <- r1.Run(ctx, func(ctx context.Context, _ *sql.Tx) error {
+					close(entered)
+					select {
+					case <-release:
+						return nil
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}, txn.Keys("k"))
+			}()
+			<-entered
+			var wctx context.Context
+			var cancel context.CancelFunc
+			if how == "deadline" {
+				wctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+			} else {
+				wctx, cancel = context.WithCancel(ctx)
+				time.AfterFunc(300*time.Millisecond, cancel)
+			}
+			defer cancel()
+			start := time.Now()
+			var ran atomic.Bool
+			err := r2.Run(wctx, func(context.Context, *sql.Tx) error {
+				ran.Store(true)
+				return nil
+			}, txn.Keys("k"))
+			took := time.Since(start)
+			require.Error(t, err)
+			if how == "deadline" {
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			} else {
+				assert.ErrorIs(t, err, context.Canceled)
+			}
+			assert.False(t, ran.Load(), "fn ran without the key")
+			assert.Less(t, took, 300*time.Millisecond+2*time.Second, "the Run outlived its context")
+			close(release)
+			require.NoError(t, <-firstDone)
+			next, cancelNext := context.WithTimeout(ctx, 10*time.Second)
+			defer cancelNext()
+			require.NoError(t, r2.Run(next, func(context.Context, *sql.Tx) error { return nil }, txn.Keys("k")),
+				"the key stayed taken after its holder committed")
+		})
+	}
 }
