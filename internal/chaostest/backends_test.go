@@ -97,7 +97,7 @@ func pgBank(t *testing.T, direct *pgxpool.Config, addr, name string, conns int, 
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			return transfer(ctx, pgxStmts{tx}, q, tid, from, to, amount, refuse)
-		})
+		}, b.callOptions(from, to)...)
 	}
 	b.readers(func(ctx context.Context, q string) (map[int64]int, error) {
 		rows, err := dpool.Query(ctx, q)
@@ -270,7 +270,7 @@ func mysqlBank(t *testing.T, direct *mysql.Config, addr, name string, conns int,
 	b.transfer = func(ctx context.Context, tid int64, from, to, amount int, refuse bool) error {
 		return r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			return transfer(ctx, sqlStmts{tx}, q, tid, from, to, amount, refuse)
-		})
+		}, b.callOptions(from, to)...)
 	}
 	b.readers(func(ctx context.Context, q string) (map[int64]int, error) {
 		rows, err := ddb.QueryContext(ctx, q)

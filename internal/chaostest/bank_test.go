@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +47,17 @@ type bank struct {
 	moves func(ctx context.Context) (map[int]int, error)
 	// limit returns the Runner's adaptive limit.
 	limit func() int
+	// keyed makes every transfer name its two accounts as conflict keys.
+	keyed bool
+}
+
+// callOptions returns the options of a transfer from one account to
+// another.
+func (b *bank) callOptions(from, to int) []txn.CallOption {
+	if !b.keyed {
+		return nil
+	}
+	return []txn.CallOption{txn.Keys(strconv.Itoa(from), strconv.Itoa(to))}
 }
 
 // load is the shape of one run of the workload.

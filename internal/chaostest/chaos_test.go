@@ -49,36 +49,60 @@ func backends() map[string]func(t *testing.T) (string, bankFactory) {
 // matches a COMMIT the proxy cut.
 func TestChaosCuts(t *testing.T) {
 	for _, name := range []string{"PostgreSQL", "MariaDB"} {
-		t.Run(name, func(t *testing.T) {
-			target, build := backends()[name](t)
-			p, err := faultproxy.Start(target)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = p.Close() })
-			l := load{runs: chaosRuns, workers: 16, timeout: 5 * time.Second, rollbackTimeout: time.Second, refuse: 0.05}
-			b := build(t, p.Addr(), "cuts", l.workers, txn.RollbackTimeout(l.rollbackTimeout))
-			p.SetChaos(faultproxy.Chaos{Seed: 17, Connect: 0.05, Statement: 0.01, Commit: 0.03})
-			start := time.Now()
-			results := offer(t, b, l, 1)
-			wall := time.Since(start)
-			st := p.ChaosStats()
-			p.SetChaos(faultproxy.Chaos{})
-			s := reconcile(t, b, l, results)
-			figure(t, "%s through cuts: %v in %v", name, s, wall.Round(time.Millisecond))
-			figure(t, "%s faults: %d connects cut, %d statements cut, %d COMMITs cut (%d after the server answered); failures: %s",
-				name, st.ConnectCuts, st.StatementCuts, st.CommitCuts, st.CommitsCutAfterReply, kinds(s.errs))
-			assert.Equal(t, chaosRuns, s.offered)
-			// Every cut COMMIT is an unknown outcome. A statement cut "after
-			// the reply" can also land on a COMMIT: the proxy cuts at the
-			// next bytes the server sends, and a request that has no reply
-			// (MySQL's COM_STMT_CLOSE) passes the cut on to the next one.
-			assert.GreaterOrEqual(t, s.unknown, st.CommitCuts, "every cut COMMIT is an unknown outcome")
-			assert.LessOrEqual(t, s.unknown, st.CommitCuts+st.StatementCuts, "an unknown outcome needs a cut")
-			assert.GreaterOrEqual(t, s.unknownCommitted, st.CommitsCutAfterReply, "the COMMITs the server answered committed")
-			assert.LessOrEqual(t, s.unknownCommitted, s.unknown-(st.CommitCuts-st.CommitsCutAfterReply),
-				"the COMMITs cut before they reached the server did not commit")
-			assert.Greater(t, s.committed, chaosRuns/2, "most transfers commit despite the faults")
-		})
+		t.Run(name, func(t *testing.T) { chaosCuts(t, name, chaosRuns, false) })
 	}
+}
+
+// TestChaosCutsDatabaseKeys is TestChaosCuts with txn.DatabaseKeys, every
+// transfer naming its two accounts: the locks taken on the connection
+// before BEGIN (PostgreSQL advisory locks, MariaDB named locks) are cut
+// too, while they are requested, granted or released.
+func TestChaosCutsDatabaseKeys(t *testing.T) {
+	for _, name := range []string{"PostgreSQL", "MariaDB"} {
+		t.Run(name, func(t *testing.T) { chaosCuts(t, name, chaosRuns/2, true) })
+	}
+}
+
+// chaosCuts offers runs transfers to the named backend through a proxy
+// that cuts at random, and reconciles.
+func chaosCuts(t *testing.T, name string, runs int, keyed bool) {
+	target, build := backends()[name](t)
+	p, err := faultproxy.Start(target)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	l := load{runs: runs, workers: 16, timeout: 5 * time.Second, rollbackTimeout: time.Second, refuse: 0.05}
+	opts := []txn.RunnerOption{txn.RollbackTimeout(l.rollbackTimeout)}
+	bankName := "cuts"
+	if keyed {
+		opts, bankName = append(opts, txn.DatabaseKeys()), "cutskeys"
+	}
+	b := build(t, p.Addr(), bankName, l.workers, opts...)
+	b.keyed = keyed
+	p.SetChaos(faultproxy.Chaos{Seed: 17, Connect: 0.05, Statement: 0.01, Commit: 0.03})
+	start := time.Now()
+	results := offer(t, b, l, 1)
+	wall := time.Since(start)
+	st := p.ChaosStats()
+	p.SetChaos(faultproxy.Chaos{})
+	s := reconcile(t, b, l, results)
+	what := name
+	if keyed {
+		what += " with DatabaseKeys"
+	}
+	figure(t, "%s through cuts: %v in %v", what, s, wall.Round(time.Millisecond))
+	figure(t, "%s faults: %d connects cut, %d statements cut, %d COMMITs cut (%d after the server answered); failures: %s",
+		what, st.ConnectCuts, st.StatementCuts, st.CommitCuts, st.CommitsCutAfterReply, kinds(s.errs))
+	assert.Equal(t, runs, s.offered)
+	// Every cut COMMIT is an unknown outcome. A statement cut "after
+	// the reply" can also land on a COMMIT: the proxy cuts at the
+	// next bytes the server sends, and a request that has no reply
+	// (MySQL's COM_STMT_CLOSE) passes the cut on to the next one.
+	assert.GreaterOrEqual(t, s.unknown, st.CommitCuts, "every cut COMMIT is an unknown outcome")
+	assert.LessOrEqual(t, s.unknown, st.CommitCuts+st.StatementCuts, "an unknown outcome needs a cut")
+	assert.GreaterOrEqual(t, s.unknownCommitted, st.CommitsCutAfterReply, "the COMMITs the server answered committed")
+	assert.LessOrEqual(t, s.unknownCommitted, s.unknown-(st.CommitCuts-st.CommitsCutAfterReply),
+		"the COMMITs cut before they reached the server did not commit")
+	assert.Greater(t, s.committed, runs/2, "most transfers commit despite the faults")
 }
 
 // TestChaosStalls is TestChaosCuts with a proxy that goes silent, keeping

@@ -10,8 +10,11 @@ import (
 // soak tests of a workload: each probability is drawn independently, from
 // a generator seeded with Seed, for each accepted connection or each chunk
 // a client sends. COMMIT and ROLLBACK are recognised by those words in the
-// chunk (case-insensitive); every other chunk, the connection handshake
-// included, is a statement. Armed one-shot faults (Arm) take precedence.
+// chunk (case-insensitive), unless it also says BEGIN: a chunk that begins
+// a transaction (such as one that ends an implicit transaction and begins
+// another) is a statement, whose cut leaves nothing committed. Every other
+// chunk, the connection handshake included, is a statement. Armed
+// one-shot faults (Arm) take precedence.
 type Chaos struct {
 	// Seed seeds the generator of the draws.
 	Seed uint64
@@ -95,6 +98,7 @@ func (p *Proxy) chaosConnect() bool {
 var (
 	wordCommit   = []byte("commit")
 	wordRollback = []byte("rollback")
+	wordBegin    = []byte("begin")
 )
 
 // chaosChunk draws what happens to a chunk (lower-cased) a client sent.
@@ -111,13 +115,14 @@ func (p *Proxy) chaosChunk(lower []byte) (action, time.Duration) {
 		}
 		return after
 	}
+	begins := bytes.Contains(lower, wordBegin)
 	switch {
-	case bytes.Contains(lower, wordRollback):
+	case !begins && bytes.Contains(lower, wordRollback):
 		if rnd.Float64() < c.RollbackStall {
 			s.RollbackStalls++
 			return half(stallBefore, stallAfter), c.StallFor
 		}
-	case bytes.Contains(lower, wordCommit):
+	case !begins && bytes.Contains(lower, wordCommit):
 		if rnd.Float64() < c.Commit {
 			s.CommitCuts++
 			a := half(cutBefore, cutAfter)
