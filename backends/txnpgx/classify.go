@@ -206,6 +206,9 @@ func isConnError(err error) bool {
 	if errchain.Is(err, io.EOF) || errchain.Is(err, io.ErrUnexpectedEOF) || errchain.Is(err, net.ErrClosed) {
 		return true
 	}
+	if errchain.Any(err, isConnClosed) {
+		return true
+	}
 	if _, ok := errchain.As[*pgconn.ConnectError](err); ok {
 		return true
 	}
@@ -214,3 +217,15 @@ func isConnError(err error) bool {
 	}
 	return errchain.Any(err, pgconn.Timeout)
 }
+
+// connClosedText is the text of pgconn.ErrConnClosed, which later pgx
+// releases (v5.13) return, wrapped, for an operation on a connection that
+// an earlier failure of the same operation closed, after its request may
+// have been sent. The module is built with pgx v5.8, which has no such
+// variable, so the error is known by its text; v5.8's own "conn closed" is
+// a lock failure, which reports SafeToRetry and is classified before this.
+const connClosedText = "conn closed"
+
+// isConnClosed reports whether err itself (not its chain) is pgx's
+// "conn closed".
+func isConnClosed(err error) bool { return err.Error() == connClosedText }

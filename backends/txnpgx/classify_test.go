@@ -72,6 +72,9 @@ func TestClassifyTable(t *testing.T) {
 		{"io.EOF", fmt.Errorf("read: %w", io.EOF), txn.ClassConnLost, txn.ClassConnLost},
 		{"io.ErrUnexpectedEOF", io.ErrUnexpectedEOF, txn.ClassConnLost, txn.ClassConnLost},
 		{"net.ErrClosed", net.ErrClosed, txn.ClassConnLost, txn.ClassConnLost},
+		// pgconn.ErrConnClosed of pgx v5.13, wrapped as pgx wraps it (its
+		// pgconnError is not SafeToRetry: the request may have been sent).
+		{"conn closed (pgx v5.13)", fmt.Errorf("read: %w", errors.New("conn closed")), txn.ClassConnLost, txn.ClassConnLost},
 		{"connection reset", netOp, txn.ClassConnLost, txn.ClassConnLost},
 		{"connect error", &pgconn.ConnectError{Config: &pgconn.Config{}}, txn.ClassConnLost, txn.ClassConnLost},
 		{"commit interrupted", &commitInterruptedError{err: context.Canceled}, txn.ClassConnLost, txn.ClassConnLost},
