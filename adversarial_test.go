@@ -187,7 +187,6 @@ func TestAdversarialPanicValues(t *testing.T) {
 // transaction: TxFrom reports false, OnCommit refuses it, and a Run on it
 // starts a new outermost transaction that commits and runs its callback.
 func TestAdversarialContextKeptPastPanic(t *testing.T) {
-	t.Skip("defect: after fn panics or calls runtime.Goexit, its context still carries the rolled-back transaction; a Run on it joins that dead transaction and returns nil without committing")
 	for _, exit := range []string{"panic", "Goexit"} {
 		for _, savepoints := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s savepoints=%v", exit, savepoints), func(t *testing.T) {
@@ -288,7 +287,6 @@ func TestAdversarialTypedNilReturned(t *testing.T) {
 // library's own: building its message must not call the typed nil's Error
 // method (as typednil_test.go requires for wrapped typed nils).
 func TestAdversarialRetryOfTypedNilGiveUpMessage(t *testing.T) {
-	t.Skip("defect: GiveUpError.Error panics (nil pointer dereference) when fn returned txn.Retry of a bare typed-nil error")
 	var nilMy *myErr
 	db, _, r := advRunner(t, false)
 	calls := 0
@@ -743,7 +741,6 @@ func (d treeDB) Classify(err error) txn.Class {
 // and writes the audit row twice; Run must not re-run fn for an error that
 // says a commit's outcome is unknown, unless the call is Idempotent.
 func TestAdversarialInnerUnknownCommitNotRerun(t *testing.T) {
-	t.Skip("defect: an fn error matching ErrCommitUnknown (an inner Run's unknown commit) is classified by its lost-connection cause and retried, committing the inner write twice")
 	db := fakedb.New()
 	r := txn.New[*fakedb.Tx](treeDB{db.WithSavepoints()}, txn.WithClock(fakeclock.New(time.Now())), txn.Seed(1), txn.NoAdaptive())
 	require.NoError(t, r.Err())

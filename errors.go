@@ -68,7 +68,10 @@ var (
 	// retries ran out; fn was not run again. It is also matched when an
 	// Idempotent call ran fn again after such a commit and then stopped
 	// without a commit (attempts, time, a later error): the earlier commit
-	// may have happened.
+	// may have happened. An error of fn that matches it (the unknown
+	// commit of another Run that fn ran on a context of its own) is never
+	// retried, whatever its cause, unless fn marks it with Retry: running
+	// fn again could apply that Run's writes twice.
 	ErrCommitUnknown = errors.New("txn: commit outcome unknown")
 	// ErrAttemptsExhausted is matched when Run gave up because the attempt
 	// limit was reached.
@@ -153,7 +156,9 @@ type markedError struct {
 	class Class
 }
 
-func (e *markedError) Error() string { return e.err.Error() }
+// Error is the marked error's message; a typed nil error whose Error
+// method panics (Retry((*myErr)(nil))) gets a placeholder instead.
+func (e *markedError) Error() string { return errchain.Leaf(e.err).Error() }
 func (e *markedError) Unwrap() error { return e.err }
 
 // Retry marks err as retryable: when fn returns it (or an error wrapping it),
@@ -236,7 +241,7 @@ func (e *GiveUpError) Error() string {
 	}
 	if e.Last != nil {
 		b.WriteString(": ")
-		b.WriteString(strings.TrimPrefix(e.Last.Error(), "txn: "))
+		b.WriteString(strings.TrimPrefix(errchain.Leaf(e.Last).Error(), "txn: "))
 	}
 	return b.String()
 }

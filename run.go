@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/txnkit/txn/internal/errchain"
 )
 
 // Runner runs functions in transactions of one database and retries them.
@@ -491,6 +493,12 @@ func (r *Runner[T]) commitFailed(ctx context.Context, st *runState, tx T, err er
 // nothing can have been committed: whatever may or may not have happened to
 // a statement is undone with the transaction.
 func (r *Runner[T]) beforeCommit(err error) Class {
+	if _, ok := marked(err); !ok && errchain.Is(err, ErrCommitUnknown) {
+		// fn's error carries a commit whose outcome is unknown: another
+		// Run's, which fn ran on a context of its own. Running fn again
+		// could apply that Run's writes twice, whatever the cause below.
+		return ClassPermanent
+	}
 	switch c := r.classify(err); c {
 	case ClassConnLost, ClassCommitRetryable, ClassAmbiguous:
 		return ClassRetryable
@@ -533,6 +541,12 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 	returned := false
 	defer func() {
 		if !returned {
+			// The transaction ends here: a context fn handed on (to a
+			// goroutine, a recovery handler) must no longer carry it.
+			f.mu.Lock()
+			f.closed = true
+			f.ended.Store(true)
+			f.mu.Unlock()
 			_ = r.rollback(f.Context, cfg, f.tx)
 		}
 	}()

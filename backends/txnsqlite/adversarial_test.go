@@ -260,7 +260,6 @@ func TestAdversarialBareTypedNilDriverError(t *testing.T) {
 // context must carry none (as after a Run that returned): a Run on it
 // starts a new transaction and commits.
 func TestAdversarialContextKeptPastPanic(t *testing.T) {
-	t.Skip("defect: after fn panics, its context still carries the rolled-back transaction; a Run on it fails on SAVEPOINT with sql.ErrTxDone instead of starting a new transaction")
 	db := openOneConn(t)
 	r := txnsqlite.New(db)
 	var kept context.Context
@@ -297,7 +296,6 @@ func (l *lostReplyOnce) Intercept(_ context.Context, at txn.InterceptPoint, _ in
 // not run fn again (that writes the audit row twice) and must report the
 // unknown outcome.
 func TestAdversarialInnerUnknownCommitNotRerun(t *testing.T) {
-	t.Skip("defect: an fn error matching ErrCommitUnknown whose cause is driver.ErrBadConn is classified as a lost connection before commit and retried, committing the inner write twice")
 	db := openOneConn(t)
 	db.SetMaxOpenConns(2) // the inner transaction needs a connection of its own
 	r := txnsqlite.New(db, txn.NoAdaptive())
