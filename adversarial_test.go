@@ -413,20 +413,32 @@ func TestAdversarialStaleAttemptContext(t *testing.T) {
 }
 
 // TestAdversarialOnCommitCallbackPanics: a callback panics after the commit.
-// The commit stands, fn is not run again, the panic reaches Run's caller,
-// and the attempt's slot and key were released before the callbacks ran.
+// The commit stands, fn is not run again, the callbacks registered after
+// it still run, the panic reaches Run's caller, and the attempt's slot and
+// key were released before the callbacks ran.
 func TestAdversarialOnCommitCallbackPanics(t *testing.T) {
 	db, _, r := advRunner(t, true)
 	calls := 0
+	var ran []string
 	returned, _, p := runOnGoroutine(func() error {
 		return r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
 			calls++
 			tx.Write("k")
-			return txn.OnCommit(ctx, func() { panic("callback boom") })
+			for _, cb := range []func(){
+				func() { ran = append(ran, "first") },
+				func() { ran = append(ran, "panics"); panic("callback boom") },
+				func() { ran = append(ran, "after") },
+			} {
+				if err := txn.OnCommit(ctx, cb); err != nil {
+					return err
+				}
+			}
+			return nil
 		}, txn.Keys("k"), txn.Idempotent())
 	})
 	assert.False(t, returned)
 	assert.Equal(t, "callback boom", p)
+	assert.Equal(t, []string{"first", "panics", "after"}, ran, "a callback that panics does not keep the later ones from running, once each, in order")
 	assert.Equal(t, 1, calls)
 	assert.Equal(t, 1, db.Committed("k"), "the commit stands")
 	requireIdle(t, r, db, "k")

@@ -335,9 +335,7 @@ func (r *Runner[T]) loop(ctx context.Context, st *runState, fn func(context.Cont
 			if cfg.observer != nil {
 				cfg.observer.Committed(ctx, CommitEvent{Operation: cfg.operation, Attempts: st.attempts, Elapsed: st.elapsed()})
 			}
-			for _, cb := range st.callbacks {
-				cb()
-			}
+			runCallbacks(st.callbacks)
 			return nil
 		}
 		switch o.class {
@@ -533,6 +531,18 @@ func (r *Runner[T]) classify(err error) Class {
 		return cc.ClassifyConn(err)
 	}
 	return ClassPermanent
+}
+
+// runCallbacks runs the OnCommit callbacks of a committed transaction, in
+// order. One that panics (or exits its goroutine) does not keep the later
+// ones from running: they run as the panic unwinds, which then goes on to
+// Run's caller.
+func runCallbacks(cbs []func()) {
+	if len(cbs) == 0 {
+		return
+	}
+	defer runCallbacks(cbs[1:])
+	cbs[0]()
 }
 
 // call runs fn, rolling the transaction back if fn panics (the panic then
