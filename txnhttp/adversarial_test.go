@@ -375,7 +375,6 @@ func TestAdversarialGoroutineOfAReturnedAttemptCannotWrite(t *testing.T) {
 // TestAdversarialGoroutineOfAPanickedAttemptCannotWrite is the test above
 // for an attempt whose handler panicked instead of returning.
 func TestAdversarialGoroutineOfAPanickedAttemptCannotWrite(t *testing.T) {
-	t.Skip("defect: after a handler panics the attempt's buffer is never closed (buf.end is skipped), so a goroutine it left can still write, flush and hijack through it")
 	_, r := newRunner(t)
 	release := make(chan struct{})
 	result := make(chan error, 1)
@@ -405,9 +404,9 @@ func (h hideHijack) Flush() { h.ResponseWriter.(http.Flusher).Flush() }
 
 // TestAdversarialFailedHijackThenError hijacks where the connection cannot
 // be hijacked (HTTP/2, or an outer wrapper that hides it), sees the error,
-// and reports it.
+// and reports it: the failed hijack changes nothing, so the request rolls
+// back with an error response, and a retryable error is retried.
 func TestAdversarialFailedHijackThenError(t *testing.T) {
-	t.Skip("defect: a Hijack that fails still marks the response hijacked; the middleware then writes nothing and net/http sends an empty 200 for a rolled-back request")
 	for _, proto := range []string{"HTTP/1.1 behind a wrapper", "HTTP/2"} {
 		for _, fail := range []error{errConflict, errBroken} {
 			t.Run(proto+"/"+fail.Error(), func(t *testing.T) {
@@ -443,7 +442,11 @@ func TestAdversarialFailedHijackThenError(t *testing.T) {
 					assert.GreaterOrEqual(t, resp.code, 500, "a rolled-back request must not look successful: %d %q", resp.code, resp.body)
 				}
 				assert.Zero(t, db.Committed("row"))
-				assert.LessOrEqual(t, calls, 2)
+				if fail == errConflict {
+					assert.Greater(t, calls, 1, "the failed hijack changed nothing: a retryable error is retried")
+				} else {
+					assert.Equal(t, 1, calls)
+				}
 			})
 		}
 	}

@@ -492,6 +492,9 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, h http.Handle
 		req := r.Clone(ctx)
 		replay(req, false)
 		buf := out.attempt()
+		// The attempt's writer closes however the handler ends (a panic
+		// included), so that a goroutine it left running cannot write.
+		defer buf.end()
 		h.ServeHTTP(buf, req)
 		buf.end()
 		st.mu.Lock()

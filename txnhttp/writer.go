@@ -154,11 +154,18 @@ func (b *buffer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if b.done {
 		return nil, nil, errAttemptOver
 	}
+	// The response is the handler's only once the hijack succeeded: one
+	// that failed (HTTP/2, a writer that cannot) leaves the attempt as it
+	// was, its response still the middleware's to send or retry.
+	conn, rw, err := http.NewResponseController(b.out.w).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
 	b.live = true
 	b.out.live.Store(true)
 	b.out.hij.Store(true)
 	b.body.Reset()
-	return http.NewResponseController(b.out.w).Hijack()
+	return conn, rw, nil
 }
 
 // SetReadDeadline sets the connection's read deadline (for
