@@ -8,8 +8,15 @@
 // txnsql.Tx return it; txn.OnCommit registers work for after the commit).
 // The handler returns its error as usual: a retryable one (serialization
 // failure, deadlock, txn.Retry) makes the interceptor roll back and call the
-// handler again with the same request message; the reply of the attempt
-// that committed is the one sent. OnCommit callbacks run after the commit,
+// handler again with the request as the client sent it (a proto.Message is
+// cloned from a copy taken before the first attempt, so a handler that
+// changes its request in place does not pass the change on); the reply of
+// the attempt that committed is the one sent. Header and trailer metadata
+// the handler sets (grpc.SetHeader, grpc.SetTrailer) belong to its
+// attempt: only the last attempt's reach the client, with its reply or
+// its error. grpc.SendHeader sends at once, so a call whose attempt sent
+// its headers is not run again: it ends with codes.Aborted if its
+// transaction must be retried. OnCommit callbacks run after the commit,
 // before the reply leaves. Each Run is named (txn.Operation) by the method's
 // full name, such as "/bank.v1.Bank/Transfer", for observers, logs and
 // metrics.
@@ -40,10 +47,13 @@ package txngrpc
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/txnkit/txn"
 )
@@ -116,14 +126,145 @@ func UnaryServerInterceptor[T any](r *txn.Runner[T], opts ...Option) grpc.UnaryS
 		if s.callOptions != nil {
 			callOpts = append(callOpts, s.callOptions(ctx, info.FullMethod, req)...)
 		}
+		call := newCall(ctx, req)
 		resp, err := txn.Do(ctx, r, func(ctx context.Context, _ T) (any, error) {
-			return handler(ctx, req)
+			return call.attempt(ctx, handler)
 		}, callOpts...)
+		call.finish()
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
 		return resp, nil
 	}
+}
+
+// errHeaderSent stops a call whose transaction must run again after an
+// attempt sent its response headers (grpc.SendHeader): the client has
+// them, and a call has one response.
+var errHeaderSent = status.Error(codes.Aborted,
+	"txngrpc: the transaction must run again, but an earlier attempt already sent its response headers; nothing was changed, the call may be retried")
+
+// call is one intercepted unary call across its attempts. Every attempt
+// gets the request as the client sent it (a proto.Message is cloned from a
+// copy kept before the first attempt, so that a handler that changes its
+// request in place does not hand the change to the next attempt), and a
+// grpc.ServerTransportStream of its own, which keeps the header and
+// trailer metadata the handler sets (grpc.SetHeader, grpc.SetTrailer):
+// only the last attempt's reach the client, with its reply or its error.
+type call struct {
+	stream   grpc.ServerTransportStream // the call's, nil outside a server
+	req      any                        // the client's request
+	pristine proto.Message              // a copy of req, nil if req is not a proto.Message
+	attempts int
+	last     *attemptStream
+	sent     bool // an attempt sent its headers
+}
+
+func newCall(ctx context.Context, req any) *call {
+	c := &call{stream: grpc.ServerTransportStreamFromContext(ctx), req: req}
+	if m, ok := req.(proto.Message); ok && m != nil {
+		c.pristine = proto.Clone(m)
+	}
+	return c
+}
+
+// attempt runs the handler once.
+func (c *call) attempt(ctx context.Context, handler grpc.UnaryHandler) (any, error) {
+	if c.sent {
+		return nil, txn.Permanent(errHeaderSent)
+	}
+	c.attempts++
+	req := c.req
+	if c.attempts > 1 && c.pristine != nil {
+		req = proto.Clone(c.pristine)
+	}
+	if c.stream == nil {
+		return handler(ctx, req)
+	}
+	if prev := c.last; prev != nil {
+		prev.mu.Lock()
+		prev.done = true
+		prev.mu.Unlock()
+	}
+	as := &attemptStream{ServerTransportStream: c.stream}
+	c.last = as
+	resp, err := handler(grpc.NewContextWithServerTransportStream(ctx, as), req)
+	as.mu.Lock()
+	c.sent = c.sent || as.sent
+	as.mu.Unlock()
+	return resp, err
+}
+
+// finish passes the last attempt's header and trailer metadata on to the
+// call's stream.
+func (c *call) finish() {
+	if c.last == nil {
+		return
+	}
+	as := c.last
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	as.done = true
+	if len(as.header) > 0 && !as.sent {
+		_ = c.stream.SetHeader(as.header)
+	}
+	if len(as.trailer) > 0 {
+		_ = c.stream.SetTrailer(as.trailer)
+	}
+}
+
+// attemptStream is the grpc.ServerTransportStream of one attempt. It keeps
+// the metadata the handler sets until the call's interceptor passes the
+// last attempt's on; SendHeader sends at once (the attempt's headers and
+// the call's are then the client's), after which the call cannot run
+// again. Once the attempt is over, every method fails.
+type attemptStream struct {
+	grpc.ServerTransportStream
+	mu              sync.Mutex
+	header, trailer metadata.MD
+	sent, done      bool
+}
+
+// SetHeader keeps md for the attempt's response header.
+func (s *attemptStream) SetHeader(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.sent {
+		return errAttemptOver(s.done)
+	}
+	s.header = metadata.Join(s.header, md)
+	return nil
+}
+
+// SendHeader sends the attempt's header, with md, at once.
+func (s *attemptStream) SendHeader(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.sent {
+		return errAttemptOver(s.done)
+	}
+	s.sent = true
+	return s.ServerTransportStream.SendHeader(metadata.Join(s.header, md))
+}
+
+// SetTrailer keeps md for the attempt's trailer.
+func (s *attemptStream) SetTrailer(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return errAttemptOver(true)
+	}
+	s.trailer = metadata.Join(s.trailer, md)
+	return nil
+}
+
+// errAttemptOver is the error of a metadata call the attempt can no longer
+// make: it is over, or its header was sent.
+func errAttemptOver(over bool) error {
+	if over {
+		return status.Error(codes.Internal, "txngrpc: the attempt is over")
+	}
+	return status.Error(codes.Internal, "txngrpc: the header was already sent")
 }
 
 // DefaultErrorMapper maps an error of Run to the status the package
