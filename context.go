@@ -114,8 +114,9 @@ func (f *frame[T]) lost() error {
 // OnCommit registers cb to run once, after the outermost transaction carried
 // by ctx commits. Callbacks run in registration order on the goroutine that
 // called Run, before Run returns; one that panics does not keep the later
-// ones from running, and its panic then reaches Run's caller. Callbacks registered in an attempt that
-// did not commit, or in a savepoint that was rolled back, never run. It
+// ones from running, and its panic then reaches Run's caller. Callbacks
+// registered in an attempt that did not commit, or in a savepoint that was
+// rolled back, never run. It
 // returns ErrNoTransaction if ctx carries no transaction (or it has ended),
 // ErrNilContext for a nil ctx and ErrNilFunc for a nil cb.
 func OnCommit(ctx context.Context, cb func()) error {

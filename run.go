@@ -553,10 +553,7 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 		if !returned {
 			// The transaction ends here: a context fn handed on (to a
 			// goroutine, a recovery handler) must no longer carry it.
-			f.mu.Lock()
-			f.closed = true
-			f.ended.Store(true)
-			f.mu.Unlock()
+			f.close()
 			_ = r.rollback(f.Context, cfg, f.tx)
 		}
 	}()

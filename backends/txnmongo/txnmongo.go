@@ -217,7 +217,6 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*mongo.Sessi
 	st.endSession(ctx)
 	sess, err := b.client.StartSession()
 	if err != nil {
-		st.sess = nil
 		return nil, fmt.Errorf("txnmongo: start session: %w", err)
 	}
 	st.sess = sess

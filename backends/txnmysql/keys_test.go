@@ -79,16 +79,7 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	r1 := txnmysql.New(d1, txn.DatabaseKeys())
 	r2 := txnmysql.New(d2, txn.DatabaseKeys())
 	ctx := testCtx(t)
-	entered, release := make(chan struct{}), make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() {
-		firstDone <- r1.Run(ctx, func(context.Context, *sql.Tx) error {
-			close(entered)
-			<-release
-			return nil
-		}, txn.Keys("k"))
-	}()
-	<-entered
+	finishFirst := holdKey(t, ctx, r1, "k")
 	var order atomic.Int32
 	secondDone := make(chan error, 1)
 	go func() {
@@ -108,8 +99,7 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	}
 	require.Zero(t, order.Load(), "the second Run entered fn while the key was held")
 	order.CompareAndSwap(0, 1)
-	close(release)
-	require.NoError(t, <-firstDone)
+	require.NoError(t, finishFirst())
 	require.NoError(t, <-secondDone)
 	assert.Equal(t, int32(1), order.Load())
 }
@@ -126,20 +116,7 @@ func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
 	ctx := testCtx(t)
 	for _, how := range []string{"deadline", "cancel"} {
 		t.Run(how, func(t *testing.T) {
-			entered, release := make(chan struct{}), make(chan struct{})
-			firstDone := make(chan error, 1)
-			go func() {
-				firstDone <- r1.Run(ctx, func(ctx context.Context, _ *sql.Tx) error {
-					close(entered)
-					select {
-					case <-release:
-						return nil
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}, txn.Keys("k"))
-			}()
-			<-entered
+			finishFirst := holdKey(t, ctx, r1, "k")
 			var wctx context.Context
 			var cancel context.CancelFunc
 			if how == "deadline" {
@@ -164,12 +141,40 @@ func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
 			}
 			assert.False(t, ran.Load(), "fn ran without the key")
 			assert.Less(t, took, 300*time.Millisecond+2*time.Second, "the Run outlived its context")
-			close(release)
-			require.NoError(t, <-firstDone)
+			require.NoError(t, finishFirst())
 			next, cancelNext := context.WithTimeout(ctx, 10*time.Second)
 			defer cancelNext()
 			require.NoError(t, r2.Run(next, func(context.Context, *sql.Tx) error { return nil }, txn.Keys("k")),
 				"the key stayed taken after its holder committed")
 		})
+	}
+}
+
+// holdKey starts a Run of r that holds key until the returned function is
+// called; that function lets the Run commit and returns its error. A test
+// that fails before calling it ends the Run with ctx.
+func holdKey(t *testing.T, ctx context.Context, r *txnmysql.Runner, key string) (finish func() error) {
+	t.Helper()
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(ctx context.Context, _ *sql.Tx) error {
+			close(entered)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}, txn.Keys(key))
+	}()
+	select {
+	case <-entered:
+	case err := <-done:
+		require.FailNow(t, "the Run holding the key returned before fn", "%v", err)
+	}
+	return func() error {
+		close(release)
+		return <-done
 	}
 }

@@ -191,9 +191,9 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 // transaction level and releases the session's hold on it, leaving the
 // transaction as its only holder (PostgreSQL evaluates a select list's
 // calls in the order written, so the key is never free in between). One
-// statement takes all the session locks, in the array's order (unnest's function scan yields them so), so that a Run
-// waits for its second key without a round trip after its first is
-// granted. The functions are named with their schema, so that no
+// statement takes all the session locks, in the array's order (unnest's
+// function scan yields them so), so that a Run waits for its second key
+// without a round trip after its first is granted. The functions are named with their schema, so that no
 // search_path can put others in their place. The hashes are integers
 // written by strconv; nothing of the keys' text reaches the query.
 func lockThenBegin(hashes []int64, o pgx.TxOptions) string {

@@ -155,9 +155,8 @@ type call struct {
 	stream   grpc.ServerTransportStream // the call's, nil outside a server
 	req      any                        // the client's request
 	pristine proto.Message              // a copy of req, nil if req is not a proto.Message
-	attempts int
-	last     *attemptStream
-	sent     bool // an attempt sent its headers
+	ran      bool                       // an attempt has run
+	last     *attemptStream             // the last attempt's, nil outside a server
 }
 
 func newCall(ctx context.Context, req any) *call {
@@ -170,29 +169,26 @@ func newCall(ctx context.Context, req any) *call {
 
 // attempt runs the handler once.
 func (c *call) attempt(ctx context.Context, handler grpc.UnaryHandler) (any, error) {
-	if c.sent {
-		return nil, txn.Permanent(errHeaderSent)
-	}
-	c.attempts++
-	req := c.req
-	if c.attempts > 1 && c.pristine != nil {
-		req = proto.Clone(c.pristine)
-	}
-	if c.stream == nil {
-		return handler(ctx, req)
-	}
 	if prev := c.last; prev != nil {
 		prev.mu.Lock()
 		prev.done = true
+		sent := prev.sent
 		prev.mu.Unlock()
+		if sent {
+			return nil, txn.Permanent(errHeaderSent)
+		}
+	}
+	req := c.req
+	if c.ran && c.pristine != nil {
+		req = proto.Clone(c.pristine)
+	}
+	c.ran = true
+	if c.stream == nil {
+		return handler(ctx, req)
 	}
 	as := &attemptStream{ServerTransportStream: c.stream}
 	c.last = as
-	resp, err := handler(grpc.NewContextWithServerTransportStream(ctx, as), req)
-	as.mu.Lock()
-	c.sent = c.sent || as.sent
-	as.mu.Unlock()
-	return resp, err
+	return handler(grpc.NewContextWithServerTransportStream(ctx, as), req)
 }
 
 // finish passes the last attempt's header and trailer metadata on to the
