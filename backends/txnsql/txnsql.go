@@ -166,13 +166,37 @@ func (b lockingBackend) BeginLocked(ctx context.Context, opts []txn.BeginOption[
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := func(ctx context.Context) {
+	release := func(ctx context.Context) {
 		if b.d.UnlockKeys != nil {
 			if err := b.d.UnlockKeys(ctx, conn); err != nil {
 				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 			}
 		}
 		_ = conn.Close()
+	}
+	unlock := func(ctx context.Context) {
+		// A COMMIT or ROLLBACK that CommitWithin or RollbackWithin
+		// stopped waiting for still holds the connection, and every use
+		// of it (UnlockKeys, Raw, Close) waits for that call to return,
+		// whatever its context: over a silent link, forever. So the
+		// release runs on its own goroutine, bounded by ctx like the
+		// commit and the rollback. Past ctx it is left to finish with the
+		// connection: UnlockKeys then fails on its ended context and the
+		// connection is discarded, which releases the keys with the
+		// session.
+		if ctx.Done() == nil {
+			release(ctx)
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			release(ctx)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 	fail := func(err error) (*sql.Tx, func(context.Context), error) {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)

@@ -1,0 +1,83 @@
+package txnmysql_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnmysql"
+	"github.com/txnkit/txn/internal/faultproxy"
+)
+
+// TestDatabaseKeysCommitAndRollbackBoundedThroughSilentLink is
+// TestCommitAndRollbackBoundedThroughSilentLink with txn.DatabaseKeys: the
+// attempt's named locks are released on its connection after the
+// transaction ends. When COMMIT or ROLLBACK goes unanswered, that release
+// must not wait for it: Run still returns within its deadline (COMMIT) or
+// its RollbackTimeout (ROLLBACK), while the link is still silent.
+func TestDatabaseKeysCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
+	admin := openDB(t, nil)
+	errApp := errors.New("application error")
+	for _, tc := range []struct {
+		name    string
+		pattern string
+		fnErr   error
+	}{
+		{"COMMIT", "COMMIT", nil},
+		{"ROLLBACK", "ROLLBACK", errApp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, p := proxied(t)
+			tbl := createTable(t, admin, "id INT PRIMARY KEY")
+			const deadline, rollbackTimeout = time.Second, 500 * time.Millisecond
+			ctx, cancel := context.WithTimeout(testCtx(t), deadline)
+			defer cancel()
+			r := txnmysql.New(db, txn.RollbackTimeout(rollbackTimeout), txn.DatabaseKeys())
+			calls := 0
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				done <- r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					calls++
+					if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+						return err
+					}
+					p.Arm([]byte(tc.pattern), faultproxy.Stall)
+					return tc.fnErr
+				}, txn.Keys("silent"))
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				p.Release()
+				require.FailNow(t, "Run did not return while the link was silent", "after release it returned %v", <-done)
+			}
+			elapsed := time.Since(start)
+			p.Release()
+			t.Logf("Run returned after %v: %v", elapsed.Round(time.Millisecond), err)
+			assert.Equal(t, 1, p.Fires(), "the stall fired")
+			assert.Equal(t, 1, calls)
+			// The bound: the deadline, then the rollback and the release of
+			// the keys, each within RollbackTimeout, plus slack.
+			assert.Less(t, elapsed, deadline+2*rollbackTimeout+time.Second)
+			if tc.fnErr == nil {
+				assert.ErrorIs(t, err, txn.ErrCommitUnknown)
+			} else {
+				assert.Same(t, tc.fnErr, err)
+			}
+			// Once the link speaks again the key is free: the connection
+			// that held it was released or discarded.
+			other := txnmysql.New(admin, txn.DatabaseKeys())
+			kctx, kcancel := context.WithTimeout(testCtx(t), 10*time.Second)
+			defer kcancel()
+			require.NoError(t, other.Run(kctx, func(context.Context, *sql.Tx) error { return nil }, txn.Keys("silent")))
+		})
+	}
+}
