@@ -63,6 +63,29 @@ func CommitWithin(ctx context.Context, name string, commit func() error) error {
 	return doneErr(err)
 }
 
+// CommitOrRollbackWithin is CommitWithin for a transaction whose context
+// may have ended before its COMMIT: database/sql's Commit takes no context,
+// so CommitWithin sends COMMIT even then and, the context being over,
+// reports the outcome unknown while the transaction commits. When ctx has
+// already ended, CommitOrRollbackWithin sends no COMMIT: it rolls the
+// transaction back with rollback (bounded by txn.DefaultRollbackTimeout,
+// see RollbackWithin) and returns an error, prefixed with name, wrapping
+// context.Cause(ctx); the outcome is definite, nothing was committed (an
+// error wrapping txn.ErrTxDone if the transaction had already ended).
+// Otherwise it is CommitWithin. The backends built on this package and
+// the integrations over database/sql commit with it.
+func CommitOrRollbackWithin(ctx context.Context, name string, commit, rollback func() error) error {
+	if ctx.Err() == nil {
+		return CommitWithin(ctx, name, commit)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
+	defer cancel()
+	if err := RollbackWithin(rctx, name, rollback); errors.Is(err, txn.ErrTxDone) {
+		return err
+	}
+	return fmt.Errorf("%s: context done before COMMIT was sent, transaction rolled back: %w", name, context.Cause(ctx))
+}
+
 // RollbackWithin runs rollback, bounded by ctx (Run's RollbackTimeout) the
 // same way as CommitWithin: past it, it returns an error prefixed with name
 // wrapping the context's cause and leaves the rollback to finish with its

@@ -66,3 +66,24 @@ func TestCommitAndRollbackWithin(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, txn.ClassPermanent, txnsql.Classify(err), "%v", err)
 }
+
+// TestCommitOrRollbackWithin: with ctx already ended, no COMMIT is sent,
+// the transaction is rolled back and the error is definite (not an unknown
+// outcome) and wraps ctx's cause; a rollback that finds the transaction
+// ended says so; with ctx live it commits.
+func TestCommitOrRollbackWithin(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	commits, rollbacks := 0, 0
+	commit := func() error { commits++; return nil }
+	rollback := func() error { rollbacks++; return nil }
+	require.NoError(t, txnsql.CommitOrRollbackWithin(ctx, "lib", commit, rollback))
+	assert.Equal(t, 1, commits)
+	cancel()
+	err := txnsql.CommitOrRollbackWithin(ctx, "lib", commit, rollback)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, txn.ClassPermanent, txnsql.Classify(err), "a definite outcome: %v", err)
+	assert.Equal(t, 1, commits, "no COMMIT after the context ended")
+	assert.Equal(t, 1, rollbacks)
+	err = txnsql.CommitOrRollbackWithin(ctx, "lib", commit, func() error { return sql.ErrTxDone })
+	assert.ErrorIs(t, err, txn.ErrTxDone)
+}

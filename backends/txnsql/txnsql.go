@@ -242,10 +242,11 @@ func ReadTxOptions[T any](runner string, opts []txn.BeginOption[T], also ...stri
 }
 
 // Commit commits tx, bounded by ctx (see CommitWithin): past it the
-// outcome is unknown. A transaction that fn already ended yields an error
-// wrapping txn.ErrTxDone.
+// outcome is unknown. If ctx has already ended, no COMMIT is sent: tx is
+// rolled back (see CommitOrRollbackWithin). A transaction that fn already
+// ended yields an error wrapping txn.ErrTxDone.
 func (b *backend) Commit(ctx context.Context, tx *sql.Tx) error {
-	return CommitWithin(ctx, b.d.Name, tx.Commit)
+	return CommitOrRollbackWithin(ctx, b.d.Name, tx.Commit, tx.Rollback)
 }
 
 // Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout; see

@@ -159,11 +159,12 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*Tx]) (*Tx, 
 	return &Tx{tx: tx, dialect: b.drv.Dialect()}, nil
 }
 
-// Commit commits tx, bounded by ctx (txnsql.CommitWithin: past it the
-// outcome is unknown); a transaction already ended yields an error
+// Commit commits tx, bounded by ctx (txnsql.CommitOrRollbackWithin: past
+// it the outcome is unknown; a ctx already ended sends no COMMIT and rolls
+// back); a transaction already ended yields an error
 // wrapping txn.ErrTxDone.
 func (b *backend) Commit(ctx context.Context, tx *Tx) error {
-	return txnsql.CommitWithin(ctx, "txnent", tx.tx.Commit)
+	return txnsql.CommitOrRollbackWithin(ctx, "txnent", tx.tx.Commit, tx.tx.Rollback)
 }
 
 // Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).

@@ -89,3 +89,14 @@ func TestContextEndsDuringFn(t *testing.T) {
 		integrationtest.ContextEndsDuringFn(t, d.suiteDB(t, gormConfig()), prefix)
 	})
 }
+
+// TestCancelJustBeforeCommit: the caller's context ends after Run's last
+// check and before COMMIT is sent; no COMMIT is sent, the transaction is
+// rolled back and Run's error is definite; see
+// integrationtest.CancelJustBeforeCommit.
+func TestCancelJustBeforeCommit(t *testing.T) {
+	forEach(t, dialects, func(t *testing.T, d dialect) {
+		db := d.suiteDB(t, gormConfig())
+		integrationtest.CancelJustBeforeCommit(t, db, prefix, db.Runner())
+	})
+}

@@ -118,7 +118,8 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (
 }
 
 // Commit commits the transaction tx is bound to, bounded by ctx
-// (txnsql.CommitWithin: past it the outcome is unknown). It calls the
+// (txnsql.CommitOrRollbackWithin: past it the outcome is unknown; a ctx
+// already ended sends no COMMIT and rolls back). It calls the
 // transaction directly rather than tx.Commit, which would add the error to
 // tx.Error.
 func (b *backend) Commit(ctx context.Context, tx *gorm.DB) error {
@@ -126,7 +127,7 @@ func (b *backend) Commit(ctx context.Context, tx *gorm.DB) error {
 	if err != nil {
 		return err
 	}
-	return txnsql.CommitWithin(ctx, "txngorm", c.Commit)
+	return txnsql.CommitOrRollbackWithin(ctx, "txngorm", c.Commit, c.Rollback)
 }
 
 // Rollback rolls back the transaction tx is bound to, bounded by ctx

@@ -93,11 +93,12 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sqlx.Tx]) (
 	}, (*sqlx.Tx).Rollback)
 }
 
-// Commit commits tx, bounded by ctx (txnsql.CommitWithin: past it the
-// outcome is unknown); a transaction fn already ended yields an error
+// Commit commits tx, bounded by ctx (txnsql.CommitOrRollbackWithin: past
+// it the outcome is unknown; a ctx already ended sends no COMMIT and rolls
+// back); a transaction fn already ended yields an error
 // wrapping txn.ErrTxDone.
 func (b *backend) Commit(ctx context.Context, tx *sqlx.Tx) error {
-	return txnsql.CommitWithin(ctx, "txnsqlx", tx.Commit)
+	return txnsql.CommitOrRollbackWithin(ctx, "txnsqlx", tx.Commit, tx.Rollback)
 }
 
 // Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).

@@ -279,4 +279,5 @@ func RunAll[T any](t *testing.T, prefix string, dbs []Opener[T]) {
 	scenario("PanicRollsBack", func(t *testing.T, db DB[T]) { PanicRollsBack(t, db, prefix) })
 	scenario("BankWorkload", func(t *testing.T, db DB[T]) { BankWorkload(t, db, prefix) })
 	scenario("ContextEndsDuringFn", func(t *testing.T, db DB[T]) { ContextEndsDuringFn(t, db, prefix) })
+	scenario("CancelJustBeforeCommit", func(t *testing.T, db DB[T]) { CancelJustBeforeCommit(t, db, prefix, db.Runner()) })
 }
