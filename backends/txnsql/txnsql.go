@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/errchain"
@@ -89,6 +90,13 @@ type Driver struct {
 	// key outlives the attempt. Needed when LockKeys is set and the locks
 	// outlive the transaction (MySQL's named locks); nil otherwise.
 	UnlockKeys func(ctx context.Context, conn *sql.Conn) error
+	// BoundBegin makes Run stop waiting for BEGIN when its context ends,
+	// for a driver whose BEGIN can outlast the context it was given
+	// (modernc.org/sqlite: BEGIN IMMEDIATE waits in SQLite's busy handler
+	// for up to busy_timeout, and no interrupt ends that wait). BEGIN
+	// then runs on a goroutine of its own; a transaction that begins
+	// after the context ended is rolled back there.
+	BoundBegin bool
 }
 
 // NewRunner returns a Runner over db for driver d, configured by opts. A
@@ -143,8 +151,55 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 // database/sql would otherwise roll it back by itself when ctx ends.
 func (b *backend) beginOn(ctx context.Context, begin func(context.Context, *sql.TxOptions) (*sql.Tx, error), o *sql.TxOptions) (*sql.Tx, error) {
 	return BeginDetached(ctx, b.d.Name, func(ctx context.Context) (*sql.Tx, error) {
+		if b.d.BoundBegin {
+			return beginBounded(ctx, b.d.Name, func() (*sql.Tx, error) { return begin(ctx, o) })
+		}
 		return begin(ctx, o)
 	}, (*sql.Tx).Rollback)
+}
+
+// beginBounded runs begin on its own goroutine and returns its result, or
+// an error wrapping ctx's cause as soon as ctx ends: the goroutine then
+// rolls back the transaction if begin returns one later.
+func beginBounded(ctx context.Context, name string, begin func() (*sql.Tx, error)) (*sql.Tx, error) {
+	if ctx.Done() == nil {
+		return begin()
+	}
+	type result struct {
+		tx  *sql.Tx
+		err error
+	}
+	var (
+		mu        sync.Mutex
+		abandoned bool
+	)
+	done := make(chan result, 1)
+	go func() {
+		tx, err := begin()
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if err == nil {
+				_ = tx.Rollback()
+			}
+			return
+		}
+		done <- result{tx, err}
+	}()
+	select {
+	case r := <-done:
+		return r.tx, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case r := <-done:
+			return r.tx, r.err
+		default:
+		}
+		abandoned = true
+		return nil, fmt.Errorf("%s: begin not answered before the context ended, left to its connection: %w", name, context.Cause(ctx))
+	}
 }
 
 // lockingBackend is a backend whose Driver can hold conflict keys in the

@@ -123,7 +123,7 @@ type Runner = txn.Runner[*sql.Tx]
 
 // sqlDriver is how txnsql sees this package.
 func sqlDriver() txnsql.Driver {
-	return txnsql.Driver{Name: "txnsqlite", Classify: Classify}
+	return txnsql.Driver{Name: "txnsqlite", Classify: Classify, BoundBegin: true}
 }
 
 // New returns a Runner over db, a database opened with the driver of
