@@ -91,6 +91,7 @@ var (
 	_ txn.Backend[*gorm.DB]      = (*backend)(nil)
 	_ txn.Savepointer[*gorm.DB]  = (*backend)(nil)
 	_ txn.HandleBinder[*gorm.DB] = (*backend)(nil)
+	_ txn.PoolSizer              = (*backend)(nil)
 )
 
 // Begin starts a transaction with GORM's Begin on a context that ctx
@@ -142,6 +143,17 @@ func (b *backend) Rollback(ctx context.Context, tx *gorm.DB) error {
 		return err
 	}
 	return txnsql.RollbackWithin(ctx, "txngorm", c.Rollback)
+}
+
+// PoolSize returns the MaxOpenConnections of the *sql.DB under db (0 when
+// unlimited, or when db has none), read when the Runner is built: the
+// adaptive limit then starts at, and never exceeds, the pool.
+func (b *backend) PoolSize() int {
+	sqlDB, err := b.db.DB()
+	if err != nil {
+		return 0
+	}
+	return sqlDB.Stats().MaxOpenConnections
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
