@@ -78,6 +78,22 @@ type AttemptScoper[T any] interface {
 	AttemptContext(ctx context.Context, tx T) context.Context
 }
 
+// HandleBinder is implemented by backends whose transaction handle carries
+// a context of its own, which the library reads back where fn cannot pass
+// one (GORM's *gorm.DB, whose hooks and callbacks see
+// tx.Statement.Context). BindHandle is called once per attempt, with the
+// handle Begin returned, and once per nested Run or Savepoint, with the
+// handle BeginSavepoint returned; ctx is the context fn receives, which
+// carries that transaction or savepoint, and the handle BindHandle returns
+// is the one fn receives (and TxFrom returns). So a hook that calls
+// OnCommit on the handle's context registers its callback at the level of
+// its statement: with a savepoint that is rolled back, the callback is
+// dropped too. The Runner may pass either handle back to the backend's
+// Commit, Rollback and savepoint methods.
+type HandleBinder[T any] interface {
+	BindHandle(ctx context.Context, tx T) T
+}
+
 // BeginOption is a transaction option (isolation level, read-only, read
 // concern, ...) for Runners whose transaction handle is T. Backend packages
 // build them (txnpgx.TxOptions, txnsqlite.Deferred, ...); give them to

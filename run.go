@@ -29,6 +29,7 @@ type shared[T any] struct {
 	sp      Savepointer[T]
 	scoper  RunScoper
 	ascoper AttemptScoper[T]
+	binder  HandleBinder[T]
 	cfg     config
 
 	adaptive  *adaptive
@@ -53,6 +54,7 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 	s.sp, _ = b.(Savepointer[T])
 	s.scoper, _ = b.(RunScoper)
 	s.ascoper, _ = b.(AttemptScoper[T])
+	s.binder, _ = b.(HandleBinder[T])
 	for _, o := range opts {
 		if o != nil {
 			o.applyRunner(&s.cfg)
@@ -394,6 +396,9 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		fctx = r.ascoper.AttemptContext(ctx, tx)
 	}
 	f := &frame[T]{Context: fctx, runner: r, cfg: cfg, tx: tx}
+	if r.binder != nil {
+		f.tx = r.binder.BindHandle(f, tx)
+	}
 	err = r.call(f, cfg, fn)
 	f.mu.Lock()
 	f.closed = true

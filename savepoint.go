@@ -51,6 +51,9 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 		return fmt.Errorf("txn: begin savepoint: %w", err)
 	}
 	child := &frame[T]{Context: ctx, runner: r, cfg: parent.cfg, tx: spTx, parent: parent, depth: parent.depth + 1}
+	if r.binder != nil {
+		child.tx = r.binder.BindHandle(child, spTx)
+	}
 	returned := false
 	defer func() {
 		if !returned {

@@ -76,6 +76,12 @@ type backend struct {
 	db *bun.DB
 }
 
+var (
+	_ txn.Backend[bun.Tx]     = (*backend)(nil)
+	_ txn.Savepointer[bun.Tx] = (*backend)(nil)
+	_ txn.PoolSizer           = (*backend)(nil)
+)
+
 // Begin starts a transaction with db.BeginTx, so that bun's query hooks see
 // it, with the sql.TxOptions of TxOptions, if any, on a context that ctx
 // cancels only while it begins (txnsql.BeginDetached): database/sql would
@@ -106,6 +112,11 @@ func (b *backend) Commit(ctx context.Context, tx bun.Tx) error {
 func (b *backend) Rollback(ctx context.Context, tx bun.Tx) error {
 	return txnsql.RollbackWithin(ctx, "txnbun", tx.Rollback)
 }
+
+// PoolSize returns db's MaxOpenConnections (0 when unlimited), read when
+// the Runner is built: the adaptive limit then starts at, and never
+// exceeds, the pool.
+func (b *backend) PoolSize() int { return b.db.Stats().MaxOpenConnections }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
 func (b *backend) Classify(err error) txn.Class { return Classify(err) }

@@ -128,6 +128,12 @@ type backend struct {
 	drv dialect.Driver
 }
 
+var (
+	_ txn.Backend[*Tx]     = (*backend)(nil)
+	_ txn.Savepointer[*Tx] = (*backend)(nil)
+	_ txn.PoolSizer        = (*backend)(nil)
+)
+
 // txBeginner is implemented by ent's SQL driver and by dialect.Debug.
 type txBeginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error)
@@ -170,6 +176,23 @@ func (b *backend) Commit(ctx context.Context, tx *Tx) error {
 // Rollback rolls tx back, bounded by ctx (Run's RollbackTimeout).
 func (b *backend) Rollback(ctx context.Context, tx *Tx) error {
 	return txnsql.RollbackWithin(ctx, "txnent", tx.tx.Rollback)
+}
+
+// PoolSize returns the MaxOpenConnections of the *sql.DB under the driver
+// (an *entsql.Driver, possibly wrapped by dialect.Debug; 0 when unlimited
+// or unknown), read when the Runner is built: the adaptive limit then
+// starts at, and never exceeds, the pool.
+func (b *backend) PoolSize() int {
+	drv := b.drv
+	if d, ok := drv.(*dialect.DebugDriver); ok {
+		drv = d.Driver
+	}
+	if p, ok := drv.(interface{ DB() *sql.DB }); ok {
+		if db := p.DB(); db != nil {
+			return db.Stats().MaxOpenConnections
+		}
+	}
+	return 0
 }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.

@@ -88,16 +88,16 @@ type backend struct {
 }
 
 var (
-	_ txn.Backend[*gorm.DB]     = (*backend)(nil)
-	_ txn.Savepointer[*gorm.DB] = (*backend)(nil)
+	_ txn.Backend[*gorm.DB]      = (*backend)(nil)
+	_ txn.Savepointer[*gorm.DB]  = (*backend)(nil)
+	_ txn.HandleBinder[*gorm.DB] = (*backend)(nil)
+	_ txn.PoolSizer              = (*backend)(nil)
 )
 
 // Begin starts a transaction with GORM's Begin on a context that ctx
 // cancels only while it begins (txnsql.BeginDetached): database/sql would
-// otherwise roll the transaction back by itself when ctx ends. The handle
-// it returns, the one fn receives, is bound to ctx with WithContext, so
-// that every statement fn runs on it stays bounded by the caller's
-// context.
+// otherwise roll the transaction back by itself when ctx ends. The Runner
+// then binds the handle to fn's context (BindHandle).
 func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (*gorm.DB, error) {
 	o, err := txnsql.ReadTxOptions("txngorm", opts)
 	if err != nil {
@@ -107,14 +107,20 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*gorm.DB]) (
 	if o != nil {
 		os = append(os, o)
 	}
-	tx, err := txnsql.BeginDetached(ctx, "txngorm", func(bctx context.Context) (*gorm.DB, error) {
+	return txnsql.BeginDetached(ctx, "txngorm", func(bctx context.Context) (*gorm.DB, error) {
 		tx := b.db.WithContext(withDeadlineOf(bctx, ctx)).Begin(os...)
 		return tx, tx.Error
 	}, func(tx *gorm.DB) error { return tx.Rollback().Error })
-	if err != nil {
-		return nil, err
-	}
-	return tx.WithContext(ctx), nil
+}
+
+// BindHandle returns a session of tx bound to ctx, the context fn (or a
+// nested Run's fn) receives: every statement fn runs on the handle stays
+// bounded by the caller's context, and what GORM hands its hooks and
+// callbacks (tx.Statement.Context) carries the transaction or savepoint
+// of that level, so that txn.OnCommit, txn.Savepoint and the repository
+// helpers work from a hook as from fn.
+func (b *backend) BindHandle(ctx context.Context, tx *gorm.DB) *gorm.DB {
+	return tx.WithContext(ctx)
 }
 
 // Commit commits the transaction tx is bound to, bounded by ctx
@@ -140,6 +146,17 @@ func (b *backend) Rollback(ctx context.Context, tx *gorm.DB) error {
 	return txnsql.RollbackWithin(ctx, "txngorm", c.Rollback)
 }
 
+// PoolSize returns the MaxOpenConnections of the *sql.DB under db (0 when
+// unlimited, or when db has none), read when the Runner is built: the
+// adaptive limit then starts at, and never exceeds, the pool.
+func (b *backend) PoolSize() int {
+	sqlDB, err := b.db.DB()
+	if err != nil {
+		return 0
+	}
+	return sqlDB.Stats().MaxOpenConnections
+}
+
 // Classify is the package's Classify; txn.WithClassifier replaces it.
 func (b *backend) Classify(err error) txn.Class { return Classify(err) }
 
@@ -148,14 +165,14 @@ func (b *backend) Classify(err error) txn.Class { return Classify(err) }
 func (b *backend) ClassifyConn(err error) txn.Class { return txnsql.Classify(err) }
 
 // BeginSavepoint runs GORM's SavePoint on a session of tx bound to ctx, and
-// returns that session as the nested fn's handle. A session keeps a failed
-// SAVEPOINT out of tx.Error, which later statements on tx would inherit.
+// returns tx; the Runner binds it to the nested fn's context (BindHandle).
+// A session keeps a failed SAVEPOINT out of tx.Error, which later
+// statements on tx would inherit.
 func (b *backend) BeginSavepoint(ctx context.Context, tx *gorm.DB, name string) (*gorm.DB, error) {
-	sp := tx.WithContext(ctx)
-	if err := sp.SavePoint(name).Error; err != nil {
+	if err := tx.WithContext(ctx).SavePoint(name).Error; err != nil {
 		return nil, err
 	}
-	return sp, nil
+	return tx, nil
 }
 
 // ReleaseSavepoint runs RELEASE SAVEPOINT, which GORM has no method for,

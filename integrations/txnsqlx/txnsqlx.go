@@ -77,6 +77,7 @@ type backend struct {
 var (
 	_ txn.Backend[*sqlx.Tx]     = (*backend)(nil)
 	_ txn.Savepointer[*sqlx.Tx] = (*backend)(nil)
+	_ txn.PoolSizer             = (*backend)(nil)
 )
 
 // Begin starts a transaction with BeginTxx, on a context that ctx cancels
@@ -105,6 +106,11 @@ func (b *backend) Commit(ctx context.Context, tx *sqlx.Tx) error {
 func (b *backend) Rollback(ctx context.Context, tx *sqlx.Tx) error {
 	return txnsql.RollbackWithin(ctx, "txnsqlx", tx.Rollback)
 }
+
+// PoolSize returns db's MaxOpenConnections (0 when unlimited), read when
+// the Runner is built: the adaptive limit then starts at, and never
+// exceeds, the pool.
+func (b *backend) PoolSize() int { return b.db.Stats().MaxOpenConnections }
 
 // Classify is the package's Classify; txn.WithClassifier replaces it.
 func (b *backend) Classify(err error) txn.Class { return Classify(err) }
