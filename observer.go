@@ -12,10 +12,13 @@ import (
 // the goroutine running Run, so they must be quick and safe for concurrent
 // use. Embed NopObserver to implement only some of them.
 type Observer interface {
-	// AttemptStarted is called before each execution of fn.
+	// AttemptStarted is called before each execution of fn, once its
+	// transaction has begun. A try whose BEGIN failed is not an attempt
+	// (fn did not run, GiveUpEvent and CommitEvent do not count it): it
+	// shows only as the RetryScheduled or GaveUp event that follows it.
 	AttemptStarted(ctx context.Context, e AttemptEvent)
-	// RetryScheduled is called after a failed attempt (or commit), before
-	// the backoff sleep.
+	// RetryScheduled is called after a failed attempt (or commit, or
+	// BEGIN), before the backoff sleep.
 	RetryScheduled(ctx context.Context, e RetryEvent)
 	// GaveUp is called when Run returns an error.
 	GaveUp(ctx context.Context, e GiveUpEvent)
@@ -41,7 +44,8 @@ type AttemptEvent struct {
 type RetryEvent struct {
 	// Operation is the call's Operation name, or "".
 	Operation string
-	// Attempt is the attempt that failed.
+	// Attempt is the attempt that failed; after a BEGIN that failed, the
+	// number of attempts made before it (0 when fn has not run yet).
 	Attempt int
 	// Class is how the error was classified (ClassRetryable,
 	// ClassCommitRetryable, or ClassAmbiguous for an Idempotent call).
