@@ -314,6 +314,11 @@ func TestObserverEventsAreConsistent(t *testing.T) {
 					defer cancel()
 					return r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error { return errConflict }, opts...)
 				}, want: want{attempts: 1, class: R}},
+			{name: "context done before the first attempt", run: func(t *testing.T, ctx context.Context, r *txn.Runner[*fakedb.Tx], clk *cancelClock, opts ...txn.CallOption) error {
+				ctx, cancel := context.WithCancel(ctx)
+				cancel()
+				return r.Run(ctx, ok, opts...)
+			}, want: want{attempts: 0, class: P}},
 			{name: "fn commits the transaction itself", run: plain(func(ctx context.Context, tx *fakedb.Tx) error { tx.Finish(); return errConflict }),
 				want: want{attempts: 1, class: P}},
 			{name: "fn panics", run: func(t *testing.T, ctx context.Context, r *txn.Runner[*fakedb.Tx], _ *cancelClock, opts ...txn.CallOption) error {
@@ -365,4 +370,29 @@ func TestObserverEventsAreConsistent(t *testing.T) {
 			})
 		}
 	}
+}
+
+// failingScoper is a fake database whose Runs cannot start their state
+// (as a MongoDB session that cannot be started).
+type failingScoper struct {
+	*fakedb.DB
+	err error
+}
+
+func (s failingScoper) StartRun(ctx context.Context) (context.Context, func(), error) {
+	return nil, nil, s.err
+}
+
+// TestObserverSeesRunScoperFailure: a Run whose backend cannot start its
+// state returns that error, and its observer hears of it as a give-up.
+func TestObserverSeesRunScoperFailure(t *testing.T) {
+	clk := fakeclock.New(time.Now())
+	obs := &strictObserver{clk: clk}
+	scopeErr := errConnLost
+	r := txn.New[*fakedb.Tx](failingScoper{DB: fakedb.New(), err: scopeErr}, txn.WithClock(clk), txn.WithObserver(obs), txn.Operation("scoped"))
+	require.NoError(t, r.Err())
+	start := clk.Now()
+	err := r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil })
+	require.ErrorIs(t, err, scopeErr)
+	checkRun(t, obs, "scoped", goid(), start, err, want{attempts: 0, class: txn.ClassConnLost})
 }

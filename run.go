@@ -187,7 +187,11 @@ func (r *Runner[T]) Run(ctx context.Context, fn func(ctx context.Context, tx T) 
 		cfg = &c
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("txn: context done before the first attempt: %w", err)
+		err = fmt.Errorf("txn: context done before the first attempt: %w", err)
+		if cfg.observer != nil {
+			cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Class: ClassPermanent, Err: err})
+		}
+		return err
 	}
 	return r.run(ctx, cfg, fn)
 }
@@ -279,6 +283,9 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 	if r.scoper != nil {
 		scoped, end, err := r.scoper.StartRun(ctx)
 		if err != nil {
+			if cfg.observer != nil {
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Elapsed: st.elapsed(), Class: r.classify(err), Err: err})
+			}
 			return err
 		}
 		defer end()
