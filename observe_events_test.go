@@ -3,8 +3,10 @@ package txn_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"sync"
@@ -395,4 +397,44 @@ func TestObserverSeesRunScoperFailure(t *testing.T) {
 	err := r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return nil })
 	require.ErrorIs(t, err, scopeErr)
 	checkRun(t, obs, "scoped", goid(), start, err, want{attempts: 0, class: txn.ClassConnLost})
+}
+
+// TestSlogObserverLines: the log lines of a named Run that fails at BEGIN,
+// conflicts once and commits, and of one that gives up, carry each event's
+// attributes and the operation name.
+func TestSlogObserverLines(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	db := fakedb.New()
+	clk := fakeclock.New(time.Now())
+	r := txn.New[*fakedb.Tx](db, txn.WithClock(clk), txn.Seed(1), txn.WithObserver(txn.SlogObserver(logger)),
+		txn.WithBackoff(txn.Constant(10*time.Millisecond)), txn.Operation("POST /transfer"))
+	db.FailBegin(errConflict)
+	n := 0
+	require.NoError(t, r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
+		if n++; n == 1 {
+			return errConflict
+		}
+		return nil
+	}, txn.Keys("acct:1")))
+	require.ErrorIs(t, r.Run(context.Background(), func(context.Context, *fakedb.Tx) error { return errBad }), errBad)
+
+	var lines []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(l, &m), "%s", l)
+		assert.Equal(t, "POST /transfer", m["operation"], "%s", l)
+		delete(m, "time")
+		lines = append(lines, m)
+	}
+	ms := float64(10 * time.Millisecond)
+	assert.Equal(t, []map[string]any{
+		{"level": "INFO", "msg": "txn retry", "attempt": 0.0, "class": "retryable", "delay": ms, "error": "conflict", "operation": "POST /transfer"},
+		{"level": "DEBUG", "msg": "txn attempt", "attempt": 1.0, "key": "acct:1", "operation": "POST /transfer"},
+		{"level": "INFO", "msg": "txn retry", "attempt": 1.0, "class": "retryable", "delay": ms, "error": "conflict", "operation": "POST /transfer"},
+		{"level": "DEBUG", "msg": "txn attempt", "attempt": 2.0, "key": "acct:1", "operation": "POST /transfer"},
+		{"level": "DEBUG", "msg": "txn committed", "attempts": 2.0, "elapsed": 2 * ms, "operation": "POST /transfer"},
+		{"level": "DEBUG", "msg": "txn attempt", "attempt": 1.0, "key": "", "operation": "POST /transfer"},
+		{"level": "WARN", "msg": "txn gave up", "attempts": 1.0, "elapsed": 0.0, "class": "permanent", "error": "unique violation", "operation": "POST /transfer"},
+	}, lines)
 }
