@@ -31,7 +31,11 @@ type Observer interface {
 	// OnCommit callbacks run.
 	Committed(ctx context.Context, e CommitEvent)
 	// Admitted is called when an attempt had to queue for admission (the
-	// adaptive concurrency limit or a conflict key), once it is admitted.
+	// adaptive concurrency limit or a conflict key held in the process),
+	// once it is admitted. A wait for a key held in the database by
+	// another process (DatabaseKeys) happens inside BEGIN, where it cannot
+	// be told from the round trip: it is not reported, and delays the
+	// attempt's AttemptStarted.
 	Admitted(ctx context.Context, e AdmissionEvent)
 }
 

@@ -89,3 +89,29 @@ func must[V any](v V, err error) V {
 	}
 	return v
 }
+
+// TestDatabaseKeysWaitIsNotAnAdmission: a Run that waits in the database
+// for a key another process holds (DatabaseKeys) waits inside BEGIN, where
+// the Runner cannot tell a wait from a round trip: its observer sees the
+// attempt start once the key is granted, and no Admitted event, as txn's
+// documentation of Admitted says.
+func TestDatabaseKeysWaitIsNotAnAdmission(t *testing.T) {
+	p1, p2 := newPool(t, nil), newPool(t, nil)
+	r1 := txnpgx.New(p1, txn.DatabaseKeys())
+	rec := &txntest.Recorder{}
+	r2 := txnpgx.New(p2, txn.DatabaseKeys(), txn.WithObserver(rec))
+	ctx := testCtx(t)
+	finishFirst := holdKey(t, ctx, r1, "obs-k")
+	secondDone := make(chan error, 1)
+	go func() {
+		secondDone <- r2.Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("obs-k"))
+	}()
+	for keyWaiters(t, p1, "obs-k") != 1 {
+		require.NoError(t, ctx.Err(), "the second Run never waited on the advisory lock")
+	}
+	assert.Zero(t, rec.Attempts(), "the attempt starts once BEGIN returned, keys held")
+	require.NoError(t, finishFirst())
+	require.NoError(t, <-secondDone)
+	assert.Equal(t, "attempt 1, committed", rec.String())
+	assert.Empty(t, rec.Admissions())
+}
