@@ -438,3 +438,63 @@ func TestSlogObserverLines(t *testing.T) {
 		{"level": "WARN", "msg": "txn gave up", "attempts": 1.0, "elapsed": 0.0, "class": "permanent", "error": "unique violation", "operation": "POST /transfer"},
 	}, lines)
 }
+
+// TestObserverKeyWaits: a Run that waits for a conflict key another Run
+// holds reports, on its own goroutine and before its attempt, one Admitted
+// event with the key, the operation and the fake time it waited; a Run
+// whose context ends while it waits reports one give-up of 0 attempts and
+// nothing else.
+func TestObserverKeyWaits(t *testing.T) {
+	db := fakedb.New()
+	clk := fakeclock.New(time.Now())
+	obs := &strictObserver{clk: clk}
+	r := txn.New[*fakedb.Tx](db, txn.WithClock(clk), txn.Seed(1), txn.WithObserver(obs), txn.NoAdaptive())
+	require.NoError(t, r.Err())
+	ctx := context.Background()
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	holderDone := make(chan error, 1)
+	go func() {
+		holderDone <- r.Run(ctx, func(context.Context, *fakedb.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		}, txn.Keys("k"), txn.Operation("holder"))
+	}()
+	<-entered
+
+	type result struct {
+		err  error
+		goid uint64
+	}
+	waiter := make(chan result, 1)
+	start := clk.Now()
+	go func() {
+		err := r.Run(ctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"), txn.Operation("waiter"))
+		waiter <- result{err, goid()}
+	}()
+	cctx, cancel := context.WithCancel(ctx)
+	cancelled := make(chan result, 1)
+	go func() {
+		err := r.Run(cctx, func(context.Context, *fakedb.Tx) error { return nil }, txn.Keys("k"), txn.Operation("cancelled"))
+		cancelled <- result{err, goid()}
+	}()
+	for txn.KeyWaiters(r, "k") != 2 {
+		runtime.Gosched()
+	}
+	cancel()
+	c := <-cancelled
+	require.ErrorIs(t, c.err, context.Canceled)
+	checkRun(t, obs, "cancelled", c.goid, start, c.err, want{attempts: 0, class: txn.ClassRetryable})
+
+	clk.Advance(250 * time.Millisecond)
+	close(release)
+	require.NoError(t, <-holderDone)
+	w := <-waiter
+	checkRun(t, obs, "waiter", w.goid, start, w.err, want{attempts: 1, commit: true})
+	evs := obs.of("waiter")
+	require.NotEmpty(t, evs)
+	assert.Equal(t, "admitted", evs[0].kind, "the wait is reported before the attempt")
+	assert.Equal(t, 250*time.Millisecond, evs[0].wait)
+	assert.Empty(t, obs.of(""), "every event carries the operation name")
+}
