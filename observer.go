@@ -12,18 +12,30 @@ import (
 // the goroutine running Run, so they must be quick and safe for concurrent
 // use. Embed NopObserver to implement only some of them.
 type Observer interface {
-	// AttemptStarted is called before each execution of fn.
+	// AttemptStarted is called before each execution of fn, once its
+	// transaction has begun. A try whose BEGIN failed is not an attempt
+	// (fn did not run, GiveUpEvent and CommitEvent do not count it): it
+	// shows only as the RetryScheduled or GaveUp event that follows it.
 	AttemptStarted(ctx context.Context, e AttemptEvent)
-	// RetryScheduled is called after a failed attempt (or commit), before
-	// the backoff sleep.
+	// RetryScheduled is called after a failed attempt (or commit, or
+	// BEGIN), before the backoff sleep.
 	RetryScheduled(ctx context.Context, e RetryEvent)
-	// GaveUp is called when Run returns an error.
+	// GaveUp is called when an outermost Run returns an error, its
+	// context's having ended before the first attempt included (Attempts
+	// is then 0). It is not called for a nested Run, nor for bad input
+	// (nil fn or context, an invalid option, ErrForeignRunner), nor when
+	// fn panics or exits its goroutine: the panic goes on to Run's caller,
+	// and the observer has seen the attempt start but no end.
 	GaveUp(ctx context.Context, e GiveUpEvent)
 	// Committed is called after the outermost commit succeeded, before the
 	// OnCommit callbacks run.
 	Committed(ctx context.Context, e CommitEvent)
 	// Admitted is called when an attempt had to queue for admission (the
-	// adaptive concurrency limit or a conflict key), once it is admitted.
+	// adaptive concurrency limit or a conflict key held in the process),
+	// once it is admitted. A wait for a key held in the database by
+	// another process (DatabaseKeys) happens inside BEGIN, where it cannot
+	// be told from the round trip: it is not reported, and delays the
+	// attempt's AttemptStarted.
 	Admitted(ctx context.Context, e AdmissionEvent)
 }
 
@@ -41,7 +53,8 @@ type AttemptEvent struct {
 type RetryEvent struct {
 	// Operation is the call's Operation name, or "".
 	Operation string
-	// Attempt is the attempt that failed.
+	// Attempt is the attempt that failed; after a BEGIN that failed, the
+	// number of attempts made before it (0 when fn has not run yet).
 	Attempt int
 	// Class is how the error was classified (ClassRetryable,
 	// ClassCommitRetryable, or ClassAmbiguous for an Idempotent call).
@@ -164,7 +177,8 @@ func (m multiObserver) Admitted(ctx context.Context, e AdmissionEvent) {
 // SlogObserver returns an Observer that logs to l: retries at Info, give-ups
 // at Warn, admission waits, attempts and commits at Debug. Events of a call
 // named with Operation carry an "operation" attribute. A nil l logs to
-// slog.Default().
+// slog.Default(). An event below the logger's level costs no allocation, so
+// with Debug off a Run that commits at once allocates nothing more.
 func SlogObserver(l *slog.Logger) Observer {
 	return slogObserver{l: l}
 }
@@ -187,30 +201,58 @@ func (s slogObserver) logger() *slog.Logger {
 	return s.l
 }
 
+// enabled returns the logger and whether it logs at level, so that an
+// event below the logger's level builds no attributes (with an operation
+// name, they would be allocated).
+func (s slogObserver) enabled(ctx context.Context, level slog.Level) (*slog.Logger, bool) {
+	l := s.logger()
+	return l, l.Enabled(ctx, level)
+}
+
 func (s slogObserver) AttemptStarted(ctx context.Context, e AttemptEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn attempt", op([]slog.Attr{
+	l, ok := s.enabled(ctx, slog.LevelDebug)
+	if !ok {
+		return
+	}
+	l.LogAttrs(ctx, slog.LevelDebug, "txn attempt", op([]slog.Attr{
 		slog.Int("attempt", e.Attempt), slog.String("key", e.Key)}, e.Operation)...)
 }
 
 func (s slogObserver) RetryScheduled(ctx context.Context, e RetryEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelInfo, "txn retry", op([]slog.Attr{
+	l, ok := s.enabled(ctx, slog.LevelInfo)
+	if !ok {
+		return
+	}
+	l.LogAttrs(ctx, slog.LevelInfo, "txn retry", op([]slog.Attr{
 		slog.Int("attempt", e.Attempt), slog.String("class", e.Class.String()),
 		slog.Duration("delay", e.Delay), slog.Any("error", e.Err)}, e.Operation)...)
 }
 
 func (s slogObserver) GaveUp(ctx context.Context, e GiveUpEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelWarn, "txn gave up", op([]slog.Attr{
+	l, ok := s.enabled(ctx, slog.LevelWarn)
+	if !ok {
+		return
+	}
+	l.LogAttrs(ctx, slog.LevelWarn, "txn gave up", op([]slog.Attr{
 		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed),
 		slog.String("class", e.Class.String()), slog.Any("error", e.Err)}, e.Operation)...)
 }
 
 func (s slogObserver) Committed(ctx context.Context, e CommitEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn committed", op([]slog.Attr{
+	l, ok := s.enabled(ctx, slog.LevelDebug)
+	if !ok {
+		return
+	}
+	l.LogAttrs(ctx, slog.LevelDebug, "txn committed", op([]slog.Attr{
 		slog.Int("attempts", e.Attempts), slog.Duration("elapsed", e.Elapsed)}, e.Operation)...)
 }
 
 func (s slogObserver) Admitted(ctx context.Context, e AdmissionEvent) {
-	s.logger().LogAttrs(ctx, slog.LevelDebug, "txn admitted", op([]slog.Attr{
+	l, ok := s.enabled(ctx, slog.LevelDebug)
+	if !ok {
+		return
+	}
+	l.LogAttrs(ctx, slog.LevelDebug, "txn admitted", op([]slog.Attr{
 		slog.Duration("wait", e.Wait), slog.Int("limit", e.Limit),
 		slog.Int("queue", e.Queue), slog.String("key", e.Key)}, e.Operation)...)
 }

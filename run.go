@@ -189,7 +189,11 @@ func (r *Runner[T]) Run(ctx context.Context, fn func(ctx context.Context, tx T) 
 		cfg = &c
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("txn: context done before the first attempt: %w", err)
+		err = fmt.Errorf("txn: context done before the first attempt: %w", err)
+		if cfg.observer != nil {
+			cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Class: ClassPermanent, Err: err})
+		}
+		return err
 	}
 	return r.run(ctx, cfg, fn)
 }
@@ -281,6 +285,9 @@ func (r *Runner[T]) run(ctx context.Context, cfg *config, fn func(context.Contex
 	if r.scoper != nil {
 		scoped, end, err := r.scoper.StartRun(ctx)
 		if err != nil {
+			if cfg.observer != nil {
+				cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: cfg.operation, Elapsed: st.elapsed(), Class: r.classify(err), Err: err})
+			}
 			return err
 		}
 		defer end()
@@ -311,9 +318,6 @@ func (r *Runner[T]) loop(ctx context.Context, st *runState, fn func(context.Cont
 			st.held = true
 		}
 		st.attempts++
-		if cfg.observer != nil {
-			cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
-		}
 		st.noConn = false // a commit retried in this attempt reached the database
 		o := r.attempt(ctx, st, fn)
 		st.tries++
@@ -376,15 +380,20 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	cfg := st.cfg
 	if r.intercept != nil {
 		if err := r.intercept.Intercept(ctx, InterceptBegin, st.attempts); err != nil {
+			// A forced failure at BEGIN counts as an attempt (its
+			// number is the interceptor's plan): report it as one.
+			st.started(ctx)
 			return outcome{err: err, class: r.beforeCommit(err)}
 		}
 	}
 	tx, unlockDB, err := r.beginTx(ctx, st)
 	if err != nil {
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
-		// the database says so, or the connection broke.
+		// the database says so, or the connection broke. fn did not run:
+		// this try is no attempt, and the observer hears of none.
 		return outcome{err: err, class: r.beforeCommit(err), notBegun: true, unreached: r.connFailure(err)}
 	}
+	st.started(ctx)
 	if unlockDB != nil {
 		defer unlockDB()
 	}
@@ -621,6 +630,16 @@ func (r *Runner[T]) giveUp(ctx context.Context, st *runState, cls Class, e *Give
 		st.cfg.observer.GaveUp(ctx, GiveUpEvent{Operation: st.cfg.operation, Attempts: st.attempts, Elapsed: e.Elapsed, Class: cls, Err: e})
 	}
 	return e
+}
+
+// started reports the attempt st.attempts to the observer: its
+// transaction has begun and fn is about to run. A try whose BEGIN failed is
+// not reported, as it is not counted: the observer's attempts are the
+// runs of fn that GiveUpEvent and CommitEvent count.
+func (st *runState) started(ctx context.Context) {
+	if cfg := st.cfg; cfg.observer != nil {
+		cfg.observer.AttemptStarted(ctx, AttemptEvent{Operation: cfg.operation, Attempt: st.attempts, Key: st.firstKey()})
+	}
 }
 
 func (st *runState) firstKey() string {

@@ -23,11 +23,18 @@
 //	txn.run.duration    histogram  seconds from the start of Run to commit or give-up, by txn.outcome
 //	txn.run.attempts    histogram  attempts per finished Run, by txn.outcome
 //	txn.admission.wait  histogram  seconds waited for admission
+//
+// On the happy path (a Run that commits at its first attempt) the Observer
+// allocates nothing, named operation or not: the attribute sets of each
+// operation name are built once. A recording span in the context gets a
+// "txn.commit" event per Run, which the SDK allocates.
 package txnotel
 
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -63,7 +70,59 @@ type Observer struct {
 	perRun    metric.Int64Histogram
 	admission metric.Float64Histogram
 
-	outcomeCommit, outcomeGiveUp metric.MeasurementOption
+	// unnamed holds the options of a call without an Operation name, and
+	// ops those of each name seen (at most maxOps of them), so that a
+	// Run's happy path builds no attribute set and no option slice.
+	unnamed opOptions
+	ops     sync.Map // operation name -> *opOptions
+	nops    atomic.Int64
+}
+
+// maxOps bounds the operation names whose options are kept; the options of
+// further names are built at each event.
+const maxOps = 1024
+
+// opOptions are the measurement options of the events of one operation
+// name, ready to be passed to the instruments.
+type opOptions struct {
+	// op carries txn.operation, or nothing for the unnamed operation.
+	op []metric.AddOption
+	// commit and giveUp carry txn.outcome and txn.operation.
+	commit, giveUp []metric.RecordOption
+	// wait carries txn.operation, for the admission histogram.
+	wait []metric.RecordOption
+}
+
+func newOpOptions(name string) *opOptions {
+	outcome := func(v string) metric.MeasurementOption {
+		return metric.WithAttributeSet(attribute.NewSet(withOp(name, attribute.String("txn.outcome", v))...))
+	}
+	c, g := outcome("commit"), outcome("give_up")
+	o := &opOptions{commit: []metric.RecordOption{c}, giveUp: []metric.RecordOption{g}}
+	if name != "" {
+		op := metric.WithAttributeSet(attribute.NewSet(opAttr(name)))
+		o.op, o.wait = []metric.AddOption{op}, []metric.RecordOption{op}
+	}
+	return o
+}
+
+// options returns the options of operation name.
+func (o *Observer) options(name string) *opOptions {
+	if name == "" {
+		return &o.unnamed
+	}
+	if v, ok := o.ops.Load(name); ok {
+		return v.(*opOptions)
+	}
+	oo := newOpOptions(name)
+	if o.nops.Load() >= maxOps {
+		return oo
+	}
+	if v, loaded := o.ops.LoadOrStore(name, oo); loaded {
+		return v.(*opOptions)
+	}
+	o.nops.Add(1)
+	return oo
 }
 
 var _ txn.Observer = (*Observer)(nil)
@@ -81,10 +140,7 @@ func NewObserver(opts ...Option) (*Observer, error) {
 		s.mp = otel.GetMeterProvider()
 	}
 	m := s.mp.Meter(ScopeName)
-	o := &Observer{
-		outcomeCommit: metric.WithAttributeSet(attribute.NewSet(attribute.String("txn.outcome", "commit"))),
-		outcomeGiveUp: metric.WithAttributeSet(attribute.NewSet(attribute.String("txn.outcome", "give_up"))),
-	}
+	o := &Observer{unnamed: *newOpOptions("")}
 	var err error
 	if o.attempts, err = m.Int64Counter("txn.attempts", metric.WithDescription("Executions of fn."), metric.WithUnit("{attempt}")); err != nil {
 		return nil, fmt.Errorf("txnotel: %w", err)
@@ -123,22 +179,6 @@ func withOp(name string, attrs ...attribute.KeyValue) []attribute.KeyValue {
 	return append(attrs, opAttr(name))
 }
 
-// outcome returns the measurement option of a finished Run: the shared
-// attribute set when the call has no name.
-func (o *Observer) outcome(commit bool, name string) metric.MeasurementOption {
-	if name == "" {
-		if commit {
-			return o.outcomeCommit
-		}
-		return o.outcomeGiveUp
-	}
-	v := "give_up"
-	if commit {
-		v = "commit"
-	}
-	return metric.WithAttributes(attribute.String("txn.outcome", v), opAttr(name))
-}
-
 func errMessage(err error) string {
 	if err == nil {
 		return ""
@@ -148,11 +188,7 @@ func errMessage(err error) string {
 
 // AttemptStarted counts the attempt.
 func (o *Observer) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
-	if e.Operation == "" {
-		o.attempts.Add(ctx, 1)
-		return
-	}
-	o.attempts.Add(ctx, 1, metric.WithAttributes(opAttr(e.Operation)))
+	o.attempts.Add(ctx, 1, o.options(e.Operation).op...)
 }
 
 // RetryScheduled counts the retry and adds a "txn.retry" span event.
@@ -172,9 +208,9 @@ func (o *Observer) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
 // a "txn.give_up" span event.
 func (o *Observer) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
 	o.giveUps.Add(ctx, 1, metric.WithAttributes(withOp(e.Operation, classAttr(e.Class))...))
-	out := o.outcome(false, e.Operation)
-	o.duration.Record(ctx, e.Elapsed.Seconds(), out)
-	o.perRun.Record(ctx, int64(e.Attempts), out)
+	out := o.options(e.Operation).giveUp
+	o.duration.Record(ctx, e.Elapsed.Seconds(), out...)
+	o.perRun.Record(ctx, int64(e.Attempts), out...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("txn.give_up", trace.WithAttributes(withOp(e.Operation,
 			attribute.Int("txn.attempts", e.Attempts),
@@ -187,14 +223,10 @@ func (o *Observer) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
 // Committed counts the commit, records the Run's duration and attempts, and
 // adds a "txn.commit" span event.
 func (o *Observer) Committed(ctx context.Context, e txn.CommitEvent) {
-	out := o.outcome(true, e.Operation)
-	if e.Operation == "" {
-		o.commits.Add(ctx, 1)
-	} else {
-		o.commits.Add(ctx, 1, metric.WithAttributes(opAttr(e.Operation)))
-	}
-	o.duration.Record(ctx, e.Elapsed.Seconds(), out)
-	o.perRun.Record(ctx, int64(e.Attempts), out)
+	opts := o.options(e.Operation)
+	o.commits.Add(ctx, 1, opts.op...)
+	o.duration.Record(ctx, e.Elapsed.Seconds(), opts.commit...)
+	o.perRun.Record(ctx, int64(e.Attempts), opts.commit...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("txn.commit", trace.WithAttributes(withOp(e.Operation, attribute.Int("txn.attempts", e.Attempts))...))
 	}
@@ -203,11 +235,7 @@ func (o *Observer) Committed(ctx context.Context, e txn.CommitEvent) {
 // Admitted records the admission wait and adds a "txn.admission_wait" span
 // event.
 func (o *Observer) Admitted(ctx context.Context, e txn.AdmissionEvent) {
-	if e.Operation == "" {
-		o.admission.Record(ctx, e.Wait.Seconds())
-	} else {
-		o.admission.Record(ctx, e.Wait.Seconds(), metric.WithAttributes(opAttr(e.Operation)))
-	}
+	o.admission.Record(ctx, e.Wait.Seconds(), o.options(e.Operation).wait...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("txn.admission_wait", trace.WithAttributes(withOp(e.Operation,
 			attribute.Float64("txn.wait_ms", float64(e.Wait.Microseconds())/1000),

@@ -81,8 +81,11 @@ func Meanwhile(f func(ctx context.Context) error) CheckOption {
 // differs (compared with reflect.DeepEqual), or when a run returns an
 // error. report describes the effects that matter: rows read back from the
 // database, calls recorded by fakes of outside services, fn's result; it
-// must return values that later runs do not modify (copies). Use Reset to
-// start every run from the same state.
+// must return values that later runs do not modify (copies): the check
+// fails when the value of the run without faults has changed by the time
+// it is compared (as far as its %#v text shows: the contents of maps,
+// slices and a top-level pointer, not of pointers nested deeper). Use
+// Reset to start every run from the same state.
 //
 // The forced failures are injected through r.WithInterceptor, so the
 // Runner, its backend and its database are the ones the application uses.
@@ -151,6 +154,10 @@ func RerunCall[T, S any](ctx context.Context, r *txn.Runner[T], call func(ctx co
 		return errors.New("txntest: the call ran no transaction through the Runner it was given; pass that Runner to the code under test")
 	}
 	want := report(ctx)
+	// A report that returns the memory of a fake (a pointer, a map that
+	// Reset clears) rather than a copy would compare equal to itself
+	// after every run: keep its text, to tell when a later run changed it.
+	wantText := fmt.Sprintf("%#v", want)
 
 	for _, p := range cfg.points {
 		for j := 1; j <= cfg.retries; j++ {
@@ -175,6 +182,11 @@ func RerunCall[T, S any](ctx context.Context, r *txn.Runner[T], call func(ctx co
 					"does the call ignore an error of Run, or does the Runner's attempt limit stop it?", j, p, n)
 			}
 			got := report(ctx)
+			if now := fmt.Sprintf("%#v", want); now != wantText {
+				return fmt.Errorf("txntest: report must return copies: what it returned after the run without faults, %s, "+
+					"reads %s after %s, so comparing it with later reports proves nothing; "+
+					"return copies of the slices, maps and structs that fn or the fakes modify", wantText, now, ic.describe(p, j))
+			}
 			if !reflect.DeepEqual(got, want) {
 				return fmt.Errorf("txntest: not safe to re-run: after %s, report returned %+v; after a single attempt it returned %+v",
 					ic.describe(p, j), got, want)

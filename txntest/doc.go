@@ -29,4 +29,24 @@
 // back on the server and fn runs again. A Runner without an interceptor
 // pays one nil check per point of an attempt; nothing of this package is
 // linked into a program that does not import it.
+//
+// # What the check cannot see
+//
+// CheckRerun compares what report returns, nothing else: an effect report
+// does not show (a log line, a metric, a call to a service without a fake,
+// a file) passes unseen, however often fn repeats it. A value reused from
+// an earlier attempt, or read before Run, changes the outcome only when
+// something else changed in between: without Meanwhile, such a fn passes.
+// Effects fn leaves to goroutines that outlive it may not have happened yet
+// when report runs. Faults are injected at the points given to At (before
+// COMMIT by default), in the first attempts of each Run: code that misbehaves
+// only on a later retry needs Retries, and code that misbehaves only when
+// the COMMIT itself fails needs At(txn.InterceptCommit).
+//
+// The other way round, report must give the same value to every correct
+// run: values the database does not roll back, such as ids drawn from a
+// sequence or an AUTO_INCREMENT column, timestamps and random ids, differ
+// from one run to the next, and a report that includes them fails the
+// check for a correct fn. Leave them out (report the rows' contents), or
+// have Reset restart them.
 package txntest

@@ -1,0 +1,105 @@
+package txnhttp_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/txnhttp"
+	"github.com/txnkit/txn/txntest"
+)
+
+// opsObserver is a txntest.Recorder that also keeps the Operation of every
+// event.
+type opsObserver struct {
+	txntest.Recorder
+	mu  sync.Mutex
+	ops []string
+}
+
+func (o *opsObserver) add(op string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, op)
+}
+
+func (o *opsObserver) take() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ops := o.ops
+	o.ops = nil
+	return ops
+}
+
+func (o *opsObserver) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
+	o.add(e.Operation)
+	o.Recorder.AttemptStarted(ctx, e)
+}
+
+func (o *opsObserver) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
+	o.add(e.Operation)
+	o.Recorder.RetryScheduled(ctx, e)
+}
+
+func (o *opsObserver) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
+	o.add(e.Operation)
+	o.Recorder.GaveUp(ctx, e)
+}
+
+func (o *opsObserver) Committed(ctx context.Context, e txn.CommitEvent) {
+	o.add(e.Operation)
+	o.Recorder.Committed(ctx, e)
+}
+
+// TestEveryEventOfARequestCarriesItsRoute: the attempts, retries, commit
+// and give-ups of a request, whatever its outcome (retried and committed,
+// 503 after the attempt limit, the handler's own 400, a client that has
+// gone before the first attempt), all carry the route pattern.
+func TestEveryEventOfARequestCarriesItsRoute(t *testing.T) {
+	o := &opsObserver{}
+	_, r := newRunner(t, txn.WithObserver(o))
+	mw := txnhttp.New(r, txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(3)} }))
+	n := 0
+	mux := http.NewServeMux()
+	mux.Handle("POST /retried/{id}", mw.Wrap(txnhttp.HandlerFunc(func(w http.ResponseWriter, req *http.Request) error {
+		if n++; n == 1 {
+			return errConflict
+		}
+		return nil
+	})))
+	mux.Handle("POST /busy", mw.Wrap(txnhttp.HandlerFunc(func(w http.ResponseWriter, req *http.Request) error { return errConflict })))
+	mux.Handle("POST /bad", mw.Wrap(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { http.Error(w, "no", http.StatusBadRequest) })))
+	url := serve(t, mux)
+
+	check := func(route string, code int, want string, send func() int) {
+		t.Helper()
+		o.Reset()
+		o.take()
+		assert.Equal(t, code, send(), route)
+		assert.Equal(t, want, o.String(), route)
+		ops := o.take()
+		for i, op := range ops {
+			assert.Equal(t, route, op, "%s: event %d", route, i)
+		}
+		assert.NotEmpty(t, ops, route)
+	}
+	check("POST /retried/{id}", http.StatusOK, "attempt 1, retry retryable, attempt 2, committed",
+		func() int { return do(t, "POST", url+"/retried/1", "").code })
+	check("POST /busy", http.StatusServiceUnavailable, "attempt 1, retry retryable, attempt 2, retry retryable, attempt 3, gave up retryable",
+		func() int { return do(t, "POST", url+"/busy", "").code })
+	check("POST /bad", http.StatusBadRequest, "attempt 1, gave up permanent",
+		func() int { return do(t, "POST", url+"/bad", "").code })
+	check("POST /busy", http.StatusServiceUnavailable, "gave up permanent", func() int {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequestWithContext(ctx, "POST", "/busy", nil)
+		w := httptest.NewRecorder()
+		mw.Wrap(mux).ServeHTTP(w, req)
+		return w.Code
+	})
+}

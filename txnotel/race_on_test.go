@@ -1,0 +1,5 @@
+//go:build race
+
+package txnotel_test
+
+const raceEnabled = true
