@@ -19,7 +19,8 @@ import (
 // values. Statements in fn stay bounded by the context they are given.
 //
 // It returns begin's error as it is. When ctx ends while begin runs, it
-// rolls back with rollback whatever began and returns an error, prefixed
+// rolls back with rollback, without waiting for it, whatever began and
+// returns an error, prefixed
 // with name (the backend package's name), wrapping context.Cause(ctx).
 // Every backend and integration over database/sql (txnmysql, txnsqlite,
 // txngorm, txnsqlx, txnbun, txnent) begins its transactions with it.
@@ -33,9 +34,12 @@ func BeginDetached[T any](ctx context.Context, name string, begin func(context.C
 	tx, err := begin(bctx)
 	if !stop() {
 		// ctx ended while the transaction began: database/sql rolls
-		// back what began.
+		// back what began by itself; rollback makes sure of it. It runs
+		// on a goroutine of its own, so that a connection that goes
+		// silent now cannot hold Run past ctx: the rollback finishes, or
+		// fails, with its connection.
 		if err == nil {
-			_ = rollback(tx)
+			go func() { _ = rollback(tx) }()
 		}
 		var zero T
 		return zero, fmt.Errorf("%s: begin: %w", name, context.Cause(ctx))

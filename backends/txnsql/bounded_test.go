@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,15 +32,48 @@ func TestBeginDetached(t *testing.T) {
 	assert.NoError(t, bctx.Err(), "ctx ending after BEGIN does not reach the transaction")
 
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	var rolledBack []int
+	rolledBack := make(chan int, 1)
 	_, err = txnsql.BeginDetached(ctx2, "lib", func(c context.Context) (int, error) {
 		cancel2()
 		<-c.Done() // ctx ending during BEGIN cancels it
 		return 8, nil
-	}, func(tx int) error { rolledBack = append(rolledBack, tx); return nil })
+	}, func(tx int) error { rolledBack <- tx; return nil })
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "lib: begin")
-	assert.Equal(t, []int{8}, rolledBack)
+	assert.Equal(t, 8, <-rolledBack)
+}
+
+// TestBeginDetachedDoesNotWaitForRollback: when ctx ends as BEGIN
+// succeeds, the rollback of what began does not hold the caller, whose
+// deadline has passed: over a connection gone silent it would never
+// return. It still runs, and finishes when its connection answers.
+func TestBeginDetachedDoesNotWaitForRollback(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	rolledBack := make(chan int, 1)
+	returned := make(chan error, 1)
+	go func() {
+		_, err := txnsql.BeginDetached(ctx, "lib", func(c context.Context) (int, error) {
+			cancel()
+			<-c.Done()
+			return 9, nil
+		}, func(tx int) error { <-release; rolledBack <- tx; return nil })
+		returned <- err
+	}()
+	select {
+	case err := <-returned:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("BeginDetached waited for a rollback that was not answered")
+	}
+	select {
+	case tx := <-rolledBack:
+		t.Fatalf("rollback of %d finished before its connection answered", tx)
+	default:
+	}
+	close(release)
+	assert.Equal(t, 9, <-rolledBack)
 }
 
 // TestCommitAndRollbackWithin: an answer in time is returned (sql.ErrTxDone
