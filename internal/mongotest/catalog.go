@@ -8,11 +8,13 @@ func prepDrop(s *Server, req *request) (op, *cmdError) {
 	}
 	return func(tx *transaction) (bson.D, *cmdError) {
 		c := s.eng.coll(req.db, req.coll, false)
-		if c == nil {
-			return bson.D{}, nil
-		}
-		if lockedIn(c) {
+		if c != nil && lockedIn(c) {
 			return nil, blocked()
+		}
+		if !c.exists() {
+			// The driver ignores NamespaceNotFound from drop; 7.0
+			// answers ok.
+			return bson.D{}, nil
 		}
 		s.eng.dropColl(c)
 		return bson.D{{Key: "ns", Value: c.ns()}, {Key: "nIndexesWas", Value: int32(1)}}, nil
@@ -23,7 +25,7 @@ func prepDropDatabase(s *Server, req *request) (op, *cmdError) {
 	return func(tx *transaction) (bson.D, *cmdError) {
 		var colls []*collection
 		for _, c := range s.eng.colls {
-			if c.db == req.db {
+			if c.db == req.db && !c.dropped {
 				if lockedIn(c) {
 					return nil, blocked()
 				}
@@ -42,7 +44,12 @@ func prepCreate(s *Server, req *request) (op, *cmdError) {
 		return nil, err
 	}
 	return func(tx *transaction) (bson.D, *cmdError) {
-		s.eng.coll(req.db, req.coll, true)
+		if c := s.eng.coll(req.db, req.coll, false); c.exists() || c != nil && c.createdBy == tx {
+			return nil, errorf(codeNamespaceExists, "Collection %s.%s already exists.", req.db, req.coll)
+		}
+		if _, err := s.eng.createColl(req.db, req.coll, tx); err != nil {
+			return nil, err
+		}
 		return bson.D{}, nil
 	}, nil
 }
@@ -55,7 +62,7 @@ func prepListCollections(s *Server, req *request) (op, *cmdError) {
 	return func(tx *transaction) (bson.D, *cmdError) {
 		var docs []bson.Raw
 		for _, c := range s.eng.colls {
-			if c.db != req.db {
+			if c.db != req.db || !c.exists() {
 				continue
 			}
 			d := buildDoc([]field{

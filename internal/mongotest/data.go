@@ -31,6 +31,8 @@ func (s *Server) dataCommand(name string) prepFunc {
 		return prepFindAndModify
 	case "count":
 		return prepCount
+	case "distinct":
+		return prepDistinct
 	case "aggregate":
 		return prepAggregate
 	case "drop":
@@ -55,7 +57,7 @@ func (s *Server) dataCommand(name string) prepFunc {
 func allowedInTxn(name string) bool {
 	switch name {
 	case "find", "insert", "update", "delete", "findAndModify", "findandmodify",
-		"aggregate", "getMore", "killCursors", "create":
+		"aggregate", "distinct", "getMore", "killCursors", "create":
 		return true
 	}
 	return false
@@ -71,7 +73,9 @@ const pollInterval = 20 * time.Millisecond
 // a transaction holds a lock on a document it writes.
 func (s *Server) runData(req *request, prep prepFunc) (bson.D, *cmdError) {
 	if req.inTxn && !allowedInTxn(req.name) {
-		s.failTxn(req)
+		// mongod refuses the command before it checks out the session:
+		// an open transaction stays open (and may commit), and a
+		// command that carried startTransaction starts none.
 		return nil, errorf(codeOperationNotSupportedInTxn, "Cannot run '%s' in a multi-document transaction.", req.name)
 	}
 	run, err := prep(s, req)

@@ -6,42 +6,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// project applies an inclusion or exclusion projection on top-level fields.
-func project(doc, proj bson.Raw) bson.Raw {
-	pf := fieldsOf(proj)
-	if len(pf) == 0 {
-		return doc
-	}
-	include := map[string]bool{}
-	inclusion := false
-	idShown := true
-	for _, p := range pf {
-		on := p.val.Type == bson.TypeBoolean && p.val.Boolean() || isNumber(p.val) && asFloat(p.val) != 0
-		if p.key == "_id" {
-			idShown = on
-			continue
-		}
-		include[p.key] = on
-		if on {
-			inclusion = true
-		}
-	}
-	var out []field
-	for _, f := range fieldsOf(doc) {
-		if f.key == "_id" {
-			if idShown {
-				out = append(out, f)
-			}
-			continue
-		}
-		on, listed := include[f.key]
-		if inclusion && listed && on || !inclusion && !listed {
-			out = append(out, f)
-		}
-	}
-	return buildDoc(out)
-}
-
 // sortDocs orders docs by the sort specification spec, stably.
 func sortDocs(docs []bson.Raw, spec bson.Raw) {
 	sortBy(docs, func(d bson.Raw) bson.Raw { return d }, spec)

@@ -57,8 +57,12 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 	if err != nil {
 		return nil, err
 	}
-	filter, sortSpec, proj := args[0], args[1], args[2]
+	filter, sortSpec, projSpec := args[0], args[1], args[2]
 	skip, limit, err := windowArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	proj, err := parseProjection(projSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +73,9 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 		}
 		docs := window(sorted(docsOf(items), sortSpec), skip, limit)
 		for i, d := range docs {
-			docs[i] = project(d, proj)
+			if docs[i], err = proj.apply(d); err != nil {
+				return nil, err
+			}
 		}
 		return cursorReply(req.db+"."+req.coll, docs), nil
 	}, nil
@@ -120,5 +126,47 @@ func prepCount(s *Server, req *request) (op, *cmdError) {
 			return nil, err
 		}
 		return bson.D{{Key: "n", Value: int64(len(window(docsOf(items), skip, limit)))}}, nil
+	}, nil
+}
+
+// prepDistinct runs distinct: the distinct values of key among the
+// documents matching query, array elements counted one by one, in the
+// order first met.
+func prepDistinct(s *Server, req *request) (op, *cmdError) {
+	args, err := collDocArgs(req, "query")
+	if err != nil {
+		return nil, err
+	}
+	q := args[0]
+	key, ok := req.body.Lookup("key").StringValueOK()
+	if !ok {
+		return nil, errorf(codeTypeMismatch, "BSON field 'distinct.key' is missing or not a string")
+	}
+	return func(tx *transaction) (bson.D, *cmdError) {
+		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), q, tx)
+		if err != nil {
+			return nil, err
+		}
+		var vals []bson.RawValue
+		add := func(v bson.RawValue) {
+			for _, x := range vals {
+				if compareValues(x, v) == 0 && typeOrder(x.Type) == typeOrder(v.Type) {
+					return
+				}
+			}
+			vals = append(vals, v)
+		}
+		for _, it := range items {
+			for _, v := range pathValues(it.doc, key) {
+				if v.Type == bson.TypeArray {
+					for _, e := range arrayValues(v) {
+						add(e)
+					}
+					continue
+				}
+				add(v)
+			}
+		}
+		return bson.D{{Key: "values", Value: buildArray(vals)}}, nil
 	}, nil
 }

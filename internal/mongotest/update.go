@@ -42,18 +42,16 @@ func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (b
 		}
 		return out, nil
 	}
+	ops, err := parseUpdateOps(u)
+	if err != nil {
+		return nil, err
+	}
 	out = old
-	for _, opf := range fieldsOf(u) {
-		args, ok := opf.val.DocumentOK()
-		if !ok {
-			return nil, errorf(codeFailedToParse, "Modifiers operate on fields but we found type %s instead", opf.val.Type)
-		}
-		for _, a := range fieldsOf(args) {
-			var err *cmdError
-			out, err = applyOperator(out, opf.key, a.key, a.val, insert, now)
-			if err != nil {
-				return nil, err
-			}
+	for _, o := range ops {
+		var err *cmdError
+		out, err = applyOperator(out, o, insert, now)
+		if err != nil {
+			return nil, err
 		}
 	}
 	if hadID {
@@ -62,56 +60,6 @@ func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (b
 		}
 	}
 	return out, nil
-}
-
-func applyOperator(doc bson.Raw, op, path string, arg bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
-	parts := strings.Split(path, ".")
-	cur, found := lookupPath(doc, path)
-	switch op {
-	case "$set":
-		return setPath(doc, parts, arg)
-	case "$setOnInsert":
-		if !insert {
-			return doc, nil
-		}
-		return setPath(doc, parts, arg)
-	case "$unset":
-		return unsetPath(doc, parts), nil
-	case "$inc", "$mul":
-		if !isNumber(arg) {
-			return nil, errorf(codeTypeMismatch, "Cannot %s with non-numeric argument: {%s: %s}", op[1:], path, arg)
-		}
-		if found && !isNumber(cur) {
-			return nil, errorf(codeTypeMismatch, "Cannot apply %s to a value of non-numeric type. {_id: %s} has the field '%s' of non-numeric type %s", op, doc.Lookup("_id"), path, cur.Type)
-		}
-		if !found {
-			if op == "$mul" {
-				return setPath(doc, parts, arith("$mul", mustValue(int32(0)), arg))
-			}
-			return setPath(doc, parts, arg)
-		}
-		return setPath(doc, parts, arith(op, cur, arg))
-	case "$min", "$max":
-		c := compareValues(arg, cur)
-		if !found || (op == "$min" && c < 0) || (op == "$max" && c > 0) {
-			return setPath(doc, parts, arg)
-		}
-		return doc, nil
-	case "$currentDate":
-		return setPath(doc, parts, mustValue(bson.NewDateTimeFromTime(now)))
-	case "$push":
-		if found && cur.Type != bson.TypeArray {
-			return nil, errorf(codeBadValue, "The field '%s' must be an array but is of type %s", path, cur.Type)
-		}
-		vals := arrayValues(cur)
-		if d, ok := arg.DocumentOK(); ok {
-			if each, err := d.LookupErr("$each"); err == nil {
-				return setPath(doc, parts, buildArray(append(vals, arrayValues(each)...)))
-			}
-		}
-		return setPath(doc, parts, buildArray(append(vals, arg)))
-	}
-	return nil, errorf(codeFailedToParse, "Unknown modifier: %s", op)
 }
 
 // arith applies $inc or $mul to two numbers with MongoDB's type promotion:
