@@ -89,6 +89,9 @@ func parseStage(st field) (stage, *cmdError) {
 		if !ok || len(fieldsOf(spec)) == 0 {
 			return nil, errorf(15973, "the $sort key specification must be an object")
 		}
+		if err := checkSort(spec); err != nil {
+			return nil, err
+		}
 		return func(docs []bson.Raw) ([]bson.Raw, *cmdError) { return sorted(docs, spec), nil }, nil
 	case "$skip", "$limit":
 		if !isNumber(st.val) || asFloat(st.val) < 0 || st.key == "$limit" && asFloat(st.val) == 0 {

@@ -79,6 +79,9 @@ func (s *Server) runData(req *request, prep prepFunc) (bson.D, *cmdError) {
 		return nil, errorf(codeOperationNotSupportedInTxn, "Cannot run '%s' in a multi-document transaction.", req.name)
 	}
 	run, err := prep(s, req)
+	if err == nil {
+		err = checkCollations(req)
+	}
 	if err != nil {
 		s.failTxn(req)
 		return nil, err
@@ -169,4 +172,25 @@ func hasWriteErrors(out bson.D) bool {
 		}
 	}
 	return false
+}
+
+// checkCollations rejects the collations mongotest cannot honour, in the
+// command and in the statements of a write.
+func checkCollations(req *request) *cmdError {
+	if err := checkCollation(req.body.Lookup("collation")); err != nil {
+		return err
+	}
+	for _, key := range []string{"updates", "deletes"} {
+		for _, st := range arrayValues(req.body.Lookup(key)) {
+			if d, ok := st.DocumentOK(); ok {
+				if err := checkCollation(d.Lookup("collation")); err != nil {
+					return err
+				}
+				if d.Lookup("arrayFilters").Type != 0 {
+					return errorf(codeFailedToParse, "mongotest does not support arrayFilters")
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -66,6 +66,9 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSort(sortSpec); err != nil {
+		return nil, err
+	}
 	return func(tx *transaction) (bson.D, *cmdError) {
 		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), filter, tx)
 		if err != nil {

@@ -322,6 +322,9 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSort(sortSpec); err != nil {
+		return nil, err
+	}
 	remove := boolArg(req, "remove")
 	returnNew := boolArg(req, "new")
 	upsert := boolArg(req, "upsert")

@@ -1,0 +1,308 @@
+package mongotest_test
+
+// Checks of the query, update, projection and aggregation engine through
+// the real driver against what mongod documents, and of the clear failure
+// of what the server does not support.
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/txnkit/txn/internal/mongotest"
+)
+
+// ids runs Find with filter and opts and returns the _ids found, in order.
+func ids(t *testing.T, ctx context.Context, coll *mongo.Collection, filter any, opts ...options.Lister[options.FindOptions]) []any {
+	t.Helper()
+	cur, err := coll.Find(ctx, filter, opts...)
+	require.NoError(t, err, "find %v", filter)
+	var docs []bson.M
+	require.NoError(t, cur.All(ctx, &docs))
+	out := []any{}
+	for _, d := range docs {
+		out = append(out, d["_id"])
+	}
+	return out
+}
+
+func orders() []any {
+	return []any{
+		doc("_id", int32(1), "items", bson.A{doc("sku", "a", "qty", int32(2)), doc("sku", "b", "qty", int32(5))}, "tags", bson.A{"x", "y"}, "name", "Alpha"),
+		doc("_id", int32(2), "items", bson.A{doc("sku", "b", "qty", int32(1))}, "tags", bson.A{"y"}, "name", "beta"),
+		doc("_id", int32(3), "items", bson.A{}, "tags", bson.A{}, "name", "Gamma", "n", 2.5),
+		doc("_id", int32(4), "name", "delta", "n", int64(7)),
+	}
+}
+
+func TestQueryFidelity(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	_, err := coll.InsertMany(ctx, orders())
+	require.NoError(t, err)
+	cases := []struct {
+		filter any
+		want   []any
+	}{
+		{doc("items.sku", "b"), []any{int32(1), int32(2)}},
+		{doc("items.qty", doc("$gt", int32(3))), []any{int32(1)}},
+		{doc("items.0.sku", "a"), []any{int32(1)}},
+		{doc("items", doc("$elemMatch", doc("sku", "b", "qty", doc("$gte", int32(2))))), []any{int32(1)}},
+		{doc("tags", doc("$all", bson.A{"x", "y"})), []any{int32(1)}},
+		{doc("tags", doc("$size", int32(0))), []any{int32(3)}},
+		{doc("tags", doc("$elemMatch", doc("$eq", "y"))), []any{int32(1), int32(2)}},
+		{doc("name", doc("$regex", "^[a-z]")), []any{int32(2), int32(4)}},
+		{doc("name", doc("$regex", "^a", "$options", "i")), []any{int32(1)}},
+		{doc("name", bson.Regex{Pattern: "mm", Options: ""}), []any{int32(3)}},
+		{doc("n", doc("$type", "number")), []any{int32(3), int32(4)}},
+		{doc("n", doc("$type", "long")), []any{int32(4)}},
+		{doc("tags", doc("$type", "array")), []any{int32(1), int32(2), int32(3)}},
+		{doc("n", doc("$mod", bson.A{int32(3), int32(1)})), []any{int32(4)}},
+		{doc("$expr", doc("$gt", bson.A{doc("$size", doc("$ifNull", bson.A{"$tags", bson.A{}})), int32(1)})), []any{int32(1)}},
+		{doc("items.sku", doc("$ne", "b")), []any{int32(3), int32(4)}},
+		{doc("items.sku", doc("$exists", true)), []any{int32(1), int32(2)}},
+	}
+	for _, c := range cases {
+		assert.Equal(t, c.want, ids(t, ctx, coll, c.filter, options.Find().SetSort(doc("_id", 1))), "filter %v", c.filter)
+	}
+	// Sorting by an array field uses its smallest element ascending, its
+	// largest descending.
+	nonEmpty := doc("items.0", doc("$exists", true))
+	assert.Equal(t, []any{int32(2), int32(1)}, ids(t, ctx, coll, nonEmpty, options.Find().SetSort(doc("items.qty", 1))))
+	assert.Equal(t, []any{int32(1), int32(2)}, ids(t, ctx, coll, nonEmpty, options.Find().SetSort(doc("items.qty", -1))))
+}
+
+func TestProjectionFidelity(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	_, err := coll.InsertMany(ctx, orders())
+	require.NoError(t, err)
+	one := func(proj any) bson.D {
+		t.Helper()
+		var d bson.D
+		require.NoError(t, coll.FindOne(ctx, doc("_id", 1), options.FindOne().SetProjection(proj)).Decode(&d), "projection %v", proj)
+		return d
+	}
+	assert.Equal(t, doc("_id", int32(1), "items", bson.A{doc("sku", "a"), doc("sku", "b")}), one(doc("items.sku", 1)))
+	assert.Equal(t, doc("_id", int32(1), "items", bson.A{doc("qty", int32(2)), doc("qty", int32(5))}, "name", "Alpha"), one(doc("items.sku", 0, "tags", 0)))
+	assert.Equal(t, doc("name", "Alpha"), one(doc("name", 1, "_id", 0)))
+	assert.Equal(t, doc("_id", int32(1)), one(doc("_id", 1)))
+	assert.Equal(t, doc("_id", int32(1), "name", "Alpha", "upper", "ALPHA"), one(doc("name", 1, "upper", doc("$toUpper", "$name"))))
+
+	for _, bad := range []struct {
+		proj any
+		code int32
+	}{
+		{doc("name", 1, "tags", 0), 31254},
+		{doc("tags", 0, "name", 1), 31253},
+		{doc("items", 1, "items.sku", 1), 31250},
+		{doc("tags", doc("$slice", 1)), 2},
+		{doc("items.$", 1), 2},
+	} {
+		err := coll.FindOne(ctx, doc("_id", 1), options.FindOne().SetProjection(bad.proj)).Err()
+		se := serverError(t, err)
+		assert.True(t, se.HasErrorCode(int(bad.code)), "projection %v: %v", bad.proj, err)
+	}
+}
+
+func TestUpdateOperatorsFidelity(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	mustInsert(t, ctx, coll, doc("_id", 1, "a", bson.A{int32(1), int32(2), int32(3), int32(2)}, "s", doc("x", int32(1)), "old", "v"))
+	apply := func(update any) bson.D {
+		t.Helper()
+		var d bson.D
+		require.NoError(t, coll.FindOneAndUpdate(ctx, doc("_id", 1), update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d), "update %v", update)
+		return d
+	}
+	get := func(d bson.D, k string) any {
+		for _, e := range d {
+			if e.Key == k {
+				return e.Value
+			}
+		}
+		return nil
+	}
+	assert.Equal(t, bson.A{int32(1), int32(3)}, get(apply(doc("$pull", doc("a", int32(2)))), "a"))
+	assert.Equal(t, bson.A{int32(1), int32(3), int32(4)}, get(apply(doc("$addToSet", doc("a", doc("$each", bson.A{int32(3), int32(4)})))), "a"))
+	assert.Equal(t, bson.A{int32(3), int32(4)}, get(apply(doc("$pop", doc("a", -1))), "a"))
+	assert.Equal(t, bson.A{int32(4)}, get(apply(doc("$pull", doc("a", doc("$lt", int32(4))))), "a"))
+	assert.Equal(t, bson.A{int32(0), int32(4), int32(9)}, get(apply(doc("$push", doc("a", doc("$each", bson.A{int32(9), int32(0)}, "$sort", 1)))), "a"))
+	assert.Equal(t, bson.A{int32(4), int32(9)}, get(apply(doc("$push", doc("a", doc("$each", bson.A{}, "$slice", -2)))), "a"))
+	d := apply(doc("$rename", doc("old", "renamed")))
+	assert.Nil(t, get(d, "old"))
+	assert.Equal(t, "v", get(d, "renamed"))
+	assert.Equal(t, doc("x", int32(1), "y", int32(2)), get(apply(doc("$set", doc("s.y", int32(2)))), "s"))
+
+	// Upsert seeds the new document with the query's equalities, dotted
+	// paths as embedded documents.
+	res, err := coll.UpdateOne(ctx, doc("_id", 2, "p.q", "r", "n", doc("$gt", 1)), doc("$set", doc("z", 1)), options.UpdateOne().SetUpsert(true))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, res.UpsertedCount)
+	var up bson.D
+	require.NoError(t, coll.FindOne(ctx, doc("_id", 2)).Decode(&up))
+	assert.Equal(t, doc("_id", int32(2), "p", doc("q", "r"), "z", int32(1)), up)
+
+	for _, bad := range []struct {
+		update any
+		code   int
+	}{
+		{doc("$set", doc("a.$", 1)), 2},
+		{doc("$set", doc("a.$[]", 1)), 2},
+		{doc("$bit", doc("n", doc("and", 1))), 9},
+		{doc("$set", doc("s", 1), "$unset", doc("s.x", "")), 40},
+		{doc("$inc", doc("renamed", 1)), 14},
+		{doc("$push", doc("s", 1)), 2},
+	} {
+		_, err := coll.UpdateOne(ctx, doc("_id", 1), bad.update)
+		var we mongo.WriteException
+		if assert.ErrorAs(t, err, &we, "update %v", bad.update) && assert.Len(t, we.WriteErrors, 1) {
+			assert.Equal(t, bad.code, we.WriteErrors[0].Code, "update %v: %v", bad.update, err)
+		}
+	}
+	_, err = coll.UpdateOne(ctx, doc("_id", 1), doc("$set", doc("a.$[e]", 1)), options.UpdateOne().SetArrayFilters([]any{doc("e", 1)}))
+	assert.Error(t, err, "arrayFilters")
+}
+
+func TestAggregateFidelity(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	_, err := coll.InsertMany(ctx, []any{
+		doc("_id", 1, "g", "a", "k", "x", "v", int32(1)),
+		doc("_id", 2, "g", "a", "k", "y", "v", int32(3)),
+		doc("_id", 3, "g", "b", "k", "x", "v", 2.5),
+		doc("_id", 4, "g", "b", "k", "x"),
+	})
+	require.NoError(t, err)
+	agg := func(p mongo.Pipeline) []bson.D {
+		t.Helper()
+		cur, err := coll.Aggregate(ctx, p)
+		require.NoError(t, err, "pipeline %v", p)
+		var out []bson.D
+		require.NoError(t, cur.All(ctx, &out))
+		return out
+	}
+	got := agg(mongo.Pipeline{
+		{{Key: "$group", Value: doc("_id", doc("g", "$g", "k", "$k"), "total", doc("$sum", "$v"), "n", doc("$sum", 1),
+			"avg", doc("$avg", "$v"), "max", doc("$max", "$v"), "vs", doc("$push", "$v"))}},
+		{{Key: "$sort", Value: doc("_id.g", 1, "_id.k", 1)}},
+	})
+	assert.Equal(t, []bson.D{
+		doc("_id", doc("g", "a", "k", "x"), "total", int32(1), "n", int32(1), "avg", 1.0, "max", int32(1), "vs", bson.A{int32(1)}),
+		doc("_id", doc("g", "a", "k", "y"), "total", int32(3), "n", int32(1), "avg", 3.0, "max", int32(3), "vs", bson.A{int32(3)}),
+		doc("_id", doc("g", "b", "k", "x"), "total", 2.5, "n", int32(2), "avg", 2.5, "max", 2.5, "vs", bson.A{2.5}),
+	}, got)
+
+	got = agg(mongo.Pipeline{
+		{{Key: "$match", Value: doc("v", doc("$exists", true))}},
+		{{Key: "$project", Value: doc("_id", 0, "g", 1, "double", doc("$multiply", bson.A{"$v", 2}))}},
+		{{Key: "$sort", Value: doc("double", -1)}},
+		{{Key: "$limit", Value: 2}},
+	})
+	assert.Equal(t, []bson.D{doc("g", "a", "double", int32(6)), doc("g", "b", "double", 5.0)}, got)
+
+	got = agg(mongo.Pipeline{{{Key: "$sortByCount", Value: "$k"}}})
+	assert.Equal(t, []bson.D{doc("_id", "x", "count", int32(3)), doc("_id", "y", "count", int32(1))}, got)
+
+	for _, bad := range []struct {
+		stage bson.D
+		code  int
+	}{
+		{doc("$foo", doc()), 40324},
+		{doc("$lookup", doc("from", "x")), 9},
+		{doc("$group", doc("_id", nil, "x", doc("$stdDevPop", "$v"))), 15952},
+		{doc("$project", doc("x", doc("$dateToString", doc("date", "$d")))), 168},
+		{doc("$project", doc("a", 1, "b", 0)), 31254},
+	} {
+		_, err := coll.Aggregate(ctx, mongo.Pipeline{bad.stage})
+		se := serverError(t, err)
+		assert.True(t, se.HasErrorCode(bad.code), "stage %v: %v", bad.stage, err)
+	}
+
+	var vals []string
+	require.NoError(t, coll.Distinct(ctx, "k", doc("g", "b")).Decode(&vals))
+	assert.Equal(t, []string{"x"}, vals)
+}
+
+func TestCollationRejected(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	mustInsert(t, ctx, coll, doc("_id", 1, "s", "A"))
+	_, err := coll.Find(ctx, doc("s", "a"), options.Find().SetCollation(&options.Collation{Locale: "en", Strength: 2}))
+	assert.True(t, serverError(t, err).HasErrorCode(2), "find with a collation: %v", err)
+	_, err = coll.UpdateOne(ctx, doc("s", "a"), doc("$set", doc("t", 1)), options.UpdateOne().SetCollation(&options.Collation{Locale: "en", Strength: 2}))
+	assert.Error(t, err, "update with a collation")
+	_, err = coll.Find(ctx, doc("s", "A"), options.Find().SetCollation(&options.Collation{Locale: "simple"}))
+	assert.NoError(t, err, "the simple collation")
+}
+
+// TestCommandNotAllowedInTransactionLeavesItOpen: count (the driver's
+// EstimatedDocumentCount) fails with OperationNotSupportedInTransaction
+// without aborting the transaction, which commits; as the first statement
+// it starts no transaction.
+func TestCommandNotAllowedInTransactionLeavesItOpen(t *testing.T) {
+	srv, ctx, client, coll := setup(t)
+	sess, sctx := insertInTxn(t, ctx, client, coll)
+	_, err := coll.EstimatedDocumentCount(sctx)
+	se := serverError(t, err)
+	require.True(t, se.HasErrorCode(263), "count in a transaction: %v", err)
+	mustInsert(t, sctx, coll, doc("_id", 2))
+	require.NoError(t, sess.CommitTransaction(ctx))
+	assert.Len(t, srv.Docs(dbName, "c"), 2)
+
+	sess2, sctx2 := startTxn(t, ctx, client)
+	_, err = coll.EstimatedDocumentCount(sctx2)
+	require.True(t, serverError(t, err).HasErrorCode(263))
+	_, err = coll.InsertOne(sctx2, doc("_id", 3))
+	require.True(t, serverError(t, err).HasErrorCode(251), "no transaction was started: %v", err)
+	_ = sess2.AbortTransaction(ctx)
+}
+
+// TestCollectionCreatedInTransaction: a collection a transaction creates
+// exists for it alone until it commits. Another transaction that writes it
+// gets a transient WriteConflict; a write outside any waits for the
+// commit; the abort of the creator removes it.
+func TestCollectionCreatedInTransaction(t *testing.T) {
+	srv, ctx, client, _ := setup(t)
+	db := client.Database(dbName)
+	fresh := db.Collection("fresh")
+	sess, sctx := startTxn(t, ctx, client)
+	mustInsert(t, sctx, fresh, doc("_id", 1))
+	names, err := db.ListCollectionNames(ctx, doc())
+	require.NoError(t, err)
+	assert.NotContains(t, names, "fresh", "visible before the commit")
+
+	_, sctx2 := startTxn(t, ctx, client)
+	_, err = fresh.InsertOne(sctx2, doc("_id", 2))
+	se := serverError(t, err)
+	assert.True(t, se.HasErrorCode(112) && se.HasErrorLabel("TransientTransactionError"), "second creator: %v", err)
+
+	outside := make(chan error, 1)
+	go func() {
+		_, err := fresh.InsertOne(ctx, doc("_id", 3))
+		outside <- err
+	}()
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(srv.Commands(), func(c mongotest.Command) bool {
+			return c.Name == "insert" && c.Collection == "fresh" && !c.InTransaction
+		})
+	}, 5*time.Second, 5*time.Millisecond, "outside insert never arrived")
+	select {
+	case err := <-outside:
+		t.Fatalf("the write outside the transaction did not wait: %v", err)
+	default:
+	}
+	require.NoError(t, sess.CommitTransaction(ctx))
+	require.NoError(t, <-outside)
+	assert.Len(t, srv.Docs(dbName, "fresh"), 2)
+
+	sess3, sctx3 := startTxn(t, ctx, client)
+	mustInsert(t, sctx3, db.Collection("gone"), doc("_id", 1))
+	require.NoError(t, sess3.AbortTransaction(ctx))
+	names, err = db.ListCollectionNames(ctx, doc())
+	require.NoError(t, err)
+	slices.Sort(names)
+	assert.Equal(t, []string{"fresh"}, names)
+}
