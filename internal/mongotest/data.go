@@ -33,6 +33,12 @@ func (s *Server) dataCommand(name string) prepFunc {
 		return prepCount
 	case "distinct":
 		return prepDistinct
+	case "createIndexes":
+		return prepCreateIndexes
+	case "listIndexes":
+		return prepListIndexes
+	case "dropIndexes", "deleteIndexes":
+		return prepDropIndexes
 	case "aggregate":
 		return prepAggregate
 	case "drop":

@@ -306,3 +306,91 @@ func TestCollectionCreatedInTransaction(t *testing.T) {
 	slices.Sort(names)
 	assert.Equal(t, []string{"fresh"}, names)
 }
+
+// TestUniqueIndex: createIndexes with unique makes duplicate keys fail with
+// DuplicateKey (11000) naming the index, on insert, update and upsert, and
+// on creation over existing duplicates; a missing field is a null key
+// unless the index is sparse; listIndexes and dropIndexes see it.
+func TestUniqueIndex(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	name, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: doc("email", 1), Options: options.Index().SetUnique(true)})
+	require.NoError(t, err)
+	assert.Equal(t, "email_1", name)
+	mustInsert(t, ctx, coll, doc("_id", 1, "email", "a@x"))
+	mustInsert(t, ctx, coll, doc("_id", 2, "email", "b@x"))
+
+	_, err = coll.InsertOne(ctx, doc("_id", 3, "email", "a@x"))
+	require.True(t, mongo.IsDuplicateKeyError(err), "insert: %v", err)
+	var we mongo.WriteException
+	require.ErrorAs(t, err, &we)
+	assert.Contains(t, we.WriteErrors[0].Message, `index: email_1 dup key: { email: "a@x" }`)
+	assert.Equal(t, "a@x", we.WriteErrors[0].Raw.Lookup("keyValue", "email").StringValue())
+
+	_, err = coll.UpdateOne(ctx, doc("_id", 2), doc("$set", doc("email", "a@x")))
+	assert.True(t, mongo.IsDuplicateKeyError(err), "update: %v", err)
+	_, err = coll.UpdateOne(ctx, doc("_id", 9), doc("$set", doc("email", "b@x")), options.UpdateOne().SetUpsert(true))
+	assert.True(t, mongo.IsDuplicateKeyError(err), "upsert: %v", err)
+	_, err = coll.UpdateMany(ctx, doc(), doc("$set", doc("email", "same")))
+	assert.True(t, mongo.IsDuplicateKeyError(err), "update of two documents to one key: %v", err)
+	_, err = coll.UpdateOne(ctx, doc("_id", 1), doc("$set", doc("other", 1)))
+	assert.NoError(t, err, "a document keeps its own key")
+
+	mustInsert(t, ctx, coll, doc("_id", 4))
+	_, err = coll.InsertOne(ctx, doc("_id", 5))
+	assert.True(t, mongo.IsDuplicateKeyError(err), "two missing keys index as null: %v", err)
+
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: doc("n", 1), Options: options.Index().SetUnique(true).SetSparse(true)})
+	require.NoError(t, err)
+	mustInsert(t, ctx, coll, doc("_id", 6, "email", "c@x"))
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: doc("k", 1), Options: options.Index().SetUnique(true)})
+	assert.True(t, mongo.IsDuplicateKeyError(err), "unique index over duplicates: %v", err)
+
+	cur, err := coll.Indexes().List(ctx)
+	require.NoError(t, err)
+	var specs []bson.M
+	require.NoError(t, cur.All(ctx, &specs))
+	var names []string
+	for _, s := range specs {
+		names = append(names, s["name"].(string))
+	}
+	assert.Equal(t, []string{"_id_", "email_1", "n_1"}, names)
+	require.NoError(t, coll.Indexes().DropOne(ctx, "email_1"))
+	mustInsert(t, ctx, coll, doc("_id", 7, "email", "a@x"))
+}
+
+// TestUniqueIndexConcurrentTransactions: a key another open transaction
+// wrote is a WriteConflict for a transaction (it may retry) and makes a
+// write outside transactions wait; once the first commits, the key is a
+// DuplicateKey.
+func TestUniqueIndexConcurrentTransactions(t *testing.T) {
+	srv, ctx, client, coll := setup(t)
+	_, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: doc("email", 1), Options: options.Index().SetUnique(true)})
+	require.NoError(t, err)
+	sess, sctx := startTxn(t, ctx, client)
+	mustInsert(t, sctx, coll, doc("_id", 1, "email", "a@x"))
+
+	_, sctx2 := startTxn(t, ctx, client)
+	_, err = coll.InsertOne(sctx2, doc("_id", 2, "email", "a@x"))
+	se := serverError(t, err)
+	assert.True(t, se.HasErrorCode(112) && se.HasErrorLabel("TransientTransactionError"), "second transaction: %v", err)
+
+	outside := make(chan error, 1)
+	go func() {
+		_, err := coll.InsertOne(ctx, doc("_id", 3, "email", "a@x"))
+		outside <- err
+	}()
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(srv.Commands(), func(c mongotest.Command) bool {
+			return c.Name == "insert" && !c.InTransaction
+		})
+	}, 5*time.Second, 5*time.Millisecond, "outside insert never arrived")
+	select {
+	case err := <-outside:
+		t.Fatalf("the write outside the transaction did not wait: %v", err)
+	default:
+	}
+	require.NoError(t, sess.CommitTransaction(ctx))
+	err = <-outside
+	assert.True(t, mongo.IsDuplicateKeyError(err), "after the commit: %v", err)
+	assert.Len(t, srv.Docs(dbName, "c"), 1)
+}

@@ -69,6 +69,8 @@ type collection struct {
 	// not ended yet: the collection exists for it alone, and an abort
 	// removes it. nil once created outside a transaction or committed.
 	createdBy *transaction
+	// indexes are its secondary indexes (the _id index is implicit).
+	indexes []*index
 	// dropped is true once drop removed the collection; its records stay
 	// for the snapshots of open transactions, and a later write creates
 	// it again.
@@ -459,6 +461,7 @@ func (e *engine) endSession(key string) {
 // checked that no transaction holds a lock in c.
 func (e *engine) dropColl(c *collection) {
 	c.dropped = true
+	c.indexes = nil
 	ts := e.tick()
 	for _, r := range c.order {
 		if r.gone || r.latest() == nil {

@@ -121,6 +121,9 @@ func (s *Server) insertNew(c *collection, ns string, doc bson.Raw, tx *transacti
 	if err := canWrite(r, tx); err != nil {
 		return id, nil, err
 	}
+	if werr, err := s.eng.checkUnique(c, key, doc, tx, nil); werr != nil || err != nil {
+		return id, werr, err
+	}
 	s.eng.write(c, key, doc, tx)
 	return id, nil, nil
 }
@@ -252,11 +255,7 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 		}
 		return 1, 0, id, nil, nil
 	}
-	type change struct {
-		key string
-		doc bson.Raw
-	}
-	var changes []change
+	var changes []pendingWrite
 	for _, it := range items {
 		nd, uerr := applyUpdate(it.doc, u, false, now)
 		if uerr != nil {
@@ -268,7 +267,10 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 		if err := canWrite(it.rec, tx); err != nil {
 			return 0, 0, bson.RawValue{}, nil, err
 		}
-		changes = append(changes, change{key: it.rec.key, doc: nd})
+		if werr, err := s.eng.checkUnique(c, it.rec.key, nd, tx, changes); werr != nil || err != nil {
+			return 0, 0, bson.RawValue{}, werr, err
+		}
+		changes = append(changes, pendingWrite{key: it.rec.key, doc: nd})
 	}
 	for _, ch := range changes {
 		s.eng.write(c, ch.key, ch.doc, tx)
@@ -402,6 +404,13 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 		}
 		if !bytes.Equal(nd, it.doc) {
 			if err := canWrite(it.rec, tx); err != nil {
+				return nil, err
+			}
+			werr, err := s.eng.checkUnique(c, it.rec.key, nd, tx, nil)
+			if werr != nil {
+				return nil, werr
+			}
+			if err != nil {
 				return nil, err
 			}
 			s.eng.write(c, it.rec.key, nd, tx)
