@@ -818,7 +818,7 @@ func TestFidelityUniqueIndexConcurrentSignups(t *testing.T) {
 						case <-ctx.Done():
 							return txn.Permanent(ctx.Err())
 						}
-											}
+					}
 					return nil
 				})
 				done <- i
