@@ -97,7 +97,9 @@
 //     TransientTransactionError (mongod may answer with another transient
 //     error, such as LockTimeout), and a write outside transactions waits
 //     for the creator to end. Explicit creation (create) is allowed in a
-//     transaction whatever its read concern.
+//     transaction whatever its read concern. A transaction may write to a
+//     collection created (by someone else) after its snapshot; mongod
+//     may refuse that with a transient catalog error (SnapshotUnavailable).
 //   - Indexes: no query uses them (every query scans), there are no index
 //     builds (createIndexes is immediate, and waits only for transactions
 //     holding documents of the collection), and createIndexes is not

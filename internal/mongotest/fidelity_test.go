@@ -394,3 +394,21 @@ func TestUniqueIndexConcurrentTransactions(t *testing.T) {
 	assert.True(t, mongo.IsDuplicateKeyError(err), "after the commit: %v", err)
 	assert.Len(t, srv.Docs(dbName, "c"), 1)
 }
+
+// TestUpdateArrayElements: $set, $inc and $unset on array elements by
+// index: a set past the end pads with nulls, an unset leaves a null.
+func TestUpdateArrayElements(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	mustInsert(t, ctx, coll, doc("_id", 1, "a", bson.A{int32(1), doc("q", int32(1))}))
+	for _, u := range []any{
+		doc("$set", doc("a.3", "x")),
+		doc("$inc", doc("a.1.q", int32(2))),
+		doc("$unset", doc("a.0", "")),
+	} {
+		_, err := coll.UpdateOne(ctx, doc("_id", 1), u)
+		require.NoError(t, err, "update %v", u)
+	}
+	var got bson.D
+	require.NoError(t, coll.FindOne(ctx, doc("_id", 1)).Decode(&got))
+	assert.Equal(t, doc("_id", int32(1), "a", bson.A{nil, doc("q", int32(3)), nil, "x"}), got)
+}

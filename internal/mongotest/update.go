@@ -1,6 +1,7 @@
 package mongotest
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,13 +106,13 @@ func setPath(doc bson.Raw, parts []string, v bson.RawValue) (bson.Raw, *cmdError
 			}
 			fs[i].val = docValue(sub)
 		case bson.TypeArray:
-			sub, err := setPath(bson.Raw(f.val.Array()), parts[1:], v)
+			sub, err := setArrayPath(f.val, parts[1:], v)
 			if err != nil {
 				return nil, err
 			}
-			fs[i].val = bson.RawValue{Type: bson.TypeArray, Value: sub}
+			fs[i].val = sub
 		default:
-			return nil, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], f.key, f.val)
+			return nil, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], f.key, shellString(f.val))
 		}
 		return buildDoc(fs), nil
 	}
@@ -123,6 +124,46 @@ func setPath(doc bson.Raw, parts []string, v bson.RawValue) (bson.Raw, *cmdError
 		return nil, err
 	}
 	return buildDoc(append(fs, field{key: parts[0], val: docValue(sub)})), nil
+}
+
+// setArrayPath sets the element of arr that parts[0], a numeric index,
+// names, padding the array with nulls up to it as mongod does.
+func setArrayPath(arr bson.RawValue, parts []string, v bson.RawValue) (bson.RawValue, *cmdError) {
+	idx, err := strconv.Atoi(parts[0])
+	if err != nil || idx < 0 {
+		return bson.RawValue{}, errorf(codePathNotViable, "Cannot create field '%s' in element {%s}", parts[0], shellString(arr))
+	}
+	elems := arrayValues(arr)
+	for len(elems) <= idx {
+		elems = append(elems, nullValue)
+	}
+	if len(parts) == 1 {
+		elems[idx] = v
+		return buildArray(elems), nil
+	}
+	switch e := elems[idx]; e.Type {
+	case bson.TypeEmbeddedDocument:
+		sub, err := setPath(e.Document(), parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = docValue(sub)
+	case bson.TypeArray:
+		sub, err := setArrayPath(e, parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = sub
+	case bson.TypeNull:
+		sub, err := setPath(buildDoc(nil), parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = docValue(sub)
+	default:
+		return bson.RawValue{}, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], parts[0], shellString(e))
+	}
+	return buildArray(elems), nil
 }
 
 // unsetPath returns doc without the value at the dotted path parts.
@@ -139,9 +180,34 @@ func unsetPath(doc bson.Raw, parts []string) bson.Raw {
 			fs[i].val = docValue(unsetPath(sub, parts[1:]))
 			return buildDoc(fs)
 		}
+		if f.val.Type == bson.TypeArray {
+			fs[i].val = unsetArrayPath(f.val, parts[1:])
+			return buildDoc(fs)
+		}
 		return doc
 	}
 	return doc
+}
+
+// unsetArrayPath unsets the element parts[0] of arr: mongod sets an
+// unset array element to null rather than shifting the others.
+func unsetArrayPath(arr bson.RawValue, parts []string) bson.RawValue {
+	idx, err := strconv.Atoi(parts[0])
+	elems := arrayValues(arr)
+	if err != nil || idx < 0 || idx >= len(elems) {
+		return arr
+	}
+	if len(parts) == 1 {
+		elems[idx] = nullValue
+		return buildArray(elems)
+	}
+	switch e := elems[idx]; e.Type {
+	case bson.TypeEmbeddedDocument:
+		elems[idx] = docValue(unsetPath(e.Document(), parts[1:]))
+	case bson.TypeArray:
+		elems[idx] = unsetArrayPath(e, parts[1:])
+	}
+	return buildArray(elems)
 }
 
 // withID returns doc with _id set to id as its first field.
