@@ -40,8 +40,9 @@
 // applied in mongod's order (by path) so that new fields land where mongod
 // puts them; overlapping paths fail with ConflictingUpdateOperators (40).
 // An upsert seeds the new document with the query's equalities (top level
-// and in $and, dotted paths as embedded documents). Pipeline updates, $bit,
-// positional paths ($, $[], $[id]) and arrayFilters fail.
+// and in $and, dotted paths as embedded documents). The positional $
+// updates the first array element the query matched, $[] every element;
+// pipeline updates, $bit, $[<identifier>] and arrayFilters fail.
 //
 // Aggregation stages: $match, $sort, $skip, $limit, $project, $addFields,
 // $set, $unset, $count, $group, $unwind, $replaceRoot, $replaceWith and

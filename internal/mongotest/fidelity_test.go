@@ -152,7 +152,7 @@ func TestUpdateOperatorsFidelity(t *testing.T) {
 		code   int
 	}{
 		{doc("$set", doc("a.$", 1)), 2},
-		{doc("$set", doc("a.$[]", 1)), 2},
+		{doc("$set", doc("a.$[e]", 1)), 2},
 		{doc("$bit", doc("n", doc("and", 1))), 9},
 		{doc("$set", doc("s", 1), "$unset", doc("s.x", "")), 40},
 		{doc("$inc", doc("renamed", 1)), 14},
@@ -411,4 +411,30 @@ func TestUpdateArrayElements(t *testing.T) {
 	var got bson.D
 	require.NoError(t, coll.FindOne(ctx, doc("_id", 1)).Decode(&got))
 	assert.Equal(t, doc("_id", int32(1), "a", bson.A{nil, doc("q", int32(3)), nil, "x"}), got)
+}
+
+// TestPositionalUpdates: $ updates the first array element the query
+// matched, $[] every element; $ without a matching array condition fails
+// as in mongod.
+func TestPositionalUpdates(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	mustInsert(t, ctx, coll, doc("_id", 1, "items", bson.A{doc("sku", "a", "qty", int32(1)), doc("sku", "b", "qty", int32(2))}, "tags", bson.A{"x", "y"}))
+	_, err := coll.UpdateOne(ctx, doc("_id", 1, "items.sku", "b"), doc("$inc", doc("items.$.qty", int32(10))))
+	require.NoError(t, err)
+	_, err = coll.UpdateOne(ctx, doc("_id", 1, "tags", "y"), doc("$set", doc("tags.$", "Y")))
+	require.NoError(t, err)
+	_, err = coll.UpdateOne(ctx, doc("_id", 1), doc("$set", doc("items.$[].seen", true)))
+	require.NoError(t, err)
+	var got bson.D
+	require.NoError(t, coll.FindOne(ctx, doc("_id", 1)).Decode(&got))
+	assert.Equal(t, doc("_id", int32(1),
+		"items", bson.A{doc("sku", "a", "qty", int32(1), "seen", true), doc("sku", "b", "qty", int32(12), "seen", true)},
+		"tags", bson.A{"x", "Y"}), got)
+
+	_, err = coll.UpdateOne(ctx, doc("_id", 1), doc("$set", doc("items.$.qty", 0)))
+	var we mongo.WriteException
+	if assert.ErrorAs(t, err, &we) && assert.Len(t, we.WriteErrors, 1) {
+		assert.Equal(t, 2, we.WriteErrors[0].Code)
+		assert.Contains(t, we.WriteErrors[0].Message, "positional operator did not find the match")
+	}
 }

@@ -19,6 +19,12 @@ func isReplacement(upd bson.Raw) bool {
 // document upd to old. insert is true when the update builds an upserted
 // document, which enables $setOnInsert.
 func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
+	return applyUpdateQ(old, upd, nil, insert, now)
+}
+
+// applyUpdateQ is applyUpdate for a document that the query q selected,
+// which the positional operator $ refers to.
+func applyUpdateQ(old bson.Raw, upd bson.RawValue, q bson.Raw, insert bool, now time.Time) (bson.Raw, *cmdError) {
 	if upd.Type == bson.TypeArray {
 		return nil, errorf(codeFailedToParse, "mongotest does not support pipeline updates")
 	}
@@ -45,6 +51,9 @@ func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (b
 	}
 	ops, err := parseUpdateOps(u)
 	if err != nil {
+		return nil, err
+	}
+	if ops, err = expandPositional(ops, old, q); err != nil {
 		return nil, err
 	}
 	out = old

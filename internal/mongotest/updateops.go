@@ -86,18 +86,110 @@ func conflicts(ops []updateOp, p string) *cmdError {
 	return nil
 }
 
-// checkUpdatePath rejects empty path parts, and the positional operators,
-// which this package does not support.
+// checkUpdatePath rejects empty path parts, and the filtered positional
+// operator $[<identifier>], which this package does not support; $ and $[]
+// are supported.
 func checkUpdatePath(p string) *cmdError {
-	for _, part := range strings.Split(p, ".") {
+	parts := strings.Split(p, ".")
+	for i, part := range parts {
 		if part == "" {
 			return errorf(codeEmptyFieldName, "The update path '%s' contains an empty field name, which is not allowed.", p)
 		}
 		if strings.HasPrefix(part, "$") {
-			return errorf(codeBadValue, "mongotest does not support the positional operator %s (in the update path '%s')", part, p)
+			if part != "$" && part != "$[]" {
+				return errorf(codeBadValue, "mongotest does not support the positional operator %s (in the update path '%s')", part, p)
+			}
+			if i == 0 {
+				return errorf(codeBadValue, "Cannot have array filter identifier (i.e. '$[<id>]') element in the first position in path '%s'", p)
+			}
 		}
 	}
 	return nil
+}
+
+// expandPositional replaces the positional parts of the update paths with
+// the array indexes they stand for in doc: $ with the index of the first
+// element that matched the query q (mongod's rule), $[] with every index.
+func expandPositional(ops []updateOp, doc, q bson.Raw) ([]updateOp, *cmdError) {
+	var out []updateOp
+	expanded := false
+	for _, o := range ops {
+		if !slices.ContainsFunc(o.parts, func(p string) bool { return p == "$" || p == "$[]" }) {
+			out = append(out, o)
+			continue
+		}
+		expanded = true
+		paths, err := expandParts(doc, q, o.parts, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range paths {
+			out = append(out, updateOp{op: o.op, path: strings.Join(p, "."), parts: p, arg: o.arg})
+		}
+	}
+	if expanded {
+		slices.SortStableFunc(out, func(x, y updateOp) int { return comparePaths(x.parts, y.parts) })
+	}
+	return out, nil
+}
+
+func expandParts(doc, q bson.Raw, parts, prefix []string) ([][]string, *cmdError) {
+	for i, p := range parts {
+		if p != "$" && p != "$[]" {
+			continue
+		}
+		arrPath := append(slices.Clone(prefix), parts[:i]...)
+		arr, found := lookupPath(doc, strings.Join(arrPath, "."))
+		if p == "$" {
+			idx, ok := positionalIndex(doc, q, arrPath, arr)
+			if !ok {
+				return nil, errorf(codeBadValue, "The positional operator did not find the match needed from the query.")
+			}
+			return expandParts(doc, q, parts[i+1:], append(arrPath, strconv.Itoa(idx)))
+		}
+		if !found || arr.Type != bson.TypeArray {
+			return nil, errorf(codeBadValue, "The path '%s' must exist in the document in order to apply array updates.", strings.Join(arrPath, "."))
+		}
+		var out [][]string
+		for j := range arrayValues(arr) {
+			sub, err := expandParts(doc, q, parts[i+1:], append(slices.Clone(arrPath), strconv.Itoa(j)))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+		}
+		return out, nil
+	}
+	return [][]string{append(slices.Clone(prefix), parts...)}, nil
+}
+
+// positionalIndex returns the index of the first element of the array arr,
+// at arrPath in doc, for which the conditions of q on that array hold.
+func positionalIndex(doc, q bson.Raw, arrPath []string, arr bson.RawValue) (int, bool) {
+	if q == nil || arr.Type != bson.TypeArray {
+		return 0, false
+	}
+	path := strings.Join(arrPath, ".")
+	var conds []field
+	for _, f := range fieldsOf(q) {
+		if f.key == path || strings.HasPrefix(f.key, path+".") {
+			conds = append(conds, f)
+		}
+	}
+	if len(conds) == 0 {
+		return 0, false
+	}
+	filter := buildDoc(conds)
+	for i, e := range arrayValues(arr) {
+		one, err := setPath(doc, arrPath, buildArray([]bson.RawValue{e}))
+		if err != nil {
+			return 0, false
+		}
+		if m, err := matches(one, filter); err == nil && m {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // comparePaths orders update paths as mongod 5.0 applies them.

@@ -257,7 +257,7 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 	}
 	var changes []pendingWrite
 	for _, it := range items {
-		nd, uerr := applyUpdate(it.doc, u, false, now)
+		nd, uerr := applyUpdateQ(it.doc, u, q, false, now)
 		if uerr != nil {
 			return 0, 0, bson.RawValue{}, uerr, nil
 		}
@@ -398,7 +398,7 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 			s.eng.write(c, it.rec.key, nil, tx)
 			return reply(1, false, bson.RawValue{}, it.doc)
 		}
-		nd, err := applyUpdate(it.doc, u, false, now)
+		nd, err := applyUpdateQ(it.doc, u, q, false, now)
 		if err != nil {
 			return nil, err
 		}
