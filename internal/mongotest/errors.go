@@ -15,6 +15,7 @@ const (
 	codePathNotViable                  = 28
 	codeConflictingUpdateOperators     = 40
 	codeCursorNotFound                 = 43
+	codeInvalidIDField                 = 53
 	codeEmptyFieldName                 = 56
 	codeNamespaceExists                = 48
 	codeMaxTimeMSExpired               = 50
@@ -70,6 +71,8 @@ func codeName(code int32) string {
 		return "NamespaceExists"
 	case 50:
 		return "MaxTimeMSExpired"
+	case 53:
+		return "InvalidIdField"
 	case 56:
 		return "EmptyFieldName"
 	case 59:

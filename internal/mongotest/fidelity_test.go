@@ -438,3 +438,14 @@ func TestPositionalUpdates(t *testing.T) {
 		assert.Contains(t, we.WriteErrors[0].Message, "positional operator did not find the match")
 	}
 }
+
+// TestInvalidID: an array _id fails with InvalidIdField (53), as on mongod
+// 7.0.
+func TestInvalidID(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	_, err := coll.InsertOne(ctx, doc("_id", bson.A{1, 2}))
+	var we mongo.WriteException
+	if assert.ErrorAs(t, err, &we) && assert.Len(t, we.WriteErrors, 1) {
+		assert.Equal(t, 53, we.WriteErrors[0].Code, "%v", err)
+	}
+}

@@ -142,8 +142,8 @@ func prepInsert(s *Server, req *request) (op, *cmdError) {
 		}
 		err = b.run(func(i int) (werr, err *cmdError) {
 			d := ensureID(docs[i])
-			if id := d.Lookup("_id"); id.Type == bson.TypeArray || id.Type == bson.TypeRegex {
-				return errorf(codeBadValue, "can't use an array or regex for _id"), nil
+			if id := d.Lookup("_id"); id.Type == bson.TypeArray || id.Type == bson.TypeRegex || id.Type == bson.TypeUndefined {
+				return errorf(codeInvalidIDField, "The '_id' value cannot be of type %s", typeName(id.Type)), nil
 			}
 			if _, werr, err = s.insertNew(c, ns, d, tx); werr == nil && err == nil {
 				n++
