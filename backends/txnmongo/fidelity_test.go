@@ -843,3 +843,48 @@ func TestFidelityUniqueIndexConcurrentSignups(t *testing.T) {
 		assert.Len(t, e.findD(t, "users", bson.M{}), 1)
 	})
 }
+
+// TestFidelityCounterUpsert: many Runs take numbers from a counter document
+// that does not exist yet, with FindOneAndUpdate $inc, upsert and
+// ReturnDocument After, and record each number in a document of its own.
+// Concurrent upserts of the missing counter and increments conflict and
+// are retried: every number from 1 to N is taken exactly once.
+func TestFidelityCounterUpsert(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *env) {
+		const workers, each = 4, 10
+		ctx := e.ctx(t)
+		r := txnmongo.New(e.client, txn.MaxAttempts(200), txn.WithBackoff(txn.FullJitter(time.Millisecond, 20*time.Millisecond)))
+		counters, taken := e.coll("counters"), e.coll("taken")
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					errs <- r.Run(ctx, func(ctx context.Context, _ *mongo.Session) error {
+						var c struct{ N int32 }
+						err := counters.FindOneAndUpdate(ctx, bson.M{"_id": "orders"}, bson.M{"$inc": bson.M{"n": int32(1)}},
+							options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&c)
+						if err != nil {
+							return err
+						}
+						_, err = taken.InsertOne(ctx, d("_id", c.N, "by", int32(w*each+i)))
+						return err
+					})
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		docs := e.findD(t, "taken", bson.M{})
+		require.Len(t, docs, workers*each)
+		for i, doc := range docs {
+			require.Equal(t, int32(i+1), doc[0].Value, "numbers taken: %v", docs)
+		}
+		assert.Equal(t, []bson.D{d("_id", "orders", "n", int32(workers*each))}, e.findD(t, "counters", bson.M{}))
+	})
+}
