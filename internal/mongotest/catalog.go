@@ -1,6 +1,10 @@
 package mongotest
 
-import "go.mongodb.org/mongo-driver/v2/bson"
+import (
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
 
 func prepDrop(s *Server, req *request) (op, *cmdError) {
 	if err := needColl(req); err != nil {
@@ -39,13 +43,26 @@ func prepDropDatabase(s *Server, req *request) (op, *cmdError) {
 	}, nil
 }
 
+// genericFields are the fields any command may carry besides its own.
+var genericFields = []string{"$db", "lsid", "txnNumber", "autocommit", "startTransaction", "$clusterTime",
+	"writeConcern", "readConcern", "comment", "maxTimeMS", "$readPreference", "apiVersion", "apiStrict",
+	"apiDeprecationErrors"}
+
+// prepCreate runs create. As on mongod 7.0, creating a collection that
+// exists (with the same, here no, options) succeeds; options such as
+// validator, capped or timeseries fail, since mongotest would ignore them.
 func prepCreate(s *Server, req *request) (op, *cmdError) {
 	if err := needColl(req); err != nil {
 		return nil, err
 	}
+	for _, f := range fieldsOf(req.body)[1:] {
+		if !slices.Contains(genericFields, f.key) {
+			return nil, errorf(codeFailedToParse, "mongotest does not support the create option %s", f.key)
+		}
+	}
 	return func(tx *transaction) (bson.D, *cmdError) {
-		if c := s.eng.coll(req.db, req.coll, false); c.exists() || c != nil && c.createdBy == tx {
-			return nil, errorf(codeNamespaceExists, "Collection %s.%s already exists.", req.db, req.coll)
+		if c := s.eng.coll(req.db, req.coll, false); c.exists() || c != nil && tx != nil && c.createdBy == tx {
+			return bson.D{}, nil
 		}
 		if _, err := s.eng.createColl(req.db, req.coll, tx); err != nil {
 			return nil, err

@@ -98,7 +98,8 @@
 //     TransientTransactionError (mongod may answer with another transient
 //     error, such as LockTimeout), and a write outside transactions waits
 //     for the creator to end. Explicit creation (create) is allowed in a
-//     transaction whatever its read concern. A transaction may write to a
+//     transaction whatever its read concern, and takes no options
+//     (validator, capped, timeseries and the others fail). A transaction may write to a
 //     collection created (by someone else) after its snapshot; mongod
 //     may refuse that with a transient catalog error (SnapshotUnavailable).
 //   - Indexes: no query uses them (every query scans), there are no index

@@ -17,7 +17,6 @@ const (
 	codeCursorNotFound                 = 43
 	codeInvalidIDField                 = 53
 	codeEmptyFieldName                 = 56
-	codeNamespaceExists                = 48
 	codeMaxTimeMSExpired               = 50
 	codeCommandNotFound                = 59
 	codeImmutableField                 = 66

@@ -449,3 +449,23 @@ func TestInvalidID(t *testing.T) {
 		assert.Equal(t, 53, we.WriteErrors[0].Code, "%v", err)
 	}
 }
+
+// TestCreateCollection: creating a collection that exists succeeds (7.0),
+// a dropped one can be created again, and options mongotest would ignore
+// (a validator) fail.
+func TestCreateCollection(t *testing.T) {
+	_, ctx, client, _ := setup(t)
+	db := client.Database(dbName)
+	require.NoError(t, db.CreateCollection(ctx, "x"))
+	require.NoError(t, db.CreateCollection(ctx, "x"), "create of an existing collection")
+	require.NoError(t, db.Collection("x").Drop(ctx))
+	names, err := db.ListCollectionNames(ctx, doc())
+	require.NoError(t, err)
+	assert.Empty(t, names, "after drop")
+	require.NoError(t, db.CreateCollection(ctx, "x"), "create after drop")
+	names, err = db.ListCollectionNames(ctx, doc())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x"}, names)
+	err = db.CreateCollection(ctx, "v", options.CreateCollection().SetValidator(doc("a", doc("$exists", true))))
+	assert.Error(t, err, "a validator")
+}
