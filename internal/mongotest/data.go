@@ -181,10 +181,20 @@ func hasWriteErrors(out bson.D) bool {
 }
 
 // checkCollations rejects the collations mongotest cannot honour, in the
-// command and in the statements of a write.
+// command and in the statements of a write, and the options that would
+// change the answer it gives (arrayFilters, explain, min, max, returnKey,
+// showRecordId, tailable) rather than ignore them.
 func checkCollations(req *request) *cmdError {
 	if err := checkCollation(req.body.Lookup("collation")); err != nil {
 		return err
+	}
+	if req.body.Lookup("arrayFilters").Type != 0 {
+		return errorf(codeFailedToParse, "mongotest does not support arrayFilters")
+	}
+	for _, opt := range []string{"explain", "min", "max", "returnKey", "showRecordId", "tailable"} {
+		if v := req.body.Lookup(opt); v.Type != 0 && truthy(v) {
+			return errorf(codeFailedToParse, "mongotest does not support the option %s of %s", opt, req.name)
+		}
 	}
 	for _, key := range []string{"updates", "deletes"} {
 		for _, st := range arrayValues(req.body.Lookup(key)) {

@@ -469,3 +469,17 @@ func TestCreateCollection(t *testing.T) {
 	err = db.CreateCollection(ctx, "v", options.CreateCollection().SetValidator(doc("a", doc("$exists", true))))
 	assert.Error(t, err, "a validator")
 }
+
+// TestOptionsThatWouldChangeTheAnswerFail: options mongotest does not
+// honour fail rather than being ignored.
+func TestOptionsThatWouldChangeTheAnswerFail(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	mustInsert(t, ctx, coll, doc("_id", 1, "a", bson.A{int32(1)}))
+	err := coll.FindOneAndUpdate(ctx, doc("_id", 1), doc("$set", doc("a.$[e]", 2)),
+		options.FindOneAndUpdate().SetArrayFilters([]any{doc("e", 1)})).Err()
+	assert.Error(t, err, "findAndModify with arrayFilters")
+	_, err = coll.Find(ctx, doc(), options.Find().SetShowRecordID(true))
+	assert.Error(t, err, "find with showRecordId")
+	_, err = coll.Find(ctx, doc(), options.Find().SetReturnKey(true))
+	assert.Error(t, err, "find with returnKey")
+}
