@@ -29,6 +29,9 @@ func matches(doc, filter bson.Raw) (bool, *cmdError) {
 		case "$comment":
 			ok = true
 		default:
+			if slices.Contains(unsupportedQueryOps, f.key) {
+				return false, errorf(codeBadValue, "mongotest does not support the query operator %s", f.key)
+			}
 			if strings.HasPrefix(f.key, "$") {
 				return false, errorf(codeBadValue, "unknown top level operator: %s. If you have a field name that starts with a '$' symbol, consider using $getField or $setField.", f.key)
 			}
@@ -40,6 +43,12 @@ func matches(doc, filter bson.Raw) (bool, *cmdError) {
 	}
 	return true, nil
 }
+
+// unsupportedQueryOps are mongod's query operators that mongotest does not
+// support: they fail with a message that says so.
+var unsupportedQueryOps = []string{"$text", "$where", "$jsonSchema", "$near", "$nearSphere", "$geoWithin",
+	"$geoIntersects", "$within", "$bitsAllSet", "$bitsAllClear", "$bitsAnySet", "$bitsAnyClear",
+	"$sampleRate"}
 
 func matchLogical(doc bson.Raw, op string, v bson.RawValue) (bool, *cmdError) {
 	subs := arrayValues(v)
@@ -280,6 +289,9 @@ func matchOps(vals []bson.RawValue, ops bson.Raw) (bool, *cmdError) {
 		case "$comment":
 			ok = true
 		default:
+			if slices.Contains(unsupportedQueryOps, op.key) {
+				return false, errorf(codeBadValue, "mongotest does not support the query operator %s", op.key)
+			}
 			return false, errorf(codeBadValue, "unknown operator: %s", op.key)
 		}
 		if !ok {
