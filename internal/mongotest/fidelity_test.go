@@ -483,3 +483,20 @@ func TestOptionsThatWouldChangeTheAnswerFail(t *testing.T) {
 	_, err = coll.Find(ctx, doc(), options.Find().SetReturnKey(true))
 	assert.Error(t, err, "find with returnKey")
 }
+
+// TestUpsertReplacementKeepsQueryID: an upserted replacement takes the
+// query's _id, and may not contradict it (ImmutableField, 66).
+func TestUpsertReplacementKeepsQueryID(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	res, err := coll.ReplaceOne(ctx, doc("_id", 1, "k", "q"), doc("v", 1), options.Replace().SetUpsert(true))
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), res.UpsertedID)
+	var got bson.D
+	require.NoError(t, coll.FindOne(ctx, doc("_id", 1)).Decode(&got))
+	assert.Equal(t, doc("_id", int32(1), "v", int32(1)), got)
+	_, err = coll.ReplaceOne(ctx, doc("_id", 2), doc("_id", 3, "v", 1), options.Replace().SetUpsert(true))
+	var we mongo.WriteException
+	if assert.ErrorAs(t, err, &we) && assert.Len(t, we.WriteErrors, 1) {
+		assert.Equal(t, 66, we.WriteErrors[0].Code)
+	}
+}

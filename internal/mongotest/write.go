@@ -171,12 +171,17 @@ func upsertDoc(q bson.Raw, u bson.RawValue, now time.Time) (bson.Raw, *cmdError)
 		}
 	}
 	if ud, ok := u.DocumentOK(); ok && isReplacement(ud) {
+		// A replacement keeps only the query's _id, which it may not
+		// change.
+		idOnly := buildDoc(nil)
 		if id, err := base.LookupErr("_id"); err == nil {
-			if _, err := ud.LookupErr("_id"); err != nil {
-				return withID(ud, id), nil
-			}
+			idOnly = buildDoc([]field{{key: "_id", val: id}})
 		}
-		return ensureID(ud), nil
+		doc, err := applyUpdate(idOnly, u, true, now)
+		if err != nil {
+			return nil, err
+		}
+		return ensureID(doc), nil
 	}
 	doc, err := applyUpdate(base, u, true, now)
 	if err != nil {
