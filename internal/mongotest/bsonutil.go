@@ -163,6 +163,11 @@ func compareValues(a, b bson.RawValue) int {
 			b.Type != bson.TypeDouble && b.Type != bson.TypeDecimal128 {
 			return cmp.Compare(a.AsInt64(), b.AsInt64())
 		}
+		if a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+			if c, ok := compareDecimal(a, b); ok {
+				return c
+			}
+		}
 		fa, fb := asFloat(a), asFloat(b)
 		switch {
 		case fa < fb:

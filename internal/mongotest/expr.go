@@ -234,6 +234,11 @@ func evalOp(doc bson.Raw, op string, arg bson.RawValue) (bson.RawValue, bool, *c
 			if asFloat(b) == 0 {
 				return missing, false, errorf(2, "can't $divide by zero")
 			}
+			if a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+				if q, ok := decimalDiv(a, b); ok {
+					return q, true, nil
+				}
+			}
 			return mustValue(asFloat(a) / asFloat(b)), true, nil
 		}
 		if asFloat(b) == 0 {
@@ -474,6 +479,11 @@ func (a *accumulator) result() bson.RawValue {
 	case "$avg":
 		if a.n == 0 {
 			return nullValue
+		}
+		if a.sum.Type == bson.TypeDecimal128 {
+			if q, ok := decimalDiv(a.sum, mustValue(int64(a.n))); ok {
+				return q
+			}
 		}
 		return mustValue(asFloat(a.sum) / float64(a.n))
 	case "$push", "$addToSet":

@@ -500,3 +500,39 @@ func TestUpsertReplacementKeepsQueryID(t *testing.T) {
 		assert.Equal(t, 66, we.WriteErrors[0].Code)
 	}
 }
+
+// TestDecimalArithmetic: $inc and $mul on a Decimal128 keep it a
+// Decimal128, computed exactly, as mongod does (money kept in decimals).
+func TestDecimalArithmetic(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	dec := func(s string) bson.Decimal128 {
+		d, err := bson.ParseDecimal128(s)
+		require.NoError(t, err)
+		return d
+	}
+	mustInsert(t, ctx, coll, doc("_id", 1, "bal", dec("10.50")))
+	for _, u := range []any{
+		doc("$inc", doc("bal", dec("0.25"))),
+		doc("$inc", doc("bal", int32(1))),
+		doc("$mul", doc("bal", int32(2))),
+		doc("$inc", doc("bal", dec("-0.10"))),
+	} {
+		_, err := coll.UpdateOne(ctx, doc("_id", 1), u)
+		require.NoError(t, err, "update %v", u)
+	}
+	var got struct{ Bal bson.Decimal128 }
+	require.NoError(t, coll.FindOne(ctx, doc("_id", 1)).Decode(&got))
+	assert.Equal(t, "23.40", got.Bal.String())
+	n, err := coll.CountDocuments(ctx, doc("bal", doc("$gt", dec("23.39"), "$lt", 23.41)))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n, "comparisons with decimals")
+
+	mustInsert(t, ctx, coll, doc("_id", 2, "bal", dec("0.60")))
+	cur, err := coll.Aggregate(ctx, mongo.Pipeline{{{Key: "$group", Value: doc("_id", nil, "sum", doc("$sum", "$bal"), "avg", doc("$avg", "$bal"))}}})
+	require.NoError(t, err)
+	var agg []struct{ Sum, Avg bson.Decimal128 }
+	require.NoError(t, cur.All(ctx, &agg))
+	require.Len(t, agg, 1)
+	assert.Equal(t, "24.00", agg[0].Sum.String())
+	assert.Equal(t, "12.00", agg[0].Avg.String())
+}

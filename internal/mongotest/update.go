@@ -75,6 +75,11 @@ func applyUpdateQ(old bson.Raw, upd bson.RawValue, q bson.Raw, insert bool, now 
 // arith applies $inc or $mul to two numbers with MongoDB's type promotion:
 // double wins, then int64, and int32 overflow widens to int64.
 func arith(op string, a, b bson.RawValue) bson.RawValue {
+	if a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+		if r, ok := decimalArith(op, a, b); ok {
+			return r
+		}
+	}
 	if a.Type == bson.TypeDouble || b.Type == bson.TypeDouble || a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
 		x, y := asFloat(a), asFloat(b)
 		if op == "$mul" {
