@@ -29,7 +29,10 @@
 // RE2 syntax, not PCRE), $mod, $and, $or, $nor, $expr and $comment; any
 // other operator fails with BadValue (2), like an unknown one on mongod.
 // Sorting follows mongod's order of types; an array sorts by its smallest
-// element ascending and its largest descending. Projections include or
+// element ascending and its largest descending; {$natural: -1} (sort or
+// hint) reverses the insertion order. Arithmetic involving a Decimal128
+// ($inc, $mul, $sum, $avg, $add, $multiply, $divide) is exact and stays
+// Decimal128. Projections include or
 // exclude dotted paths and compute fields from expressions; mixing
 // inclusion and exclusion fails as on mongod (31253, 31254), and the
 // find-only operators ($slice, $elemMatch, $meta, positional $) fail.

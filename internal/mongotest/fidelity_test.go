@@ -536,3 +536,15 @@ func TestDecimalArithmetic(t *testing.T) {
 	assert.Equal(t, "24.00", agg[0].Sum.String())
 	assert.Equal(t, "12.00", agg[0].Avg.String())
 }
+
+// TestNaturalOrder: a {$natural: -1} sort or hint returns documents in
+// reverse insertion order.
+func TestNaturalOrder(t *testing.T) {
+	_, ctx, _, coll := setup(t)
+	for _, id := range []int32{3, 1, 2} {
+		mustInsert(t, ctx, coll, doc("_id", id))
+	}
+	assert.Equal(t, []any{int32(3), int32(1), int32(2)}, ids(t, ctx, coll, doc()))
+	assert.Equal(t, []any{int32(2), int32(1), int32(3)}, ids(t, ctx, coll, doc(), options.Find().SetSort(doc("$natural", -1))))
+	assert.Equal(t, []any{int32(2), int32(1), int32(3)}, ids(t, ctx, coll, doc(), options.Find().SetHint(doc("$natural", -1))))
+}

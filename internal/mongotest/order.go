@@ -27,6 +27,9 @@ func sortBy[T any](xs []T, doc func(T) bson.Raw, spec bson.Raw) {
 			if isNumber(k.val) && asFloat(k.val) < 0 {
 				dir = -1
 			}
+			if k.key == "$natural" {
+				continue // natural order: the caller's
+			}
 			if c := compareValues(sortKey(a, k.key, dir), sortKey(b, k.key, dir)); c != 0 {
 				return c * dir
 			}
@@ -77,6 +80,9 @@ func checkSort(spec bson.Raw) *cmdError {
 		}
 		if k.key == "" {
 			return errorf(40352, "FieldPath cannot be constructed with empty string")
+		}
+		if k.key == "$natural" && len(fieldsOf(spec)) > 1 {
+			return errorf(codeBadValue, "mongotest does not support $natural with other sort keys")
 		}
 	}
 	return nil

@@ -1,6 +1,10 @@
 package mongotest
 
-import "go.mongodb.org/mongo-driver/v2/bson"
+import (
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
 
 // candidates returns the documents of c matching filter as seen by tx,
 // looking a plain _id equality up directly.
@@ -74,7 +78,11 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 		if err != nil {
 			return nil, err
 		}
-		docs := window(sorted(docsOf(items), sortSpec), skip, limit)
+		docs := docsOf(items)
+		if natural(sortSpec) < 0 || natural(req.body.Lookup("hint").Value) < 0 {
+			slices.Reverse(docs)
+		}
+		docs = window(sorted(docs, sortSpec), skip, limit)
 		for i, d := range docs {
 			if docs[i], err = proj.apply(d); err != nil {
 				return nil, err
@@ -85,6 +93,19 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 }
 
 // sorted sorts docs by spec and returns them.
+// natural returns the direction of a {$natural: 1 or -1} sort or hint, 0
+// for anything else.
+func natural(spec bson.Raw) int {
+	v, err := spec.LookupErr("$natural")
+	if err != nil || !isNumber(v) {
+		return 0
+	}
+	if asFloat(v) < 0 {
+		return -1
+	}
+	return 1
+}
+
 func sorted(docs []bson.Raw, spec bson.Raw) []bson.Raw {
 	sortDocs(docs, spec)
 	return docs
