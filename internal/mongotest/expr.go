@@ -115,7 +115,10 @@ func resolvePath(v bson.RawValue, parts []string) (bson.RawValue, bool) {
 	case bson.TypeArray:
 		var out []bson.RawValue
 		for _, e := range arrayValues(v) {
-			if x, ok := resolvePath(e, parts); ok && e.Type != bson.TypeArray || ok && len(parts) == 0 {
+			if e.Type == bson.TypeArray {
+				continue // nested arrays are not traversed
+			}
+			if x, ok := resolvePath(e, parts); ok {
 				out = append(out, x)
 			}
 		}
