@@ -163,6 +163,11 @@ func compareValues(a, b bson.RawValue) int {
 			b.Type != bson.TypeDouble && b.Type != bson.TypeDecimal128 {
 			return cmp.Compare(a.AsInt64(), b.AsInt64())
 		}
+		if a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+			if c, ok := compareDecimal(a, b); ok {
+				return c
+			}
+		}
 		fa, fb := asFloat(a), asFloat(b)
 		switch {
 		case fa < fb:
@@ -271,4 +276,44 @@ func valueKey(v bson.RawValue) string {
 		return "s" + stringOf(v)
 	}
 	return string([]byte{byte(v.Type)}) + string(v.Value)
+}
+
+// shellString formats v the way mongod's error messages show values: numbers
+// bare, strings double-quoted, ObjectId('...'), documents and arrays in
+// braces and brackets.
+func shellString(v bson.RawValue) string {
+	switch v.Type {
+	case bson.TypeInt32:
+		return strconv.FormatInt(int64(v.Int32()), 10)
+	case bson.TypeInt64:
+		return strconv.FormatInt(v.Int64(), 10)
+	case bson.TypeDouble:
+		return strconv.FormatFloat(v.Double(), 'g', -1, 64)
+	case bson.TypeString:
+		return strconv.Quote(v.StringValue())
+	case bson.TypeObjectID:
+		return "ObjectId('" + v.ObjectID().Hex() + "')"
+	case bson.TypeBoolean:
+		return strconv.FormatBool(v.Boolean())
+	case bson.TypeNull:
+		return "null"
+	case bson.TypeEmbeddedDocument:
+		fs := fieldsOf(v.Document())
+		if len(fs) == 0 {
+			return "{}"
+		}
+		parts := make([]string, len(fs))
+		for i, f := range fs {
+			parts[i] = f.key + ": " + shellString(f.val)
+		}
+		return "{ " + strings.Join(parts, ", ") + " }"
+	case bson.TypeArray:
+		vals := arrayValues(v)
+		parts := make([]string, len(vals))
+		for i, e := range vals {
+			parts[i] = shellString(e)
+		}
+		return "[ " + strings.Join(parts, ", ") + " ]"
+	}
+	return v.String()
 }

@@ -31,6 +31,14 @@ func (s *Server) dataCommand(name string) prepFunc {
 		return prepFindAndModify
 	case "count":
 		return prepCount
+	case "distinct":
+		return prepDistinct
+	case "createIndexes":
+		return prepCreateIndexes
+	case "listIndexes":
+		return prepListIndexes
+	case "dropIndexes", "deleteIndexes":
+		return prepDropIndexes
 	case "aggregate":
 		return prepAggregate
 	case "drop":
@@ -55,7 +63,7 @@ func (s *Server) dataCommand(name string) prepFunc {
 func allowedInTxn(name string) bool {
 	switch name {
 	case "find", "insert", "update", "delete", "findAndModify", "findandmodify",
-		"aggregate", "getMore", "killCursors", "create":
+		"aggregate", "distinct", "getMore", "killCursors", "create":
 		return true
 	}
 	return false
@@ -71,10 +79,15 @@ const pollInterval = 20 * time.Millisecond
 // a transaction holds a lock on a document it writes.
 func (s *Server) runData(req *request, prep prepFunc) (bson.D, *cmdError) {
 	if req.inTxn && !allowedInTxn(req.name) {
-		s.failTxn(req)
+		// mongod refuses the command before it checks out the session:
+		// an open transaction stays open (and may commit), and a
+		// command that carried startTransaction starts none.
 		return nil, errorf(codeOperationNotSupportedInTxn, "Cannot run '%s' in a multi-document transaction.", req.name)
 	}
 	run, err := prep(s, req)
+	if err == nil {
+		err = checkCollations(req)
+	}
 	if err != nil {
 		s.failTxn(req)
 		return nil, err
@@ -165,4 +178,35 @@ func hasWriteErrors(out bson.D) bool {
 		}
 	}
 	return false
+}
+
+// checkCollations rejects the collations mongotest cannot honour, in the
+// command and in the statements of a write, and the options that would
+// change the answer it gives (arrayFilters, explain, min, max, returnKey,
+// showRecordId, tailable) rather than ignore them.
+func checkCollations(req *request) *cmdError {
+	if err := checkCollation(req.body.Lookup("collation")); err != nil {
+		return err
+	}
+	if req.body.Lookup("arrayFilters").Type != 0 {
+		return errorf(codeFailedToParse, "mongotest does not support arrayFilters")
+	}
+	for _, opt := range []string{"explain", "min", "max", "returnKey", "showRecordId", "tailable"} {
+		if v := req.body.Lookup(opt); v.Type != 0 && truthy(v) {
+			return errorf(codeFailedToParse, "mongotest does not support the option %s of %s", opt, req.name)
+		}
+	}
+	for _, key := range []string{"updates", "deletes"} {
+		for _, st := range arrayValues(req.body.Lookup(key)) {
+			if d, ok := st.DocumentOK(); ok {
+				if err := checkCollation(d.Lookup("collation")); err != nil {
+					return err
+				}
+				if d.Lookup("arrayFilters").Type != 0 {
+					return errorf(codeFailedToParse, "mongotest does not support arrayFilters")
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -187,6 +187,7 @@ func (s *Server) errorDoc(req *request, err *cmdError, extra bson.D) bson.D {
 	if name := codeName(err.code); name != "" {
 		doc = append(doc, bson.E{Key: "codeName", Value: name})
 	}
+	doc = append(doc, err.details...)
 	labels := err.labels
 	if !err.explicitLabels {
 		labels = append(append([]string(nil), labels...), autoLabels(err.code, req, false)...)
@@ -272,9 +273,8 @@ func (s *Server) marshalReply(doc bson.D) bson.Raw {
 }
 
 // failTxn aborts the transaction of req after a command of the
-// transaction failed before it ran (a command not allowed in a transaction,
-// malformed arguments), as MongoDB aborts a transaction whose command
-// fails. commitTransaction and abortTransaction leave the transaction as it
+// transaction failed before it ran (malformed arguments), as MongoDB aborts
+// a transaction whose command fails once the session is checked out. commitTransaction and abortTransaction leave the transaction as it
 // is.
 func (s *Server) failTxn(req *request) {
 	if !req.inTxn || !req.hasTxnNumber || req.lsid == "" ||

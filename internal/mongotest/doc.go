@@ -17,14 +17,56 @@
 //
 // Supported commands: hello, isMaster, ping, buildInfo, endSessions,
 // killSessions, configureFailPoint, commitTransaction, abortTransaction,
-// insert, find, update, delete, findAndModify, count, aggregate ($match,
-// $sort, $skip, $limit, $project, $count, $group with $sum), create, drop,
-// dropDatabase, listCollections and killCursors. Queries support equality
-// and the operators $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists,
-// $not, $and, $or and $nor; updates support replacement and $set, $unset,
-// $inc, $mul, $min, $max, $setOnInsert, $currentDate and $push. Every
-// other command fails with CommandNotFound (59). Results always fit the
-// first batch.
+// insert, find, update, delete, findAndModify, count, distinct, aggregate,
+// create, drop, dropDatabase, listCollections, createIndexes, listIndexes,
+// dropIndexes and killCursors. Every other command fails with
+// CommandNotFound (59). Results always fit the first batch.
+//
+// Queries: equality (a scalar matches an array that contains it; dotted
+// paths reach into embedded documents, array elements by index and the
+// documents of arrays), $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin,
+// $exists, $not, $size, $all, $elemMatch, $type, $regex with $options (Go's
+// RE2 syntax, not PCRE), $mod, $and, $or, $nor, $expr and $comment; any
+// other operator fails with BadValue (2), like an unknown one on mongod.
+// Sorting follows mongod's order of types; an array sorts by its smallest
+// element ascending and its largest descending; {$natural: -1} (sort or
+// hint) reverses the insertion order. Arithmetic involving a Decimal128
+// ($inc, $mul, $sum, $avg, $add, $multiply, $divide) is exact and stays
+// Decimal128. Projections include or
+// exclude dotted paths and compute fields from expressions; mixing
+// inclusion and exclusion fails as on mongod (31253, 31254), and the
+// find-only operators ($slice, $elemMatch, $meta, positional $) fail.
+//
+// Updates: replacement, and the operators $set, $unset, $inc, $mul, $min,
+// $max, $setOnInsert, $currentDate, $rename, $push (with $each, $position,
+// $slice, $sort), $addToSet (with $each), $pull, $pullAll and $pop,
+// applied in mongod's order (by path) so that new fields land where mongod
+// puts them; overlapping paths fail with ConflictingUpdateOperators (40).
+// An upsert seeds the new document with the query's equalities (top level
+// and in $and, dotted paths as embedded documents). The positional $
+// updates the first array element the query matched, $[] every element;
+// pipeline updates, $bit, $[<identifier>] and arrayFilters fail.
+//
+// Aggregation stages: $match, $sort, $skip, $limit, $project, $addFields,
+// $set, $unset, $count, $group, $unwind, $replaceRoot, $replaceWith and
+// $sortByCount; $group accumulators $sum, $avg, $min, $max, $first, $last,
+// $push, $addToSet and $count. Expressions: field paths, $$ROOT,
+// $$CURRENT, $$REMOVE, literals, documents and arrays, and $literal, $add,
+// $subtract, $multiply, $divide, $mod, $concat, $toLower, $toUpper,
+// $ifNull, $cond, $eq, $ne, $gt, $gte, $lt, $lte, $cmp, $and, $or, $not,
+// $size, $sum, $avg, $min, $max, $in, $arrayElemAt and $abs. An unknown
+// stage fails with 40324 as on mongod; another stage of mongod fails with
+// FailedToParse (9), an unsupported expression with
+// InvalidPipelineOperator (168), an unsupported accumulator with 15952,
+// each error naming what is not supported. A collation other than simple
+// fails (strings compare by their bytes).
+//
+// Indexes: the _id index, and secondary indexes of ascending or descending
+// keys, optionally unique and sparse. A unique index makes a duplicate key
+// fail with DuplicateKey (11000) naming the index, with keyPattern and
+// keyValue, as mongod does; a missing field indexes as null unless the
+// index is sparse, and an array indexes each element. Other index types
+// and options fail.
 //
 // # Where it behaves like mongod
 //
@@ -32,28 +74,47 @@
 // failCommand is evaluated before the session is checked out, so an
 // injected error leaves the transaction untouched (see FailPoint); a
 // command that fails for real inside a transaction (a WriteConflict, a
-// DuplicateKey, a command not allowed in a transaction) aborts it, and the
-// transaction's commit then fails with NoSuchTransaction (251) labelled
-// TransientTransactionError; a repeated commitTransaction of a committed
-// transaction succeeds again; a newer txnNumber on a session aborts the
-// transaction the session had open; a transaction older than its lifetime
-// (WithTransactionLifetime) is aborted; a retryable write re-sent with the
-// same txnNumber gets its first reply.
+// DuplicateKey, malformed arguments) aborts it, and the transaction's
+// commit then fails with NoSuchTransaction (251) labelled
+// TransientTransactionError; a command not allowed in a transaction
+// (count, drop, createIndexes) fails with
+// OperationNotSupportedInTransaction (263) before the session is checked
+// out, so the transaction stays open (and one that carried
+// startTransaction starts none); a write error ends a batch in a
+// transaction even when it is unordered, as mongod fails the whole batch
+// there, and carries no error label; a repeated commitTransaction of a
+// committed transaction succeeds again; a newer txnNumber on a session
+// aborts the transaction the session had open; a transaction older than
+// its lifetime (WithTransactionLifetime) is aborted; a retryable write
+// re-sent with the same txnNumber gets its first reply. A collection
+// created implicitly inside a transaction (by an insert or upsert, as
+// mongod 4.4 and later allow) is part of it: invisible to others until the
+// commit, gone after an abort.
 //
 // # Known differences from mongod
 //
 // No test leans on these; a test that needs one of them must first make
 // mongotest match mongod.
 //
-//   - Collections: a collection created implicitly inside a transaction
-//     (by its first insert or upsert) is created at once, outside the
-//     transaction, and survives an abort. mongod (4.4 and later) creates it
-//     as part of the transaction and may answer a concurrent catalog
-//     change with a transient error (for example a WriteConflict or
-//     LockTimeout labelled TransientTransactionError).
-//   - Indexes: only _id is unique. There are no secondary indexes, so no
-//     DuplicateKey from a unique secondary index and no index build
-//     conflicts; createIndexes is not supported.
+//   - Collections: another transaction that writes to a collection an open
+//     transaction created gets a WriteConflict labelled
+//     TransientTransactionError (mongod may answer with another transient
+//     error, such as LockTimeout), and a write outside transactions waits
+//     for the creator to end. Explicit creation (create) is allowed in a
+//     transaction whatever its read concern, and takes no options
+//     (validator, capped, timeseries and the others fail). A transaction may write to a
+//     collection created (by someone else) after its snapshot; mongod
+//     may refuse that with a transient catalog error (SnapshotUnavailable).
+//   - Indexes: no query uses them (every query scans), there are no index
+//     builds (createIndexes is immediate, and waits only for transactions
+//     holding documents of the collection), and createIndexes is not
+//     allowed in a transaction. Unique keys are checked against every
+//     document, as a simple model of WiredTiger: a key that another open
+//     transaction holds, or that was committed after the snapshot, is a
+//     WriteConflict.
+//   - Query language: only what is listed above; $regex uses Go's RE2
+//     syntax; text, geospatial and $where queries, $lookup, $facet and the
+//     other stages fail as described above.
 //   - Read and write concern are accepted and ignored: every write is
 //     acknowledged as if by a majority at once, a read concern never waits,
 //     and a write concern error exists only when a fail point adds one.

@@ -1,6 +1,10 @@
 package mongotest
 
-import "fmt"
+import (
+	"fmt"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
 
 // Server error codes used by this package, with the names MongoDB gives them.
 const (
@@ -9,7 +13,10 @@ const (
 	codeUnauthorized                   = 13
 	codeTypeMismatch                   = 14
 	codePathNotViable                  = 28
+	codeConflictingUpdateOperators     = 40
 	codeCursorNotFound                 = 43
+	codeInvalidIDField                 = 53
+	codeEmptyFieldName                 = 56
 	codeMaxTimeMSExpired               = 50
 	codeCommandNotFound                = 59
 	codeImmutableField                 = 66
@@ -55,10 +62,18 @@ func codeName(code int32) string {
 		return "NamespaceNotFound"
 	case 28:
 		return "PathNotViable"
+	case 40:
+		return "ConflictingUpdateOperators"
 	case 43:
 		return "CursorNotFound"
+	case 48:
+		return "NamespaceExists"
 	case 50:
 		return "MaxTimeMSExpired"
+	case 53:
+		return "InvalidIdField"
+	case 56:
+		return "EmptyFieldName"
 	case 59:
 		return "CommandNotFound"
 	case 64:
@@ -156,6 +171,9 @@ type cmdError struct {
 	// blocked marks the internal outcome "wait for a lock and try again";
 	// it never reaches a client.
 	blocked bool
+	// details are extra fields of the error, such as the keyPattern and
+	// keyValue of a DuplicateKey.
+	details bson.D
 }
 
 func (e *cmdError) Error() string {

@@ -1,6 +1,10 @@
 package mongotest
 
-import "go.mongodb.org/mongo-driver/v2/bson"
+import (
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
 
 // candidates returns the documents of c matching filter as seen by tx,
 // looking a plain _id equality up directly.
@@ -57,9 +61,16 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 	if err != nil {
 		return nil, err
 	}
-	filter, sortSpec, proj := args[0], args[1], args[2]
+	filter, sortSpec, projSpec := args[0], args[1], args[2]
 	skip, limit, err := windowArgs(req)
 	if err != nil {
+		return nil, err
+	}
+	proj, err := parseProjection(projSpec)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSort(sortSpec); err != nil {
 		return nil, err
 	}
 	return func(tx *transaction) (bson.D, *cmdError) {
@@ -67,15 +78,34 @@ func prepFind(s *Server, req *request) (op, *cmdError) {
 		if err != nil {
 			return nil, err
 		}
-		docs := window(sorted(docsOf(items), sortSpec), skip, limit)
+		docs := docsOf(items)
+		if natural(sortSpec) < 0 || natural(req.body.Lookup("hint").Value) < 0 {
+			slices.Reverse(docs)
+		}
+		docs = window(sorted(docs, sortSpec), skip, limit)
 		for i, d := range docs {
-			docs[i] = project(d, proj)
+			if docs[i], err = proj.apply(d); err != nil {
+				return nil, err
+			}
 		}
 		return cursorReply(req.db+"."+req.coll, docs), nil
 	}, nil
 }
 
 // sorted sorts docs by spec and returns them.
+// natural returns the direction of a {$natural: 1 or -1} sort or hint, 0
+// for anything else.
+func natural(spec bson.Raw) int {
+	v, err := spec.LookupErr("$natural")
+	if err != nil || !isNumber(v) {
+		return 0
+	}
+	if asFloat(v) < 0 {
+		return -1
+	}
+	return 1
+}
+
 func sorted(docs []bson.Raw, spec bson.Raw) []bson.Raw {
 	sortDocs(docs, spec)
 	return docs
@@ -120,5 +150,47 @@ func prepCount(s *Server, req *request) (op, *cmdError) {
 			return nil, err
 		}
 		return bson.D{{Key: "n", Value: int64(len(window(docsOf(items), skip, limit)))}}, nil
+	}, nil
+}
+
+// prepDistinct runs distinct: the distinct values of key among the
+// documents matching query, array elements counted one by one, in the
+// order first met.
+func prepDistinct(s *Server, req *request) (op, *cmdError) {
+	args, err := collDocArgs(req, "query")
+	if err != nil {
+		return nil, err
+	}
+	q := args[0]
+	key, ok := req.body.Lookup("key").StringValueOK()
+	if !ok {
+		return nil, errorf(codeTypeMismatch, "BSON field 'distinct.key' is missing or not a string")
+	}
+	return func(tx *transaction) (bson.D, *cmdError) {
+		items, err := s.candidates(s.eng.coll(req.db, req.coll, false), q, tx)
+		if err != nil {
+			return nil, err
+		}
+		var vals []bson.RawValue
+		add := func(v bson.RawValue) {
+			for _, x := range vals {
+				if compareValues(x, v) == 0 && typeOrder(x.Type) == typeOrder(v.Type) {
+					return
+				}
+			}
+			vals = append(vals, v)
+		}
+		for _, it := range items {
+			for _, v := range pathValues(it.doc, key) {
+				if v.Type == bson.TypeArray {
+					for _, e := range arrayValues(v) {
+						add(e)
+					}
+					continue
+				}
+				add(v)
+			}
+		}
+		return bson.D{{Key: "values", Value: buildArray(vals)}}, nil
 	}, nil
 }

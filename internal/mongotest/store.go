@@ -65,6 +65,16 @@ type collection struct {
 	recs     map[string]*record
 	order    []*record
 	gone     int
+	// createdBy is the transaction that created the collection and has
+	// not ended yet: the collection exists for it alone, and an abort
+	// removes it. nil once created outside a transaction or committed.
+	createdBy *transaction
+	// indexes are its secondary indexes (the _id index is implicit).
+	indexes []*index
+	// dropped is true once drop removed the collection; its records stay
+	// for the snapshots of open transactions, and a later write creates
+	// it again.
+	dropped bool
 }
 
 func (c *collection) ns() string { return c.db + "." + c.name }
@@ -88,6 +98,8 @@ type transaction struct {
 	started  time.Time
 	pending  map[*record]bson.Raw
 	order    []*record
+	// created lists the collections the transaction created.
+	created []*collection
 }
 
 // session is the server side of a logical session.
@@ -151,6 +163,38 @@ func (e *engine) coll(db, name string, create bool) *collection {
 		e.colls[ns] = c
 	}
 	return c
+}
+
+// createColl returns the collection db.name for a write of tx (nil: a
+// write outside a transaction), creating it when it does not exist, as a
+// part of tx when tx is not nil (as mongod 4.4 and later does). A
+// collection that another transaction created and has not committed is
+// a write conflict for a transaction and a lock to wait for outside one.
+func (e *engine) createColl(db, name string, tx *transaction) (*collection, *cmdError) {
+	c := e.coll(db, name, false)
+	switch {
+	case c == nil:
+		c = e.coll(db, name, true)
+	case c.createdBy != nil && c.createdBy != tx:
+		if tx == nil {
+			return nil, blocked()
+		}
+		return nil, writeConflict()
+	case c.dropped:
+		c.dropped = false
+	default:
+		return c, nil
+	}
+	if tx != nil {
+		c.createdBy = tx
+		tx.created = append(tx.created, c)
+	}
+	return c, nil
+}
+
+// exists reports whether c is a collection that listCollections shows.
+func (c *collection) exists() bool {
+	return c != nil && !c.dropped && c.createdBy == nil
 }
 
 // record returns the record for key in c, creating an empty one when
@@ -288,6 +332,11 @@ func (e *engine) commit(tx *transaction) {
 			e.dirty[r] = struct{}{}
 		}
 	}
+	for _, c := range tx.created {
+		if c.createdBy == tx {
+			c.createdBy = nil
+		}
+	}
 	e.finish(tx, txnCommitted)
 }
 
@@ -297,12 +346,20 @@ func (e *engine) abort(tx *transaction) {
 		r.lockedBy = nil
 		e.dirty[r] = struct{}{}
 	}
+	for _, c := range tx.created {
+		if c.createdBy == tx {
+			// Only tx could write to it: every record holds nothing
+			// but tx's discarded writes.
+			delete(e.colls, c.ns())
+		}
+	}
 	e.finish(tx, txnAborted)
 }
 
 func (e *engine) finish(tx *transaction, st txnState) {
 	tx.pending = nil
 	tx.order = nil
+	tx.created = nil
 	delete(e.active, tx)
 	if tx.sess.txn == tx {
 		tx.sess.state = st
@@ -403,6 +460,8 @@ func (e *engine) endSession(key string) {
 // dropColl deletes every document of c at one timestamp. The caller has
 // checked that no transaction holds a lock in c.
 func (e *engine) dropColl(c *collection) {
+	c.dropped = true
+	c.indexes = nil
 	ts := e.tick()
 	for _, r := range c.order {
 		if r.gone || r.latest() == nil {
@@ -416,8 +475,12 @@ func (e *engine) dropColl(c *collection) {
 	}
 }
 
-// lockedIn reports whether a transaction holds a lock on a record of c.
+// lockedIn reports whether a transaction holds a lock on a record of c,
+// or created c and has not committed yet.
 func lockedIn(c *collection) bool {
+	if c.createdBy != nil {
+		return true
+	}
 	for _, r := range c.order {
 		if !r.gone && r.lockedBy != nil {
 			return true

@@ -1,6 +1,7 @@
 package mongotest
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,12 @@ func isReplacement(upd bson.Raw) bool {
 // document upd to old. insert is true when the update builds an upserted
 // document, which enables $setOnInsert.
 func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
+	return applyUpdateQ(old, upd, nil, insert, now)
+}
+
+// applyUpdateQ is applyUpdate for a document that the query q selected,
+// which the positional operator $ refers to.
+func applyUpdateQ(old bson.Raw, upd bson.RawValue, q bson.Raw, insert bool, now time.Time) (bson.Raw, *cmdError) {
 	if upd.Type == bson.TypeArray {
 		return nil, errorf(codeFailedToParse, "mongotest does not support pipeline updates")
 	}
@@ -42,18 +49,19 @@ func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (b
 		}
 		return out, nil
 	}
+	ops, err := parseUpdateOps(u)
+	if err != nil {
+		return nil, err
+	}
+	if ops, err = expandPositional(ops, old, q); err != nil {
+		return nil, err
+	}
 	out = old
-	for _, opf := range fieldsOf(u) {
-		args, ok := opf.val.DocumentOK()
-		if !ok {
-			return nil, errorf(codeFailedToParse, "Modifiers operate on fields but we found type %s instead", opf.val.Type)
-		}
-		for _, a := range fieldsOf(args) {
-			var err *cmdError
-			out, err = applyOperator(out, opf.key, a.key, a.val, insert, now)
-			if err != nil {
-				return nil, err
-			}
+	for _, o := range ops {
+		var err *cmdError
+		out, err = applyOperator(out, o, insert, now)
+		if err != nil {
+			return nil, err
 		}
 	}
 	if hadID {
@@ -64,59 +72,14 @@ func applyUpdate(old bson.Raw, upd bson.RawValue, insert bool, now time.Time) (b
 	return out, nil
 }
 
-func applyOperator(doc bson.Raw, op, path string, arg bson.RawValue, insert bool, now time.Time) (bson.Raw, *cmdError) {
-	parts := strings.Split(path, ".")
-	cur, found := lookupPath(doc, path)
-	switch op {
-	case "$set":
-		return setPath(doc, parts, arg)
-	case "$setOnInsert":
-		if !insert {
-			return doc, nil
-		}
-		return setPath(doc, parts, arg)
-	case "$unset":
-		return unsetPath(doc, parts), nil
-	case "$inc", "$mul":
-		if !isNumber(arg) {
-			return nil, errorf(codeTypeMismatch, "Cannot %s with non-numeric argument: {%s: %s}", op[1:], path, arg)
-		}
-		if found && !isNumber(cur) {
-			return nil, errorf(codeTypeMismatch, "Cannot apply %s to a value of non-numeric type. {_id: %s} has the field '%s' of non-numeric type %s", op, doc.Lookup("_id"), path, cur.Type)
-		}
-		if !found {
-			if op == "$mul" {
-				return setPath(doc, parts, arith("$mul", mustValue(int32(0)), arg))
-			}
-			return setPath(doc, parts, arg)
-		}
-		return setPath(doc, parts, arith(op, cur, arg))
-	case "$min", "$max":
-		c := compareValues(arg, cur)
-		if !found || (op == "$min" && c < 0) || (op == "$max" && c > 0) {
-			return setPath(doc, parts, arg)
-		}
-		return doc, nil
-	case "$currentDate":
-		return setPath(doc, parts, mustValue(bson.NewDateTimeFromTime(now)))
-	case "$push":
-		if found && cur.Type != bson.TypeArray {
-			return nil, errorf(codeBadValue, "The field '%s' must be an array but is of type %s", path, cur.Type)
-		}
-		vals := arrayValues(cur)
-		if d, ok := arg.DocumentOK(); ok {
-			if each, err := d.LookupErr("$each"); err == nil {
-				return setPath(doc, parts, buildArray(append(vals, arrayValues(each)...)))
-			}
-		}
-		return setPath(doc, parts, buildArray(append(vals, arg)))
-	}
-	return nil, errorf(codeFailedToParse, "Unknown modifier: %s", op)
-}
-
 // arith applies $inc or $mul to two numbers with MongoDB's type promotion:
 // double wins, then int64, and int32 overflow widens to int64.
 func arith(op string, a, b bson.RawValue) bson.RawValue {
+	if a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
+		if r, ok := decimalArith(op, a, b); ok {
+			return r
+		}
+	}
 	if a.Type == bson.TypeDouble || b.Type == bson.TypeDouble || a.Type == bson.TypeDecimal128 || b.Type == bson.TypeDecimal128 {
 		x, y := asFloat(a), asFloat(b)
 		if op == "$mul" {
@@ -157,13 +120,13 @@ func setPath(doc bson.Raw, parts []string, v bson.RawValue) (bson.Raw, *cmdError
 			}
 			fs[i].val = docValue(sub)
 		case bson.TypeArray:
-			sub, err := setPath(bson.Raw(f.val.Array()), parts[1:], v)
+			sub, err := setArrayPath(f.val, parts[1:], v)
 			if err != nil {
 				return nil, err
 			}
-			fs[i].val = bson.RawValue{Type: bson.TypeArray, Value: sub}
+			fs[i].val = sub
 		default:
-			return nil, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], f.key, f.val)
+			return nil, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], f.key, shellString(f.val))
 		}
 		return buildDoc(fs), nil
 	}
@@ -175,6 +138,46 @@ func setPath(doc bson.Raw, parts []string, v bson.RawValue) (bson.Raw, *cmdError
 		return nil, err
 	}
 	return buildDoc(append(fs, field{key: parts[0], val: docValue(sub)})), nil
+}
+
+// setArrayPath sets the element of arr that parts[0], a numeric index,
+// names, padding the array with nulls up to it as mongod does.
+func setArrayPath(arr bson.RawValue, parts []string, v bson.RawValue) (bson.RawValue, *cmdError) {
+	idx, err := strconv.Atoi(parts[0])
+	if err != nil || idx < 0 {
+		return bson.RawValue{}, errorf(codePathNotViable, "Cannot create field '%s' in element {%s}", parts[0], shellString(arr))
+	}
+	elems := arrayValues(arr)
+	for len(elems) <= idx {
+		elems = append(elems, nullValue)
+	}
+	if len(parts) == 1 {
+		elems[idx] = v
+		return buildArray(elems), nil
+	}
+	switch e := elems[idx]; e.Type {
+	case bson.TypeEmbeddedDocument:
+		sub, err := setPath(e.Document(), parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = docValue(sub)
+	case bson.TypeArray:
+		sub, err := setArrayPath(e, parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = sub
+	case bson.TypeNull:
+		sub, err := setPath(buildDoc(nil), parts[1:], v)
+		if err != nil {
+			return bson.RawValue{}, err
+		}
+		elems[idx] = docValue(sub)
+	default:
+		return bson.RawValue{}, errorf(codePathNotViable, "Cannot create field '%s' in element {%s: %s}", parts[1], parts[0], shellString(e))
+	}
+	return buildArray(elems), nil
 }
 
 // unsetPath returns doc without the value at the dotted path parts.
@@ -191,9 +194,34 @@ func unsetPath(doc bson.Raw, parts []string) bson.Raw {
 			fs[i].val = docValue(unsetPath(sub, parts[1:]))
 			return buildDoc(fs)
 		}
+		if f.val.Type == bson.TypeArray {
+			fs[i].val = unsetArrayPath(f.val, parts[1:])
+			return buildDoc(fs)
+		}
 		return doc
 	}
 	return doc
+}
+
+// unsetArrayPath unsets the element parts[0] of arr: mongod sets an
+// unset array element to null rather than shifting the others.
+func unsetArrayPath(arr bson.RawValue, parts []string) bson.RawValue {
+	idx, err := strconv.Atoi(parts[0])
+	elems := arrayValues(arr)
+	if err != nil || idx < 0 || idx >= len(elems) {
+		return arr
+	}
+	if len(parts) == 1 {
+		elems[idx] = nullValue
+		return buildArray(elems)
+	}
+	switch e := elems[idx]; e.Type {
+	case bson.TypeEmbeddedDocument:
+		elems[idx] = docValue(unsetPath(e.Document(), parts[1:]))
+	case bson.TypeArray:
+		elems[idx] = unsetArrayPath(e, parts[1:])
+	}
+	return buildArray(elems)
 }
 
 // withID returns doc with _id set to id as its first field.

@@ -189,8 +189,10 @@ func TestMatches(t *testing.T) {
 			assert.Equal(t, c.want, got, "matches(%v)", c.filter)
 		})
 	}
-	_, err := matches(d, marshal(t, bson.D{{Key: "n", Value: bson.D{{Key: "$regex", Value: "x"}}}}))
-	assert.NotNil(t, err, "unsupported operator accepted")
+	for _, op := range []string{"$near", "$foo"} {
+		_, err := matches(d, marshal(t, bson.D{{Key: "n", Value: bson.D{{Key: op, Value: "x"}}}}))
+		assert.NotNil(t, err, "unsupported operator %s accepted", op)
+	}
 }
 
 func TestApplyUpdate(t *testing.T) {

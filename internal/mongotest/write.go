@@ -2,6 +2,7 @@ package mongotest
 
 import (
 	"bytes"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -16,11 +17,19 @@ func writeError(index int, err *cmdError) bson.D {
 	if name := codeName(err.code); name != "" {
 		d = append(d, bson.E{Key: "codeName", Value: name})
 	}
+	d = append(d, err.details...)
 	return append(d, bson.E{Key: "errmsg", Value: err.msg})
 }
 
+// duplicateKey is mongod's DuplicateKey error for the _id index, with the
+// keyPattern and keyValue fields it adds to the write error.
 func duplicateKey(ns string, id bson.RawValue) *cmdError {
-	return errorf(codeDuplicateKey, "E11000 duplicate key error collection: %s index: _id_ dup key: { _id: %s }", ns, id)
+	err := errorf(codeDuplicateKey, "E11000 duplicate key error collection: %s index: _id_ dup key: { _id: %s }", ns, shellString(id))
+	err.details = bson.D{
+		{Key: "keyPattern", Value: bson.D{{Key: "_id", Value: int32(1)}}},
+		{Key: "keyValue", Value: bson.D{{Key: "_id", Value: id}}},
+	}
+	return err
 }
 
 // writeReply assembles the reply of insert, update and delete.
@@ -46,6 +55,7 @@ func toArray[T any](xs []T) bson.A {
 type writeBatch struct {
 	n           int
 	ordered     bool
+	inTxn       bool
 	next        int
 	writeErrors []bson.D
 }
@@ -64,12 +74,14 @@ func writeStmts(req *request, key string) ([]bson.Raw, *writeBatch, *cmdError) {
 	if v, err := req.body.LookupErr("ordered"); err == nil {
 		ordered, _ = v.BooleanOK()
 	}
-	return stmts, &writeBatch{n: len(stmts), ordered: ordered}, nil
+	return stmts, &writeBatch{n: len(stmts), ordered: ordered, inTxn: req.inTxn}, nil
 }
 
 // run calls stmt for each statement not yet done. stmt returns werr for a
 // statement error, err to stop the command (write conflict, or wait for a
-// lock, after which run resumes at the same statement).
+// lock, after which run resumes at the same statement). A statement error
+// ends an ordered batch, and any batch in a transaction: mongod fails the
+// whole batch there, ordered or not, and aborts the transaction.
 func (b *writeBatch) run(stmt func(i int) (werr, err *cmdError)) *cmdError {
 	for ; b.next < b.n; b.next++ {
 		werr, err := stmt(b.next)
@@ -78,7 +90,7 @@ func (b *writeBatch) run(stmt func(i int) (werr, err *cmdError)) *cmdError {
 		}
 		if werr != nil {
 			b.writeErrors = append(b.writeErrors, writeError(b.next, werr))
-			if b.ordered {
+			if b.ordered || b.inTxn {
 				b.next = b.n
 				break
 			}
@@ -109,6 +121,9 @@ func (s *Server) insertNew(c *collection, ns string, doc bson.Raw, tx *transacti
 	if err := canWrite(r, tx); err != nil {
 		return id, nil, err
 	}
+	if werr, err := s.eng.checkUnique(c, key, doc, tx, nil); werr != nil || err != nil {
+		return id, werr, err
+	}
 	s.eng.write(c, key, doc, tx)
 	return id, nil, nil
 }
@@ -121,11 +136,14 @@ func prepInsert(s *Server, req *request) (op, *cmdError) {
 	ns := req.db + "." + req.coll
 	n := 0
 	return func(tx *transaction) (bson.D, *cmdError) {
-		c := s.eng.coll(req.db, req.coll, true)
-		err := b.run(func(i int) (werr, err *cmdError) {
+		c, err := s.eng.createColl(req.db, req.coll, tx)
+		if err != nil {
+			return nil, err
+		}
+		err = b.run(func(i int) (werr, err *cmdError) {
 			d := ensureID(docs[i])
-			if id := d.Lookup("_id"); id.Type == bson.TypeArray || id.Type == bson.TypeRegex {
-				return errorf(codeBadValue, "can't use an array or regex for _id"), nil
+			if id := d.Lookup("_id"); id.Type == bson.TypeArray || id.Type == bson.TypeRegex || id.Type == bson.TypeUndefined {
+				return errorf(codeInvalidIDField, "The '_id' value cannot be of type %s", typeName(id.Type)), nil
 			}
 			if _, werr, err = s.insertNew(c, ns, d, tx); werr == nil && err == nil {
 				n++
@@ -142,14 +160,28 @@ func prepInsert(s *Server, req *request) (op, *cmdError) {
 // upsertDoc builds the document an upsert inserts from the query's
 // equality conditions and the update.
 func upsertDoc(q bson.Raw, u bson.RawValue, now time.Time) (bson.Raw, *cmdError) {
-	base := buildDoc(equalityFields(q))
-	if ud, ok := u.DocumentOK(); ok && isReplacement(ud) {
-		if id, err := base.LookupErr("_id"); err == nil {
-			if _, err := ud.LookupErr("_id"); err != nil {
-				return withID(ud, id), nil
-			}
+	base := buildDoc(nil)
+	for _, f := range equalityFields(q) {
+		if _, isOps := isOperatorDoc(f.val); isOps {
+			continue
 		}
-		return ensureID(ud), nil
+		var err *cmdError
+		if base, err = setPath(base, strings.Split(f.key, "."), f.val); err != nil {
+			return nil, err
+		}
+	}
+	if ud, ok := u.DocumentOK(); ok && isReplacement(ud) {
+		// A replacement keeps only the query's _id, which it may not
+		// change.
+		idOnly := buildDoc(nil)
+		if id, err := base.LookupErr("_id"); err == nil {
+			idOnly = buildDoc([]field{{key: "_id", val: id}})
+		}
+		doc, err := applyUpdate(idOnly, u, true, now)
+		if err != nil {
+			return nil, err
+		}
+		return ensureID(doc), nil
 	}
 	doc, err := applyUpdate(base, u, true, now)
 	if err != nil {
@@ -199,7 +231,7 @@ func prepUpdate(s *Server, req *request) (op, *cmdError) {
 // or wait for a lock).
 func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue, upsert, multi bool, tx *transaction) (n, modified int, upsertedID bson.RawValue, werr, err *cmdError) {
 	now := time.Now()
-	c := s.eng.coll(req.db, req.coll, upsert)
+	c := s.eng.coll(req.db, req.coll, false)
 	items, merr := s.candidates(c, q, tx)
 	if merr != nil {
 		return 0, 0, bson.RawValue{}, merr, nil
@@ -218,19 +250,19 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 		if uerr != nil {
 			return 0, 0, bson.RawValue{}, uerr, nil
 		}
+		c, err := s.eng.createColl(req.db, req.coll, tx)
+		if err != nil {
+			return 0, 0, bson.RawValue{}, nil, err
+		}
 		id, werr, err := s.insertNew(c, ns, doc, tx)
 		if werr != nil || err != nil {
 			return 0, 0, bson.RawValue{}, werr, err
 		}
 		return 1, 0, id, nil, nil
 	}
-	type change struct {
-		key string
-		doc bson.Raw
-	}
-	var changes []change
+	var changes []pendingWrite
 	for _, it := range items {
-		nd, uerr := applyUpdate(it.doc, u, false, now)
+		nd, uerr := applyUpdateQ(it.doc, u, q, false, now)
 		if uerr != nil {
 			return 0, 0, bson.RawValue{}, uerr, nil
 		}
@@ -240,7 +272,10 @@ func (s *Server) updateOne(req *request, ns string, q bson.Raw, u bson.RawValue,
 		if err := canWrite(it.rec, tx); err != nil {
 			return 0, 0, bson.RawValue{}, nil, err
 		}
-		changes = append(changes, change{key: it.rec.key, doc: nd})
+		if werr, err := s.eng.checkUnique(c, it.rec.key, nd, tx, changes); werr != nil || err != nil {
+			return 0, 0, bson.RawValue{}, werr, err
+		}
+		changes = append(changes, pendingWrite{key: it.rec.key, doc: nd})
 	}
 	for _, ch := range changes {
 		s.eng.write(c, ch.key, ch.doc, tx)
@@ -289,7 +324,14 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 	if err != nil {
 		return nil, err
 	}
-	q, sortSpec, fields := args[0], args[1], args[2]
+	q, sortSpec, fieldsSpec := args[0], args[1], args[2]
+	fields, err := parseProjection(fieldsSpec)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSort(sortSpec); err != nil {
+		return nil, err
+	}
 	remove := boolArg(req, "remove")
 	returnNew := boolArg(req, "new")
 	upsert := boolArg(req, "upsert")
@@ -303,7 +345,7 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 	ns := req.db + "." + req.coll
 	return func(tx *transaction) (bson.D, *cmdError) {
 		now := time.Now()
-		c := s.eng.coll(req.db, req.coll, upsert)
+		c := s.eng.coll(req.db, req.coll, false)
 		items, err := s.candidates(c, q, tx)
 		if err != nil {
 			return nil, err
@@ -311,7 +353,7 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 		if len(items) > 1 {
 			sortBy(items, func(it item) bson.Raw { return it.doc }, sortSpec)
 		}
-		reply := func(n int, updatedExisting bool, upserted bson.RawValue, value bson.Raw) bson.D {
+		reply := func(n int, updatedExisting bool, upserted bson.RawValue, value bson.Raw) (bson.D, *cmdError) {
 			leo := bson.D{{Key: "n", Value: int32(n)}}
 			if !remove {
 				leo = append(leo, bson.E{Key: "updatedExisting", Value: updatedExisting})
@@ -321,16 +363,23 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 			}
 			var v any
 			if value != nil {
-				v = project(value, fields)
+				pv, err := fields.apply(value)
+				if err != nil {
+					return nil, err
+				}
+				v = pv
 			}
-			return bson.D{{Key: "lastErrorObject", Value: leo}, {Key: "value", Value: v}}
+			return bson.D{{Key: "lastErrorObject", Value: leo}, {Key: "value", Value: v}}, nil
 		}
 		if len(items) == 0 {
 			if !upsert {
-				return reply(0, false, bson.RawValue{}, nil), nil
+				return reply(0, false, bson.RawValue{}, nil)
 			}
 			doc, err := upsertDoc(q, u, now)
 			if err != nil {
+				return nil, err
+			}
+			if c, err = s.eng.createColl(req.db, req.coll, tx); err != nil {
 				return nil, err
 			}
 			id, werr, err := s.insertNew(c, ns, doc, tx)
@@ -344,7 +393,7 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 			if returnNew {
 				value = doc
 			}
-			return reply(1, false, id, value), nil
+			return reply(1, false, id, value)
 		}
 		it := items[0]
 		if remove {
@@ -352,14 +401,21 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 				return nil, err
 			}
 			s.eng.write(c, it.rec.key, nil, tx)
-			return reply(1, false, bson.RawValue{}, it.doc), nil
+			return reply(1, false, bson.RawValue{}, it.doc)
 		}
-		nd, err := applyUpdate(it.doc, u, false, now)
+		nd, err := applyUpdateQ(it.doc, u, q, false, now)
 		if err != nil {
 			return nil, err
 		}
 		if !bytes.Equal(nd, it.doc) {
 			if err := canWrite(it.rec, tx); err != nil {
+				return nil, err
+			}
+			werr, err := s.eng.checkUnique(c, it.rec.key, nd, tx, nil)
+			if werr != nil {
+				return nil, werr
+			}
+			if err != nil {
 				return nil, err
 			}
 			s.eng.write(c, it.rec.key, nd, tx)
@@ -368,6 +424,6 @@ func prepFindAndModify(s *Server, req *request) (op, *cmdError) {
 		if returnNew {
 			value = nd
 		}
-		return reply(1, true, bson.RawValue{}, value), nil
+		return reply(1, true, bson.RawValue{}, value)
 	}, nil
 }
