@@ -147,6 +147,24 @@ func TxFrom[T any](ctx context.Context) (T, bool) {
 	return zero, false
 }
 
+// AnyTx returns the innermost transaction handle carried by ctx, whatever
+// its type (a *sql.Tx, a pgx.Tx, an ORM's handle), and false when ctx
+// carries no transaction, or only one that has ended. TxFrom is the typed
+// form; AnyTx serves code that accepts several handle types, such as the
+// repository helpers txnsql.TxOr and txnpgx.TxOr, which take any handle
+// with the methods they need and refuse to fall back to the pool while
+// ctx carries a transaction they cannot use.
+func AnyTx(ctx context.Context) (any, bool) {
+	if ctx != nil {
+		if f, ok := ctx.Value(frameKey{}).(interface{ anyTx() any }); ok {
+			return f.anyTx(), true
+		}
+	}
+	return nil, false
+}
+
+func (f *frame[T]) anyTx() any { return f.tx }
+
 // frameFor returns the innermost frame of handle type T carried by ctx, or
 // an error saying what ctx carries instead.
 func frameFor[T any](ctx context.Context) (*frame[T], error) {

@@ -48,11 +48,19 @@ func Tx(ctx context.Context) (pgx.Tx, error) {
 // *pgxpool.Pool, a *pgx.Conn) when ctx carries none: for repository code
 // that may run inside a transaction or on its own. Each statement run on db
 // outside a transaction commits on its own.
+//
+// It panics when ctx carries a transaction whose handle is not a DBTX (a
+// *sql.Tx of a database/sql Runner, an ORM's handle): statements on db
+// would then run outside the caller's transaction and commit even when it
+// rolls back.
 func TxOr(ctx context.Context, db DBTX) DBTX {
-	if ctx != nil {
-		if tx, ok := txn.TxFrom[pgx.Tx](ctx); ok && tx != nil {
-			return tx
-		}
+	h, ok := txn.AnyTx(ctx)
+	if !ok || h == nil {
+		return db
 	}
-	return db
+	if tx, ok := h.(DBTX); ok {
+		return tx
+	}
+	panic(fmt.Sprintf("txnpgx.TxOr: ctx carries a transaction whose handle, %T, is not a txnpgx.DBTX; "+
+		"statements on the pool would run outside it: pass the repository a DBTX of that transaction", h))
 }

@@ -2,6 +2,7 @@ package txnpgx_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 
@@ -125,4 +126,32 @@ func ExampleTxOr() {
 		return b, err
 	}
 	_, _ = balance(context.Background(), 1)
+}
+
+// sqlTxBackend hands out *sql.Tx handles, as a database/sql Runner does.
+type sqlTxBackend struct{}
+
+func (sqlTxBackend) Begin(context.Context, []txn.BeginOption[*sql.Tx]) (*sql.Tx, error) {
+	return new(sql.Tx), nil
+}
+func (sqlTxBackend) Commit(context.Context, *sql.Tx) error   { return nil }
+func (sqlTxBackend) Rollback(context.Context, *sql.Tx) error { return nil }
+func (sqlTxBackend) Classify(error) txn.Class                { return txn.ClassPermanent }
+
+// TestTxOrRefusesAForeignTransaction: inside a Run whose handle is not a
+// pgx DBTX (here a database/sql Runner's *sql.Tx), TxOr panics rather than
+// hand out the pool, whose statements would commit outside that
+// transaction.
+func TestTxOrRefusesAForeignTransaction(t *testing.T) {
+	var pool *pgxpool.Pool
+	r := txn.New[*sql.Tx](sqlTxBackend{})
+	require.NoError(t, r.Run(context.Background(), func(ctx context.Context, _ *sql.Tx) error {
+		defer func() {
+			msg, _ := recover().(string)
+			assert.Contains(t, msg, "txnpgx.TxOr: ctx carries a transaction whose handle, *sql.Tx, is not a txnpgx.DBTX")
+		}()
+		got := txnpgx.TxOr(ctx, pool)
+		t.Errorf("TxOr returned %T inside a transaction it cannot join", got)
+		return nil
+	}))
 }

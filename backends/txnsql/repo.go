@@ -45,11 +45,27 @@ func Tx(ctx context.Context) (*sql.Tx, error) {
 // carries none: for repository code that may run inside a transaction or on
 // its own (reads on a request left out of the transaction, for instance).
 // Each statement run on db outside a transaction commits on its own.
+//
+// Inside a Run whose handle is not a *sql.Tx but has DBTX's methods (an
+// ORM adapter's *sqlx.Tx or bun.Tx), it returns that handle. It panics
+// when ctx carries a transaction whose handle it cannot use (GORM's
+// *gorm.DB, a pgx.Tx): statements on db would then run outside the
+// caller's transaction and commit even when it rolls back. Give the
+// repository that handle's own DBTX instead (GORM: tx.Statement.ConnPool).
 func TxOr(ctx context.Context, db DBTX) DBTX {
-	if ctx != nil {
-		if tx, ok := txn.TxFrom[*sql.Tx](ctx); ok && tx != nil {
-			return tx
-		}
+	h, ok := txn.AnyTx(ctx)
+	if !ok {
+		return db
 	}
-	return db
+	switch tx := h.(type) {
+	case *sql.Tx:
+		if tx == nil {
+			return db
+		}
+		return tx
+	case DBTX:
+		return tx
+	}
+	panic(fmt.Sprintf("txnsql.TxOr: ctx carries a transaction whose handle, %T, is not a txnsql.DBTX; "+
+		"statements on the pool would run outside it: pass the repository a DBTX of that transaction", h))
 }

@@ -79,3 +79,51 @@ func ExampleTxOr() {
 	}
 	_, _ = balance(context.Background(), 1)
 }
+
+// foreignBackend hands out handles of type T, which are not *sql.Tx.
+type foreignBackend[T any] struct{ mk func() T }
+
+func (b foreignBackend[T]) Begin(context.Context, []txn.BeginOption[T]) (T, error) {
+	return b.mk(), nil
+}
+func (foreignBackend[T]) Commit(context.Context, T) error   { return nil }
+func (foreignBackend[T]) Rollback(context.Context, T) error { return nil }
+func (foreignBackend[T]) Classify(error) txn.Class          { return txn.ClassPermanent }
+
+// dbtxHandle stands for an ORM's handle that has DBTX's methods, as
+// *sqlx.Tx and bun.Tx do.
+type dbtxHandle struct{ txnsql.DBTX }
+
+// gormLike stands for a handle without them, as GORM's *gorm.DB.
+type gormLike struct{}
+
+// TestTxOrInsideAnotherHandlesRun: in a Run whose handle is not a *sql.Tx,
+// TxOr returns the handle when it is a DBTX, and panics when it is not,
+// rather than hand out the pool, whose statements would commit outside the
+// transaction. A context kept past its Run gets the pool again.
+func TestTxOrInsideAnotherHandlesRun(t *testing.T) {
+	pool := &sql.DB{}
+	ctx := context.Background()
+
+	r := txn.New[*dbtxHandle](foreignBackend[*dbtxHandle]{mk: func() *dbtxHandle { return &dbtxHandle{} }})
+	var kept context.Context
+	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx *dbtxHandle) error {
+		kept = ctx
+		assert.Same(t, tx, txnsql.TxOr(ctx, pool).(*dbtxHandle))
+		_, err := txnsql.Tx(ctx)
+		assert.ErrorIs(t, err, txn.ErrNoTransaction, "Tx returns only a *sql.Tx")
+		return nil
+	}))
+	assert.Same(t, pool, txnsql.TxOr(kept, pool).(*sql.DB), "a kept context carries no transaction")
+
+	g := txn.New[*gormLike](foreignBackend[*gormLike]{mk: func() *gormLike { return &gormLike{} }})
+	require.NoError(t, g.Run(ctx, func(ctx context.Context, _ *gormLike) error {
+		defer func() {
+			msg, _ := recover().(string)
+			assert.Contains(t, msg, "txnsql.TxOr: ctx carries a transaction whose handle, *txnsql_test.gormLike, is not a txnsql.DBTX")
+		}()
+		got := txnsql.TxOr(ctx, pool)
+		t.Errorf("TxOr returned %T inside a transaction it cannot join", got)
+		return nil
+	}))
+}

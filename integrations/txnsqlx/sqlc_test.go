@@ -30,9 +30,11 @@ func (q *queries) insert(ctx context.Context, stmt string) error {
 }
 
 // TestSqlcQueriesOnTheHandle: sqlc's generated New takes the *sqlx.Tx fn
-// receives as it is, and its statements are part of the Run's transaction
-// (undone with it). txnsql.Tx finds no *sql.Tx in a txnsqlx Run's context,
-// which carries an *sqlx.Tx, and says so instead of handing out the pool.
+// receives as it is, and so does txnsql.TxOr, which returns that handle
+// rather than the pool it is given; their statements are part of the
+// Run's transaction (undone with it). txnsql.Tx finds no *sql.Tx in a
+// txnsqlx Run's context, which carries an *sqlx.Tx, and says so instead of
+// handing out the pool.
 func TestSqlcQueriesOnTheHandle(t *testing.T) {
 	forEach(t, dialects, func(t *testing.T, d dialect) {
 		db := d.suiteDB(t)
@@ -42,6 +44,10 @@ func TestSqlcQueriesOnTheHandle(t *testing.T) {
 		err := db.Runner().Run(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 			q := &queries{db: tx}
 			if err := q.insert(ctx, "INSERT INTO "+tbl+" (name) VALUES ('a')"); err != nil {
+				return err
+			}
+			joined := &queries{db: txnsql.TxOr(ctx, db.(*sqlxDB).db)}
+			if err := joined.insert(ctx, "INSERT INTO "+tbl+" (name) VALUES ('b')"); err != nil {
 				return err
 			}
 			_, err := txnsql.Tx(ctx)
