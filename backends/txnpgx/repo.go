@@ -39,6 +39,9 @@ func Tx(ctx context.Context) (pgx.Tx, error) {
 	}
 	tx, ok := txn.TxFrom[pgx.Tx](ctx)
 	if !ok || tx == nil {
+		if h, in := txn.AnyTx(ctx); in && h != nil {
+			return nil, fmt.Errorf("%w of type pgx.Tx: ctx carries a %T transaction; use the handle fn received", txn.ErrNoTransaction, h)
+		}
 		return nil, fmt.Errorf("%w: txnpgx.Tx needs the context given to a Run's fn (or a request run by txnhttp or txngrpc)", txn.ErrNoTransaction)
 	}
 	return tx, nil

@@ -36,6 +36,9 @@ func Tx(ctx context.Context) (*sql.Tx, error) {
 	}
 	tx, ok := txn.TxFrom[*sql.Tx](ctx)
 	if !ok || tx == nil {
+		if h, in := txn.AnyTx(ctx); in && h != nil {
+			return nil, fmt.Errorf("%w of type *sql.Tx: ctx carries a %T transaction; use the handle fn received", txn.ErrNoTransaction, h)
+		}
 		return nil, fmt.Errorf("%w: txnsql.Tx needs the context given to a Run's fn (or a request run by txnhttp)", txn.ErrNoTransaction)
 	}
 	return tx, nil

@@ -112,6 +112,7 @@ func TestTxOrInsideAnotherHandlesRun(t *testing.T) {
 		assert.Same(t, tx, txnsql.TxOr(ctx, pool).(*dbtxHandle))
 		_, err := txnsql.Tx(ctx)
 		assert.ErrorIs(t, err, txn.ErrNoTransaction, "Tx returns only a *sql.Tx")
+		assert.ErrorContains(t, err, "ctx carries a *txnsql_test.dbtxHandle transaction")
 		return nil
 	}))
 	assert.Same(t, pool, txnsql.TxOr(kept, pool).(*sql.DB), "a kept context carries no transaction")
