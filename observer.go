@@ -20,12 +20,12 @@ type Observer interface {
 	// RetryScheduled is called after a failed attempt (or commit, or
 	// BEGIN), before the backoff sleep.
 	RetryScheduled(ctx context.Context, e RetryEvent)
-	// GaveUp is called when an outermost Run returns an error, its
-	// context's having ended before the first attempt included (Attempts
-	// is then 0). It is not called for a nested Run, nor for bad input
-	// (nil fn or context, an invalid option, ErrForeignRunner), nor when
-	// fn panics or exits its goroutine: the panic goes on to Run's caller,
-	// and the observer has seen the attempt start but no end.
+	// GaveUp is called when an outermost Run returns an error, also when
+	// its context had ended before the first attempt (Attempts is then 0).
+	// It is not called for a nested Run, nor for bad input (nil fn or
+	// context, an invalid option, ErrForeignRunner), nor when fn panics or
+	// exits its goroutine: the panic goes on to Run's caller, and the
+	// observer has seen the attempt start but no end.
 	GaveUp(ctx context.Context, e GiveUpEvent)
 	// Committed is called after the outermost commit succeeded, before the
 	// OnCommit callbacks run.

@@ -26,8 +26,10 @@
 //
 // On the happy path (a Run that commits at its first attempt) the Observer
 // allocates nothing, named operation or not: the attribute sets of each
-// operation name are built once. A recording span in the context gets a
-// "txn.commit" event per Run, which the SDK allocates.
+// operation name are built once (for the first 1024 names an Observer
+// sees; the events of further names build theirs each time). A recording
+// span in the context gets a "txn.commit" event per Run, which the SDK
+// allocates.
 package txnotel
 
 import (

@@ -41,8 +41,11 @@
 // seconds of busy_timeout is cheaper than a rollback and a backoff. Open
 // sets 5 s. Keep it shorter than the deadlines you give Run: with
 // modernc.org/sqlite v1.46.1 a wait for the lock is not cut short when the
-// context ends, so a BEGIN IMMEDIATE can outlast its context by up to
-// busy_timeout.
+// context ends. Run stops waiting for its BEGIN IMMEDIATE when the context
+// ends (the BEGIN is left to its connection, which rolls back what begins
+// late), but a statement of fn's own that waits for the lock, such as the
+// first statement of a Deferred transaction when it writes, can outlast
+// its context by up to busy_timeout.
 //
 // # Why BEGIN IMMEDIATE
 //

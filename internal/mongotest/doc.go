@@ -32,8 +32,8 @@
 // element ascending and its largest descending; {$natural: -1} (sort or
 // hint) reverses the insertion order. Arithmetic involving a Decimal128
 // ($inc, $mul, $sum, $avg, $add, $multiply, $divide) is exact and stays
-// Decimal128. Projections include or
-// exclude dotted paths and compute fields from expressions; mixing
+// Decimal128. Projections include or exclude dotted paths and compute
+// fields from expressions; mixing
 // inclusion and exclusion fails as on mongod (31253, 31254), and the
 // find-only operators ($slice, $elemMatch, $meta, positional $) fail.
 //
@@ -102,9 +102,10 @@
 //     error, such as LockTimeout), and a write outside transactions waits
 //     for the creator to end. Explicit creation (create) is allowed in a
 //     transaction whatever its read concern, and takes no options
-//     (validator, capped, timeseries and the others fail). A transaction may write to a
-//     collection created (by someone else) after its snapshot; mongod
-//     may refuse that with a transient catalog error (SnapshotUnavailable).
+//     (validator, capped, timeseries and the others fail). A transaction
+//     may write to a collection created (by someone else) after its
+//     snapshot; mongod may refuse that with a transient catalog error
+//     (SnapshotUnavailable).
 //   - Indexes: no query uses them (every query scans), there are no index
 //     builds (createIndexes is immediate, and waits only for transactions
 //     holding documents of the collection), and createIndexes is not
