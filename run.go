@@ -440,17 +440,17 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		return outcome{err: err, class: r.beforeCommit(err), connLost: noServer || r.connFailure(err), noServer: noServer}
 	}
 	if cerr := ctx.Err(); cerr != nil {
-		// The caller has gone: do not commit work it can no longer learn
-		// the outcome of.
-		if rerr := r.rollback(ctx, cfg, tx); errors.Is(rerr, ErrTxDone) {
-			return outcome{err: &fnFinishedError{err: rerr}, class: ClassPermanent}
-		}
-		return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
+		return r.abandonCommit(ctx, cfg, tx, cerr)
 	}
 	if r.intercept != nil {
 		if err := r.intercept.Intercept(ctx, InterceptCommit, st.attempts); err != nil {
 			r.rollback(ctx, cfg, tx)
 			return outcome{err: err, class: r.beforeCommit(err)}
+		}
+		// The interceptor ran code of its own (a test may end the
+		// context there on purpose): look again.
+		if cerr := ctx.Err(); cerr != nil {
+			return r.abandonCommit(ctx, cfg, tx, cerr)
 		}
 	}
 	var o outcome
@@ -466,6 +466,22 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		st.callbacks = f.callbacks
 	}
 	return o
+}
+
+// abandonCommit rolls tx back instead of committing it, because ctx ended
+// (with cerr) before COMMIT was sent: the caller has gone, so work it can
+// no longer learn the outcome of is not committed. The rollback is bounded
+// by the rollback timeout.
+func (r *Runner[T]) abandonCommit(ctx context.Context, cfg *config, tx T, cerr error) outcome {
+	rerr := r.rollback(ctx, cfg, tx)
+	switch {
+	case errors.Is(rerr, ErrTxDone):
+		return outcome{err: &fnFinishedError{err: rerr}, class: ClassPermanent}
+	case rerr != nil:
+		// Not committed all the same: COMMIT was never sent.
+		return outcome{err: fmt.Errorf("txn: context done before commit, transaction not committed (its rollback: %v): %w", rerr, cerr), class: ClassPermanent}
+	}
+	return outcome{err: fmt.Errorf("txn: context done before commit, transaction rolled back: %w", cerr), class: ClassPermanent}
 }
 
 // commitFailed handles the error err of tx's first COMMIT: it sends the

@@ -81,3 +81,57 @@ func TestDatabaseKeysCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
 		})
 	}
 }
+
+// cancelAtCommit ends the caller's context at the COMMIT point, after fn
+// returned and before COMMIT is sent.
+type cancelAtCommit struct{ cancel context.CancelFunc }
+
+func (c cancelAtCommit) Intercept(_ context.Context, at txn.InterceptPoint, _ int) error {
+	if at == txn.InterceptCommit {
+		c.cancel()
+	}
+	return nil
+}
+
+// TestCancelBeforeCommitRollbackBoundedByRollbackTimeout: when the context
+// ends after fn returned and before COMMIT is sent, nothing is committed and
+// the transaction is rolled back; over a link gone silent, that rollback is
+// bounded by the Runner's RollbackTimeout (200 ms here), not by
+// txn.DefaultRollbackTimeout (5 s), and Run's error is definite.
+func TestCancelBeforeCommitRollbackBoundedByRollbackTimeout(t *testing.T) {
+	db, p := proxied(t)
+	admin := openDB(t, nil)
+	tbl := createTable(t, admin, "id INT PRIMARY KEY")
+	r := txnmysql.New(db, txn.RollbackTimeout(200*time.Millisecond), txn.NoAdaptive())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- r.WithInterceptor(cancelAtCommit{cancel}).Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
+				return err
+			}
+			p.Arm([]byte("ROLLBACK"), faultproxy.Stall)
+			return nil
+		})
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		p.Release()
+		require.FailNow(t, "Run did not return while the ROLLBACK went unanswered")
+	}
+	elapsed := time.Since(start)
+	stalled := p.Fires() == 1
+	p.Release()
+	require.True(t, stalled, "the ROLLBACK stalled")
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, txn.ErrCommitUnknown, "no COMMIT was sent: the outcome is known")
+	assert.ErrorContains(t, err, "transaction not committed", "the rollback did not finish: the error does not say it did")
+	assert.Less(t, elapsed, txn.DefaultRollbackTimeout, "the rollback is bounded by RollbackTimeout")
+	var n int
+	require.NoError(t, admin.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM "+tbl).Scan(&n))
+	assert.Zero(t, n, "nothing committed")
+}

@@ -84,8 +84,13 @@ func CommitOrRollbackWithin(ctx context.Context, name string, commit, rollback f
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
 	defer cancel()
-	if err := RollbackWithin(rctx, name, rollback); errors.Is(err, txn.ErrTxDone) {
+	err := RollbackWithin(rctx, name, rollback)
+	switch {
+	case errors.Is(err, txn.ErrTxDone):
 		return err
+	case err != nil:
+		// Not committed all the same: COMMIT was never sent.
+		return fmt.Errorf("%s: context done before COMMIT was sent, transaction not committed (its rollback: %v): %w", name, err, context.Cause(ctx))
 	}
 	return fmt.Errorf("%s: context done before COMMIT was sent, transaction rolled back: %w", name, context.Cause(ctx))
 }
