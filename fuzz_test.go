@@ -523,7 +523,7 @@ func (s fuzzSPDB) ReleaseSavepoint(ctx context.Context, t *tx, name string) erro
 	defer s.mu.Unlock()
 	if t.ended {
 		t.run.failf("RELEASE on tx %d, which had ended", t.id)
-		return nil
+		return fmt.Errorf("fuzzdb: %w", txn.ErrTxDone)
 	}
 	t.marks = t.marks[:len(t.marks)-1]
 	return nil
@@ -533,8 +533,7 @@ func (s fuzzSPDB) RollbackToSavepoint(ctx context.Context, t *tx, name string) e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t.ended {
-		// The whole transaction was rolled back already (a nested level
-		// saw a retryable error): nothing to undo.
+		t.run.failf("ROLLBACK TO SAVEPOINT on tx %d, which had ended", t.id)
 		return fmt.Errorf("fuzzdb: %w", txn.ErrTxDone)
 	}
 	if len(t.marks) == 0 {
