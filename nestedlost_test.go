@@ -2,6 +2,7 @@ package txn_test
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -79,4 +80,34 @@ func runNested(ctx context.Context, r *txn.Runner[*fakedb.Tx], body func(context
 
 func savepointNested(ctx context.Context, _ *txn.Runner[*fakedb.Tx], body func(context.Context, *fakedb.Tx) error) error {
 	return txn.Savepoint(ctx, body)
+}
+
+// TestPanicAfterLostAttemptRollsBackOnce: a nested Run's retryable error
+// rolled the whole transaction back; fn swallows it, then panics or exits
+// its goroutine. Run must not send a second ROLLBACK to the transaction
+// it already rolled back. (Found by FuzzRun.)
+func TestPanicAfterLostAttemptRollsBackOnce(t *testing.T) {
+	for _, exit := range []string{"panic", "Goexit"} {
+		t.Run(exit, func(t *testing.T) {
+			db, _, r := setup(t, true)
+			returned, _, p := runOnGoroutine(func() error {
+				return r.Run(context.Background(), func(ctx context.Context, tx *fakedb.Tx) error {
+					_ = r.Run(ctx, func(ctx context.Context, tx *fakedb.Tx) error { return errConflict })
+					if exit == "panic" {
+						panic("boom")
+					}
+					runtime.Goexit()
+					return nil
+				})
+			})
+			assert.False(t, returned)
+			if exit == "panic" {
+				assert.Equal(t, "boom", p)
+			} else {
+				assert.Nil(t, p)
+			}
+			assert.Equal(t, []string{"begin 1", "savepoint 1 txn_sp_1", "rollback 1"}, db.Log(),
+				"one ROLLBACK, none on the finished transaction")
+		})
+	}
 }
