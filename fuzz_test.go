@@ -1056,7 +1056,16 @@ func (sc *scenario) run(t *testing.T) {
 		fctx := &fuzzCtx{Context: context.WithValue(base, fuzzRunKey{}, rr)}
 		if rs.deadline > 0 {
 			fctx.dl = clk.Now().Add(rs.deadline)
-			stops = append(stops, clk.AfterFunc(rs.deadline, func() { rr.cancel(context.DeadlineExceeded) }))
+			stops = append(stops, clk.AfterFunc(rs.deadline, func() {
+				if clk.single {
+					rr.cancel(context.DeadlineExceeded)
+				} else {
+					// With several Runs on the clock, a Run's own sleep
+					// can pass its deadline after another Run moved the
+					// time: that end is not ordered by the Run.
+					rr.cancelFn(context.DeadlineExceeded)
+				}
+			}))
 		}
 		var copts []txn.CallOption
 		if len(rs.keys) > 0 {
