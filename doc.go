@@ -43,8 +43,9 @@
 //
 // Once a nested Run or Savepoint has seen a retryable error, nothing more of
 // that attempt can commit: on backends with savepoints the whole transaction
-// is rolled back at once, so what fn runs on it afterwards fails, and later
-// nested levels return the error without running. A transaction that has
+// is rolled back at once, so what fn runs on it afterwards fails, later
+// nested levels return the error without running, and a nested level whose
+// fn swallowed it returns it in place of nil. A transaction that has
 // ended is unreachable: a context kept past its Run (in an OnCommit callback,
 // in a goroutine) carries no transaction, so TxFrom reports false, OnCommit
 // and Savepoint return ErrNoTransaction, and Run on it starts a new outermost

@@ -584,7 +584,14 @@ func (r *Runner[T]) call(f *frame[T], cfg *config, fn func(context.Context, T) e
 			// The transaction ends here: a context fn handed on (to a
 			// goroutine, a recovery handler) must no longer carry it.
 			f.close()
-			_ = r.rollback(f.Context, cfg, f.tx)
+			f.mu.Lock()
+			aborted := f.aborted
+			f.mu.Unlock()
+			if !aborted {
+				// (A nested level's retryable error has rolled it back
+				// already otherwise.)
+				_ = r.rollback(f.Context, cfg, f.tx)
+			}
 		}
 	}()
 	err := fn(f, f.tx)

@@ -32,6 +32,11 @@ func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(contex
 		if err != nil && r.classify(err) != ClassPermanent {
 			parent.markPoisoned(err)
 		}
+		if err == nil {
+			// A level nested in fn lost the attempt and fn swallowed the
+			// error: fn's work is lost with the transaction.
+			err = parent.lost()
+		}
 		return err
 	}
 	return r.withSavepoint(ctx, parent, func(child *frame[T]) error { return fn(child, child.tx) })
@@ -40,7 +45,11 @@ func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(contex
 // withSavepoint runs body inside a savepoint of parent's transaction. A
 // permanent error rolls back to the savepoint and is returned; any other
 // error is returned unchanged without touching the savepoint, and marks the
-// transaction as lost, so that the outermost Run restarts it.
+// transaction as lost, so that the outermost Run restarts it. When the
+// transaction was lost while body ran (a level nested in body saw a
+// retryable error that body swallowed), the savepoint is neither released
+// nor rolled back, as the transaction has ended, and the error that lost it
+// is returned in place of nil.
 func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body func(*frame[T]) error) error {
 	name := "txn_sp_" + strconv.Itoa(parent.depth+1)
 	spTx, err := r.sp.BeginSavepoint(ctx, parent.tx, name)
@@ -58,17 +67,30 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 	defer func() {
 		if !returned {
 			child.close()
-			r.rollbackTo(ctx, parent.cfg, spTx, name)
+			if parent.lost() == nil {
+				r.rollbackTo(ctx, parent.cfg, spTx, name)
+			}
 		}
 	}()
 	err = body(child)
 	returned = true
 	callbacks := child.close()
-	if err != nil {
-		if r.classify(err) != ClassPermanent {
-			parent.markPoisoned(err)
-			return err
+	if err != nil && r.classify(err) != ClassPermanent {
+		parent.markPoisoned(err)
+		return err
+	}
+	if lost := parent.lost(); lost != nil {
+		// A level nested in body saw a retryable error that body
+		// swallowed: the whole transaction has been rolled back (see
+		// markPoisoned), body's work with it. Send nothing more to the
+		// transaction, and say why the work is gone unless body has an
+		// error of its own.
+		if err == nil {
+			err = lost
 		}
+		return err
+	}
+	if err != nil {
 		r.rollbackTo(ctx, parent.cfg, spTx, name)
 		return err
 	}
@@ -107,7 +129,9 @@ func (r *Runner[T]) rollbackTo(ctx context.Context, cfg *config, sp T, name stri
 // the error; the whole transaction is rolled back at once, so that what the
 // caller runs on it afterwards fails instead of committing on its own, and
 // a later Savepoint or nested Run of the same attempt returns that error
-// again without running its fn. It returns ErrNilFunc for a nil fn,
+// again without running its fn. When fn swallows such an error from a
+// level nested in it, Savepoint returns that error in place of nil: fn's
+// work was rolled back with the transaction. It returns ErrNilFunc for a nil fn,
 // ErrNoTransaction when ctx carries no transaction (or one that has ended),
 // or one whose handle is not a T (the message names the type it carries),
 // and ErrSavepointUnsupported on backends without savepoints.

@@ -248,10 +248,16 @@ type SavepointDB struct{ *DB }
 // WithSavepoints returns d with savepoint support.
 func (d *DB) WithSavepoints() SavepointDB { return SavepointDB{d} }
 
-// BeginSavepoint implements txn.Savepointer.
+// BeginSavepoint implements txn.Savepointer. The savepoint statements
+// refuse a finished transaction with an error wrapping txn.ErrTxDone, as
+// database/sql and pgx do.
 func (s SavepointDB) BeginSavepoint(ctx context.Context, tx *Tx, name string) (*Tx, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if tx.done {
+		s.log = append(s.log, fmt.Sprintf("savepoint %d %s on finished tx", tx.ID, name))
+		return nil, fmt.Errorf("fakedb: savepoint %s: %w", name, txn.ErrTxDone)
+	}
 	if err := pop(&s.spErrs); err != nil {
 		s.log = append(s.log, fmt.Sprintf("savepoint %d %s failed", tx.ID, name))
 		return nil, err
@@ -265,6 +271,10 @@ func (s SavepointDB) BeginSavepoint(ctx context.Context, tx *Tx, name string) (*
 func (s SavepointDB) ReleaseSavepoint(ctx context.Context, tx *Tx, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if tx.done {
+		s.log = append(s.log, fmt.Sprintf("release %d %s on finished tx", tx.ID, name))
+		return fmt.Errorf("fakedb: release %s: %w", name, txn.ErrTxDone)
+	}
 	tx.marks = tx.marks[:len(tx.marks)-1]
 	s.log = append(s.log, fmt.Sprintf("release %d %s", tx.ID, name))
 	return nil
@@ -274,6 +284,10 @@ func (s SavepointDB) ReleaseSavepoint(ctx context.Context, tx *Tx, name string) 
 func (s SavepointDB) RollbackToSavepoint(ctx context.Context, tx *Tx, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if tx.done {
+		s.log = append(s.log, fmt.Sprintf("rollback to %d %s on finished tx", tx.ID, name))
+		return fmt.Errorf("fakedb: rollback to %s: %w", name, txn.ErrTxDone)
+	}
 	m := tx.marks[len(tx.marks)-1]
 	tx.marks = tx.marks[:len(tx.marks)-1]
 	tx.writes = tx.writes[:m]
