@@ -14,6 +14,16 @@ import (
 // removed from the table. A key whose holders have released nothing for a
 // stall interval while others wait is shared with the first waiter (see
 // admission.go): keys spare the database conflicts, it keeps correctness.
+//
+// With DatabaseKeys an attempt also holds its keys in the database, after
+// it holds them here. A waiter that the stall escape lets share a key
+// whose holder in this process already holds it in the database shares
+// that lock too: it does not take the key in the database, where it would
+// wait for the very holder it shares with (a Run started inside fn with a
+// fresh context, on its caller's key, would wait for its caller until its
+// context ends). A waiter admitted while the holder is still waiting in the
+// database, for another process, takes the key there as usual, so the
+// escape never lets an attempt past another process's holder.
 
 // keyTable serializes attempts by conflict key.
 type keyTable struct {
@@ -29,25 +39,42 @@ type keyTable struct {
 type keyEntry struct {
 	holders int // 1, or more after stall escapes
 	queue   waitQueue
+	// dbHeld counts the holders that hold the key in the database too
+	// (DatabaseKeys).
+	dbHeld int
 
 	stall stallWatch // its progress counts releases of the key
 }
 
 // lock takes every key in keys, in sorted order, and reports whether it had
-// to wait. On error (ctx ended) it has released the keys it took.
-func (kt *keyTable) lock(ctx context.Context, keys []string) (waited bool, err error) {
+// to wait. dbKeys are the keys the attempt must take in the database, if
+// the Runner holds keys there: keys, less those that a stall escape let it
+// share with a holder that holds them in the database already (a new slice
+// only then). On error (ctx ended) it has released the keys it took.
+func (kt *keyTable) lock(ctx context.Context, keys []string) (dbKeys []string, waited bool, err error) {
+	dbKeys = keys
+	copied := false
 	for i, k := range keys {
-		w, err := kt.lockOne(ctx, k)
+		w, shareDB, err := kt.lockOne(ctx, k)
 		waited = waited || w
 		if err != nil {
 			kt.unlock(keys[:i])
-			return waited, err
+			return nil, waited, err
+		}
+		switch {
+		case shareDB && !copied:
+			dbKeys = append(make([]string, 0, len(keys)-1), keys[:i]...)
+			copied = true
+		case !shareDB && copied:
+			dbKeys = append(dbKeys, k)
 		}
 	}
-	return waited, nil
+	return dbKeys, waited, nil
 }
 
-func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err error) {
+// lockOne takes k. shareDB reports that a stall escape admitted the caller
+// to share k with a holder that holds k in the database.
+func (kt *keyTable) lockOne(ctx context.Context, k string) (waited, shareDB bool, err error) {
 	kt.mu.Lock()
 	if kt.m == nil {
 		kt.m = make(map[string]*keyEntry)
@@ -60,7 +87,7 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 	if e.holders == 0 {
 		e.holders = 1
 		kt.mu.Unlock()
-		return false, nil
+		return false, false, nil
 	}
 	w := &waiter{ch: make(chan struct{})}
 	e.queue.push(w)
@@ -68,7 +95,7 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 	kt.mu.Unlock()
 	select {
 	case <-w.ch:
-		return true, nil
+		return true, w.shareDB, nil
 	case <-ctx.Done():
 		kt.mu.Lock()
 		defer kt.mu.Unlock()
@@ -79,17 +106,34 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 			e.queue.remove(w)
 			kt.watchStall(k, e)
 		}
-		return true, ctx.Err()
+		return true, false, ctx.Err()
+	}
+}
+
+// heldInDB records that the caller, which holds keys, now holds them in
+// the database too.
+func (kt *keyTable) heldInDB(keys []string) {
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	for _, k := range keys {
+		kt.m[k].dbHeld++
 	}
 }
 
 // unlock releases keys; it does nothing for none.
-func (kt *keyTable) unlock(keys []string) {
+func (kt *keyTable) unlock(keys []string) { kt.unlockHeld(keys, nil) }
+
+// unlockHeld releases keys, of which the caller held dbHeld (recorded by
+// heldInDB) in the database as well.
+func (kt *keyTable) unlockHeld(keys, dbHeld []string) {
 	if len(keys) == 0 {
 		return
 	}
 	kt.mu.Lock()
 	defer kt.mu.Unlock()
+	for _, k := range dbHeld {
+		kt.m[k].dbHeld--
+	}
 	for _, k := range keys {
 		kt.handOn(k, kt.m[k])
 	}
@@ -137,6 +181,7 @@ func (kt *keyTable) stalled(k string, e *keyEntry, gen uint64) {
 		w := e.queue.pop()
 		e.holders++
 		w.admitted = true
+		w.shareDB = e.dbHeld > 0
 		close(w.ch)
 	}
 	kt.watchStall(k, e)
@@ -169,13 +214,18 @@ func hasAdjacentDup(keys []string) bool {
 // when the Runner holds its calls' keys in the database. unlock, when not
 // nil, must be called once the transaction ended.
 func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock func(), err error) {
-	if r.locker == nil || len(st.keys) == 0 {
+	if r.locker == nil || len(st.pass.dbKeys) == 0 {
 		tx, err = r.backend.Begin(ctx, r.begin)
 		return tx, nil, err
 	}
-	tx, dbUnlock, err := r.locker.BeginLocked(ctx, r.begin, st.keys)
-	if err != nil || dbUnlock == nil {
+	tx, dbUnlock, err := r.locker.BeginLocked(ctx, r.begin, st.pass.dbKeys)
+	if err != nil {
 		return tx, nil, err
+	}
+	r.keys.heldInDB(st.pass.dbKeys)
+	st.pass.dbHeld = true
+	if dbUnlock == nil {
+		return tx, nil, nil
 	}
 	// The closure reads the timeout, not st, which must stay on the stack.
 	timeout := st.cfg.rollbackTimeout
