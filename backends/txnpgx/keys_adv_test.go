@@ -394,3 +394,43 @@ func TestDatabaseKeysSmallPoolManyRuns(t *testing.T) {
 	assert.Zero(t, rs[0].AdmissionStats().Keys)
 	require.NoError(t, rs[1].Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("k0", "k1", "k2")))
 }
+
+// A wait for a key that another process holds is bounded by the Run's
+// context, as a wait for a key held in the process is, not by the
+// session's lock_timeout or statement_timeout (often set for a role, to
+// bound the application's own statements): the Run commits once the key
+// is free, and fn's statements still run under the session's timeouts.
+func TestDatabaseKeysWaitOutlastsSessionTimeouts(t *testing.T) {
+	for _, set := range []string{"lock_timeout", "statement_timeout"} {
+		t.Run(set, func(t *testing.T) {
+			p1 := newPool(t, nil)
+			cfg := poolConfig(t)
+			cfg.ConnConfig.RuntimeParams[set] = "100"
+			p2 := newPool(t, cfg)
+			r1 := txnpgx.New(p1, txn.DatabaseKeys())
+			r2 := txnpgx.New(p2, txn.DatabaseKeys())
+			ctx := testCtx(t)
+			finish := holdKey(t, ctx, r1, "timeouts")
+			done := make(chan error, 1)
+			var inFn string
+			go func() {
+				done <- r2.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+					return tx.QueryRow(ctx, "SELECT current_setting($1)", set).Scan(&inFn)
+				}, txn.Keys("timeouts"))
+			}()
+			for keyWaiters(t, p1, "timeouts") != 1 {
+				require.NoError(t, ctx.Err(), "the second Run never waited on the advisory lock")
+			}
+			// Four times the session's timeout.
+			select {
+			case err := <-done:
+				require.FailNow(t, "the wait for the key ended before the key was free", "%v", err)
+			case <-time.After(400 * time.Millisecond):
+			}
+			require.NoError(t, finish())
+			require.NoError(t, <-done)
+			assert.Equal(t, "100ms", inFn)
+			assert.Zero(t, advisoryLocks(t, p1))
+		})
+	}
+}
