@@ -424,3 +424,69 @@ func TestDatabaseKeysSmallPoolManyRuns(t *testing.T) {
 	assert.Zero(t, rs[0].AdmissionStats().Keys)
 	require.NoError(t, rs[1].Run(ctx, func(context.Context, *sql.Tx) error { return nil }, txn.Keys("k0", "k1", "k2")))
 }
+
+// A wait in GET_LOCK for a key that another process holds is bounded by
+// the Run's context, as a wait for a key held in the process is, not by
+// the session's max_statement_time (MariaDB; set for an account, to bound
+// the application's own statements): the Run commits once the key is
+// free, and fn's statements still run under the session's limit.
+func TestDatabaseKeysWaitOutlastsStatementTimeLimit(t *testing.T) {
+	d1 := openDB(t, nil)
+	d2 := openDB(t, map[string]string{"max_statement_time": "0.2"})
+	r1 := txnmysql.New(d1, txn.DatabaseKeys())
+	r2 := txnmysql.New(d2, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	finish := holdKey(t, ctx, r1, "limit")
+	done := make(chan error, 1)
+	var inFn float64
+	go func() {
+		done <- r2.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			return tx.QueryRowContext(ctx, "SELECT @@max_statement_time").Scan(&inFn)
+		}, txn.Keys("limit"))
+	}()
+	// Four times the session's limit.
+	select {
+	case err := <-done:
+		require.FailNow(t, "the wait for the key ended before the key was free", "%v", err)
+	case <-time.After(800 * time.Millisecond):
+	}
+	require.NoError(t, finish())
+	require.NoError(t, <-done)
+	assert.Equal(t, 0.2, inFn)
+	eventuallyFree(t, d1, "limit")
+}
+
+// A GET_LOCK that the server ends while the Run's context lasts (KILL
+// QUERY by an administrator) fails the Run without claiming that its
+// context ended.
+func TestDatabaseKeysKilledWaitIsNotADeadline(t *testing.T) {
+	d1, d2 := openDB(t, nil), openDB(t, nil)
+	r1 := txnmysql.New(d1, txn.DatabaseKeys())
+	r2 := txnmysql.New(d2, txn.DatabaseKeys())
+	ctx := testCtx(t)
+	finish := holdKey(t, ctx, r1, "killed")
+	defer func() { _ = finish() }()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- r2.Run(wctx, func(context.Context, *sql.Tx) error { return nil }, txn.Keys("killed"), txn.MaxAttempts(1))
+	}()
+	var id int64
+	for {
+		err := d1.QueryRowContext(ctx, `SELECT ID FROM information_schema.PROCESSLIST
+			WHERE INFO LIKE '%GET_LOCK%' AND INFO NOT LIKE '%PROCESSLIST%' AND DB = DATABASE()`).Scan(&id)
+		if err == nil {
+			break
+		}
+		require.ErrorIs(t, err, sql.ErrNoRows)
+		require.NoError(t, ctx.Err(), "the second Run never waited on the named lock")
+	}
+	_, err := d1.ExecContext(ctx, fmt.Sprintf("KILL QUERY %d", id))
+	require.NoError(t, err)
+	err = <-done
+	require.Error(t, err)
+	assert.NoError(t, wctx.Err())
+	assert.NotErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "interrupted")
+}
