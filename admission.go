@@ -133,9 +133,10 @@ type pass struct {
 	keys []string
 	// dbKeys are those it must hold in the database (DatabaseKeys): keys,
 	// less those a stall escape let it share with a holder that holds them
-	// there. dbHeld is set once it holds them.
+	// there. begun is set once it began its transaction, holding them
+	// (recorded in the key table).
 	dbKeys []string
-	dbHeld bool
+	begun  bool
 	// limited is true when the attempt holds a slot of the adaptive limit,
 	// granted as grant.
 	limited bool
@@ -241,11 +242,7 @@ func (r *Runner[T]) release(st *runState, end attemptEnd) {
 		}
 		r.adaptive.release(p.grant, mainEnd, st.cfg.clock)
 	}
-	if p.dbHeld {
-		r.keys.unlockHeld(p.keys, p.dbKeys)
-	} else {
-		r.keys.unlock(p.keys)
-	}
+	r.keys.unlockBegun(p.keys, p.dbKeys, p.begun)
 }
 
 // Stall escape. Admission must never make the Runner wait on itself: an

@@ -147,11 +147,13 @@ func TestDatabaseKeysFreshRunInFnSharesHeldKey(t *testing.T) {
 	assert.Zero(t, clk.Timers())
 }
 
-// The stall escape never lets an attempt past another process's holder: a
-// waiter admitted to share a key whose holder in this process still waits
-// for it in the database waits there too, and enters fn only once the
-// other process released the key, one attempt at a time.
-func TestDatabaseKeysStallEscapeWaitsForOtherProcess(t *testing.T) {
+// While the holder of a key in this process waits in the database for
+// another process, the Runs queued behind it on that key are no stall:
+// nothing of this process can release the key, and an escape would only
+// send them to wait in the database too, each on a connection of the pool.
+// They stay in the process's queue however long it lasts, and enter fn
+// one at a time once the other process released the key.
+func TestDatabaseKeysNoStallEscapeWhileHolderWaitsInDatabase(t *testing.T) {
 	checkNoLeak(t)
 	db := newLockingDB()
 	clk := fakeclock.New(time.Now())
@@ -174,25 +176,27 @@ func TestDatabaseKeysStallEscapeWaitsForOtherProcess(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}
-	done := make(chan error, 2)
+	const runs = 4
+	done := make(chan error, runs)
 	go func() { done <- r.Run(context.Background(), fn, txn.Keys("k")) }()
 	waitFor(t, func() bool { return db.askedFor("k") })
-	go func() { done <- r.Run(context.Background(), fn, txn.Keys("k")) }()
-	waitFor(t, func() bool { return txn.KeyWaiters(r, "k") == 1 })
-	clk.Advance(txn.StallFloor)
-	waitFor(t, func() bool { return txn.KeyWaiters(r, "k") == 0 })
-	// The second Run shares the key in the process, and waits in the
-	// database.
-	waitFor(t, func() bool {
-		db.mu.Lock()
-		defer db.mu.Unlock()
-		return len(db.asked) == 2
-	})
+	for range runs - 1 {
+		go func() { done <- r.Run(context.Background(), fn, txn.Keys("k")) }()
+	}
+	waitFor(t, func() bool { return txn.KeyWaiters(r, "k") == runs-1 })
+	for range 5 {
+		clk.Advance(time.Hour)
+	}
+	assert.Equal(t, runs-1, txn.KeyWaiters(r, "k"), "a stall escape admitted a Run while the holder waits for another process")
+	db.mu.Lock()
+	asked := len(db.asked)
+	db.mu.Unlock()
+	assert.Equal(t, 1, asked, "Runs wait in the database for the key")
 	mu.Lock()
 	otherHolds = false
 	mu.Unlock()
 	db.unlock([]string{"k"})
-	for range 2 {
+	for range runs {
 		select {
 		case err := <-done:
 			require.NoError(t, err)
@@ -200,9 +204,10 @@ func TestDatabaseKeysStallEscapeWaitsForOtherProcess(t *testing.T) {
 			require.FailNow(t, "a Run did not return")
 		}
 	}
-	assert.Equal(t, []bool{false, false}, entered, "an attempt ran while another process held the key")
+	assert.Equal(t, []bool{false, false, false, false}, entered, "an attempt ran while another process held the key")
 	assert.Equal(t, 1, most, "attempts on the key overlapped")
-	assert.Equal(t, 2, db.Committed("k"))
+	assert.Equal(t, runs, db.Committed("k"))
 	assert.False(t, db.isHeld("k"))
 	assert.Zero(t, r.AdmissionStats().Keys)
+	assert.Zero(t, clk.Timers())
 }

@@ -16,32 +16,39 @@ import (
 // admission.go): keys spare the database conflicts, it keeps correctness.
 //
 // With DatabaseKeys an attempt also holds its keys in the database, after
-// it holds them here. A waiter that the stall escape lets share a key
-// whose holder in this process already holds it in the database shares
-// that lock too: it does not take the key in the database, where it would
-// wait for the very holder it shares with (a Run started inside fn with a
-// fresh context, on its caller's key, would wait for its caller until its
-// context ends). A waiter admitted while the holder is still waiting in the
-// database, for another process, takes the key there as usual, so the
-// escape never lets an attempt past another process's holder.
+// it holds them here, and the stall escape looks at where the holders are.
+// While none of them has begun its transaction (each still waits in the
+// database, for another process, or for a slot or a connection), nothing
+// of this process can release the key, so no waiter is admitted: an
+// escape would only send it to wait in the database as well, on a
+// connection of the pool (the limit's own escape, and the context, still
+// apply). Once a holder runs its transaction, it may be waiting on a
+// waiter (a Run started inside fn with a fresh context, on its caller's
+// key), and the escape admits the first waiter as without DatabaseKeys.
+// That waiter shares the database lock when a holder holds it: it does not
+// take the key in the database, where it would wait for the very holder
+// it shares with. When no holder holds it any more (the one left shares
+// it), the waiter takes it there as usual.
 
 // keyTable serializes attempts by conflict key.
 type keyTable struct {
 	mu sync.Mutex
 	m  map[string]*keyEntry
 
-	// Set by New: the clock that times stalls and the stall interval.
+	// Set by New: the clock that times stalls and the stall interval, and
+	// whether the Runner holds keys in the database (DatabaseKeys).
 	clock Clock
 	stall func() time.Duration
+	db    bool
 }
 
 // keyEntry is one key's holders and FIFO of waiters.
 type keyEntry struct {
 	holders int // 1, or more after stall escapes
 	queue   waitQueue
-	// dbHeld counts the holders that hold the key in the database too
-	// (DatabaseKeys).
-	dbHeld int
+	// With DatabaseKeys: begun counts the holders that have begun their
+	// transaction, dbHeld those of them that hold the key in the database.
+	begun, dbHeld int
 
 	stall stallWatch // its progress counts releases of the key
 }
@@ -110,29 +117,37 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited, shareDB bool
 	}
 }
 
-// heldInDB records that the caller, which holds keys, now holds them in
-// the database too.
-func (kt *keyTable) heldInDB(keys []string) {
+// begin records that the caller, which holds keys, has begun its
+// transaction, holding dbKeys (some of keys) in the database.
+func (kt *keyTable) begin(keys, dbKeys []string) {
 	kt.mu.Lock()
 	defer kt.mu.Unlock()
 	for _, k := range keys {
+		kt.m[k].begun++
+	}
+	for _, k := range dbKeys {
 		kt.m[k].dbHeld++
 	}
 }
 
 // unlock releases keys; it does nothing for none.
-func (kt *keyTable) unlock(keys []string) { kt.unlockHeld(keys, nil) }
+func (kt *keyTable) unlock(keys []string) { kt.unlockBegun(keys, nil, false) }
 
-// unlockHeld releases keys, of which the caller held dbHeld (recorded by
-// heldInDB) in the database as well.
-func (kt *keyTable) unlockHeld(keys, dbHeld []string) {
+// unlockBegun releases keys, of which the caller held dbKeys in the
+// database; begun tells whether it had recorded both with begin.
+func (kt *keyTable) unlockBegun(keys, dbKeys []string, begun bool) {
 	if len(keys) == 0 {
 		return
 	}
 	kt.mu.Lock()
 	defer kt.mu.Unlock()
-	for _, k := range dbHeld {
-		kt.m[k].dbHeld--
+	if begun {
+		for _, k := range keys {
+			kt.m[k].begun--
+		}
+		for _, k := range dbKeys {
+			kt.m[k].dbHeld--
+		}
 	}
 	for _, k := range keys {
 		kt.handOn(k, kt.m[k])
@@ -177,7 +192,7 @@ func (kt *keyTable) stalled(k string, e *keyEntry, gen uint64) {
 	if !current {
 		return // a timer stopped, or replaced, as it fired
 	}
-	if stalled && e.queue.len() > 0 {
+	if stalled && e.queue.len() > 0 && (!kt.db || e.begun > 0) {
 		w := e.queue.pop()
 		e.holders++
 		w.admitted = true
@@ -214,16 +229,24 @@ func hasAdjacentDup(keys []string) bool {
 // when the Runner holds its calls' keys in the database. unlock, when not
 // nil, must be called once the transaction ended.
 func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock func(), err error) {
-	if r.locker == nil || len(st.pass.dbKeys) == 0 {
+	if r.locker == nil || len(st.keys) == 0 {
 		tx, err = r.backend.Begin(ctx, r.begin)
 		return tx, nil, err
 	}
-	tx, dbUnlock, err := r.locker.BeginLocked(ctx, r.begin, st.pass.dbKeys)
+	p := &st.pass
+	var dbUnlock func(context.Context)
+	if len(p.dbKeys) == 0 {
+		// Every key is shared with a holder that holds it in the
+		// database.
+		tx, err = r.backend.Begin(ctx, r.begin)
+	} else {
+		tx, dbUnlock, err = r.locker.BeginLocked(ctx, r.begin, p.dbKeys)
+	}
 	if err != nil {
 		return tx, nil, err
 	}
-	r.keys.heldInDB(st.pass.dbKeys)
-	st.pass.dbHeld = true
+	r.keys.begin(p.keys, p.dbKeys)
+	p.begun = true
 	if dbUnlock == nil {
 		return tx, nil, nil
 	}

@@ -492,3 +492,47 @@ func TestDatabaseKeysOverlappingSetsAnyOrder(t *testing.T) {
 	assert.Empty(t, obs.retryCodes(), "transactions holding their keys conflicted or deadlocked")
 	assert.Zero(t, advisoryLocks(t, admin))
 }
+
+// Another process holds a key for a long time. The Runs of this process
+// queued on it wait in the process, behind the one that waits for the
+// advisory lock: stall intervals pass, but nothing of this process can
+// release the key, and escaping would only send one more Run per interval
+// to wait in PostgreSQL on a connection of the pool, until the pool is
+// full of them and a Run on another key cannot begin.
+func TestDatabaseKeysLongHeldKeyLeavesPoolFree(t *testing.T) {
+	cfg := poolConfig(t)
+	cfg.MaxConns = 3
+	pool := newPool(t, cfg)
+	mon := newPool(t, nil)
+	clk := fakeclock.New(time.Now())
+	r := txnpgx.New(pool, txn.DatabaseKeys(), txn.WithClock(clk))
+	ctx := testCtx(t)
+	finish := holdKey(t, ctx, txnpgx.New(mon, txn.DatabaseKeys()), "hot")
+	const hot = 5
+	done := make(chan error, hot)
+	for range hot {
+		go func() {
+			done <- r.Run(ctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("hot"))
+		}()
+	}
+	for keyWaiters(t, mon, "hot") != 1 {
+		require.NoError(t, ctx.Err(), "no Run waited on the advisory lock")
+	}
+	for range 5 {
+		clk.Advance(time.Hour)
+		time.Sleep(50 * time.Millisecond) // time for an admitted Run to reach the database
+	}
+	cold := make(chan error, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		cold <- r.Run(cctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("cold"))
+	}()
+	require.NoError(t, advanceStalls(t, clk, cold), "a Run on another key could not begin")
+	assert.Equal(t, 1, keyWaiters(t, mon, "hot"), "Runs of one process waiting for one key in the database")
+	require.NoError(t, finish())
+	for range hot {
+		require.NoError(t, advanceStalls(t, clk, done))
+	}
+	assert.Zero(t, advisoryLocks(t, mon))
+}
