@@ -78,6 +78,7 @@ type waiter struct {
 	ch       chan struct{}
 	admitted bool
 	ahead    bool // in adaptive's ahead queue
+	shareDB  bool // a key's: shares it with a holder that holds it in the database
 	prev     *waiter
 	next     *waiter
 }
@@ -130,6 +131,12 @@ func (q *waitQueue) pop() *waiter {
 type pass struct {
 	// keys are the conflict keys the attempt holds, sorted.
 	keys []string
+	// dbKeys are those it must hold in the database (DatabaseKeys): keys,
+	// less those a stall escape let it share with a holder that holds them
+	// there. begun is set once it began its transaction, holding them
+	// (recorded in the key table).
+	dbKeys []string
+	begun  bool
 	// limited is true when the attempt holds a slot of the adaptive limit,
 	// granted as grant.
 	limited bool
@@ -155,7 +162,8 @@ func (r *Runner[T]) admit(ctx context.Context, st *runState) error {
 	keyWait := false
 	if len(st.keys) > 0 {
 		var err error
-		if keyWait, err = r.keys.lock(ctx, st.keys); err != nil {
+		if p.dbKeys, keyWait, err = r.keys.lock(ctx, st.keys); err != nil {
+			*p = pass{}
 			return err
 		}
 		p.keys = st.keys
@@ -234,7 +242,7 @@ func (r *Runner[T]) release(st *runState, end attemptEnd) {
 		}
 		r.adaptive.release(p.grant, mainEnd, st.cfg.clock)
 	}
-	r.keys.unlock(p.keys)
+	r.keys.unlockBegun(p.keys, p.dbKeys, p.begun)
 }
 
 // Stall escape. Admission must never make the Runner wait on itself: an

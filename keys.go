@@ -14,40 +14,74 @@ import (
 // removed from the table. A key whose holders have released nothing for a
 // stall interval while others wait is shared with the first waiter (see
 // admission.go): keys spare the database conflicts, it keeps correctness.
+//
+// With DatabaseKeys an attempt also holds its keys in the database, after
+// it holds them here, and the stall escape looks at where the holders are.
+// While none of them has begun its transaction (each still waits in the
+// database, for another process, or for a slot or a connection), nothing
+// of this process can release the key, so no waiter is admitted: an
+// escape would only send it to wait in the database as well, on a
+// connection of the pool (the limit's own escape, and the context, still
+// apply). Once a holder runs its transaction, it may be waiting on a
+// waiter (a Run started inside fn with a fresh context, on its caller's
+// key), and the escape admits the first waiter as without DatabaseKeys.
+// That waiter shares the database lock when a holder holds it: it does not
+// take the key in the database, where it would wait for the very holder
+// it shares with. When no holder holds it any more (the one left shares
+// it), the waiter takes it there as usual.
 
 // keyTable serializes attempts by conflict key.
 type keyTable struct {
 	mu sync.Mutex
 	m  map[string]*keyEntry
 
-	// Set by New: the clock that times stalls and the stall interval.
+	// Set by New: the clock that times stalls and the stall interval, and
+	// whether the Runner holds keys in the database (DatabaseKeys).
 	clock Clock
 	stall func() time.Duration
+	db    bool
 }
 
 // keyEntry is one key's holders and FIFO of waiters.
 type keyEntry struct {
 	holders int // 1, or more after stall escapes
 	queue   waitQueue
+	// With DatabaseKeys: begun counts the holders that have begun their
+	// transaction, dbHeld those of them that hold the key in the database.
+	begun, dbHeld int
 
 	stall stallWatch // its progress counts releases of the key
 }
 
 // lock takes every key in keys, in sorted order, and reports whether it had
-// to wait. On error (ctx ended) it has released the keys it took.
-func (kt *keyTable) lock(ctx context.Context, keys []string) (waited bool, err error) {
+// to wait. dbKeys are the keys the attempt must take in the database, if
+// the Runner holds keys there: keys, less those that a stall escape let it
+// share with a holder that holds them in the database already (a new slice
+// only then). On error (ctx ended) it has released the keys it took.
+func (kt *keyTable) lock(ctx context.Context, keys []string) (dbKeys []string, waited bool, err error) {
+	dbKeys = keys
+	copied := false
 	for i, k := range keys {
-		w, err := kt.lockOne(ctx, k)
+		w, shareDB, err := kt.lockOne(ctx, k)
 		waited = waited || w
 		if err != nil {
 			kt.unlock(keys[:i])
-			return waited, err
+			return nil, waited, err
+		}
+		switch {
+		case shareDB && !copied:
+			dbKeys = append(make([]string, 0, len(keys)-1), keys[:i]...)
+			copied = true
+		case !shareDB && copied:
+			dbKeys = append(dbKeys, k)
 		}
 	}
-	return waited, nil
+	return dbKeys, waited, nil
 }
 
-func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err error) {
+// lockOne takes k. shareDB reports that a stall escape admitted the caller
+// to share k with a holder that holds k in the database.
+func (kt *keyTable) lockOne(ctx context.Context, k string) (waited, shareDB bool, err error) {
 	kt.mu.Lock()
 	if kt.m == nil {
 		kt.m = make(map[string]*keyEntry)
@@ -60,7 +94,7 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 	if e.holders == 0 {
 		e.holders = 1
 		kt.mu.Unlock()
-		return false, nil
+		return false, false, nil
 	}
 	w := &waiter{ch: make(chan struct{})}
 	e.queue.push(w)
@@ -68,7 +102,7 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 	kt.mu.Unlock()
 	select {
 	case <-w.ch:
-		return true, nil
+		return true, w.shareDB, nil
 	case <-ctx.Done():
 		kt.mu.Lock()
 		defer kt.mu.Unlock()
@@ -79,17 +113,42 @@ func (kt *keyTable) lockOne(ctx context.Context, k string) (waited bool, err err
 			e.queue.remove(w)
 			kt.watchStall(k, e)
 		}
-		return true, ctx.Err()
+		return true, false, ctx.Err()
+	}
+}
+
+// begin records that the caller, which holds keys, has begun its
+// transaction, holding dbKeys (some of keys) in the database.
+func (kt *keyTable) begin(keys, dbKeys []string) {
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	for _, k := range keys {
+		kt.m[k].begun++
+	}
+	for _, k := range dbKeys {
+		kt.m[k].dbHeld++
 	}
 }
 
 // unlock releases keys; it does nothing for none.
-func (kt *keyTable) unlock(keys []string) {
+func (kt *keyTable) unlock(keys []string) { kt.unlockBegun(keys, nil, false) }
+
+// unlockBegun releases keys, of which the caller held dbKeys in the
+// database; begun tells whether it had recorded both with begin.
+func (kt *keyTable) unlockBegun(keys, dbKeys []string, begun bool) {
 	if len(keys) == 0 {
 		return
 	}
 	kt.mu.Lock()
 	defer kt.mu.Unlock()
+	if begun {
+		for _, k := range keys {
+			kt.m[k].begun--
+		}
+		for _, k := range dbKeys {
+			kt.m[k].dbHeld--
+		}
+	}
 	for _, k := range keys {
 		kt.handOn(k, kt.m[k])
 	}
@@ -133,10 +192,11 @@ func (kt *keyTable) stalled(k string, e *keyEntry, gen uint64) {
 	if !current {
 		return // a timer stopped, or replaced, as it fired
 	}
-	if stalled && e.queue.len() > 0 {
+	if stalled && e.queue.len() > 0 && (!kt.db || e.begun > 0) {
 		w := e.queue.pop()
 		e.holders++
 		w.admitted = true
+		w.shareDB = e.dbHeld > 0
 		close(w.ch)
 	}
 	kt.watchStall(k, e)
@@ -173,9 +233,22 @@ func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock fun
 		tx, err = r.backend.Begin(ctx, r.begin)
 		return tx, nil, err
 	}
-	tx, dbUnlock, err := r.locker.BeginLocked(ctx, r.begin, st.keys)
-	if err != nil || dbUnlock == nil {
+	p := &st.pass
+	var dbUnlock func(context.Context)
+	if len(p.dbKeys) == 0 {
+		// Every key is shared with a holder that holds it in the
+		// database.
+		tx, err = r.backend.Begin(ctx, r.begin)
+	} else {
+		tx, dbUnlock, err = r.locker.BeginLocked(ctx, r.begin, p.dbKeys)
+	}
+	if err != nil {
 		return tx, nil, err
+	}
+	r.keys.begin(p.keys, p.dbKeys)
+	p.begun = true
+	if dbUnlock == nil {
+		return tx, nil, nil
 	}
 	// The closure reads the timeout, not st, which must stay on the stack.
 	timeout := st.cfg.rollbackTimeout

@@ -288,7 +288,13 @@ func NoAdaptive() RunnerOption {
 // 64-bit hash of each key, MySQL and MariaDB named locks), so that replicas of a service serialize a hot key without a
 // coordinator of their own. The backend must implement KeyLocker (txnpgx
 // and txnmysql do); for any other New returns a Runner whose Err matches
-// ErrBadOption. Calls without Keys are not affected.
+// ErrBadOption. Calls without Keys are not affected. The stall escape
+// (the README's guarantee 7) shares a key only once one of its holders
+// in this Runner has begun its transaction, and then shares its database
+// lock too, rather than wait for it in the database (a Run started inside
+// fn with a fresh context, on its caller's key); while the holders wait in
+// the database for another process, the waiters stay in the Runner's
+// queue.
 func DatabaseKeys() RunnerOption {
 	return runnerOption(func(c *config) { c.dbKeys = true })
 }

@@ -81,6 +81,7 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 		}
 	}
 	s.keys.clock = s.cfg.clock
+	s.keys.db = s.locker != nil
 	s.keys.stall = s.stallInterval
 	if s.cfg.seeded {
 		s.seedSrc = rand.NewPCG(s.cfg.seed, s.cfg.seed^0x9e3779b97f4a7c15)

@@ -91,7 +91,7 @@ func TestDatabaseKeysWaitInDatabase(t *testing.T) {
 	for {
 		var n int
 		require.NoError(t, d1.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
-			WHERE INFO LIKE 'SELECT GET_LOCK%' AND DB = DATABASE()`).Scan(&n))
+			WHERE INFO LIKE '%SELECT %GET_LOCK(%' AND INFO NOT LIKE '%PROCESSLIST%' AND DB = DATABASE()`).Scan(&n))
 		if n == 1 {
 			break
 		}

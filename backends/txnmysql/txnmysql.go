@@ -68,22 +68,45 @@ func lockKeys(ctx context.Context, conn *sql.Conn, keys []string) error {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	for _, name := range names {
+		if err := getLock(ctx, conn, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getLock takes the named lock name, waiting for it as long as ctx lasts.
+// The statement's text is built here, without parameters, so that it goes
+// over the text protocol, where MariaDB honours SET STATEMENT: the
+// session's max_statement_time (MariaDB) and max_execution_time (MySQL,
+// through the optimizer hint; a comment to MariaDB) do not end the wait,
+// which only ctx bounds, as it bounds a wait for a key in the process.
+// name is LockName's, "txn:" and hex digits, and wait an integer: nothing
+// else reaches the statement. GET_LOCK's own timeout (0) with ctx still
+// alive (the server's clock ran ahead) waits again for the time left; a
+// NULL (the wait was interrupted, by KILL QUERY) fails without claiming
+// that ctx ended.
+func getLock(ctx context.Context, conn *sql.Conn, name string) error {
+	for {
 		wait := lockWaitForever
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(0, int(math.Ceil(time.Until(dl).Seconds())))
 		}
+		q := fmt.Sprintf("/*M!100108 SET STATEMENT max_statement_time = 0 FOR */ SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK('%s', %d)", name, wait)
 		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, wait).Scan(&got); err != nil {
+		if err := conn.QueryRowContext(ctx, q).Scan(&got); err != nil {
 			return err
 		}
-		if !got.Valid || got.Int64 != 1 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			return fmt.Errorf("txnmysql: GET_LOCK(%q) timed out: %w", name, context.DeadlineExceeded)
+		if got.Valid && got.Int64 == 1 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !got.Valid {
+			return fmt.Errorf("txnmysql: GET_LOCK(%q) was interrupted by the server", name)
 		}
 	}
-	return nil
 }
 
 // unlockKeys releases every named lock of the session.

@@ -185,7 +185,10 @@ func (b *backend) BeginLocked(ctx context.Context, opts []txn.BeginOption[pgx.Tx
 // protocol, which runs several statements. The session locks are taken in
 // an implicit transaction of their own, which COMMIT ends (session locks
 // outlive it; SET LOCAL keeps COMMIT's "no transaction in progress"
-// warning from reaching the client's notice handler), so that BEGIN starts
+// warning from reaching the client's notice handler, and the session's
+// lock_timeout and statement_timeout from ending the wait for a key, which
+// only ctx bounds, as it bounds a wait for a key in the process; the
+// settings are the session's again from BEGIN on), so that BEGIN starts
 // a fresh transaction whose snapshot is taken by its first statement,
 // after every lock was granted. That statement takes each lock again at
 // transaction level and releases the session's hold on it, leaving the
@@ -207,7 +210,7 @@ func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
 	}
 	arr.WriteString("}'::bigint[]) AS k")
 	var b strings.Builder
-	b.WriteString("SET LOCAL client_min_messages = error; SELECT pg_catalog.pg_advisory_lock(k) FROM ")
+	b.WriteString("SET LOCAL client_min_messages = error; SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; SELECT pg_catalog.pg_advisory_lock(k) FROM ")
 	b.WriteString(arr.String())
 	b.WriteString("; COMMIT; ")
 	if o.BeginQuery != "" {
