@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,11 @@ func (s *memStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.Admissio
 	var attempts atomic.Int64
 	return func(ctx context.Context, t transfer, callOpts ...callOption) error {
 		return r.Run(ctx, func(_ context.Context, tx *memTx) error {
+			// A transfer on a database blocks on its round trips, which
+			// lets the other workers run; on the fake clock one worker
+			// could otherwise use up a whole slice before the Go
+			// scheduler starts the others.
+			runtime.Gosched()
 			s.clk.Advance(time.Millisecond)
 			if attempts.Add(1) <= s.coldFailures {
 				return errMemConflict
@@ -123,6 +129,7 @@ func (s *memStore) Bank(opts ...runnerOption) (TransferFunc, func() txn.Admissio
 func (s *memStore) Plain() TransferFunc {
 	log := &memLog{}
 	return func(_ context.Context, t transfer, _ ...callOption) error {
+		runtime.Gosched() // see Bank
 		s.clk.Advance(time.Millisecond)
 		s.apply(t, log)
 		return nil
