@@ -337,6 +337,8 @@ func (c *config) check(set map[string]bool) error {
 			bad("--policy %q: want one of %s", p, strings.Join(policyNames(), ", "))
 		case seen[p]:
 			bad("--policy %q: listed twice", p)
+		case findPolicy(p).databaseKeys && c.backend != backendPostgres && c.backend != backendMySQL:
+			bad("--policy %s: holds its keys in the database, which only --backend postgres and mysql can; %s cannot", p, c.backend)
 		}
 		seen[p] = true
 	}

@@ -249,6 +249,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--policy", "full,full"}, `--policy "full": listed twice`},
 		{[]string{"--policy", "full,"}, `--policy "full,": empty name; want a comma-separated list of plain, none`},
 		{[]string{"--policy", "full", "--rounds", "3"}, "--rounds: only meaningful with several policies or --compare"},
+		{[]string{"--policy", "full,dbkeyed"}, "--policy dbkeyed: holds its keys in the database, which only --backend postgres and mysql can; sqlite cannot"},
+		{[]string{"--backend", "mongodb", "--policy", "dbkeyed"}, "--policy dbkeyed: holds its keys in the database, which only --backend postgres and mysql can; mongodb cannot"},
 		{[]string{"--compare", "--rounds", "0"}, "--rounds 0: want at least 1"},
 		{[]string{"--backoff-base", "10ms", "--backoff-cap", "1ms"}, "--backoff-cap 1ms: want at least --backoff-base (10ms)"},
 		{[]string{"--max-attempts", "-1"}, "--max-attempts -1: want 0 (unlimited) or more"},

@@ -458,7 +458,8 @@ func dbKeyedPolicy() policy {
 		runner: func(p policyParams) []txn.RunnerOption {
 			return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0), txn.DatabaseKeys()}
 		},
-		perCall: accountKeys,
-		optIn:   true,
+		perCall:      accountKeys,
+		optIn:        true,
+		databaseKeys: true,
 	}
 }
