@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -34,12 +35,18 @@ type shapeConfig struct {
 	args []string
 }
 
-// register adds the shape flags to fs.
-func (s *shapeConfig) register(fs *flag.FlagSet) {
-	fs.Float64Var(&s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class")
-	fs.IntVar(&s.hotWorkers, "hot-workers", 0, "`N` of the --workers transfer only between accounts 1 and 2, the hot pair (random direction;\n--lock-order still decides which row is locked first), the others only between accounts 3 to --accounts;\ngoodput, p50 and p99 are reported per class, and with --compare the serial baseline is one worker\non the hot pair alone, so that the hot class's \"vs serial\" is a ratio to the hot pair's serial rate")
-	fs.IntVar(&s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once")
+// register adds the shape flags to fs, and returns the checks of the
+// values that do not parse, as typedVar does.
+func (s *shapeConfig) register(fs *flag.FlagSet) []func() error {
+	hotShare := typedVar(fs, &s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class",
+		func(v string) (float64, error) { return strconv.ParseFloat(v, 64) },
+		func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }, "a number from 0 to 1, such as 0.1")
+	hotWorkers := typedVar(fs, &s.hotWorkers, "hot-workers", 0, "`N` of the --workers transfer only between accounts 1 and 2, the hot pair (random direction;\n--lock-order still decides which row is locked first), the others only between accounts 3 to --accounts;\ngoodput, p50 and p99 are reported per class, and with --compare the serial baseline is one worker\non the hot pair alone, so that the hot class's \"vs serial\" is a ratio to the hot pair's serial rate",
+		strconv.Atoi, strconv.Itoa, "a whole number")
+	processes := typedVar(fs, &s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once",
+		strconv.Atoi, strconv.Itoa, "a whole number")
 	fs.BoolVar(&s.child, "child", false, "internal: run as one of the processes of --processes (no setup, no baseline, no check, JSON on stdout)")
+	return []func() error{hotShare, hotWorkers, processes}
 }
 
 // check validates the shape flags.
@@ -63,8 +70,11 @@ func (s *shapeConfig) check(c *config, bad func(format string, args ...any)) {
 			bad("--hot-workers: needs --accounts 4 or more (the hot pair and at least two others)")
 		}
 	}
-	if s.processes < 1 {
+	switch {
+	case s.processes < 1:
 		bad("--processes %d: want at least 1", s.processes)
+	case s.processes > maxProcesses:
+		bad("--processes %d: want at most %d", s.processes, maxProcesses)
 	}
 	if s.processes > 1 && c.backend == backendSQLite && c.dsn == "" {
 		bad("--processes: SQLite needs --dsn naming a file all processes share")
