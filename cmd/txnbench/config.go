@@ -170,7 +170,6 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	durationVar(&c.timeline, "timeline", 0, "record every commit's time and print, per arm, its commits per `interval` (such as 100ms) from the\nstart of its first measured slice, its steady goodput (over the last half of its measured time)\nand its time to steady (the end of the first window of max(500ms, 5 intervals) at >= 0.9 x steady)")
 	durationVar(&c.admissionTrace, "admission-trace", 0, "print to standard error, every `interval` (such as 250ms) while an arm runs, its Runner's admission\nstate: adaptive limit, attempts admitted and queued, and the same for the retry lane; with\n--processes, every process's lines, merged in time order once the processes ended")
 	badValues = append(badValues, c.shape.register(fs)...)
-	c.shape.args = args
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: txnbench [flags]\n\n"+
 			"Runs a bank-transfer workload (read two balances, update both, insert a ledger row)\n"+
@@ -193,7 +192,12 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q (all settings are flags, such as --duration 5s; see -h)", fs.Arg(0))
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// The children of --processes get the flags as set, each as one
+	// --name=value argument, so that no value is ever read as a flag.
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		c.shape.args = append(c.shape.args, "--"+f.Name+"="+f.Value.String())
+	})
 
 	switch {
 	case set["policy"]:

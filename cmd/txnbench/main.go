@@ -81,7 +81,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 	}
 	rep, err := bench(ctx, &cfg, newProgress(prog, terminal), open)
 	if err != nil {
-		fmt.Fprintf(stderr, "txnbench: %v\n", err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "txnbench: %s\n", line)
+		}
 		return exitFailed
 	}
 	printTable(table, rep)
