@@ -33,7 +33,7 @@ const startedDirEnv = "TXNBENCH_TEST_STARTED_DIR"
 // TestMain fails the package's tests if any goroutine outlives them.
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		var stderr io.Writer = os.Stderr
 		if dir := os.Getenv(startedDirEnv); dir != "" {
 			stderr = &startedWriter{w: os.Stderr, path: filepath.Join(dir, strconv.Itoa(os.Getpid()))}
@@ -45,9 +45,7 @@ func TestMain(m *testing.M) {
 				stdout = dieOnWrite{}
 			}
 		}
-		code := run(ctx, os.Args[1:], stdout, stderr)
-		stop()
-		os.Exit(code)
+		os.Exit(run(ctx, os.Args[1:], stdout, stderr))
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -419,21 +419,22 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 // (its transfers under way), to report and exit once it was interrupted.
 const childWait = 10 * time.Second
 
-// childReport returns the report a child wrote, if it completed (exit
-// status 0) or was interrupted (status 1 with a report saying so).
+// childReport returns the report a child wrote, if it wrote one: a child
+// writes its report last, whole, once its transfers ended, so a report
+// that parses is complete, whatever the exit status that follows it
+// (1 when it was interrupted; an interrupt that arrives as it exits ends
+// it by the signal).
 func childReport(runErr error, out []byte) (*report, bool) {
 	var rep report
-	if json.Unmarshal(out, &rep) != nil {
+	if len(out) == 0 || json.Unmarshal(out, &rep) != nil {
 		return nil, false
 	}
 	var exit *exec.ExitError
-	switch {
-	case runErr == nil:
-		return &rep, true
-	case errors.As(runErr, &exit) && exit.ExitCode() == exitFailed && rep.Interrupted:
-		return &rep, true
+	if runErr != nil && !errors.As(runErr, &exit) {
+		// It did not exit by itself (killed after childWait).
+		return nil, false
 	}
-	return nil, false
+	return &rep, true
 }
 
 // childError describes how child number i of n failed: its exit, and its

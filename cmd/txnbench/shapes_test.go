@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -106,7 +108,8 @@ func TestProcessDiesBeforeReporting(t *testing.T) {
 	assert.Equal(t, exitFailed, code, errOut)
 	assert.Empty(t, out, "no table of partial results")
 	assert.Regexp(t, `txnbench: process [12] of 2 failed: signal: killed\n`, errOut)
-	assert.Contains(t, errOut, "txnbench: the run is incomplete (a process failed; 1 of 2 processes did not report): no results\n")
+	// The other process reports, or is interrupted before it could.
+	assert.Regexp(t, `txnbench: the run is incomplete \(a process failed; [12] of 2 processes did not report\): no results\n`, errOut)
 	assert.Regexp(t, `txnbench: invariant, without the commits of the processes that did not report: ok \(balances sum to 16000000000; \d+ ledger rows, at least the \d+ commits reported; the ledger replays to every balance\)`, errOut)
 	assert.NoFileExists(t, jsonPath)
 }
@@ -144,4 +147,30 @@ func TestProcessesInterrupted(t *testing.T) {
 	assert.Regexp(t, `invariant: ok \(balances sum to 16000000000; \d+ ledger rows = \d+ commits; the ledger replays to every balance\)`, out.String())
 	assert.Contains(t, out.String(), "p99 per process of adaptive: ")
 	assert.NotContains(t, errOut.String(), "failed")
+}
+
+// TestChildReport checks which children's output counts as their report:
+// a whole report, even when an interrupt ended the process by the signal
+// once it was written (a child that had just reported when its sibling
+// failed used to be counted as failed); nothing, or a cut report, is not.
+func TestChildReport(t *testing.T) {
+	whole, err := json.Marshal(report{Results: []result{{Policy: "adaptive", Commits: 3}}})
+	require.NoError(t, err)
+	interrupted := exec.Command("sh", "-c", "kill -INT $$").Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, interrupted, &exit)
+	failed := exec.Command("sh", "-c", "exit 1").Run()
+	require.Error(t, failed)
+
+	for _, runErr := range []error{nil, interrupted, failed} {
+		rep, ok := childReport(runErr, whole)
+		require.True(t, ok, "%v", runErr)
+		assert.Equal(t, int64(3), rep.Results[0].Commits)
+	}
+	for _, out := range [][]byte{nil, whole[:len(whole)/2]} {
+		_, ok := childReport(interrupted, out)
+		assert.False(t, ok, "%q", out)
+	}
+	_, ok := childReport(context.Canceled, whole)
+	assert.False(t, ok, "a process that did not exit by itself")
 }
