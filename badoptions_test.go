@@ -82,3 +82,36 @@ func TestExtremeOptionsNeverPanicOrHang(t *testing.T) {
 type ptrBackoff struct{ d time.Duration }
 
 func (b *ptrBackoff) Delay(int, time.Duration, *rand.Rand) time.Duration { return b.d }
+
+// TestBadOptionMessages checks the text of the errors of bad options, in
+// New and per call: one "txn: invalid option: " prefix, then what was
+// wrong. A built-in backoff built with bad arguments used to read "txn:
+// invalid option: txn: invalid option: FullJitter ...", and WithBackoff(nil)
+// "the policy is a nil <nil>".
+func TestBadOptionMessages(t *testing.T) {
+	ctx := context.Background()
+	ok := func(context.Context, *fakedb.Tx) error { return nil }
+	for _, c := range []struct {
+		name string
+		opt  txn.Option
+		want string
+	}{
+		{"FullJitter negative base", txn.WithBackoff(txn.FullJitter(-1, 5)), "txn: invalid option: FullJitter base -1ns is negative"},
+		{"DecorrelatedJitter cap below base", txn.WithBackoff(txn.DecorrelatedJitter(10, 1)), "txn: invalid option: DecorrelatedJitter cap 1ns is below base 10ns"},
+		{"Constant negative", txn.WithBackoff(txn.Constant(-1)), "txn: invalid option: Constant base -1ns is negative"},
+		{"nil Backoff", txn.WithBackoff(nil), "txn: invalid option: WithBackoff(nil)"},
+		{"typed nil Backoff", txn.WithBackoff((*ptrBackoff)(nil)), "txn: invalid option: WithBackoff(nil): the policy is a nil *txn_test.ptrBackoff"},
+		{"negative MaxAttempts", txn.MaxAttempts(-1), "txn: invalid option: MaxAttempts(-1) is negative"},
+		{"negative MaxElapsed", txn.MaxElapsed(-time.Second), "txn: invalid option: MaxElapsed(-1s) is negative"},
+		{"zero RollbackTimeout", txn.RollbackTimeout(0), "txn: invalid option: RollbackTimeout(0s) must be positive"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := txn.New[*fakedb.Tx](fakedb.New(), c.opt)
+			require.ErrorIs(t, r.Err(), txn.ErrBadOption)
+			assert.EqualError(t, r.Err(), c.want)
+			err := txn.New[*fakedb.Tx](fakedb.New()).Run(ctx, ok, c.opt)
+			require.ErrorIs(t, err, txn.ErrBadOption)
+			assert.EqualError(t, err, c.want, "per call")
+		})
+	}
+}

@@ -127,13 +127,21 @@ func MaxElapsed(d time.Duration) Option {
 // arguments, is an error.
 func WithBackoff(b Backoff) Option {
 	return option(func(c *config) {
-		if errchain.IsNil(b) {
+		switch {
+		case b == nil:
+			c.fail("WithBackoff(nil)")
+			return
+		case errchain.IsNil(b):
 			c.fail("WithBackoff(nil): the policy is a nil %T", b)
 			return
 		}
 		if v, ok := b.(interface{ validate() error }); ok {
 			if err := v.validate(); err != nil {
-				c.fail("%v", err)
+				// The built-in policies' errors already match
+				// ErrBadOption: record them as they are.
+				if c.err == nil {
+					c.err = err
+				}
 				return
 			}
 		}

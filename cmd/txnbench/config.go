@@ -87,6 +87,24 @@ func isolationNames() []string {
 	return []string{"default", "read-committed", "repeatable-read", "serializable", "snapshot"}
 }
 
+// Bounds of the numeric flags: values past them would exhaust memory,
+// processes or time (or overflow the balances' sum) rather than measure.
+const (
+	// maxWorkers bounds --workers: each worker is a goroutine and, by
+	// default, a connection.
+	maxWorkers = 100_000
+	// maxAccounts bounds --accounts: Setup inserts one row per account.
+	maxAccounts = 10_000_000
+	// maxProcesses bounds --processes.
+	maxProcesses = 256
+	// minSlice is the shortest measured slice (--duration, or
+	// --duration/--rounds with several arms).
+	minSlice = 10 * time.Millisecond
+	// minInterval is the shortest interval of --timeline and
+	// --admission-trace: one count or one line per interval.
+	minInterval = time.Millisecond
+)
+
 // maxPrefixLen keeps the longest table name, the prefix and "accounts",
 // within PostgreSQL's 63-byte identifiers (MySQL allows 64).
 const maxPrefixLen = 63 - len("accounts")
@@ -128,8 +146,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.backend, "backend", defaultBackend, "database: "+strings.Join(backendNames(), ", "))
 	fs.StringVar(&c.dsn, "dsn", "", "data source name (default: $TXN_PG_DSN or "+defaultPostgresDSN+" for postgres,\n$TXN_MYSQL_DSN or "+defaultMySQLDSN+" for mysql,\n$TXN_MONGODB_URI or "+defaultMongoURI+" for mongodb,\na new file in a temporary directory for sqlite)")
 	intVar(&c.workers, "workers", defaultWorkers, "`N` concurrent workers, each running one transfer at a time")
-	intVar(&c.conns, "conns", 0, "`N` database connections in the pool (0: one per worker)")
-	intVar(&c.accounts, "accounts", defaultAccounts, "`N` accounts; fewer accounts make hotter rows (at least 2)")
+	intVar(&c.conns, "conns", 0, "`N` database connections in the pool, at most --workers (0: one per worker)")
+	intVar(&c.accounts, "accounts", defaultAccounts, "`N` accounts, 2 to 10000000; fewer accounts make hotter rows")
 	durationVar(&c.duration, "duration", defaultDuration, "measured `time` of each policy (and of the serial baseline with --compare)")
 	fs.StringVar(&c.isolation, "isolation", defaultIsolation, "isolation level: default (the server's own), read-committed, repeatable-read or serializable;\nSQLite is always serializable; MongoDB takes default or snapshot (read concern), and snapshot is its default")
 	fs.StringVar(&c.lockOrder, "lock-order", defaultLockOrder, "order a transfer touches its two accounts: sorted (by id) or random (makes deadlocks)")
@@ -151,8 +169,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.BoolVar(&c.cold, "cold", false, "no warm-up of the measured arms: each is measured from a fresh Runner, whose adaptive limit\nstarts in slow start (what a service sees right after it starts); only the database and the pool\nare warmed first, on a Runner of their own. Without it, every arm, the serial baseline included,\nfirst runs an unmeasured warm-up slice (min(500ms, --duration/10)) on its own Runner")
 	durationVar(&c.timeline, "timeline", 0, "record every commit's time and print, per arm, its commits per `interval` (such as 100ms) from the\nstart of its first measured slice, its steady goodput (over the last half of its measured time)\nand its time to steady (the end of the first window of max(500ms, 5 intervals) at >= 0.9 x steady)")
 	durationVar(&c.admissionTrace, "admission-trace", 0, "print to standard error, every `interval` (such as 250ms) while an arm runs, its Runner's admission\nstate: adaptive limit, attempts admitted and queued, and the same for the retry lane; with\n--processes, every process's lines, merged in time order once the processes ended")
-	c.shape.register(fs)
-	c.shape.args = args
+	badValues = append(badValues, c.shape.register(fs)...)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: txnbench [flags]\n\n"+
 			"Runs a bank-transfer workload (read two balances, update both, insert a ledger row)\n"+
@@ -175,10 +192,17 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q (all settings are flags, such as --duration 5s; see -h)", fs.Arg(0))
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// The children of --processes get the flags as set, each as one
+	// --name=value argument, so that no value is ever read as a flag.
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		c.shape.args = append(c.shape.args, "--"+f.Name+"="+f.Value.String())
+	})
 
 	switch {
-	case policy != "":
+	case set["policy"]:
+		// An empty --policy is a mistake, reported by check, not the
+		// default list.
 		c.policies = strings.Split(policy, ",")
 	case c.compare:
 		c.policies = comparedPolicyNames()
@@ -297,17 +321,29 @@ func (c *config) check(set map[string]bool) error {
 	if !slices.Contains(backendNames(), c.backend) {
 		bad("--backend %q: want one of %s", c.backend, strings.Join(backendNames(), ", "))
 	}
-	if c.workers < 1 {
+	switch {
+	case c.workers < 1:
 		bad("--workers %d: want at least 1", c.workers)
+	case c.workers > maxWorkers:
+		bad("--workers %d: want at most %d", c.workers, maxWorkers)
 	}
-	if c.conns < 0 {
+	switch {
+	case c.conns < 0:
 		bad("--conns %d: want 0 (one per worker) or more", c.conns)
+	case c.conns > c.workers && c.workers >= 1:
+		bad("--conns %d: want at most --workers (%d): a worker uses one connection at a time, so the others would sit idle", c.conns, c.workers)
 	}
-	if c.accounts < 2 {
+	switch {
+	case c.accounts < 2:
 		bad("--accounts %d: a transfer needs two accounts, want at least 2", c.accounts)
+	case c.accounts > maxAccounts:
+		bad("--accounts %d: want at most %d", c.accounts, maxAccounts)
 	}
-	if c.duration <= 0 {
+	switch {
+	case c.duration <= 0:
 		bad("--duration %v: want a positive duration such as 5s", c.duration)
+	case c.duration < minSlice:
+		bad("--duration %v: want at least %v", c.duration, minSlice)
 	}
 	if c.backend == backendMongoDB && !set["isolation"] {
 		c.isolation = "snapshot"
@@ -337,13 +373,19 @@ func (c *config) check(set map[string]bool) error {
 			bad("--policy %q: want one of %s", p, strings.Join(policyNames(), ", "))
 		case seen[p]:
 			bad("--policy %q: listed twice", p)
+		case findPolicy(p).databaseKeys && c.backend != backendPostgres && c.backend != backendMySQL:
+			bad("--policy %s: holds its keys in the database, which only --backend postgres and mysql can; %s cannot", p, c.backend)
 		}
 		seen[p] = true
 	}
-	if c.rounds < 1 {
+	switch {
+	case c.rounds < 1:
 		bad("--rounds %d: want at least 1", c.rounds)
-	} else if set["rounds"] && len(c.policies) < 2 && !c.compare {
+	case set["rounds"] && len(c.policies) < 2 && !c.compare:
 		bad("--rounds: only meaningful with several policies or --compare")
+	case (len(c.policies) > 1 || c.compare) && c.duration >= minSlice && c.duration/time.Duration(c.rounds) < minSlice:
+		bad("--rounds %d: cuts --duration %v into slices of %v; want slices of at least %v, at most %d rounds",
+			c.rounds, c.duration, c.duration/time.Duration(c.rounds), minSlice, int(c.duration/minSlice))
 	}
 	if c.base < 0 {
 		bad("--backoff-base %v: want zero or more", c.base)
@@ -357,13 +399,19 @@ func (c *config) check(set map[string]bool) error {
 	if c.txnTimeout <= 0 {
 		bad("--txn-timeout %v: want a positive duration", c.txnTimeout)
 	}
-	if c.timeline < 0 {
+	switch {
+	case c.timeline < 0:
 		bad("--timeline %v: want a positive interval such as 100ms", c.timeline)
-	} else if c.timeline > 0 && c.shape.processes > 1 {
+	case c.timeline > 0 && c.timeline < minInterval:
+		bad("--timeline %v: want an interval of at least %v, such as 100ms", c.timeline, minInterval)
+	case c.timeline > 0 && c.shape.processes > 1:
 		bad("--timeline: not with --processes (each process has its own clock); run one process")
 	}
-	if c.admissionTrace < 0 {
+	switch {
+	case c.admissionTrace < 0:
 		bad("--admission-trace %v: want a positive interval such as 250ms", c.admissionTrace)
+	case c.admissionTrace > 0 && c.admissionTrace < minInterval:
+		bad("--admission-trace %v: want an interval of at least %v, such as 250ms", c.admissionTrace, minInterval)
 	}
 	if c.sqliteBegin != "immediate" && c.sqliteBegin != "deferred" {
 		bad("--sqlite-begin %q: want deferred or immediate", c.sqliteBegin)

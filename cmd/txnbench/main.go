@@ -27,10 +27,11 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	// Signals stay caught until the process exits: an interrupt that
+	// arrives once the run ended (a child of --processes that just
+	// reported) must not kill it with a signal instead of its status.
+	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // Exit statuses.
@@ -81,7 +82,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, open 
 	}
 	rep, err := bench(ctx, &cfg, newProgress(prog, terminal), open)
 	if err != nil {
-		fmt.Fprintf(stderr, "txnbench: %v\n", err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "txnbench: %s\n", line)
+		}
 		return exitFailed
 	}
 	printTable(table, rep)

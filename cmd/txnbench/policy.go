@@ -45,6 +45,9 @@ type policy struct {
 	// optIn policies run only when --policy names them, not by default
 	// with --compare.
 	optIn bool
+	// databaseKeys policies hold their keys in the database
+	// (txn.DatabaseKeys): only the PostgreSQL and MySQL backends can.
+	databaseKeys bool
 }
 
 // policyTable returns the policies in the order --compare runs them.

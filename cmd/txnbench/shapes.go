@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/txnkit/txn"
 )
@@ -34,12 +37,18 @@ type shapeConfig struct {
 	args []string
 }
 
-// register adds the shape flags to fs.
-func (s *shapeConfig) register(fs *flag.FlagSet) {
-	fs.Float64Var(&s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class")
-	fs.IntVar(&s.hotWorkers, "hot-workers", 0, "`N` of the --workers transfer only between accounts 1 and 2, the hot pair (random direction;\n--lock-order still decides which row is locked first), the others only between accounts 3 to --accounts;\ngoodput, p50 and p99 are reported per class, and with --compare the serial baseline is one worker\non the hot pair alone, so that the hot class's \"vs serial\" is a ratio to the hot pair's serial rate")
-	fs.IntVar(&s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once")
+// register adds the shape flags to fs, and returns the checks of the
+// values that do not parse, as typedVar does.
+func (s *shapeConfig) register(fs *flag.FlagSet) []func() error {
+	hotShare := typedVar(fs, &s.hotShare, "hot-share", 0, "share of the transfers (0 to 1) made between accounts 1 and 2, the hot pair;\nthe others are between accounts 3 to --accounts, and p50/p99 are reported per class",
+		func(v string) (float64, error) { return strconv.ParseFloat(v, 64) },
+		func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }, "a number from 0 to 1, such as 0.1")
+	hotWorkers := typedVar(fs, &s.hotWorkers, "hot-workers", 0, "`N` of the --workers transfer only between accounts 1 and 2, the hot pair (random direction;\n--lock-order still decides which row is locked first), the others only between accounts 3 to --accounts;\ngoodput, p50 and p99 are reported per class, and with --compare the serial baseline is one worker\non the hot pair alone, so that the hot class's \"vs serial\" is a ratio to the hot pair's serial rate",
+		strconv.Atoi, strconv.Itoa, "a whole number")
+	processes := typedVar(fs, &s.processes, "processes", 1, "run the workers in this many txnbench processes on the same tables (each with --workers\nworkers, --conns connections and its own Runner), add up their results and check the invariant once",
+		strconv.Atoi, strconv.Itoa, "a whole number")
 	fs.BoolVar(&s.child, "child", false, "internal: run as one of the processes of --processes (no setup, no baseline, no check, JSON on stdout)")
+	return []func() error{hotShare, hotWorkers, processes}
 }
 
 // check validates the shape flags.
@@ -63,8 +72,11 @@ func (s *shapeConfig) check(c *config, bad func(format string, args ...any)) {
 			bad("--hot-workers: needs --accounts 4 or more (the hot pair and at least two others)")
 		}
 	}
-	if s.processes < 1 {
+	switch {
+	case s.processes < 1:
 		bad("--processes %d: want at least 1", s.processes)
+	case s.processes > maxProcesses:
+		bad("--processes %d: want at most %d", s.processes, maxProcesses)
 	}
 	if s.processes > 1 && c.backend == backendSQLite && c.dsn == "" {
 		bad("--processes: SQLite needs --dsn naming a file all processes share")
@@ -318,46 +330,54 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	}
 	// The baseline's line ends before the children start.
 	prog.done()
-	prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
 	reps := make([]*report, c.shape.processes)
 	errs := make([]error, c.shape.processes)
 	traces := make([][]string, c.shape.processes)
-	var wg sync.WaitGroup
-	for i := range reps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var out, stderr bytes.Buffer
-			cmd := exec.CommandContext(ctx, exe, childArgs(c.shape.args, seed+uint64(i)*7919+11)...)
-			cmd.Stdout, cmd.Stderr = &out, &stderr
-			err := cmd.Run()
-			trace, rest := splitTrace(stderr.Bytes())
-			traces[i] = trace
-			if err != nil {
-				errs[i] = fmt.Errorf("process %d: %w: %s", i+1, err, strings.TrimSpace(rest))
-				return
-			}
-			var rep report
-			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-				errs[i] = fmt.Errorf("process %d: its report: %w", i+1, err)
-				return
-			}
-			reps[i] = &rep
-		}()
+	// The children stop when the run is interrupted or one of them fails:
+	// each is sent an interrupt, on which it ends its slice, lets its
+	// transfers under way finish and reports, as txnbench does; one still
+	// running childWait later is killed.
+	childCtx, stopChildren := context.WithCancel(ctx)
+	defer stopChildren()
+	if ctx.Err() == nil {
+		prog.note(fmt.Sprintf("txnbench: %d processes running", c.shape.processes))
+		var wg sync.WaitGroup
+		for i := range reps {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var out, stderr bytes.Buffer
+				cmd := exec.CommandContext(childCtx, exe, childArgs(c.shape.args, seed+uint64(i)*7919+11)...)
+				cmd.Stdout, cmd.Stderr = &out, &stderr
+				cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+				cmd.WaitDelay = c.txnTimeout + childWait
+				err := cmd.Run()
+				trace, rest := splitTrace(stderr.Bytes())
+				traces[i] = trace
+				if rep, ok := childReport(err, out.Bytes()); ok {
+					reps[i] = rep
+					return
+				}
+				errs[i] = childError(i+1, c.shape.processes, err, out.Bytes(), rest)
+				stopChildren()
+			}()
+		}
+		wg.Wait()
+		prog.done()
 	}
-	wg.Wait()
-	prog.done()
 	if c.traceOut != nil {
 		for _, line := range mergeTraces(traces) {
 			fmt.Fprintln(c.traceOut, line)
 		}
 	}
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	interrupted := ctx.Err() != nil
+	if failed := errors.Join(errs...); failed != nil || interrupted && slices.Contains(reps, nil) {
+		// Some processes' transfers are in the database but not in any
+		// report: no results, but the balances are still checked.
+		return nil, incompleteRun(ctx, c, store, failed, interrupted, reps, baseWarm, base)
 	}
 	rep := mergeReports(reps)
+	rep.Interrupted = rep.Interrupted || interrupted
 	rep.Backend, rep.Workers, rep.Connections, rep.Accounts = c.backend, c.workers*c.shape.processes, c.connections()*c.shape.processes, c.accounts
 	rep.Isolation, rep.LockOrder, rep.Duration, rep.Compare = c.isolation, c.lockOrder, c.duration.String(), c.compare
 	rep.BackoffBase, rep.BackoffCap, rep.MaxAttempts, rep.Seed = c.base.String(), c.cap.String(), c.maxAttempts, seed
@@ -393,6 +413,105 @@ func runProcesses(ctx context.Context, c *config, prog *progress, open storeOpen
 	}
 	rep.Invariant = checkInvariant(tot, int64(c.accounts), commits, unknown)
 	return rep, nil
+}
+
+// childWait is how long a child of --processes has, beyond --txn-timeout
+// (its transfers under way), to report and exit once it was interrupted.
+const childWait = 10 * time.Second
+
+// childReport returns the report a child wrote, if it wrote one: a child
+// writes its report last, whole, once its transfers ended, so a report
+// that parses is complete, whatever the exit status that follows it
+// (1 when it was interrupted; an interrupt that arrives as it exits ends
+// it by the signal).
+func childReport(runErr error, out []byte) (*report, bool) {
+	var rep report
+	if len(out) == 0 || json.Unmarshal(out, &rep) != nil {
+		return nil, false
+	}
+	var exit *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &exit) {
+		// It did not exit by itself (killed after childWait).
+		return nil, false
+	}
+	return &rep, true
+}
+
+// childError describes how child number i of n failed: its exit, and its
+// last lines of standard error.
+func childError(i, n int, runErr error, out []byte, stderr string) error {
+	var lines []string
+	switch {
+	case errors.Is(runErr, context.Canceled):
+		// exec.Cmd.Start refused to start it: the run was stopped first.
+		return fmt.Errorf("process %d of %d was not started: the run was stopped", i, n)
+	case runErr != nil:
+		lines = append(lines, fmt.Sprintf("process %d of %d failed: %v", i, n, runErr))
+	default:
+		lines = append(lines, fmt.Sprintf("process %d of %d exited without a report it could read (%d bytes on its standard output)", i, n, len(out)))
+	}
+	said := strings.Split(strings.TrimSpace(stderr), "\n")
+	for _, l := range said[max(0, len(said)-5):] {
+		if l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "txnbench: ")); l != "" {
+			lines = append(lines, fmt.Sprintf("process %d said: %s", i, l))
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// incompleteRun checks the balances of a run of --processes some of whose
+// processes failed or were interrupted before they reported, and returns
+// the error that says so: the processes' failures, that no results are
+// reported, and the invariant as far as it can be checked without the
+// missing processes' commits (every balance and the ledger's replay; at
+// least as many ledger rows as the commits reported).
+func incompleteRun(ctx context.Context, c *config, store Store, failed error, interrupted bool, reps []*report, warm *result, base *arm) error {
+	var lines []string
+	if failed != nil {
+		lines = append(lines, failed.Error())
+	}
+	missing := 0
+	for _, r := range reps {
+		if r == nil {
+			missing++
+		}
+	}
+	why := "a process failed"
+	if interrupted {
+		why = "interrupted"
+	}
+	lines = append(lines, fmt.Sprintf("the run is incomplete (%s; %d of %d processes did not report): no results", why, missing, len(reps)))
+	var commits int64
+	if warm != nil {
+		commits += warm.Commits
+	}
+	if base != nil {
+		commits += base.commits.Load()
+	}
+	for _, r := range reps {
+		if r == nil {
+			continue
+		}
+		commits += r.Warmup.Commits
+		for _, res := range r.Results {
+			commits += res.Commits
+		}
+	}
+	checkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel()
+	tot, err := store.Check(checkCtx)
+	if err != nil {
+		lines = append(lines, fmt.Sprintf("invariant: not checked: %s: check: %v", c.backend, err))
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	inv := checkInvariant(tot, int64(c.accounts), commits, tot.ledgerRows)
+	if inv.OK {
+		lines = append(lines, fmt.Sprintf("invariant, without the commits of the processes that did not report: ok (balances sum to %d; %d ledger rows, at least the %d commits reported; the ledger replays to every balance)",
+			inv.Sum, inv.LedgerRows, commits))
+	} else {
+		lines = append(lines, "invariant, without the commits of the processes that did not report: FAILED: "+strings.Join(inv.Problems, "; "))
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 // mergeReports adds up the children's reports: per policy, counts add up,
@@ -458,7 +577,8 @@ func dbKeyedPolicy() policy {
 		runner: func(p policyParams) []txn.RunnerOption {
 			return []txn.RunnerOption{txn.WithBackoff(txn.FullJitter(p.base, p.cap)), txn.MaxAttempts(p.maxAttempts), txn.Adaptive(0), txn.DatabaseKeys()}
 		},
-		perCall: accountKeys,
-		optIn:   true,
+		perCall:      accountKeys,
+		optIn:        true,
+		databaseKeys: true,
 	}
 }

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"io"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -47,6 +54,25 @@ func TestChildArgs(t *testing.T) {
 	assert.Equal(t, []string{"--backend", "postgres", "--workers=16", "--child", "--quiet", "--json", "-", "--plot=", "--seed=42"}, got)
 }
 
+// TestChildArgsOfParsedFlags checks that the children of --processes get
+// the command line's flags, values included, even a value that reads as
+// the name of a flag the parent keeps to itself (--table-prefix json used
+// to drop the --table-prefix's value and the next flag).
+func TestChildArgsOfParsedFlags(t *testing.T) {
+	c, err := parseFlags([]string{"--backend", "postgres", "--table-prefix", "json", "--workers", "2", "--dsn", "plot",
+		"--processes", "3", "--seed", "5", "--quiet", "--compare"}, io.Discard)
+	require.NoError(t, err)
+	got := childArgs(c.shape.args, 42)
+	assert.ElementsMatch(t, []string{"--backend=postgres", "--table-prefix=json", "--workers=2", "--dsn=plot", "--compare=true",
+		"--child", "--quiet", "--json", "-", "--plot=", "--seed=42"}, got)
+	child, err := parseFlags(got, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "json", child.tablePrefix)
+	assert.Equal(t, 2, child.workers)
+	assert.Equal(t, "plot", child.dsn)
+	assert.True(t, child.shape.child)
+}
+
 func TestMergeReports(t *testing.T) {
 	a := &report{Warmup: result{Commits: 1}, Results: []result{{Policy: "adaptive", Workers: 16, Commits: 100, Attempts: 120, CommitsPerSecond: 50, ElapsedSeconds: 2,
 		LatencyMs: latencyMs{P99: 10}, Classes: map[string]classResult{classHot: {Commits: 10, CommitsPerSecond: 5, P99Ms: 30}}}}}
@@ -65,4 +91,86 @@ func TestMergeReports(t *testing.T) {
 	assert.Equal(t, []float64{4, 10}, r.ProcessP99Ms)
 	assert.Equal(t, int64(40), r.Classes[classHot].Commits)
 	assert.Equal(t, 30.0, r.Classes[classHot].P99Ms)
+}
+
+// TestProcessDiesBeforeReporting runs two processes on one SQLite file,
+// one of which is killed as it writes its report, after its transfers
+// committed: the parent says which process failed and that the run is
+// incomplete, reports no results, still checks the balances on the
+// database, and exits with status 1. It used to print only "process 1:
+// signal: killed:" and check nothing.
+func TestProcessDiesBeforeReporting(t *testing.T) {
+	t.Setenv(asMainEnv, "1")
+	t.Setenv(dieTokenEnv, filepath.Join(t.TempDir(), "die"))
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	code, out, errOut := runArgs(t, nil, "--duration", "200ms", "--quiet", "--policy", "adaptive", "--workers", "2",
+		"--processes", "2", "--dsn", filepath.Join(t.TempDir(), "die.db"), "--json", jsonPath)
+	assert.Equal(t, exitFailed, code, errOut)
+	assert.Empty(t, out, "no table of partial results")
+	assert.Regexp(t, `txnbench: process [12] of 2 failed: signal: killed\n`, errOut)
+	// The other process reports, or is interrupted before it could.
+	assert.Regexp(t, `txnbench: the run is incomplete \(a process failed; [12] of 2 processes did not report\): no results\n`, errOut)
+	assert.Regexp(t, `txnbench: invariant, without the commits of the processes that did not report: ok \(balances sum to 16000000000; \d+ ledger rows, at least the \d+ commits reported; the ledger replays to every balance\)`, errOut)
+	assert.NoFileExists(t, jsonPath)
+}
+
+// TestProcessesInterrupted interrupts a run of two processes (as Ctrl-C
+// does) once both run transfers: the parent interrupts its children,
+// which end their slices and report; it prints their results marked
+// interrupted, checks the whole invariant on the database and exits with
+// status 1, with no child left running. Its children used to be killed,
+// and the parent to print "process 1: signal: killed:" and check nothing.
+func TestProcessesInterrupted(t *testing.T) {
+	t.Setenv(asMainEnv, "1")
+	started := t.TempDir()
+	t.Setenv(startedDirEnv, started)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runCtx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	go func() {
+		// The children are copies of this test binary: interrupt once
+		// both run transfers (and so catch interrupts).
+		for runCtx.Err() == nil {
+			if entries, _ := os.ReadDir(started); len(entries) == 2 {
+				interrupt()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var out, errOut bytes.Buffer
+	code := runWith(runCtx, []string{"--plot", "", "--quiet", "--duration", "1m", "--policy", "adaptive", "--workers", "2",
+		"--admission-trace", "20ms", "--processes", "2", "--dsn", filepath.Join(t.TempDir(), "int.db")}, &out, &errOut, openStore)
+	assert.Equal(t, exitFailed, code, "%s\n%s", out.String(), errOut.String())
+	assert.Contains(t, out.String(), "interrupted: the numbers cover only part of the run")
+	assert.Regexp(t, `invariant: ok \(balances sum to 16000000000; \d+ ledger rows = \d+ commits; the ledger replays to every balance\)`, out.String())
+	assert.Contains(t, out.String(), "p99 per process of adaptive: ")
+	assert.NotContains(t, errOut.String(), "failed")
+}
+
+// TestChildReport checks which children's output counts as their report:
+// a whole report, even when an interrupt ended the process by the signal
+// once it was written (a child that had just reported when its sibling
+// failed used to be counted as failed); nothing, or a cut report, is not.
+func TestChildReport(t *testing.T) {
+	whole, err := json.Marshal(report{Results: []result{{Policy: "adaptive", Commits: 3}}})
+	require.NoError(t, err)
+	interrupted := exec.Command("sh", "-c", "kill -INT $$").Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, interrupted, &exit)
+	failed := exec.Command("sh", "-c", "exit 1").Run()
+	require.Error(t, failed)
+
+	for _, runErr := range []error{nil, interrupted, failed} {
+		rep, ok := childReport(runErr, whole)
+		require.True(t, ok, "%v", runErr)
+		assert.Equal(t, int64(3), rep.Results[0].Commits)
+	}
+	for _, out := range [][]byte{nil, whole[:len(whole)/2]} {
+		_, ok := childReport(interrupted, out)
+		assert.False(t, ok, "%q", out)
+	}
+	_, ok := childReport(context.Canceled, whole)
+	assert.False(t, ok, "a process that did not exit by itself")
 }
