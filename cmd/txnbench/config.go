@@ -146,7 +146,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.backend, "backend", defaultBackend, "database: "+strings.Join(backendNames(), ", "))
 	fs.StringVar(&c.dsn, "dsn", "", "data source name (default: $TXN_PG_DSN or "+defaultPostgresDSN+" for postgres,\n$TXN_MYSQL_DSN or "+defaultMySQLDSN+" for mysql,\n$TXN_MONGODB_URI or "+defaultMongoURI+" for mongodb,\na new file in a temporary directory for sqlite)")
 	intVar(&c.workers, "workers", defaultWorkers, "`N` concurrent workers, each running one transfer at a time")
-	intVar(&c.conns, "conns", 0, "`N` database connections in the pool, at most --workers (0: one per worker)")
+	intVar(&c.conns, "conns", 0, "`N` database connections in the pool (0: one per worker)")
 	intVar(&c.accounts, "accounts", defaultAccounts, "`N` accounts, 2 to 10000000; fewer accounts make hotter rows")
 	durationVar(&c.duration, "duration", defaultDuration, "measured `time` of each policy (and of the serial baseline with --compare)")
 	fs.StringVar(&c.isolation, "isolation", defaultIsolation, "isolation level: default (the server's own), read-committed, repeatable-read or serializable;\nSQLite is always serializable; MongoDB takes default or snapshot (read concern), and snapshot is its default")
@@ -327,11 +327,8 @@ func (c *config) check(set map[string]bool) error {
 	case c.workers > maxWorkers:
 		bad("--workers %d: want at most %d", c.workers, maxWorkers)
 	}
-	switch {
-	case c.conns < 0:
+	if c.conns < 0 {
 		bad("--conns %d: want 0 (one per worker) or more", c.conns)
-	case c.conns > c.workers && c.workers >= 1:
-		bad("--conns %d: want at most --workers (%d): a worker uses one connection at a time, so the others would sit idle", c.conns, c.workers)
 	}
 	switch {
 	case c.accounts < 2:

@@ -271,7 +271,6 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--json", filepath.Join(file, "x.json")}, "--json " + filepath.Join(file, "x.json") + ": " + file + " is not a directory; want a file path"},
 		{[]string{"--workers", "1000000"}, "--workers 1000000: want at most 100000"},
 		{[]string{"--workers", "99999999999999999999"}, `--workers "99999999999999999999": want a whole number`},
-		{[]string{"--conns", "9"}, "--conns 9: want at most --workers (8): a worker uses one connection at a time"},
 		{[]string{"--accounts", "10000000000"}, "--accounts 10000000000: want at most 10000000"},
 		{[]string{"--duration", "1ns"}, "--duration 1ns: want at least 10ms"},
 		{[]string{"--duration", "1s", "--rounds", "100000000"}, "--rounds 100000000: cuts --duration 1s into slices of 10ns; want slices of at least 10ms, at most 100 rounds"},
@@ -792,4 +791,12 @@ func TestPlotLayout(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestConnsAboveWorkers: a pool larger than the load is what many services
+// run, so --conns above --workers is accepted as it is.
+func TestConnsAboveWorkers(t *testing.T) {
+	c, err := parseFlags([]string{"--workers", "4", "--conns", "9"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 9, c.conns)
 }
