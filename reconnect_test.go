@@ -257,3 +257,39 @@ func TestReconnectBudgetLeavesBusyBeginAlone(t *testing.T) {
 	assert.Equal(t, 1, calls, "fn ran once, after three busy BEGINs")
 	assert.Equal(t, 3, beginsFailed(db)-before, "the busy BEGINs were retried")
 }
+
+// cancelBeginDB is a fake backend whose BEGIN ends the caller's context
+// and then fails as a connection failure, as pgx reports a BEGIN (or a
+// wait for a key held in the database) that its context interrupted.
+type cancelBeginDB struct {
+	*fakedb.DB
+	cancel context.CancelFunc
+}
+
+var errConnInterrupted = fakedb.Err(txn.ClassConnLost, "conn closed: context canceled")
+
+func (d cancelBeginDB) Begin(context.Context, []txn.BeginOption[*fakedb.Tx]) (*fakedb.Tx, error) {
+	d.cancel()
+	return nil, errConnInterrupted
+}
+
+// TestBeginEndedByContextIsNotUnreachable: a BEGIN that failed because the
+// caller's context ended is not counted as a database that could not be
+// reached: the give-up names the context, not an unavailable database.
+func TestBeginEndedByContextIsNotUnreachable(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := cancelBeginDB{DB: fakedb.New(), cancel: cancel}
+	r := txn.New[*fakedb.Tx](db, txn.WithClock(newClock(db.DB)), txn.Seed(1))
+	err := r.Run(ctx, func(context.Context, *fakedb.Tx) error {
+		t.Fatal("fn ran without a transaction")
+		return nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, txn.ErrUnavailable)
+	assert.NotContains(t, err.Error(), "could not be reached")
+	var gu *txn.GiveUpError
+	if errors.As(err, &gu) {
+		assert.Zero(t, gu.Unreachable)
+	}
+}

@@ -392,7 +392,10 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		// Nothing was committed: a failed BEGIN is safe to retry whenever
 		// the database says so, or the connection broke. fn did not run:
 		// this try is no attempt, and the observer hears of none.
-		return outcome{err: err, class: r.beforeCommit(err), notBegun: true, unreached: r.connFailure(err)}
+		// A BEGIN cut short by the caller's context (a wait for a key
+		// held in the database, a connection still being dialled) says
+		// nothing of the database: it is not an unreachable one.
+		return outcome{err: err, class: r.beforeCommit(err), notBegun: true, unreached: r.connFailure(err) && ctx.Err() == nil}
 	}
 	st.started(ctx)
 	if unlockDB != nil {
