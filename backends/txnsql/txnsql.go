@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/errchain"
@@ -97,6 +98,14 @@ type Driver struct {
 	// then runs on a goroutine of its own; a transaction that begins
 	// after the context ended is rolled back there.
 	BoundBegin bool
+	// BeginWait, with BoundBegin, is the longest such a BEGIN waits on
+	// its own (SQLite's busy_timeout), or negative when it is not known.
+	// When it is known, BEGIN runs on a goroutine of its own only if the
+	// context's deadline comes sooner than BeginWait: a BEGIN that cannot
+	// outlast the deadline, or a context without one (cancelled at most
+	// BeginWait early), costs no goroutine, which on SQLite, where a BEGIN
+	// takes microseconds, shows in the tail latency under contention.
+	BeginWait time.Duration
 }
 
 // NewRunner returns a Runner over db for driver d, configured by opts. A
@@ -150,12 +159,24 @@ func (b *backend) Begin(ctx context.Context, opts []txn.BeginOption[*sql.Tx]) (*
 // reserved connection's). The transaction outlives ctx (see BeginDetached):
 // database/sql would otherwise roll it back by itself when ctx ends.
 func (b *backend) beginOn(ctx context.Context, begin func(context.Context, *sql.TxOptions) (*sql.Tx, error), o *sql.TxOptions) (*sql.Tx, error) {
+	bound := b.d.BoundBegin && b.d.mayOutlast(ctx) // ctx's deadline: BeginDetached's context has none
 	return BeginDetached(ctx, b.d.Name, func(ctx context.Context) (*sql.Tx, error) {
-		if b.d.BoundBegin {
+		if bound {
 			return beginBounded(ctx, b.d.Name, func() (*sql.Tx, error) { return begin(ctx, o) })
 		}
 		return begin(ctx, o)
 	}, (*sql.Tx).Rollback)
+}
+
+// mayOutlast reports whether a BEGIN that waits on its own for up to
+// d.BeginWait may outlast ctx's deadline (always, when BeginWait is not
+// known).
+func (d *Driver) mayOutlast(ctx context.Context) bool {
+	if d.BeginWait < 0 {
+		return true
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && time.Until(deadline) < d.BeginWait
 }
 
 // beginBounded runs begin on its own goroutine and returns its result, or

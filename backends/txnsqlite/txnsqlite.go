@@ -126,7 +126,22 @@ type Runner = txn.Runner[*sql.Tx]
 
 // sqlDriver is how txnsql sees this package.
 func sqlDriver() txnsql.Driver {
-	return txnsql.Driver{Name: "txnsqlite", Classify: Classify, BoundBegin: true}
+	return txnsql.Driver{Name: "txnsqlite", Classify: Classify, BoundBegin: true, BeginWait: -1}
+}
+
+// busyTimeout returns db's busy_timeout, read from one of its connections,
+// or -1 when it cannot be read.
+func busyTimeout(db *sql.DB) time.Duration {
+	if db == nil {
+		return -1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var ms int64
+	if err := db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&ms); err != nil || ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // New returns a Runner over db, a database opened with the driver of
@@ -134,8 +149,19 @@ func sqlDriver() txnsql.Driver {
 // (txn.WithClassifier replaces it). Begin options (Deferred, TxOptions) are
 // given to Runner.WithBegin. A nil db yields a Runner whose Run returns
 // txn.ErrNilRunner.
+//
+// New reads db's busy_timeout from one of its connections (PRAGMA
+// busy_timeout), the longest a BEGIN IMMEDIATE waits for another
+// connection's write lock, which no interrupt ends. A Run whose deadline
+// comes sooner runs BEGIN on a goroutine of its own and returns at its
+// deadline; any other Run's BEGIN costs no goroutine and returns within
+// busy_timeout (so a context cancelled without a deadline may wait up to
+// that long). When busy_timeout cannot be read, every Run whose context
+// can end takes the goroutine.
 func New(db *sql.DB, opts ...txn.RunnerOption) *Runner {
-	return txnsql.NewRunner(db, sqlDriver(), opts...)
+	d := sqlDriver()
+	d.BeginWait = busyTimeout(db)
+	return txnsql.NewRunner(db, d, opts...)
 }
 
 // TxOptions returns a begin option that sets the transactions'
