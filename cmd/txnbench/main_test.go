@@ -800,3 +800,13 @@ func TestConnsAboveWorkers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 9, c.conns)
 }
+
+// TestSQLiteMissingDirectory: a --dsn in a directory that does not exist is
+// reported as such, naming the flag, instead of SQLite's "out of memory
+// (14)".
+func TestSQLiteMissingDirectory(t *testing.T) {
+	c, err := parseFlags([]string{"--dsn", "/nonexistent/dir/x.db"}, io.Discard)
+	require.NoError(t, err)
+	_, _, err = openSQLite(context.Background(), &c)
+	require.EqualError(t, err, "sqlite: --dsn /nonexistent/dir/x.db: directory /nonexistent/dir does not exist; want the path of a database file in an existing directory")
+}

@@ -30,6 +30,13 @@ func openSQLite(ctx context.Context, c *config) (Store, func(), error) {
 		dsn = filepath.Join(dir, "bench.db")
 	}
 	if !strings.Contains(dsn, "?") {
+		// SQLite reports a missing directory as "out of memory (14)".
+		if dir := filepath.Dir(dsn); !strings.HasPrefix(dsn, "file:") {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				cleanup()
+				return nil, nil, fmt.Errorf("sqlite: --dsn %s: directory %s does not exist; want the path of a database file in an existing directory", c.dsn, dir)
+			}
+		}
 		d, err := txnsqlite.DSN(dsn)
 		if err != nil {
 			cleanup()
