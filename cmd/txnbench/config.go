@@ -178,7 +178,17 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 			"With no flags: %d workers on %d accounts of an SQLite database in a temporary directory,\n"+
 			"policies %s, %v each.\n\nFlags:\n",
 			defaultWorkers, defaultAccounts, defaultPolicies, defaultDuration)
-		fs.PrintDefaults()
+		// Every flag but the internal --child, which the parent of
+		// --processes gives its children.
+		shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+		shown.SetOutput(fs.Output())
+		fs.VisitAll(func(f *flag.Flag) {
+			if f.Name != "child" {
+				shown.Var(f.Value, f.Name, f.Usage)
+				shown.Lookup(f.Name).DefValue = f.DefValue
+			}
+		})
+		shown.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

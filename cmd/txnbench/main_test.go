@@ -339,6 +339,9 @@ func TestHelp(t *testing.T) {
 	for _, name := range policyNames() {
 		assert.Contains(t, out, name)
 	}
+	assert.Contains(t, out, "  -workers N\n")
+	assert.Contains(t, out, "(default 8)")
+	assert.NotContains(t, out, "-child", "the flag --processes gives its children is not listed")
 }
 
 func TestDefaults(t *testing.T) {
