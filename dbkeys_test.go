@@ -13,6 +13,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/fakeclock"
 	"github.com/txnkit/txn/internal/fakedb"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // lockingDB is a fakedb.DB that holds conflict keys "in the database", as
@@ -93,25 +94,6 @@ func (d *lockingDB) BeginLocked(ctx context.Context, opts []txn.BeginOption[*fak
 	return tx, func(context.Context) { d.unlock(took) }, nil
 }
 
-// advanceUntil advances clk by a stall interval whenever a timer waits,
-// until done delivers, and returns what it delivered.
-func advanceUntil(t *testing.T, clk *fakeclock.Clock, done <-chan error) error {
-	t.Helper()
-	limit := time.After(10 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-limit:
-			require.FailNow(t, "the Run did not return")
-		case <-time.After(100 * time.Microsecond):
-			if clk.Timers() > 0 {
-				clk.Advance(txn.StallFloor)
-			}
-		}
-	}
-}
-
 // Guarantee 7 with DatabaseKeys: fn starts a Run on the same Runner with a
 // fresh context, naming its caller's key and one more. The stall escape
 // lets it share the key in the process; it must share it in the database
@@ -135,7 +117,7 @@ func TestDatabaseKeysFreshRunInFnSharesHeldKey(t *testing.T) {
 			}, txn.Keys("other", "k"))
 		}, txn.Keys("k"), txn.MaxAttempts(1))
 	}()
-	require.NoError(t, advanceUntil(t, clk, done))
+	require.NoError(t, integrationtest.AdvanceStalls(t, clk, txn.StallFloor, done))
 	assert.Equal(t, 1, db.Committed("order"))
 	assert.Equal(t, 1, db.Committed("audit"))
 	assert.True(t, db.askedFor("k"), "the outer Run took its key in the database")

@@ -22,26 +22,6 @@ import (
 	"github.com/txnkit/txn/internal/integrationtest"
 )
 
-// advanceStalls advances clk past every stall interval for as long as done
-// has not delivered, and returns what it delivered: the stall escape admits
-// a Run that waits on its own caller.
-func advanceStalls(t *testing.T, clk *fakeclock.Clock, done <-chan error) error {
-	t.Helper()
-	limit := time.After(testTimeout)
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-limit:
-			require.FailNow(t, "the Run did not return")
-		case <-time.After(time.Millisecond):
-			if clk.Timers() > 0 {
-				clk.Advance(time.Hour)
-			}
-		}
-	}
-}
-
 // lockFree reports whether the named lock of key is free.
 func lockFree(t *testing.T, db *sql.DB, key string) bool {
 	t.Helper()
@@ -91,7 +71,7 @@ func TestDatabaseKeysFreshRunInFnOnHeldKey(t *testing.T) {
 			}, txn.Keys("k", "other"))
 		}, txn.Keys("k"), txn.MaxAttempts(1))
 	}()
-	require.NoError(t, advanceStalls(t, clk, done))
+	require.NoError(t, integrationtest.AdvanceStalls(t, clk, time.Hour, done))
 	assert.Equal(t, 2, count(t, db, tbl, "1=1"))
 	assert.True(t, lockFree(t, db, "k"))
 	assert.True(t, lockFree(t, db, "other"))

@@ -20,27 +20,8 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
 	"github.com/txnkit/txn/internal/fakeclock"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
-
-// advanceStalls advances clk past every stall interval for as long as done
-// has not delivered, and returns what it delivered: the stall escape admits
-// a Run that waits on its own caller. It gives up after waitLimit.
-func advanceStalls(t *testing.T, clk *fakeclock.Clock, done <-chan error) error {
-	t.Helper()
-	limit := time.After(waitLimit)
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-limit:
-			require.FailNow(t, "the Run did not return")
-		case <-time.After(time.Millisecond):
-			if clk.Timers() > 0 {
-				clk.Advance(time.Hour)
-			}
-		}
-	}
-}
 
 // Guarantee 7 with DatabaseKeys: fn starts a Run on the same Runner with a
 // fresh context (an audit row in its own transaction), naming the key its
@@ -69,7 +50,7 @@ func TestDatabaseKeysFreshRunInFnOnHeldKey(t *testing.T) {
 			}, txn.Keys("k", "other"))
 		}, txn.Keys("k"), txn.MaxAttempts(1))
 	}()
-	require.NoError(t, advanceStalls(t, clk, done))
+	require.NoError(t, integrationtest.AdvanceStalls(t, clk, time.Hour, done))
 	assert.Equal(t, 2, queryInt(t, pool, "SELECT count(*) FROM "+tbl))
 	assert.Zero(t, advisoryLocks(t, pool))
 	assert.Zero(t, r.AdmissionStats().Keys)
@@ -528,11 +509,11 @@ func TestDatabaseKeysLongHeldKeyLeavesPoolFree(t *testing.T) {
 		defer cancel()
 		cold <- r.Run(cctx, func(context.Context, pgx.Tx) error { return nil }, txn.Keys("cold"))
 	}()
-	require.NoError(t, advanceStalls(t, clk, cold), "a Run on another key could not begin")
+	require.NoError(t, integrationtest.AdvanceStalls(t, clk, time.Hour, cold), "a Run on another key could not begin")
 	assert.Equal(t, 1, keyWaiters(t, mon, "hot"), "Runs of one process waiting for one key in the database")
 	require.NoError(t, finish())
 	for range hot {
-		require.NoError(t, advanceStalls(t, clk, done))
+		require.NoError(t, integrationtest.AdvanceStalls(t, clk, time.Hour, done))
 	}
 	assert.Zero(t, advisoryLocks(t, mon))
 }
