@@ -12,7 +12,7 @@ import (
 
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnmysql"
-	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // TestDatabaseKeysCommitAndRollbackBoundedThroughSilentLink is
@@ -39,31 +39,12 @@ func TestDatabaseKeysCommitAndRollbackBoundedThroughSilentLink(t *testing.T) {
 			ctx, cancel := context.WithTimeout(testCtx(t), deadline)
 			defer cancel()
 			r := txnmysql.New(db, txn.RollbackTimeout(rollbackTimeout), txn.DatabaseKeys())
-			calls := 0
-			done := make(chan error, 1)
 			start := time.Now()
-			go func() {
-				done <- r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-					calls++
-					if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
-						return err
-					}
-					p.Arm([]byte(tc.pattern), faultproxy.Stall)
-					return tc.fnErr
-				}, txn.Keys("silent"))
-			}()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(30 * time.Second):
-				p.Release()
-				require.FailNow(t, "Run did not return while the link was silent", "after release it returned %v", <-done)
-			}
+			err := integrationtest.SilentLink(t, ctx, p, r, func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)")
+				return err
+			}, tc.pattern, tc.fnErr, txn.Keys("silent"))
 			elapsed := time.Since(start)
-			p.Release()
-			t.Logf("Run returned after %v: %v", elapsed.Round(time.Millisecond), err)
-			assert.Equal(t, 1, p.Fires(), "the stall fired")
-			assert.Equal(t, 1, calls)
 			// The bound: the deadline, then the rollback and the release of
 			// the keys, each within RollbackTimeout, plus slack.
 			assert.Less(t, elapsed, deadline+2*rollbackTimeout+time.Second)
@@ -105,28 +86,12 @@ func TestCancelBeforeCommitRollbackBoundedByRollbackTimeout(t *testing.T) {
 	r := txnmysql.New(db, txn.RollbackTimeout(200*time.Millisecond), txn.NoAdaptive())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		done <- r.WithInterceptor(cancelAtCommit{cancel}).Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)"); err != nil {
-				return err
-			}
-			p.Arm([]byte("ROLLBACK"), faultproxy.Stall)
-			return nil
-		})
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		p.Release()
-		require.FailNow(t, "Run did not return while the ROLLBACK went unanswered")
-	}
+	err := integrationtest.SilentLink(t, ctx, p, r.WithInterceptor(cancelAtCommit{cancel}), func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO "+tbl+" VALUES (1)")
+		return err
+	}, "ROLLBACK", nil)
 	elapsed := time.Since(start)
-	stalled := p.Fires() == 1
-	p.Release()
-	require.True(t, stalled, "the ROLLBACK stalled")
 	require.ErrorIs(t, err, context.Canceled)
 	assert.NotErrorIs(t, err, txn.ErrCommitUnknown, "no COMMIT was sent: the outcome is known")
 	assert.ErrorContains(t, err, "transaction not committed", "the rollback did not finish: the error does not say it did")

@@ -61,8 +61,9 @@ func ProxiedMySQLDSN(t testing.TB) (string, *faultproxy.Proxy) {
 // the Runner's RollbackTimeout (ROLLBACK), while the link is still silent.
 // SilentLink fails t if Run does not, or if fn ran more than once or the
 // stall did not fire, and returns Run's error. The stall is released once
-// Run has returned, or after a minute if it does not.
-func SilentLink[T any](t *testing.T, ctx context.Context, p *faultproxy.Proxy, r *txn.Runner[T], write func(context.Context, T) error, pattern string, fnErr error) error {
+// Run has returned, or after a minute if it does not. opts are Run's call
+// options.
+func SilentLink[T any](t *testing.T, ctx context.Context, p *faultproxy.Proxy, r *txn.Runner[T], write func(context.Context, T) error, pattern string, fnErr error, opts ...txn.CallOption) error {
 	t.Helper()
 	calls := 0
 	done := make(chan error, 1)
@@ -74,7 +75,7 @@ func SilentLink[T any](t *testing.T, ctx context.Context, p *faultproxy.Proxy, r
 			}
 			p.Arm([]byte(pattern), faultproxy.Stall)
 			return fnErr
-		})
+		}, opts...)
 	}()
 	var err error
 	returned := false
