@@ -3,6 +3,7 @@ package integrationtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -165,4 +166,46 @@ func CommitBoundedOnPostgresAndMariaDB[T any](t *testing.T, prefix string, openP
 		dsn, p := ProxiedMySQLDSN(t)
 		CommitBoundedThroughSilentLink(t, openMySQL(t, dsn), p, prefix)
 	})
+}
+
+// BeginBoundedThroughSilentLink arms a proxy, which stands between a pool
+// of one connection and its server, to go silent when it sees pattern (the
+// BEGIN), or keyedPattern when the Runner holds keys in the database
+// (txn.DatabaseKeys: the lock statement sent with it), and runs a Run
+// through the pool: it returns within its deadline plus RollbackTimeout,
+// fn never ran, and once the link speaks again the next Run on the pool
+// commits, running stmt. It does both, without and with keys, each on the
+// proxy and the Runner builder that open gives it (the builder's Runners
+// share one pool).
+func BeginBoundedThroughSilentLink[T any](t *testing.T, open func(t *testing.T) (*faultproxy.Proxy, func(opts ...txn.RunnerOption) *txn.Runner[T]), pattern, keyedPattern string, stmt func(context.Context, T) error) {
+	for _, keyed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keys=%v", keyed), func(t *testing.T) {
+			p, newRunner := open(t)
+			const deadline, rollbackTimeout = 500 * time.Millisecond, 500 * time.Millisecond
+			ropts := []txn.RunnerOption{txn.RollbackTimeout(rollbackTimeout)}
+			var copts []txn.CallOption
+			armed := pattern
+			if keyed {
+				ropts, copts, armed = append(ropts, txn.DatabaseKeys()), append(copts, txn.Keys("silent")), keyedPattern
+			}
+			r := newRunner(ropts...)
+			p.Arm([]byte(armed), faultproxy.Stall)
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			ran := 0
+			start := time.Now()
+			err := r.Run(ctx, func(context.Context, T) error { ran++; return nil }, copts...)
+			el := time.Since(start)
+			fired := p.Fires()
+			p.Release()
+			t.Logf("Run returned after %v: %v", el.Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.Equal(t, 1, fired, "the stall fired")
+			assert.Zero(t, ran)
+			assert.Less(t, el, deadline+rollbackTimeout+time.Second)
+			ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel2()
+			require.NoError(t, r.Run(ctx2, stmt, copts...))
+		})
+	}
 }
