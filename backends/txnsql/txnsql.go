@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/txnkit/txn"
@@ -180,7 +179,7 @@ func (d *Driver) mayOutlast(ctx context.Context) bool {
 }
 
 // beginBounded runs begin on its own goroutine and returns its result, or
-// an error wrapping ctx's cause as soon as ctx ends: the goroutine then
+// an error wrapping ctx's cause as soon as ctx ends: a goroutine then
 // rolls back the transaction if begin returns one later.
 func beginBounded(ctx context.Context, name string, begin func() (*sql.Tx, error)) (*sql.Tx, error) {
 	if ctx.Done() == nil {
@@ -190,35 +189,27 @@ func beginBounded(ctx context.Context, name string, begin func() (*sql.Tx, error
 		tx  *sql.Tx
 		err error
 	}
-	var (
-		mu        sync.Mutex
-		abandoned bool
-	)
 	done := make(chan result, 1)
 	go func() {
 		tx, err := begin()
-		mu.Lock()
-		defer mu.Unlock()
-		if abandoned {
-			if err == nil {
-				_ = tx.Rollback()
-			}
-			return
-		}
 		done <- result{tx, err}
 	}()
 	select {
 	case r := <-done:
 		return r.tx, r.err
 	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
 		select {
 		case r := <-done:
+			// Both happened: the answer is known.
 			return r.tx, r.err
 		default:
 		}
-		abandoned = true
+		// Whatever begins late is rolled back once it has.
+		go func() {
+			if r := <-done; r.err == nil {
+				_ = r.tx.Rollback()
+			}
+		}()
 		return nil, fmt.Errorf("%s: begin not answered before the context ended, left to its connection: %w", name, context.Cause(ctx))
 	}
 }
