@@ -255,15 +255,7 @@ func (b lockingBackend) BeginLocked(ctx context.Context, opts []txn.BeginOption[
 			release(ctx)
 			return
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			release(ctx)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
+		_, _ = bounded(ctx, func() error { release(ctx); return nil })
 	}
 	fail := func(err error) (*sql.Tx, func(context.Context), error) {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txn.DefaultRollbackTimeout)
