@@ -118,7 +118,11 @@ type adaptive struct {
 	lastCut  time.Time     // when the last cut was made
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	slow     bool          // in slow start
-	queue    waitQueue
+	// contended is set by every cut, and cleared once the limit is back
+	// at its ceiling or has regained two levels with patience at 1: while
+	// it is set, attempts admitted beside others are probes.
+	contended bool
+	queue     waitQueue
 	// ahead holds the waiters admitted before queue's: retries that
 	// passed the retry lane, which have waited their turn once already.
 	ahead waitQueue
@@ -196,6 +200,9 @@ type grant struct {
 	// limit and the queue length at admission.
 	waited        bool
 	limit, queued int
+	// probeWait, when not 0, marks a probe (see probeWait): the Runner
+	// asks a LockWaitBounder backend to bound its lock waits by it.
+	probeWait time.Duration
 }
 
 // attemptEnd is how an admitted attempt ended, as the controller sees it.
@@ -261,8 +268,47 @@ func (a *adaptive) acquireAt(ctx context.Context, ahead bool) (grant, error) {
 			return a.wait(ctx, w)
 		}
 	}
+	g := grant{probeWait: a.probeWait(a.running.Load())}
 	a.mu.Unlock()
-	return grant{}, nil
+	return g, nil
+}
+
+// Probes. Where every transaction touches the same rows, an attempt that
+// runs beside another can deadlock with it, and PostgreSQL finds a
+// deadlock only after deadlock_timeout (1 s by default), while every
+// queued attempt waits behind the two. So while the controller is in slow
+// start or contended (from any cut until the limit is back at its
+// ceiling, or has regained two levels with patience back at 1), an
+// attempt admitted beside others is a probe: the Runner asks a
+// LockWaitBounder backend to begin it with a lock timeout of a few average
+// attempts, and a probe whose wait expires ends as a conflict, at the cost
+// of those few attempts' time instead of deadlock_timeout. Neither the
+// level a cut left nor patience > 1 marks enough: a first cut from slow
+// start can leave the limit at 2 or 3, and the first conflicts are often
+// quick serialization failures that cut without making the controller
+// patient; two unbounded attempts at the level left then deadlock. The
+// first attempt running is never bounded, so every storm keeps one
+// transaction that waits as long as it must, and a calm controller marks
+// nothing.
+
+// probeWaitFactor is how many average attempt durations a probe may wait
+// for a lock.
+const probeWaitFactor = 4
+
+// probeWaitFloor and probeWaitCeiling bound a probe's lock wait.
+const (
+	probeWaitFloor   = 20 * time.Millisecond
+	probeWaitCeiling = 500 * time.Millisecond
+)
+
+// probeWait returns the lock-wait bound of an attempt admitted as the
+// n-th running one, or 0 when it is no probe; the caller holds mu.
+func (a *adaptive) probeWait(n int64) time.Duration {
+	if n <= 1 || !a.slow && !a.contended {
+		return 0
+	}
+	d := time.Duration(a.avgDur * probeWaitFactor * float64(time.Second))
+	return min(probeWaitCeiling, max(probeWaitFloor, d))
 }
 
 // tryAdmit admits the caller if nobody waits and the limit allows; the
@@ -296,7 +342,7 @@ func (a *adaptive) wait(ctx context.Context, w *waiter) (grant, error) {
 		a.mu.Unlock()
 	}
 	a.mu.Lock()
-	g := grant{waited: true, limit: a.allowed(), queued: a.waiting()}
+	g := grant{waited: true, limit: a.allowed(), queued: a.waiting(), probeWait: w.probeWait}
 	a.mu.Unlock()
 	return g, nil
 }
@@ -329,7 +375,7 @@ func (a *adaptive) admitHead() {
 		w = a.queue.pop()
 	}
 	w.admitted = true
-	a.running.Add(1)
+	w.probeWait = a.probeWait(a.running.Add(1))
 	close(w.ch)
 }
 
@@ -417,6 +463,7 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 		a.limit = max(1, base*(1-a.conflict/2))
 		a.epoch.Add(1)
 		a.lastCut = now
+		a.contended = true
 		if a.conflict >= stormConflict {
 			// The dearer the failed probe, the rarer the next: a
 			// deadlock found after deadlock_timeout weighs up to 16
@@ -432,6 +479,9 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 			if a.gained >= 2 {
 				a.patience = max(1, a.patience/2)
 			}
+		}
+		if a.limit >= a.max || a.gained >= 2 && a.patience <= 1 {
+			a.contended = false
 		}
 	}
 	a.admitWaiters()

@@ -79,8 +79,10 @@ type waiter struct {
 	admitted bool
 	ahead    bool // in adaptive's ahead queue
 	shareDB  bool // a key's: shares it with a holder that holds it in the database
-	prev     *waiter
-	next     *waiter
+	// probeWait is the adaptive lane's grant.probeWait for the waiter.
+	probeWait time.Duration
+	prev      *waiter
+	next      *waiter
 }
 
 // waitQueue is an intrusive doubly linked FIFO, so that a waiter whose
@@ -141,6 +143,9 @@ type pass struct {
 	// granted as grant.
 	limited bool
 	grant   grant
+	// bounded is true when the attempt began with its lock waits bounded
+	// (LockWaitBounder), as a probe of the adaptive limit.
+	bounded bool
 	// retried is true when the attempt also holds a slot of the retry
 	// lane, granted as retry.
 	retried bool

@@ -1,6 +1,9 @@
 package txn
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Backend adapts one database driver to the Runner. T is the transaction
 // handle fn receives (pgx.Tx, *sql.Tx, a MongoDB session, ...). Backend
@@ -148,4 +151,28 @@ type KeyLocker[T any] interface {
 	// has ended the transaction and released what it took, and returns the
 	// error that stopped it (ctx's, or the database's).
 	BeginLocked(ctx context.Context, opts []BeginOption[T], keys []string) (tx T, unlock func(ctx context.Context), err error)
+}
+
+// LockWaitBounder is implemented by backends whose database finds a
+// deadlock only after a wait (PostgreSQL, after deadlock_timeout: 1 s by
+// default) and that can begin a transaction whose lock waits are bounded
+// (txnpgx, with a transaction-local lock_timeout). The adaptive limit uses
+// it for its probes: an attempt admitted above the level the controller
+// last found safe, while it is in slow start or after a storm's cuts, when
+// the probe's risk is to deadlock with the attempts running at the safe
+// level. Such an attempt begins with BeginBoundedWait, and when it fails
+// with an error its backend's table calls permanent and LockWaitExpired
+// recognises, the Runner takes the failure for a conflict and runs fn
+// again, as it would after the deadlock, without first waiting for one.
+// Attempts that are no probe, and every attempt of a calm controller,
+// begin with Begin. An attempt that holds conflict keys in the database
+// (DatabaseKeys) is never bounded: its keys already serialize it.
+type LockWaitBounder[T any] interface {
+	// BeginBoundedWait begins a transaction as Begin does, in which no
+	// statement waits longer than wait for a lock.
+	BeginBoundedWait(ctx context.Context, opts []BeginOption[T], wait time.Duration) (T, error)
+	// LockWaitExpired reports whether err says that a statement of such a
+	// transaction gave up waiting for a lock because the bound expired
+	// (not, for one, a NOWAIT that found the row locked).
+	LockWaitExpired(err error) bool
 }

@@ -60,7 +60,11 @@
 // when they commit (on by default; see Adaptive). Its ceiling is the
 // connection pool's size when the backend knows it (PoolSizer), and the
 // retries of Runs that conflicted pass a narrower lane of their own, so a
-// hot spot cannot take every connection. Calls can name conflict keys so
+// hot spot cannot take every connection. While it is contended, the
+// attempts it admits beside others begin with their lock waits bounded
+// when the backend can do so (LockWaitBounder; txnpgx), so that a deadlock
+// PostgreSQL would find only after deadlock_timeout ends within a few
+// attempt times. Calls can name conflict keys so
 // that those touching the same rows take turns inside the process (Keys),
 // and across processes with DatabaseKeys (KeyLocker). Neither the limit nor
 // the keys can make the Runner wait on itself: while attempts wait and none

@@ -230,6 +230,11 @@ func hasAdjacentDup(keys []string) bool {
 // nil, must be called once the transaction ended.
 func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock func(), err error) {
 	if r.locker == nil || len(st.keys) == 0 {
+		if p := &st.pass; p.limited && p.grant.probeWait > 0 && r.bounder != nil {
+			p.bounded = true
+			tx, err = r.bounder.BeginBoundedWait(ctx, r.begin, p.grant.probeWait)
+			return tx, nil, err
+		}
 		tx, err = r.backend.Begin(ctx, r.begin)
 		return tx, nil, err
 	}

@@ -36,6 +36,7 @@ type shared[T any] struct {
 	retryLane *adaptive
 	keys      keyTable
 	locker    KeyLocker[T]
+	bounder   LockWaitBounder[T]
 
 	seedMu  sync.Mutex
 	seedSrc *rand.PCG
@@ -55,6 +56,7 @@ func New[T any](b Backend[T], opts ...RunnerOption) *Runner[T] {
 	s.scoper, _ = b.(RunScoper)
 	s.ascoper, _ = b.(AttemptScoper[T])
 	s.binder, _ = b.(HandleBinder[T])
+	s.bounder, _ = b.(LockWaitBounder[T])
 	for _, o := range opts {
 		if o != nil {
 			o.applyRunner(&s.cfg)
@@ -441,7 +443,11 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		}
 		uc, _ := r.backend.(UnreachableClassifier)
 		noServer := uc != nil && uc.Unreachable(err)
-		return outcome{err: err, class: r.beforeCommit(err), connLost: noServer || r.connFailure(err), noServer: noServer}
+		cls := r.beforeCommit(err)
+		if cls == ClassPermanent && r.probeExpired(st, err) {
+			cls = ClassRetryable
+		}
+		return outcome{err: err, class: cls, connLost: noServer || r.connFailure(err), noServer: noServer}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		return r.abandonCommit(ctx, cfg, tx, cerr)
@@ -519,6 +525,21 @@ func (r *Runner[T]) commitFailed(ctx context.Context, st *runState, tx T, err er
 			return outcome{}
 		}
 	}
+}
+
+// probeExpired reports whether err, which ended an attempt begun with a
+// bounded lock wait (a probe of the adaptive limit), is that bound
+// expiring: the Runner then counts it as a conflict. An error fn marked
+// with Permanent, or one that carries another Run's unknown commit, keeps
+// its class.
+func (r *Runner[T]) probeExpired(st *runState, err error) bool {
+	if !st.pass.bounded {
+		return false
+	}
+	if _, ok := marked(err); ok || errchain.Is(err, ErrCommitUnknown) {
+		return false
+	}
+	return r.bounder.LockWaitExpired(err)
 }
 
 // beforeCommit classifies an error seen before COMMIT was sent, where

@@ -33,6 +33,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -80,14 +82,18 @@ const backendName = "txnpgx"
 // backend adapts a Beginner to txn.Backend and txn.Savepointer.
 type backend struct {
 	db Beginner
+	// noLockTimeout is set once the server refused a transaction-local
+	// lock_timeout (BeginBoundedWait).
+	noLockTimeout atomic.Bool
 }
 
 var (
-	_ txn.Backend[pgx.Tx]     = (*backend)(nil)
-	_ txn.ConnClassifier      = (*backend)(nil)
-	_ txn.Savepointer[pgx.Tx] = (*backend)(nil)
-	_ txn.PoolSizer           = (*backend)(nil)
-	_ txn.KeyLocker[pgx.Tx]   = (*backend)(nil)
+	_ txn.Backend[pgx.Tx]         = (*backend)(nil)
+	_ txn.ConnClassifier          = (*backend)(nil)
+	_ txn.Savepointer[pgx.Tx]     = (*backend)(nil)
+	_ txn.PoolSizer               = (*backend)(nil)
+	_ txn.KeyLocker[pgx.Tx]       = (*backend)(nil)
+	_ txn.LockWaitBounder[pgx.Tx] = (*backend)(nil)
 )
 
 // PoolSize returns the pool's MaxConns for a *pgxpool.Pool, 1 for a
@@ -213,26 +219,32 @@ func lockThenBegin(hashes []int64, o pgx.TxOptions) string {
 	b.WriteString("SET LOCAL client_min_messages = error; SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; SELECT pg_catalog.pg_advisory_lock(k) FROM ")
 	b.WriteString(arr.String())
 	b.WriteString("; COMMIT; ")
-	if o.BeginQuery != "" {
-		b.WriteString(o.BeginQuery)
-	} else {
-		b.WriteString("BEGIN")
-		if o.IsoLevel != "" {
-			b.WriteString(" ISOLATION LEVEL ")
-			b.WriteString(string(o.IsoLevel))
-		}
-		if o.AccessMode != "" {
-			b.WriteByte(' ')
-			b.WriteString(string(o.AccessMode))
-		}
-		if o.DeferrableMode != "" {
-			b.WriteByte(' ')
-			b.WriteString(string(o.DeferrableMode))
-		}
-	}
+	writeBegin(&b, o)
 	b.WriteString("; SELECT pg_catalog.pg_advisory_xact_lock(k), pg_catalog.pg_advisory_unlock(k) FROM ")
 	b.WriteString(arr.String())
 	return b.String()
+}
+
+// writeBegin writes the statement that begins a transaction with o, as pgx
+// would send it.
+func writeBegin(b *strings.Builder, o pgx.TxOptions) {
+	if o.BeginQuery != "" {
+		b.WriteString(o.BeginQuery)
+		return
+	}
+	b.WriteString("BEGIN")
+	if o.IsoLevel != "" {
+		b.WriteString(" ISOLATION LEVEL ")
+		b.WriteString(string(o.IsoLevel))
+	}
+	if o.AccessMode != "" {
+		b.WriteByte(' ')
+		b.WriteString(string(o.AccessMode))
+	}
+	if o.DeferrableMode != "" {
+		b.WriteByte(' ')
+		b.WriteString(string(o.DeferrableMode))
+	}
 }
 
 // beginXactLocked begins a transaction and takes transaction-level
@@ -290,6 +302,54 @@ func txOptionsOf(opts []txn.BeginOption[pgx.Tx]) (pgx.TxOptions, error) {
 		o = v
 	}
 	return o, nil
+}
+
+// BeginBoundedWait begins a transaction as Begin does, with a
+// transaction-local lock_timeout of wait (at least 1 ms), sent with BEGIN
+// in one query: the Runner begins so the probes of its adaptive limit,
+// whose lock waits would otherwise end, in a deadlock, only after the
+// server's deadlock_timeout. The setting replaces the session's
+// lock_timeout for this transaction only; fn may still set its own. A
+// server that refuses the setting (a database that speaks PostgreSQL's
+// protocol without it) makes this and every later call a plain Begin.
+func (b *backend) BeginBoundedWait(ctx context.Context, opts []txn.BeginOption[pgx.Tx], wait time.Duration) (pgx.Tx, error) {
+	o, err := txOptionsOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	if b.noLockTimeout.Load() {
+		return b.begin(ctx, o)
+	}
+	var q strings.Builder
+	writeBegin(&q, o)
+	q.WriteString("; SET LOCAL lock_timeout = ")
+	q.WriteString(strconv.FormatInt(max(1, wait.Milliseconds()), 10))
+	bounded := o
+	bounded.BeginQuery = q.String()
+	tx, err := b.begin(ctx, bounded)
+	var pgErr *pgconn.PgError
+	if err != nil && errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "42601" || pgErr.Code == "0A000") {
+		// 42704 unrecognized configuration parameter, 42601 syntax
+		// error, 0A000 feature not supported: not PostgreSQL's SET.
+		b.noLockTimeout.Store(true)
+		return b.begin(ctx, o)
+	}
+	return tx, err
+}
+
+// LockWaitExpired reports whether err is PostgreSQL's 55P03 for a lock
+// wait that reached lock_timeout ("canceling statement due to lock
+// timeout", raised by the server's ProcessInterrupts), as opposed to the
+// 55P03 of NOWAIT, which found a row or table locked and did not wait.
+func (b *backend) LockWaitExpired(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+		return false
+	}
+	if pgErr.Routine != "" {
+		return pgErr.Routine == "ProcessInterrupts"
+	}
+	return strings.Contains(pgErr.Message, "lock timeout")
 }
 
 // begin begins a transaction with o.

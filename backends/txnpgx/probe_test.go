@@ -1,0 +1,192 @@
+package txnpgx_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/backends/txnpgx"
+)
+
+// probePool is a pool of 4 connections at the server's own
+// deadlock_timeout (1 s unless the server says otherwise), so that a
+// Runner's adaptive limit stays in slow start after its first commit.
+func probePool(t *testing.T) *pgxpool.Pool {
+	cfg, err := pgxpool.ParseConfig(pgDSN())
+	require.NoError(t, err)
+	cfg.MaxConns = 4
+	return newPool(t, cfg)
+}
+
+// warm runs one Run alone, so that the slow start raises the limit to 2:
+// the next attempt admitted beside a running one is a probe.
+func warm(t *testing.T, r *txnpgx.Runner, tbl string) {
+	require.NoError(t, r.Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1")
+		return err
+	}))
+}
+
+// A probe of the adaptive limit that deadlocks with an attempt at the
+// safe level gives up its lock wait at its bound, long before PostgreSQL
+// looks for the deadlock: the probe fails with 55P03, the other attempt
+// goes on and commits, and the probe runs again and commits. Nothing ends
+// with 40P01, and both transfers are applied once.
+func TestProbeDeadlockEndsAtItsBound(t *testing.T) {
+	pool := probePool(t)
+	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
+	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
+	rec := &recorder{}
+	r := txnpgx.New(pool, txn.WithObserver(rec))
+	warm(t, r, tbl)
+
+	ctx := testCtx(t)
+	aLocked, bLocked := make(chan struct{}), make(chan struct{})
+	var aTries, bTries int
+	var wg sync.WaitGroup
+	var aErr, bErr error
+	wg.Add(1)
+	go func() { // A: row 1, then row 2; admitted first, at the safe level
+		defer wg.Done()
+		aErr = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			aTries++
+			if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1"); err != nil {
+				return err
+			}
+			if aTries == 1 {
+				close(aLocked)
+				<-bLocked
+			}
+			_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 10 WHERE id = 2")
+			return err
+		})
+	}()
+	<-aLocked
+	wg.Add(1)
+	go func() { // B: row 2, then row 1; admitted beside A, a probe
+		defer wg.Done()
+		bErr = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			bTries++
+			if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 100 WHERE id = 2"); err != nil {
+				return err
+			}
+			if bTries == 1 {
+				close(bLocked)
+			}
+			_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1000 WHERE id = 1")
+			return err
+		})
+	}()
+	wg.Wait()
+	require.NoError(t, aErr)
+	require.NoError(t, bErr)
+	assert.Equal(t, 1, aTries, "the attempt at the safe level went on")
+	assert.Equal(t, 2, bTries, "the probe ran again")
+	assert.Equal(t, []string{"55P03"}, rec.retryCodes(), "the probe's lock wait ended at its bound; no deadlock was waited out")
+	assert.Equal(t, 1001, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"))
+	assert.Equal(t, 110, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 2"))
+}
+
+// The probe's bound is the transaction's own: the session's lock_timeout
+// is what it was once the probe ended, and the next transaction on the
+// connection waits as the session says.
+func TestProbeBoundIsTransactionLocal(t *testing.T) {
+	pool := probePool(t)
+	tbl := counterTable(t, pool)
+	r := txnpgx.New(pool)
+	warm(t, r, tbl)
+	ctx := testCtx(t)
+	hold := make(chan struct{})
+	inside := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			close(inside)
+			<-hold
+			return nil
+		}))
+	}()
+	<-inside
+	var inProbe string
+	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "SHOW lock_timeout").Scan(&inProbe)
+	}))
+	close(hold)
+	wg.Wait()
+	assert.NotEqual(t, "0", inProbe, "the probe ran with a lock_timeout")
+	var after string
+	require.NoError(t, pool.QueryRow(ctx, "SHOW lock_timeout").Scan(&after))
+	assert.Equal(t, "0", after, "the session's lock_timeout after the probe")
+}
+
+// Only a lock wait that reached the bound counts as the probe's conflict:
+// NOWAIT finding the row locked stays the permanent error the caller asked
+// for, in a probe as anywhere.
+func TestProbeNowaitStaysPermanent(t *testing.T) {
+	pool := probePool(t)
+	tbl := counterTable(t, pool)
+	r := txnpgx.New(pool)
+	warm(t, r, tbl)
+	ctx := testCtx(t)
+	hold := make(chan struct{})
+	locked := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE"); err != nil {
+				return err
+			}
+			close(locked)
+			<-hold
+			return nil
+		}))
+	}()
+	<-locked
+	tries := 0
+	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		tries++
+		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE NOWAIT")
+		return err
+	})
+	close(hold)
+	wg.Wait()
+	requireRanOnceWithCode(t, tries, err, "55P03")
+}
+
+// Outside a probe, a lock_timeout of the caller's own is the permanent
+// error it always was.
+func TestLockTimeoutOutsideProbeStaysPermanent(t *testing.T) {
+	pool := probePool(t)
+	tbl := counterTable(t, pool)
+	r := txnpgx.New(pool, txn.NoAdaptive())
+	ctx := testCtx(t)
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	other, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(ctx)
+	_, err = other.Exec(ctx, "UPDATE "+tbl+" SET v = 1 WHERE id = 1")
+	require.NoError(t, err)
+	tries := 0
+	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		tries++
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 20"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = 2 WHERE id = 1")
+		return err
+	})
+	requireRanOnceWithCode(t, tries, err, "55P03")
+	assert.False(t, errors.Is(err, txn.ErrCommitUnknown))
+}

@@ -1,0 +1,185 @@
+package txn
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// acquireNow admits one attempt without waiting, or fails the test.
+func acquireNow(t *testing.T, a *adaptive) grant {
+	t.Helper()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	g, err := a.acquire(done)
+	require.NoError(t, err, "the limit should admit at once")
+	return g
+}
+
+// storm drives a into a storm on one hot row: rounds of two attempts side
+// by side, one committing and one conflicting, each run for dur.
+func storm(t *testing.T, a *adaptive, clk *stepClock, rounds int, dur time.Duration) {
+	t.Helper()
+	for range rounds {
+		var gs []grant
+		for len(gs) < 2 {
+			done, cancel := context.WithCancel(context.Background())
+			cancel()
+			g, err := a.acquire(done)
+			if err != nil {
+				// The limit is 1: a second attempt is admitted over
+				// it, as the stall escape would.
+				a.mu.Lock()
+				a.running.Add(1)
+				a.mu.Unlock()
+				g = grant{}
+			}
+			a.began(&g, clk.now)
+			gs = append(gs, g)
+		}
+		clk.now = clk.now.Add(dur)
+		a.release(gs[0], endCommitted, clk)
+		a.release(gs[1], endConflict, clk)
+	}
+}
+
+// A calm controller marks no attempt as a probe: the happy path begins
+// every transaction as the backend's Begin does.
+func TestProbeCalmMarksNothing(t *testing.T) {
+	a := newAdaptive(20, systemClock{})
+	for i := range 20 {
+		g := acquireNow(t, a)
+		assert.Zero(t, g.probeWait, "attempt %d of a calm controller", i+1)
+	}
+}
+
+// In slow start every attempt above the first runs at a level nothing has
+// yet shown to be safe.
+func TestProbeSlowStartMarksAboveOne(t *testing.T) {
+	clk := &stepClock{now: time.Unix(1, 0)}
+	a := newSlowStart(20, systemClock{})
+	first := acquireNow(t, a)
+	assert.Zero(t, first.probeWait, "the first attempt runs alone")
+	a.began(&first, clk.now)
+	clk.now = clk.now.Add(time.Millisecond)
+	a.release(first, endCommitted, clk) // the limit is now 2
+	g1 := acquireNow(t, a)
+	g2 := acquireNow(t, a)
+	assert.Zero(t, g1.probeWait, "alone again")
+	assert.Equal(t, probeWaitFloor, g2.probeWait, "the second at once is a probe, bounded by the floor for a 1 ms attempt")
+}
+
+// After a storm's cuts the attempts admitted beside a running one are
+// probes, and a probe's bound follows the average attempt.
+func TestProbeAfterStormMarksBesideOthers(t *testing.T) {
+	clk := &stepClock{now: time.Unix(1, 0)}
+	a := newAdaptive(20, systemClock{})
+	storm(t, a, clk, 40, 50*time.Millisecond)
+	a.mu.Lock()
+	require.Equal(t, 1, a.allowed(), "the storm leaves the limit at 1")
+	require.Greater(t, a.patience, 1.0, "and the controller patient")
+	a.mu.Unlock()
+
+	g := acquireNow(t, a)
+	assert.Zero(t, g.probeWait, "the only attempt running")
+	a.began(&g, clk.now)
+	// Clean commits raise the limit to 2, at the pace patience allows.
+	for i := 0; ; i++ {
+		require.Less(t, i, 100000, "the limit never reached 2")
+		clk.now = clk.now.Add(50 * time.Millisecond)
+		a.release(g, endCommitted, clk)
+		g = acquireNow(t, a)
+		a.began(&g, clk.now)
+		a.mu.Lock()
+		level := a.allowed()
+		a.mu.Unlock()
+		if level >= 2 {
+			break
+		}
+	}
+	probe := acquireNow(t, a)
+	assert.Equal(t, 200*time.Millisecond, probe.probeWait, "the probe's bound: 4 average attempts of 50 ms")
+
+	// Bounds of the wait.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.avgDur = 0.0001
+	assert.Equal(t, probeWaitFloor, a.probeWait(2))
+	a.avgDur = 3
+	assert.Equal(t, probeWaitCeiling, a.probeWait(2))
+	assert.Zero(t, a.probeWait(1), "the only attempt running")
+	a.contended = false
+	assert.Zero(t, a.probeWait(5), "contention faded")
+}
+
+// A queued attempt admitted beside a running one carries the probe's
+// bound too.
+func TestProbeQueuedWaiterMarked(t *testing.T) {
+	clk := &stepClock{now: time.Unix(1, 0)}
+	a := newSlowStart(20, systemClock{})
+	g1 := acquireNow(t, a)
+	a.began(&g1, clk.now)
+	// A second attempt runs beside it (as one the stall escape admitted).
+	a.running.Add(1)
+	a.mu.Lock()
+	w := &waiter{ch: make(chan struct{})}
+	a.queue.push(w)
+	a.mu.Unlock()
+	clk.now = clk.now.Add(10 * time.Millisecond)
+	a.release(g1, endCommitted, clk) // the limit is 2, one attempt runs
+	select {
+	case <-w.ch:
+	default:
+		require.FailNow(t, "the waiter was not admitted")
+	}
+	assert.Equal(t, 40*time.Millisecond, w.probeWait, "admitted as the second running attempt in slow start: 4 attempts of 10 ms")
+}
+
+// Contention ends with the limit back at its ceiling, or two levels
+// regained with patience back at 1: attempts are then no probes.
+func TestProbeContentionFades(t *testing.T) {
+	clk := &stepClock{now: time.Unix(1, 0)}
+	a := newAdaptive(8, systemClock{})
+	// One quick conflict among four attempts: a cut to 3, no patience.
+	var gs []grant
+	for range 4 {
+		g := acquireNow(t, a)
+		a.began(&g, clk.now)
+		gs = append(gs, g)
+	}
+	clk.now = clk.now.Add(time.Millisecond)
+	for _, g := range gs[:3] {
+		a.release(g, endCommitted, clk)
+	}
+	a.release(gs[3], endConflict, clk)
+	a.mu.Lock()
+	require.Equal(t, 1.0, a.patience, "a quick conflict does not make the controller patient")
+	require.True(t, a.contended)
+	a.mu.Unlock()
+	h1 := acquireNow(t, a)
+	h2 := acquireNow(t, a)
+	assert.Zero(t, h1.probeWait)
+	assert.NotZero(t, h2.probeWait, "beside another after the cut")
+	a.began(&h1, clk.now)
+	a.began(&h2, clk.now)
+	for i := 0; ; i++ {
+		require.Less(t, i, 10000, "the limit never came back")
+		clk.now = clk.now.Add(time.Millisecond)
+		a.release(h1, endCommitted, clk)
+		h1 = acquireNow(t, a)
+		a.began(&h1, clk.now)
+		a.mu.Lock()
+		back := a.limit >= a.max
+		a.mu.Unlock()
+		if back {
+			break
+		}
+	}
+	a.mu.Lock()
+	assert.False(t, a.contended, "the limit is back at its ceiling")
+	a.mu.Unlock()
+	assert.Zero(t, acquireNow(t, a).probeWait)
+}
