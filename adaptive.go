@@ -276,18 +276,20 @@ func (a *adaptive) acquireAt(ctx context.Context, ahead bool) (grant, error) {
 // Probes. Where every transaction touches the same rows, an attempt that
 // runs beside another can deadlock with it, and PostgreSQL finds a
 // deadlock only after deadlock_timeout (1 s by default), while every
-// queued attempt waits behind the two. So while the controller is in slow
-// start or contended (from any cut until the limit is back at its
-// ceiling, or has regained two levels with patience back at 1), an
-// attempt admitted beside others is a probe: the Runner asks a
-// LockWaitBounder backend to begin it with a lock timeout of a few average
-// attempts, and a probe whose wait expires ends as a conflict, at the cost
-// of those few attempts' time instead of deadlock_timeout. Neither the
-// level a cut left nor patience > 1 marks enough: a first cut from slow
-// start can leave the limit at 2 or 3, and the first conflicts are often
-// quick serialization failures that cut without making the controller
-// patient; two unbounded attempts at the level left then deadlock. The
-// first attempt running is never bounded, so every storm keeps one
+// queued attempt waits behind the two. So while the controller is
+// contended (from any cut until the limit is back at its ceiling, or has
+// regained two levels with patience back at 1), an attempt admitted beside
+// others is a probe: the Runner asks a LockWaitBounder backend to begin it
+// with a lock timeout of a few average attempts, and a probe whose wait
+// expires ends as a conflict, at the cost of those few attempts' time
+// instead of deadlock_timeout. Neither the level a cut left nor patience >
+// 1 marks enough: a first cut from slow start can leave the limit at 2 or
+// 3, and the first conflicts are often quick serialization failures that
+// cut without making the controller patient; two unbounded attempts at the
+// level left then deadlock. Nothing is bounded before the database has
+// reported a conflict (slow start included: a workload without conflicts,
+// such as READ COMMITTED updates queueing on a row, keeps its lock waits),
+// the first attempt running never is, so every storm keeps one
 // transaction that waits as long as it must, and a calm controller marks
 // nothing.
 
@@ -304,7 +306,7 @@ const (
 // probeWait returns the lock-wait bound of an attempt admitted as the
 // n-th running one, or 0 when it is no probe; the caller holds mu.
 func (a *adaptive) probeWait(n int64) time.Duration {
-	if n <= 1 || !a.slow && !a.contended {
+	if n <= 1 || !a.contended {
 		return 0
 	}
 	d := time.Duration(a.avgDur * probeWaitFactor * float64(time.Second))

@@ -157,15 +157,15 @@ type KeyLocker[T any] interface {
 // deadlock only after a wait (PostgreSQL, after deadlock_timeout: 1 s by
 // default) and that can begin a transaction whose lock waits are bounded
 // (txnpgx, with a transaction-local lock_timeout). The adaptive limit uses
-// it for its probes: an attempt admitted above the level the controller
-// last found safe, while it is in slow start or after a storm's cuts, when
-// the probe's risk is to deadlock with the attempts running at the safe
-// level. Such an attempt begins with BeginBoundedWait, and when it fails
+// it for its probes: an attempt admitted beside others while the
+// controller is contended (from a cut of the limit until it recovered),
+// whose risk is to deadlock with the attempts it runs beside. Such an
+// attempt begins with BeginBoundedWait, and when it fails
 // with an error its backend's table calls permanent and LockWaitExpired
-// recognises, the Runner takes the failure for a conflict and runs fn
+// recognises (in fn, or in a savepoint or nested Run of it), the Runner
+// takes the failure for a conflict that lost the transaction and runs fn
 // again, as it would after the deadlock, without first waiting for one.
-// Attempts that are no probe, and every attempt of a calm controller,
-// begin with Begin. An attempt that holds conflict keys in the database
+// Attempts that are no probe begin with Begin. An attempt that holds conflict keys in the database
 // (DatabaseKeys) is never bounded: its keys already serialize it.
 type LockWaitBounder[T any] interface {
 	// BeginBoundedWait begins a transaction as Begin does, in which no

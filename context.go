@@ -38,6 +38,9 @@ type frame[T any] struct {
 	ended   atomic.Bool
 	closed  bool
 	aborted bool
+	// bounded, on the outermost frame only: the transaction began with
+	// its lock waits bounded, as a probe of the adaptive limit.
+	bounded bool
 }
 
 // Value returns, for frameKey, the innermost frame whose transaction or

@@ -23,9 +23,10 @@ var (
 // boundedDB is a backend that can bound lock waits, and records how each
 // transaction began.
 type boundedDB struct {
-	mu      sync.Mutex
-	next    int
-	bounded map[int]time.Duration // transaction → its bound; absent: Begin
+	mu        sync.Mutex
+	next      int
+	bounded   map[int]time.Duration // transaction → its bound; absent: Begin
+	committed []int
 }
 
 func (b *boundedDB) Begin(context.Context, []txn.BeginOption[int]) (int, error) {
@@ -46,10 +47,21 @@ func (b *boundedDB) BeginBoundedWait(_ context.Context, _ []txn.BeginOption[int]
 	return b.next, nil
 }
 
-func (b *boundedDB) LockWaitExpired(err error) bool      { return errors.Is(err, errLockWait) }
-func (b *boundedDB) Commit(context.Context, int) error   { return nil }
-func (b *boundedDB) Rollback(context.Context, int) error { return nil }
-func (b *boundedDB) Classify(error) txn.Class            { return txn.ClassPermanent }
+func (b *boundedDB) LockWaitExpired(err error) bool { return errors.Is(err, errLockWait) }
+func (b *boundedDB) Commit(_ context.Context, tx int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.committed = append(b.committed, tx)
+	return nil
+}
+
+func (b *boundedDB) BeginSavepoint(_ context.Context, tx int, _ string) (int, error) {
+	return tx, nil
+}
+func (b *boundedDB) ReleaseSavepoint(context.Context, int, string) error    { return nil }
+func (b *boundedDB) RollbackToSavepoint(context.Context, int, string) error { return nil }
+func (b *boundedDB) Rollback(context.Context, int) error                    { return nil }
+func (b *boundedDB) Classify(error) txn.Class                               { return txn.ClassPermanent }
 
 func (b *boundedDB) isBounded(tx int) (time.Duration, bool) {
 	b.mu.Lock()
@@ -58,14 +70,24 @@ func (b *boundedDB) isBounded(tx int) (time.Duration, bool) {
 	return d, ok
 }
 
-// probeScene starts a Runner over db in slow start with a pool of 4,
-// commits one Run alone (the limit is then 2), and holds a second Run
-// inside fn until release is called (once; later calls do nothing): a Run
-// started meanwhile is admitted beside it, as a probe.
+// probeScene starts a Runner over db with a pool of 4 and makes it
+// contended: one Run conflicts once (a cut, to 1) and then commits, and
+// another commits at once, which raises the limit to 2. It then holds a second Run inside fn until release is
+// called (once; later calls do nothing): a Run started meanwhile is
+// admitted beside it, as a probe.
 func probeScene(t *testing.T, db *boundedDB, opts ...txn.RunnerOption) (r *txn.Runner[int], release func()) {
 	t.Helper()
 	opts = append([]txn.RunnerOption{txn.WithClock(fakeclock.New(time.Now())), txn.WithBackoff(txn.Constant(0)), txn.Adaptive(4)}, opts...)
 	r = txn.New[int](db, opts...)
+	tries := 0
+	require.NoError(t, r.Run(context.Background(), func(context.Context, int) error {
+		if tries++; tries == 1 {
+			return txn.Retry(errors.New("a conflict"))
+		}
+		return nil
+	}))
+	// The main lane learns from first attempts: one that commits raises
+	// the limit to 2.
 	require.NoError(t, r.Run(context.Background(), func(context.Context, int) error { return nil }))
 	inside, hold := make(chan struct{}), make(chan struct{})
 	done := make(chan struct{})
@@ -157,6 +179,48 @@ func TestLockWaitExpiredOutsideProbeIsPermanent(t *testing.T) {
 			})
 			require.ErrorIs(t, err, errLockWait)
 			assert.Equal(t, 1, tries)
+		})
+	}
+}
+
+// A probe's bound expiring inside a savepoint or a nested Run loses the
+// whole transaction, as a conflict there does: fn cannot swallow it and
+// commit without the statement that waited.
+func TestProbeBoundExpiredInSavepointLosesTransaction(t *testing.T) {
+	for name, nested := range map[string]func(*txn.Runner[int], context.Context, func(context.Context, int) error) error{
+		"Savepoint": func(_ *txn.Runner[int], ctx context.Context, fn func(context.Context, int) error) error {
+			return txn.Savepoint(ctx, fn)
+		},
+		"nested Run": func(r *txn.Runner[int], ctx context.Context, fn func(context.Context, int) error) error {
+			return r.Run(ctx, fn)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := &boundedDB{}
+			r, release := probeScene(t, db)
+			defer release()
+			var txs []int
+			err := r.Run(context.Background(), func(ctx context.Context, tx int) error {
+				txs = append(txs, tx)
+				first := len(txs) == 1
+				if first {
+					release()
+				}
+				serr := nested(r, ctx, func(context.Context, int) error {
+					if first {
+						return errLockWait
+					}
+					return nil
+				})
+				_ = serr // swallowed, as a business failure
+				return nil
+			})
+			require.NoError(t, err)
+			require.Len(t, txs, 2, "the transaction was lost and fn ran again")
+			db.mu.Lock()
+			defer db.mu.Unlock()
+			assert.NotContains(t, db.committed, txs[0], "the probe that lost its wait was not committed")
+			assert.Contains(t, db.committed, txs[1])
 		})
 	}
 }

@@ -410,7 +410,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 	if r.ascoper != nil {
 		fctx = r.ascoper.AttemptContext(ctx, tx)
 	}
-	f := &frame[T]{Context: fctx, runner: r, cfg: cfg, tx: tx}
+	f := &frame[T]{Context: fctx, runner: r, cfg: cfg, tx: tx, bounded: st.pass.bounded}
 	if r.binder != nil {
 		f.tx = r.binder.BindHandle(f, tx)
 	}
@@ -430,7 +430,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		if !aborted {
 			_ = r.rollback(ctx, cfg, tx)
 		}
-		return outcome{err: err, class: r.beforeCommit(err)}
+		return outcome{err: err, class: r.attemptClass(f, err)}
 	}
 	if err == nil && r.intercept != nil {
 		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
@@ -443,11 +443,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		}
 		uc, _ := r.backend.(UnreachableClassifier)
 		noServer := uc != nil && uc.Unreachable(err)
-		cls := r.beforeCommit(err)
-		if cls == ClassPermanent && r.probeExpired(st, err) {
-			cls = ClassRetryable
-		}
-		return outcome{err: err, class: cls, connLost: noServer || r.connFailure(err), noServer: noServer}
+		return outcome{err: err, class: r.attemptClass(f, err), connLost: noServer || r.connFailure(err), noServer: noServer}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		return r.abandonCommit(ctx, cfg, tx, cerr)
@@ -527,19 +523,42 @@ func (r *Runner[T]) commitFailed(ctx context.Context, st *runState, tx T, err er
 	}
 }
 
-// probeExpired reports whether err, which ended an attempt begun with a
-// bounded lock wait (a probe of the adaptive limit), is that bound
-// expiring: the Runner then counts it as a conflict. An error fn marked
-// with Permanent, or one that carries another Run's unknown commit, keeps
-// its class.
-func (r *Runner[T]) probeExpired(st *runState, err error) bool {
-	if !st.pass.bounded {
+// attemptClass classifies err, which ended the attempt whose outermost
+// frame is f before COMMIT was sent.
+func (r *Runner[T]) attemptClass(f *frame[T], err error) Class {
+	cls := r.beforeCommit(err)
+	if cls == ClassPermanent && r.boundExpired(f, err) {
+		return ClassRetryable
+	}
+	return cls
+}
+
+// boundExpired reports whether err, seen in the transaction of frame f (or
+// of a savepoint in it), is the expiry of the lock-wait bound the Runner
+// gave the transaction as a probe of the adaptive limit (see
+// LockWaitBounder): the Runner then counts it as a conflict, which loses
+// the transaction. An error fn marked with Permanent, or one that carries
+// another Run's unknown commit, keeps its class.
+func (r *Runner[T]) boundExpired(f *frame[T], err error) bool {
+	for f.parent != nil {
+		f = f.parent
+	}
+	if !f.bounded {
 		return false
 	}
 	if _, ok := marked(err); ok || errchain.Is(err, ErrCommitUnknown) {
 		return false
 	}
-	return r.bounder.LockWaitExpired(err)
+	return f.runner.bounder.LockWaitExpired(err)
+}
+
+// losesTx reports whether err, returned by the fn of a level nested in
+// frame f's transaction, loses the whole transaction: a retryable error,
+// or the expiry of a probe's lock-wait bound, which a savepoint must not
+// turn into a permanent error fn could swallow and commit without the
+// statement that waited.
+func (r *Runner[T]) losesTx(f *frame[T], err error) bool {
+	return r.classify(err) != ClassPermanent || r.boundExpired(f, err)
 }
 
 // beforeCommit classifies an error seen before COMMIT was sent, where

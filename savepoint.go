@@ -29,7 +29,7 @@ func (r *Runner[T]) nested(ctx context.Context, parent *frame[T], fn func(contex
 	}
 	if r.sp == nil {
 		err := fn(ctx, parent.tx)
-		if err != nil && r.classify(err) != ClassPermanent {
+		if err != nil && r.losesTx(parent, err) {
 			parent.markPoisoned(err)
 		}
 		if err == nil {
@@ -75,7 +75,7 @@ func (r *Runner[T]) withSavepoint(ctx context.Context, parent *frame[T], body fu
 	err = body(child)
 	returned = true
 	callbacks := child.close()
-	if err != nil && r.classify(err) != ClassPermanent {
+	if err != nil && r.losesTx(parent, err) {
 		parent.markPoisoned(err)
 		return err
 	}

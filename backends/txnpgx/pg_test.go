@@ -238,10 +238,7 @@ func TestDeadlockRetried(t *testing.T) {
 	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
 	rec := &recorder{}
-	// Without the adaptive limit: its probes would end this deadlock at
-	// their lock bound before PostgreSQL looks for it
-	// (TestProbeDeadlockEndsAtItsBound); here the server finds it.
-	r := txnpgx.New(pool, txn.WithObserver(rec), txn.NoAdaptive())
+	r := txnpgx.New(pool, txn.WithObserver(rec))
 	ctx := testCtx(t)
 
 	bothLocked := integrationtest.NewBarrier(2)

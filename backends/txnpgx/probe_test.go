@@ -15,8 +15,7 @@ import (
 )
 
 // probePool is a pool of 4 connections at the server's own
-// deadlock_timeout (1 s unless the server says otherwise), so that a
-// Runner's adaptive limit stays in slow start after its first commit.
+// deadlock_timeout (1 s unless the server says otherwise).
 func probePool(t *testing.T) *pgxpool.Pool {
 	cfg, err := pgxpool.ParseConfig(pgDSN())
 	require.NoError(t, err)
@@ -24,9 +23,19 @@ func probePool(t *testing.T) *pgxpool.Pool {
 	return newPool(t, cfg)
 }
 
-// warm runs one Run alone, so that the slow start raises the limit to 2:
-// the next attempt admitted beside a running one is a probe.
-func warm(t *testing.T, r *txnpgx.Runner, tbl string) {
+// contend makes r contended, as a storm would: one Run conflicts once (a
+// cut, to a limit of 1) and commits on its retry, and another commits at
+// once, which raises the limit to 2 (below the pool's 4): the next attempt
+// admitted beside a running one is a probe.
+func contend(t *testing.T, r *txnpgx.Runner, tbl string) {
+	tries := 0
+	require.NoError(t, r.Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
+		if tries++; tries == 1 {
+			return txn.Retry(errors.New("a conflict"))
+		}
+		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1")
+		return err
+	}))
 	require.NoError(t, r.Run(testCtx(t), func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1")
 		return err
@@ -44,7 +53,10 @@ func TestProbeDeadlockEndsAtItsBound(t *testing.T) {
 	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
 	rec := &recorder{}
 	r := txnpgx.New(pool, txn.WithObserver(rec))
-	warm(t, r, tbl)
+	contend(t, r, tbl)
+	rec.mu.Lock()
+	rec.retries = nil // contend's own
+	rec.mu.Unlock()
 
 	ctx := testCtx(t)
 	aLocked, bLocked := make(chan struct{}), make(chan struct{})
@@ -100,7 +112,7 @@ func TestProbeBoundIsTransactionLocal(t *testing.T) {
 	pool := probePool(t)
 	tbl := counterTable(t, pool)
 	r := txnpgx.New(pool)
-	warm(t, r, tbl)
+	contend(t, r, tbl)
 	ctx := testCtx(t)
 	hold := make(chan struct{})
 	inside := make(chan struct{})
@@ -134,7 +146,7 @@ func TestProbeNowaitStaysPermanent(t *testing.T) {
 	pool := probePool(t)
 	tbl := counterTable(t, pool)
 	r := txnpgx.New(pool)
-	warm(t, r, tbl)
+	contend(t, r, tbl)
 	ctx := testCtx(t)
 	hold := make(chan struct{})
 	locked := make(chan struct{})
