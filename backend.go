@@ -165,7 +165,9 @@ type KeyLocker[T any] interface {
 // recognises (in fn, or in a savepoint or nested Run of it), the Runner
 // takes the failure for a conflict that lost the transaction and runs fn
 // again, as it would after the deadlock, without first waiting for one.
-// Attempts that are no probe begin with Begin. An attempt that holds conflict keys in the database
+// Attempts that are no probe begin with Begin, as do a Run's last attempt
+// (MaxAttempts) and every attempt of a Run after one that lost to the
+// bound: the bound costs a Run one attempt at most. An attempt that holds conflict keys in the database
 // (DatabaseKeys) is never bounded: its keys already serialize it.
 type LockWaitBounder[T any] interface {
 	// BeginBoundedWait begins a transaction as Begin does, in which no

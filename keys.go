@@ -225,12 +225,21 @@ func hasAdjacentDup(keys []string) bool {
 	return false
 }
 
+// mayBound reports whether the next attempt of st may begin with its lock
+// waits bounded as a probe: not after a bound already cost the Run an
+// attempt, and not when no attempt would be left to run fn again after the
+// bound expired (MaxAttempts), where the bound would turn a lock wait the
+// Run could have outlasted into its failure.
+func (st *runState) mayBound() bool {
+	return !st.boundSpent && (st.cfg.maxAttempts == 0 || st.tries+1 < st.cfg.maxAttempts)
+}
+
 // beginTx begins an attempt's transaction, through the backend's KeyLocker
 // when the Runner holds its calls' keys in the database. unlock, when not
 // nil, must be called once the transaction ended.
 func (r *Runner[T]) beginTx(ctx context.Context, st *runState) (tx T, unlock func(), err error) {
 	if r.locker == nil || len(st.keys) == 0 {
-		if p := &st.pass; p.limited && p.grant.probeWait > 0 && r.bounder != nil {
+		if p := &st.pass; p.limited && p.grant.probeWait > 0 && r.bounder != nil && st.mayBound() {
 			p.bounded = true
 			tx, err = r.bounder.BeginBoundedWait(ctx, r.begin, p.grant.probeWait)
 			return tx, nil, err

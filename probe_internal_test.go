@@ -195,3 +195,16 @@ func TestProbeContentionFades(t *testing.T) {
 	a.mu.Unlock()
 	assert.Zero(t, acquireNow(t, a).probeWait)
 }
+
+// A bound costs a Run one attempt at most, and none when no attempt would
+// be left to run fn again.
+func TestMayBound(t *testing.T) {
+	st := &runState{cfg: &config{}}
+	assert.True(t, st.mayBound(), "no attempt limit")
+	st.boundSpent = true
+	assert.False(t, st.mayBound(), "after a bound expired")
+	st = &runState{cfg: &config{maxAttempts: 3}, tries: 1}
+	assert.True(t, st.mayBound(), "the third attempt remains")
+	st.tries = 2
+	assert.False(t, st.mayBound(), "the last attempt")
+}

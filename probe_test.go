@@ -224,3 +224,24 @@ func TestProbeBoundExpiredInSavepointLosesTransaction(t *testing.T) {
 		})
 	}
 }
+
+// A Run with no attempt left after this one begins it unbounded: the
+// bound would turn a lock wait the Run could outlast into its failure.
+func TestProbeNotBoundedOnLastAttempt(t *testing.T) {
+	for _, tc := range []struct {
+		max     int
+		bounded bool
+	}{{1, false}, {2, true}} {
+		db := &boundedDB{}
+		r, release := probeScene(t, db)
+		var tx0 int
+		err := r.Run(context.Background(), func(_ context.Context, tx int) error {
+			tx0 = tx
+			return nil
+		}, txn.MaxAttempts(tc.max))
+		release()
+		require.NoError(t, err)
+		_, bounded := db.isBounded(tx0)
+		assert.Equal(t, tc.bounded, bounded, "MaxAttempts(%d)", tc.max)
+	}
+}

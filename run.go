@@ -248,6 +248,11 @@ type runState struct {
 	pass     pass
 	admitted bool
 	held     bool
+	// boundSpent is set once an attempt of the Run lost its transaction to
+	// its probe's lock-wait bound (LockWaitBounder): the Run's later
+	// attempts wait for locks as long as they must, so that the bound
+	// costs a Run one attempt at most.
+	boundSpent bool
 	// callbacks are the OnCommit callbacks of the attempt that committed,
 	// to run before Run returns. (They are kept here rather than in
 	// outcome, which stays small enough to be returned in registers.)
@@ -430,7 +435,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		if !aborted {
 			_ = r.rollback(ctx, cfg, tx)
 		}
-		return outcome{err: err, class: r.attemptClass(f, err)}
+		return outcome{err: err, class: r.attemptClass(st, f, err)}
 	}
 	if err == nil && r.intercept != nil {
 		err = r.intercept.Intercept(ctx, InterceptBeforeCommit, st.attempts)
@@ -443,7 +448,7 @@ func (r *Runner[T]) attempt(ctx context.Context, st *runState, fn func(context.C
 		}
 		uc, _ := r.backend.(UnreachableClassifier)
 		noServer := uc != nil && uc.Unreachable(err)
-		return outcome{err: err, class: r.attemptClass(f, err), connLost: noServer || r.connFailure(err), noServer: noServer}
+		return outcome{err: err, class: r.attemptClass(st, f, err), connLost: noServer || r.connFailure(err), noServer: noServer}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		return r.abandonCommit(ctx, cfg, tx, cerr)
@@ -523,11 +528,12 @@ func (r *Runner[T]) commitFailed(ctx context.Context, st *runState, tx T, err er
 	}
 }
 
-// attemptClass classifies err, which ended the attempt whose outermost
-// frame is f before COMMIT was sent.
-func (r *Runner[T]) attemptClass(f *frame[T], err error) Class {
+// attemptClass classifies err, which ended the attempt of st whose
+// outermost frame is f before COMMIT was sent.
+func (r *Runner[T]) attemptClass(st *runState, f *frame[T], err error) Class {
 	cls := r.beforeCommit(err)
 	if cls == ClassPermanent && r.boundExpired(f, err) {
+		st.boundSpent = true
 		return ClassRetryable
 	}
 	return cls
