@@ -42,6 +42,34 @@ func contend(t *testing.T, r *txnpgx.Runner, tbl string) {
 	}))
 }
 
+// holdBeside starts a Run on r that runs first (when not nil) and then
+// holds its transaction open; it returns once that Run is inside fn, with
+// release, which lets the Run commit and waits for it. A Run started
+// meanwhile on a contended r is admitted beside it, as a probe.
+func holdBeside(t *testing.T, r *txnpgx.Runner, first func(context.Context, pgx.Tx) error) (release func()) {
+	ctx := testCtx(t)
+	hold, inside, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			if first != nil {
+				if err := first(ctx, tx); err != nil {
+					return err
+				}
+			}
+			close(inside)
+			<-hold
+			return nil
+		}))
+	}()
+	select {
+	case <-inside:
+	case <-done:
+		require.FailNow(t, "the held Run ended early")
+	}
+	return func() { close(hold); <-done }
+}
+
 // A probe of the adaptive limit that deadlocks with an attempt at the
 // safe level gives up its lock wait at its bound, long before PostgreSQL
 // looks for the deadlock: the probe fails with 55P03, the other attempt
@@ -114,29 +142,21 @@ func TestProbeBoundIsTransactionLocal(t *testing.T) {
 	r := txnpgx.New(pool)
 	contend(t, r, tbl)
 	ctx := testCtx(t)
-	hold := make(chan struct{})
-	inside := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			close(inside)
-			<-hold
-			return nil
-		}))
-	}()
-	<-inside
+	release := holdBeside(t, r, nil)
 	var inProbe string
 	require.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		return tx.QueryRow(ctx, "SHOW lock_timeout").Scan(&inProbe)
 	}))
-	close(hold)
-	wg.Wait()
+	release()
 	assert.NotEqual(t, "0", inProbe, "the probe ran with a lock_timeout")
-	var after string
-	require.NoError(t, pool.QueryRow(ctx, "SHOW lock_timeout").Scan(&after))
-	assert.Equal(t, "0", after, "the session's lock_timeout after the probe")
+	conns := pool.AcquireAllIdle(ctx)
+	require.NotEmpty(t, conns)
+	for _, c := range conns {
+		var after string
+		require.NoError(t, c.QueryRow(ctx, "SHOW lock_timeout").Scan(&after))
+		assert.Equal(t, "0", after, "the session's lock_timeout after the probe, on every pooled connection")
+		c.Release()
+	}
 }
 
 // Only a lock wait that reached the bound counts as the probe's conflict:
@@ -148,30 +168,17 @@ func TestProbeNowaitStaysPermanent(t *testing.T) {
 	r := txnpgx.New(pool)
 	contend(t, r, tbl)
 	ctx := testCtx(t)
-	hold := make(chan struct{})
-	locked := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE"); err != nil {
-				return err
-			}
-			close(locked)
-			<-hold
-			return nil
-		}))
-	}()
-	<-locked
+	release := holdBeside(t, r, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE")
+		return err
+	})
 	tries := 0
 	err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tries++
 		_, err := tx.Exec(ctx, "SELECT v FROM "+tbl+" WHERE id = 1 FOR UPDATE NOWAIT")
 		return err
 	})
-	close(hold)
-	wg.Wait()
+	release()
 	requireRanOnceWithCode(t, tries, err, "55P03")
 }
 
