@@ -337,19 +337,18 @@ func (b *backend) BeginBoundedWait(ctx context.Context, opts []txn.BeginOption[p
 	return tx, err
 }
 
-// LockWaitExpired reports whether err is PostgreSQL's 55P03 for a lock
-// wait that reached lock_timeout ("canceling statement due to lock
-// timeout", raised by the server's ProcessInterrupts), as opposed to the
-// 55P03 of NOWAIT, which found a row or table locked and did not wait.
+// LockWaitExpired reports whether err is the 55P03 of a lock wait that
+// reached lock_timeout, as opposed to the 55P03 of NOWAIT, which found a
+// row or table locked and did not wait. PostgreSQL raises the first from
+// its ProcessInterrupts routine (so it is recognised whatever the
+// server's lc_messages), as "canceling statement due to lock timeout";
+// servers that speak its protocol are recognised by that message.
 func (b *backend) LockWaitExpired(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
 		return false
 	}
-	if pgErr.Routine != "" {
-		return pgErr.Routine == "ProcessInterrupts"
-	}
-	return strings.Contains(pgErr.Message, "lock timeout")
+	return pgErr.Routine == "ProcessInterrupts" || strings.Contains(pgErr.Message, "lock timeout")
 }
 
 // begin begins a transaction with o.
