@@ -44,7 +44,8 @@ func contend(t *testing.T, r *txnpgx.Runner, tbl string) {
 
 // holdBeside starts a Run on r that runs first (when not nil) and then
 // holds its transaction open; it returns once that Run is inside fn, with
-// release, which lets the Run commit and waits for it. A Run started
+// release, which lets the Run commit and waits for it (once; later calls
+// do nothing). A Run started
 // meanwhile on a contended r is admitted beside it, as a probe.
 func holdBeside(t *testing.T, r *txnpgx.Runner, first func(context.Context, pgx.Tx) error) (release func()) {
 	ctx := testCtx(t)
@@ -67,7 +68,8 @@ func holdBeside(t *testing.T, r *txnpgx.Runner, first func(context.Context, pgx.
 	case <-done:
 		require.FailNow(t, "the held Run ended early")
 	}
-	return func() { close(hold); <-done }
+	var once sync.Once
+	return func() { once.Do(func() { close(hold); <-done }) }
 }
 
 // A probe of the adaptive limit that deadlocks with an attempt at the
@@ -208,4 +210,54 @@ func TestLockTimeoutOutsideProbeStaysPermanent(t *testing.T) {
 	})
 	requireRanOnceWithCode(t, tries, err, "55P03")
 	assert.False(t, errors.Is(err, txn.ErrCommitUnknown))
+}
+
+// On the server too, a probe's lock timeout inside a savepoint that fn
+// swallows loses the whole transaction: fn runs again, and nothing of the
+// first attempt, the statement before the savepoint included, commits.
+func TestProbeBoundExpiredInSavepointRestarts(t *testing.T) {
+	pool := probePool(t)
+	tbl := newTable(t, pool, "id int PRIMARY KEY, v int NOT NULL")
+	mustExec(t, pool, "INSERT INTO "+tbl+" VALUES (1, 0), (2, 0)")
+	r := txnpgx.New(pool)
+	contend(t, r, tbl)
+	ctx := testCtx(t)
+
+	// Another session holds row 2 until the probe's second attempt.
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	other, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = other.Exec(ctx, "UPDATE "+tbl+" SET v = v + 100 WHERE id = 2")
+	require.NoError(t, err)
+
+	release := holdBeside(t, r, nil)
+	defer release()
+	tries := 0
+	var spErrs []error
+	err = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		tries++
+		if tries == 2 {
+			require.NoError(t, other.Commit(ctx))
+		}
+		if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = v + 1 WHERE id = 1"); err != nil {
+			return err
+		}
+		spErrs = append(spErrs, txn.Savepoint(ctx, func(ctx context.Context, sp pgx.Tx) error {
+			_, err := sp.Exec(ctx, "UPDATE "+tbl+" SET v = v + 10 WHERE id = 2")
+			return err
+		}))
+		if tries == 1 {
+			release() // the retry then runs alone
+		}
+		return nil // the savepoint's error swallowed, as a business failure
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, tries, "the lost transaction ran again")
+	require.Len(t, spErrs, 2)
+	assert.Equal(t, "55P03", sqlState(spErrs[0]), "the first savepoint met the probe's bound")
+	assert.NoError(t, spErrs[1])
+	assert.Equal(t, 1, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"), "the first attempt's update did not commit")
+	assert.Equal(t, 110, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 2"))
 }
