@@ -19,3 +19,22 @@ func KeyWaiters[T any](r *Runner[T], key string) int {
 
 // StallFloor is the shortest stall interval of the contention control.
 const StallFloor = stallFloor
+
+// Contend puts r's adaptive limit in the state a storm leaves it in
+// (contended, out of slow start, below its ceiling), so that attempts
+// admitted beside others are probes: the fuzzer reaches them without
+// scripting a storm.
+func Contend[T any](r *Runner[T]) {
+	a := r.adaptive
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.slow = false
+	a.contended = true
+	a.calm.Store(false)
+	if a.limit >= a.max && a.max > 1 {
+		a.limit = a.max - 0.5
+	}
+}

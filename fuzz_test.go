@@ -55,6 +55,46 @@ func FuzzRun(f *testing.F) {
 	})
 }
 
+// FuzzRunBounded is FuzzRun over a backend that bounds the lock waits of
+// the adaptive limit's probes (txn.LockWaitBounder), with the limit put in
+// the contended state a storm leaves (txn.Contend), where fn's permanent
+// "unique violation" is, in every transaction begun bounded and every one
+// with an odd id, a lock wait that reached its bound: besides FuzzRun's guarantees, such an error is
+// retried exactly when its transaction began bounded (from fn or from a
+// nested level it swallowed), a Run has at most one attempt lost to the
+// bound, and its last attempt under MaxAttempts is never bounded.
+func FuzzRunBounded(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sc := decodeScenario(data)
+		sc.bounded = true
+		sc.run(t)
+	})
+}
+
+// FuzzRunBounded's scenarios reach the probes: over random inputs, some
+// transactions begin bounded and some are lost to their bound, so that
+// the fuzzer checks those paths and not only their absence.
+func TestFuzzRunBoundedReachesProbes(t *testing.T) {
+	rnd := newRand(7)
+	var probes [2]int
+	for i := 0; i < 30000 && (probes[0] < 50 || probes[1] < 5); i++ {
+		data := make([]byte, 64+rnd.IntN(192))
+		for j := range data {
+			data[j] = byte(rnd.Uint32())
+		}
+		sc := decodeScenario(data)
+		sc.bounded, sc.probes = true, &probes
+		t.Run("", func(t *testing.T) { sc.run(t) })
+	}
+	t.Logf("transactions begun bounded: %d; lost to the bound: %d", probes[0], probes[1])
+	if probes[0] == 0 || probes[1] == 0 {
+		t.Fatalf("random scenarios reached %d bounded transactions, %d lost to the bound", probes[0], probes[1])
+	}
+}
+
 // ---------------------------------------------------------------------------
 // Decoding.
 
@@ -189,6 +229,13 @@ type scenario struct {
 	backoff     int
 	runs        []runScript
 	raw         []byte
+	// bounded (FuzzRunBounded): the backend bounds probes' lock waits,
+	// and fn's "unique violation" is a lock wait that reached its bound
+	// in every transaction begun bounded and every one with an odd id.
+	bounded bool
+	// probes, when not nil, counts the transactions begun bounded and
+	// those lost to their bound (TestFuzzRunBoundedReachesProbes).
+	probes *[2]int
 }
 
 func decodeScenario(data []byte) *scenario {
@@ -258,6 +305,9 @@ func (sc *scenario) String() string {
 type fErr struct {
 	class txn.Class
 	msg   string
+	// lockWait marks a lock wait that reached its bound: the fake
+	// backend's LockWaitExpired recognises it (FuzzRunBounded).
+	lockWait bool
 }
 
 func (e *fErr) Error() string { return e.msg }
@@ -302,6 +352,7 @@ type fuzzRunKey struct{}
 
 type tx struct {
 	id      int
+	bounded bool // begun by BeginBoundedWait (FuzzRunBounded)
 	run     *runRec
 	writes  []string
 	marks   []int
@@ -806,6 +857,11 @@ func (a *attemptState) exec(ctx context.Context, t *tx, prog []op) error {
 		case opRetRetryable:
 			return newErr(txn.ClassRetryable, "fn: serialization failure")
 		case opRetPermanent:
+			if rr.db.sc.bounded && (t.bounded || t.id%2 == 1) {
+				e := newErr(txn.ClassPermanent, "fn: lock timeout")
+				e.lockWait = true
+				return e
+			}
 			return newErr(txn.ClassPermanent, "fn: unique violation")
 		case opRetRetryMarked:
 			e := txn.Retry(newErr(txn.ClassPermanent, "fn: version check failed"))
@@ -898,6 +954,11 @@ func (a *attemptState) nested(ctx context.Context, o op) error {
 		return nil
 	}
 	c := markedOrClass(&a.rr.db.marks, err)
+	if c == txn.ClassPermanent && boundLost(&a.rr.db.marks, a.t, err) {
+		// The probe's bound expired: the transaction is lost, as after
+		// a conflict in a nested level.
+		c = txn.ClassRetryable
+	}
 	if c != txn.ClassPermanent {
 		a.setPoison(err)
 	}
@@ -986,6 +1047,71 @@ func beforeCommitClass(marks *sync.Map, err error) txn.Class {
 	}
 }
 
+// isLockWait reports whether err carries a lock wait that reached its
+// bound (the fake backend's LockWaitExpired).
+func isLockWait(err error) bool {
+	var fe *fErr
+	return errors.As(err, &fe) && fe != nil && fe.lockWait
+}
+
+// boundLost reports whether err, seen in transaction t, loses it to the
+// lock-wait bound t began with as a probe: t was begun bounded, err is
+// such a wait, fn did not mark it, and it carries no unknown commit.
+func boundLost(marks *sync.Map, t *tx, err error) bool {
+	if !t.bounded || !isLockWait(err) || errors.Is(err, txn.ErrCommitUnknown) {
+		return false
+	}
+	_, marked := markOf(marks, err)
+	return !marked
+}
+
+// attemptClass is the class of the error that ended attempt t before
+// COMMIT: beforeCommitClass, except that a probe's expired lock-wait bound
+// is a conflict.
+func attemptClass(marks *sync.Map, t *tx, err error) txn.Class {
+	c := beforeCommitClass(marks, err)
+	if c == txn.ClassPermanent && boundLost(marks, t, err) {
+		return txn.ClassRetryable
+	}
+	return c
+}
+
+// fuzzBounded adds txn.LockWaitBounder to a fake backend.
+type fuzzBounded struct{ txn.Backend[*tx] }
+
+func (b fuzzBounded) BeginBoundedWait(ctx context.Context, opts []txn.BeginOption[*tx], wait time.Duration) (*tx, error) {
+	if wait <= 0 {
+		if rr := runOf(ctx); rr != nil {
+			rr.failf("BeginBoundedWait with a bound of %v", wait)
+		}
+	}
+	t, err := b.Backend.Begin(ctx, opts)
+	if t != nil {
+		t.bounded = true
+	}
+	return t, err
+}
+
+func (b fuzzBounded) LockWaitExpired(err error) bool { return isLockWait(err) }
+
+// fuzzBoundedSP is fuzzBounded over a backend with savepoints.
+type fuzzBoundedSP struct {
+	fuzzBounded
+	sp fuzzSPDB
+}
+
+func (b fuzzBoundedSP) BeginSavepoint(ctx context.Context, t *tx, name string) (*tx, error) {
+	return b.sp.BeginSavepoint(ctx, t, name)
+}
+
+func (b fuzzBoundedSP) ReleaseSavepoint(ctx context.Context, t *tx, name string) error {
+	return b.sp.ReleaseSavepoint(ctx, t, name)
+}
+
+func (b fuzzBoundedSP) RollbackToSavepoint(ctx context.Context, t *tx, name string) error {
+	return b.sp.RollbackToSavepoint(ctx, t, name)
+}
+
 // ---------------------------------------------------------------------------
 // Running a scenario.
 
@@ -1033,9 +1159,19 @@ func (sc *scenario) run(t *testing.T) {
 	if sc.savepoints {
 		backend = fuzzSPDB{db}
 	}
+	if sc.bounded {
+		if sc.savepoints {
+			backend = fuzzBoundedSP{fuzzBounded{db}, fuzzSPDB{db}}
+		} else {
+			backend = fuzzBounded{db}
+		}
+	}
 	r := txn.New[*tx](backend, opts...)
 	if err := r.Err(); err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if sc.bounded {
+		txn.Contend(r)
 	}
 
 	var wg sync.WaitGroup
@@ -1258,6 +1394,34 @@ func (rr *runRec) check(sc *scenario) (bad []string) {
 		}
 	}
 
+	// A probe's lock-wait bound costs a Run one attempt at most, and is
+	// never set on its last attempt.
+	spent := false
+	for i, tr := range tries {
+		t := tr.t
+		if t == nil || !t.bounded {
+			continue
+		}
+		if !sc.bounded {
+			failf("tx %d began bounded on a backend that cannot bound", t.id)
+		}
+		if spent {
+			failf("tx %d began bounded after the Run lost an attempt to the bound", t.id)
+		}
+		if rr.maxAtt > 0 && i+1 >= rr.maxAtt {
+			failf("tx %d began bounded as try %d of MaxAttempts %d", t.id, i+1, rr.maxAtt)
+		}
+		if t.fnReturned && t.fnErr != nil && boundLost(marks, t, t.fnErr) {
+			spent = true
+		}
+		if sc.probes != nil {
+			sc.probes[0]++
+			if spent {
+				sc.probes[1]++
+			}
+		}
+	}
+
 	// What each try allowed next.
 	anyAmbiguous := false
 	outcomeOf := func(tr try) (int, error) {
@@ -1272,7 +1436,7 @@ func (rr *runRec) check(sc *scenario) (bad []string) {
 		case !t.fnReturned:
 			return okAbandoned, nil
 		case t.fnErr != nil:
-			if beforeCommitClass(marks, t.fnErr) == txn.ClassPermanent {
+			if attemptClass(marks, t, t.fnErr) == txn.ClassPermanent {
 				return okStop, t.fnErr
 			}
 			return okRetry, t.fnErr
