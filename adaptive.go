@@ -119,8 +119,9 @@ type adaptive struct {
 	epoch    atomic.Uint64 // incremented at every cut, under mu
 	slow     bool          // in slow start
 	// contended is set by every cut, and cleared once the limit is back
-	// at its ceiling or has regained two levels with patience at 1: while
-	// it is set, attempts admitted beside others are probes.
+	// at its ceiling, or has regained two levels with patience at 1 and
+	// the conflict share F below calmConflict: while it is set, attempts
+	// admitted beside others are probes.
 	contended bool
 	queue     waitQueue
 	// ahead holds the waiters admitted before queue's: retries that
@@ -278,15 +279,18 @@ func (a *adaptive) acquireAt(ctx context.Context, ahead bool) (grant, error) {
 // deadlock only after deadlock_timeout (1 s by default), while every
 // queued attempt waits behind the two. So while the controller is
 // contended (from any cut until the limit is back at its ceiling, or has
-// regained two levels with patience back at 1), an attempt admitted beside
-// others is a probe: the Runner asks a LockWaitBounder backend to begin it
+// regained two levels with patience back at 1 and the conflict share F
+// back under calmConflict), an attempt admitted beside others is a probe: the Runner asks a LockWaitBounder backend to begin it
 // with a lock timeout of a few average attempts, and a probe whose wait
 // expires ends as a conflict, at the cost of those few attempts' time
 // instead of deadlock_timeout. Neither the level a cut left nor patience >
 // 1 marks enough: a first cut from slow start can leave the limit at 2 or
 // 3, and the first conflicts are often quick serialization failures that
 // cut without making the controller patient; two unbounded attempts at the
-// level left then deadlock. Nothing is bounded before the database has
+// level left then deadlock. For the same reason two levels regained do not
+// end the contention while conflicts still take a share of the attempts:
+// early in a storm, before patience has grown, the limit climbs back from
+// 1 to 3 in a few commits. Nothing is bounded before the database has
 // reported a conflict (slow start included: a workload without conflicts,
 // such as READ COMMITTED updates queueing on a row, keeps its lock waits),
 // the first attempt running never is, so every storm keeps one
@@ -482,7 +486,7 @@ func (a *adaptive) release(t grant, end attemptEnd, clk Clock) {
 				a.patience = max(1, a.patience/2)
 			}
 		}
-		if a.limit >= a.max || a.gained >= 2 && a.patience <= 1 {
+		if a.limit >= a.max || a.gained >= 2 && a.patience <= 1 && a.conflict < calmConflict {
 			a.contended = false
 		}
 	}

@@ -158,10 +158,11 @@ type KeyLocker[T any] interface {
 // default) and that can begin a transaction whose lock waits are bounded
 // (txnpgx, with a transaction-local lock_timeout). The adaptive limit uses
 // it for its probes: an attempt admitted beside others while the
-// controller is contended (from a cut of the limit until it recovered),
-// whose risk is to deadlock with the attempts it runs beside. Such an
-// attempt begins with BeginBoundedWait, and when it fails
-// with an error its backend's table calls permanent and LockWaitExpired
+// controller is contended (from a cut of the limit until contention
+// faded), whose risk is to deadlock with the attempts it runs beside. Such
+// an attempt begins with BeginBoundedWait, and when it fails with an error
+// the Runner classifies as permanent (with WithClassifier's classifier, or
+// else the backend's table) and LockWaitExpired
 // recognises (in fn, or in a savepoint or nested Run of it), the Runner
 // takes the failure for a conflict that lost the transaction and runs fn
 // again, as it would after the deadlock, without first waiting for one.

@@ -208,3 +208,57 @@ func TestMayBound(t *testing.T) {
 	st.tries = 2
 	assert.False(t, st.mayBound(), "the last attempt")
 }
+
+// Two levels regained with patience at 1 do not end the contention while
+// conflicts still take a share of the attempts (early in a storm the
+// limit climbs back from 1 to 3 in a few commits); once the share has
+// decayed under calmConflict, they do.
+func TestProbeContentionOutlastsQuickRegain(t *testing.T) {
+	clk := &stepClock{now: time.Unix(1, 0)}
+	a := newAdaptive(20, systemClock{})
+	storm(t, a, clk, 10, time.Millisecond)
+	a.mu.Lock()
+	a.patience = 1 // as after quick conflicts that did not make it patient
+	a.limit = 1
+	a.gained = 0
+	f := a.conflict
+	a.mu.Unlock()
+	require.GreaterOrEqual(t, f, calmConflict, "the storm left a conflict share")
+	// Clean commits of attempts running alone raise the limit to 3
+	// without moving F (an attempt alone says nothing of contention).
+	for i := 0; ; i++ {
+		require.Less(t, i, 100, "the limit never regained two levels")
+		g := acquireNow(t, a)
+		a.began(&g, clk.now)
+		clk.now = clk.now.Add(time.Millisecond)
+		a.release(g, endCommitted, clk)
+		a.mu.Lock()
+		up := a.gained >= 2
+		a.mu.Unlock()
+		if up {
+			break
+		}
+	}
+	a.mu.Lock()
+	assert.True(t, a.contended, "still contended while F is %.3f", a.conflict)
+	a.mu.Unlock()
+	// Clean commits beside others decay F; the contention then ends.
+	for i := 0; ; i++ {
+		require.Less(t, i, 10000, "the contention never ended")
+		g1, g2 := acquireNow(t, a), acquireNow(t, a)
+		a.began(&g1, clk.now)
+		a.began(&g2, clk.now)
+		clk.now = clk.now.Add(time.Millisecond)
+		a.release(g1, endCommitted, clk)
+		a.release(g2, endCommitted, clk)
+		a.mu.Lock()
+		done := !a.contended
+		a.mu.Unlock()
+		if done {
+			break
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	assert.Less(t, a.conflict, calmConflict)
+}
