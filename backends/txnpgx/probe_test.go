@@ -94,7 +94,7 @@ func TestProbeDeadlockEndsAtItsBound(t *testing.T) {
 	var wg sync.WaitGroup
 	var aErr, bErr error
 	wg.Add(1)
-	go func() { // A: row 1, then row 2; admitted first, at the safe level
+	go func() { // A: row 1, then row 2; admitted first, running alone: not bounded
 		defer wg.Done()
 		aErr = r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			aTries++
