@@ -72,8 +72,8 @@ func holdBeside(t *testing.T, r *txnpgx.Runner, first func(context.Context, pgx.
 	return func() { once.Do(func() { close(hold); <-done }) }
 }
 
-// A probe of the adaptive limit that deadlocks with an attempt at the
-// safe level gives up its lock wait at its bound, long before PostgreSQL
+// A probe of the adaptive limit that deadlocks with the attempt running
+// before it (which is not bounded) gives up its lock wait at its bound, long before PostgreSQL
 // looks for the deadlock: the probe fails with 55P03, the other attempt
 // goes on and commits, and the probe runs again and commits. Nothing ends
 // with 40P01, and both transfers are applied once.
@@ -128,7 +128,7 @@ func TestProbeDeadlockEndsAtItsBound(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, aErr)
 	require.NoError(t, bErr)
-	assert.Equal(t, 1, aTries, "the attempt at the safe level went on")
+	assert.Equal(t, 1, aTries, "the unbounded attempt went on")
 	assert.Equal(t, 2, bTries, "the probe ran again")
 	assert.Equal(t, []string{"55P03"}, rec.retryCodes(), "the probe's lock wait ended at its bound; no deadlock was waited out")
 	assert.Equal(t, 1001, queryInt(t, pool, "SELECT v FROM "+tbl+" WHERE id = 1"))
