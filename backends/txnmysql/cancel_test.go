@@ -22,7 +22,7 @@ func TestCancelStorm(t *testing.T) {
 		t.Run(fmt.Sprintf("keys=%v", keyed), func(t *testing.T) {
 			sqlDB := openDB(t, nil)
 			sqlDB.SetMaxOpenConns(1)
-			db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: sqlDB, New: txnmysql.New, Options: txnmysql.TxOptions}
+			db := mariaDB(sqlDB)
 			var ropts []txn.RunnerOption
 			var copts []txn.CallOption
 			if keyed {
@@ -68,6 +68,6 @@ func TestCancelStorm(t *testing.T) {
 func TestCancelJustBeforeCommit(t *testing.T) {
 	sqlDB := openDB(t, nil)
 	sqlDB.SetMaxOpenConns(1)
-	db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: sqlDB, New: txnmysql.New, Options: txnmysql.TxOptions}
+	db := mariaDB(sqlDB)
 	integrationtest.CancelJustBeforeCommit(t, db, "txnmysql", db.Runner())
 }

@@ -89,7 +89,7 @@ func TestRunInOnCommitStartsNewTransaction(t *testing.T) {
 // TestFnThatCommitsIsNeverRerun: fn commits the transaction itself; see
 // integrationtest.FnThatCommitsIsNeverRerun.
 func TestFnThatCommitsIsNeverRerun(t *testing.T) {
-	db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: openDB(t, nil), New: txnmysql.New, Options: txnmysql.TxOptions}
+	db := mariaDB(openDB(t, nil))
 	integrationtest.FnThatCommitsIsNeverRerun(t, db, "txnmysql", (*sql.Tx).Commit)
 }
 

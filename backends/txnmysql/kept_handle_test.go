@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/txnkit/txn"
-	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/internal/integrationtest"
 )
 
@@ -29,7 +28,7 @@ func TestKeptHandleNeverWritesAfterRun(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sqlDB := openDB(t, nil)
 			sqlDB.SetMaxOpenConns(1)
-			db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: sqlDB, New: txnmysql.New, Options: txnmysql.TxOptions}
+			db := mariaDB(sqlDB)
 			integrationtest.KeptHandles(t, db, "txnmysql", db.Runner(tc.runner...), tc.call...)
 		})
 	}

@@ -3,9 +3,7 @@ package txnmysql_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,112 +76,9 @@ func TestDatabaseKeysFreshRunInFnOnHeldKey(t *testing.T) {
 	assert.Zero(t, r.AdmissionStats().Keys)
 }
 
-// bankOutcome is what one transfer's Run returned.
-type bankOutcome struct {
-	tid     int64
-	err     error
-	unknown bool
-}
-
-// runBank runs transfers between accounts 1..accounts of tbl from several
-// goroutines of every Runner, each a read-modify-write of two balances
-// (plain SELECTs, then UPDATEs that write what was read, in the order the
-// transfer names them, which no row lock protects under READ COMMITTED)
-// and a ledger row, under the keys of the two accounts in that order.
-func runBank(t *testing.T, ctx context.Context, runners []*txnmysql.Runner, tbl, ledger string, accounts, perRunner, each int) []bankOutcome {
-	t.Helper()
-	var mu sync.Mutex
-	var out []bankOutcome
-	var wg sync.WaitGroup
-	var tids atomic.Int64
-	for ri, r := range runners {
-		for g := range perRunner {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(ri), uint64(g)))
-				for range each {
-					from := 1 + rng.IntN(accounts)
-					to := 1 + (from+rng.IntN(accounts-1))%accounts
-					amt := 1 + rng.IntN(9)
-					tid := tids.Add(1)
-					err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-						var bf, bt int
-						if err := tx.QueryRowContext(ctx, "SELECT balance FROM "+tbl+" WHERE id = ?", from).Scan(&bf); err != nil {
-							return err
-						}
-						if err := tx.QueryRowContext(ctx, "SELECT balance FROM "+tbl+" WHERE id = ?", to).Scan(&bt); err != nil {
-							return err
-						}
-						if _, err := tx.ExecContext(ctx, "UPDATE "+tbl+" SET balance = ? WHERE id = ?", bf-amt, from); err != nil {
-							return err
-						}
-						if _, err := tx.ExecContext(ctx, "UPDATE "+tbl+" SET balance = ? WHERE id = ?", bt+amt, to); err != nil {
-							return err
-						}
-						_, err := tx.ExecContext(ctx, "INSERT INTO "+ledger+" (tid, src, dst, amt) VALUES (?, ?, ?, ?)", tid, from, to, amt)
-						return err
-					}, txn.Keys(strconv.Itoa(from), strconv.Itoa(to)), txn.MaxAttempts(0))
-					mu.Lock()
-					out = append(out, bankOutcome{tid: tid, err: err, unknown: errors.Is(err, txn.ErrCommitUnknown)})
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	return out
-}
-
-// checkBank checks the ledger against the outcomes (a Run that returned
-// nil wrote its row once, one that failed definitely wrote none, one of
-// unknown outcome at most one) and the balances against the ledger (no
-// lost update).
-func checkBank(t *testing.T, db *sql.DB, tbl, ledger string, accounts, initial int, out []bankOutcome) {
-	t.Helper()
-	rows, err := db.Query("SELECT tid, COUNT(*) FROM " + ledger + " GROUP BY tid")
-	require.NoError(t, err)
-	written := map[int64]int{}
-	for rows.Next() {
-		var tid int64
-		var n int
-		require.NoError(t, rows.Scan(&tid, &n))
-		written[tid] = n
-	}
-	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
-	var failed, unknown int
-	for _, o := range out {
-		switch {
-		case o.err == nil:
-			assert.Equal(t, 1, written[o.tid], "transfer %d committed, its ledger rows", o.tid)
-		case o.unknown:
-			unknown++
-			assert.LessOrEqual(t, written[o.tid], 1, "transfer %d of unknown outcome, its ledger rows", o.tid)
-		default:
-			failed++
-			assert.Zero(t, written[o.tid], "transfer %d failed (%v), its ledger rows", o.tid, o.err)
-		}
-	}
-	t.Logf("%d transfers: %d failed, %d of unknown outcome", len(out), failed, unknown)
-	for a := 1; a <= accounts; a++ {
-		var want, got int
-		require.NoError(t, db.QueryRow("SELECT ? + COALESCE(SUM(CASE WHEN dst = ? THEN amt ELSE -amt END), 0) FROM "+ledger+" WHERE src = ? OR dst = ?", initial, a, a, a).Scan(&want))
-		require.NoError(t, db.QueryRow("SELECT balance FROM "+tbl+" WHERE id = ?", a).Scan(&got))
-		assert.Equal(t, want, got, "account %d: lost update", a)
-	}
-}
-
-// bankTables creates the accounts 1..accounts with initial each, and the
-// ledger.
-func bankTables(t *testing.T, db *sql.DB, accounts, initial int) (tbl, ledger string) {
-	tbl = createTable(t, db, "id INT PRIMARY KEY, balance INT NOT NULL")
-	for a := 1; a <= accounts; a++ {
-		_, err := db.Exec("INSERT INTO "+tbl+" VALUES (?, ?)", a, initial)
-		require.NoError(t, err)
-	}
-	ledger = createTable(t, db, "tid BIGINT NOT NULL, src INT NOT NULL, dst INT NOT NULL, amt INT NOT NULL")
-	return tbl, ledger
+// mariaDB is db as the shared scenarios see it.
+func mariaDB(db *sql.DB) *integrationtest.SQLDB {
+	return &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: db, New: txnmysql.New, Options: txnmysql.TxOptions}
 }
 
 // readCommitted opens a pool of at most n connections whose transactions
@@ -209,12 +104,13 @@ func TestDatabaseKeysBankAcrossRunners(t *testing.T) {
 		dbs = append(dbs, db)
 		runners = append(runners, txnmysql.New(db, txn.DatabaseKeys(), txn.WithObserver(obs)))
 	}
-	tbl, ledger := bankTables(t, dbs[0], accounts, initial)
-	out := runBank(t, testCtx(t), runners, tbl, ledger, accounts, 4, 20)
+	bank := mariaDB(dbs[0])
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
+	out := integrationtest.RunKeyBank(t, testCtx(t), bank, runners, tbl, ledger, accounts, 4, 20)
 	for _, o := range out {
-		require.NoError(t, o.err)
+		require.NoError(t, o.Err)
 	}
-	checkBank(t, dbs[0], tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	retries, _ := obs.Snapshot()
 	assert.Empty(t, retries, "transactions holding their keys conflicted")
 	for a := 1; a <= accounts; a++ {
@@ -228,12 +124,13 @@ func TestKeysBankInProcess(t *testing.T) {
 	db := readCommitted(t, 6)
 	obs := &integrationtest.Recorder{}
 	r := txnmysql.New(db, txn.WithObserver(obs))
-	tbl, ledger := bankTables(t, db, accounts, initial)
-	out := runBank(t, testCtx(t), []*txnmysql.Runner{r}, tbl, ledger, accounts, 12, 20)
+	bank := mariaDB(db)
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
+	out := integrationtest.RunKeyBank(t, testCtx(t), bank, []*txnmysql.Runner{r}, tbl, ledger, accounts, 12, 20)
 	for _, o := range out {
-		require.NoError(t, o.err)
+		require.NoError(t, o.Err)
 	}
-	checkBank(t, db, tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	retries, _ := obs.Snapshot()
 	assert.Empty(t, retries, "transactions holding their keys conflicted")
 }
@@ -251,7 +148,8 @@ func TestDatabaseKeysBankWithKilledConnections(t *testing.T) {
 	}
 	admin := openDB(t, nil)
 	admin.SetMaxOpenConns(1)
-	tbl, ledger := bankTables(t, admin, accounts, initial)
+	bank := mariaDB(admin)
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
 	ctx := testCtx(t)
 	stop := make(chan struct{})
 	killed := make(chan int, 1)
@@ -274,10 +172,10 @@ func TestDatabaseKeysBankWithKilledConnections(t *testing.T) {
 			}
 		}
 	}()
-	out := runBank(t, ctx, runners, tbl, ledger, accounts, 3, 15)
+	out := integrationtest.RunKeyBank(t, ctx, bank, runners, tbl, ledger, accounts, 3, 15)
 	close(stop)
 	t.Logf("%d connections killed", <-killed)
-	checkBank(t, admin, tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	for a := 1; a <= accounts; a++ {
 		eventuallyFree(t, admin, strconv.Itoa(a))
 	}

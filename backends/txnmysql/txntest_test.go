@@ -3,7 +3,6 @@ package txnmysql_test
 import (
 	"testing"
 
-	"github.com/txnkit/txn/backends/txnmysql"
 	"github.com/txnkit/txn/internal/integrationtest"
 )
 
@@ -13,6 +12,6 @@ import (
 // ErrCommitUnknown, and CheckRerun tells a buggy fn from a fixed one; see
 // integrationtest.Txntest.
 func TestTxntest(t *testing.T) {
-	db := &integrationtest.SQLDB{D: integrationtest.MariaDB(), DB: openDB(t, nil), New: txnmysql.New, Options: txnmysql.TxOptions}
+	db := mariaDB(openDB(t, nil))
 	integrationtest.Txntest(t, db, "txnmysql")
 }

@@ -2,10 +2,7 @@ package txnpgx_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,110 +53,6 @@ func TestDatabaseKeysFreshRunInFnOnHeldKey(t *testing.T) {
 	assert.Zero(t, r.AdmissionStats().Keys)
 }
 
-// bankOutcome is what one transfer's Run returned.
-type bankOutcome struct {
-	tid     int64
-	err     error
-	unknown bool
-}
-
-// runBank runs transfers between accounts 1..accounts of tbl from several
-// goroutines of every Runner, each a read-modify-write of two balances
-// (plain SELECTs, then UPDATEs that write what was read, in the order the
-// transfer names them, which no row lock protects under READ COMMITTED)
-// and a ledger row, under the keys of the two accounts in that order. It
-// returns every Run's outcome.
-func runBank(t *testing.T, ctx context.Context, runners []*txnpgx.Runner, tbl, ledger string, accounts, perRunner, each int) []bankOutcome {
-	t.Helper()
-	var mu sync.Mutex
-	var out []bankOutcome
-	var wg sync.WaitGroup
-	var tids atomic.Int64
-	for ri, r := range runners {
-		for g := range perRunner {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(ri), uint64(g)))
-				for range each {
-					from := 1 + rng.IntN(accounts)
-					to := 1 + (from+rng.IntN(accounts-1))%accounts
-					amt := 1 + rng.IntN(9)
-					tid := tids.Add(1)
-					err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-						var bf, bt int
-						if err := tx.QueryRow(ctx, "SELECT balance FROM "+tbl+" WHERE id = $1", from).Scan(&bf); err != nil {
-							return err
-						}
-						if err := tx.QueryRow(ctx, "SELECT balance FROM "+tbl+" WHERE id = $1", to).Scan(&bt); err != nil {
-							return err
-						}
-						if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET balance = $1 WHERE id = $2", bf-amt, from); err != nil {
-							return err
-						}
-						if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET balance = $1 WHERE id = $2", bt+amt, to); err != nil {
-							return err
-						}
-						_, err := tx.Exec(ctx, "INSERT INTO "+ledger+" (tid, src, dst, amt) VALUES ($1, $2, $3, $4)", tid, from, to, amt)
-						return err
-					}, txn.Keys(strconv.Itoa(from), strconv.Itoa(to)), txn.MaxAttempts(0))
-					mu.Lock()
-					out = append(out, bankOutcome{tid: tid, err: err, unknown: errors.Is(err, txn.ErrCommitUnknown)})
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	return out
-}
-
-// checkBank checks the ledger against the outcomes (a Run that returned
-// nil wrote its row once, one that failed definitely wrote none, one of
-// unknown outcome at most one) and the balances against the ledger (no
-// lost update).
-func checkBank(t *testing.T, pool *pgxpool.Pool, tbl, ledger string, accounts, initial int, out []bankOutcome) {
-	t.Helper()
-	ctx := context.Background()
-	rows, err := pool.Query(ctx, "SELECT tid, count(*) FROM "+ledger+" GROUP BY tid")
-	require.NoError(t, err)
-	written := map[int64]int{}
-	for rows.Next() {
-		var tid int64
-		var n int
-		require.NoError(t, rows.Scan(&tid, &n))
-		written[tid] = n
-	}
-	require.NoError(t, rows.Err())
-	var failed, unknown int
-	for _, o := range out {
-		switch {
-		case o.err == nil:
-			assert.Equal(t, 1, written[o.tid], "transfer %d committed, its ledger rows", o.tid)
-		case o.unknown:
-			unknown++
-			assert.LessOrEqual(t, written[o.tid], 1, "transfer %d of unknown outcome, its ledger rows", o.tid)
-		default:
-			failed++
-			assert.Zero(t, written[o.tid], "transfer %d failed (%v), its ledger rows", o.tid, o.err)
-		}
-	}
-	t.Logf("%d transfers: %d failed, %d of unknown outcome", len(out), failed, unknown)
-	for a := 1; a <= accounts; a++ {
-		want := initial + queryInt(t, pool, "SELECT COALESCE(sum(CASE WHEN dst = $1 THEN amt ELSE -amt END), 0)::int FROM "+ledger+" WHERE src = $1 OR dst = $1", a)
-		assert.Equal(t, want, queryInt(t, pool, "SELECT balance FROM "+tbl+" WHERE id = $1", a), "account %d: lost update", a)
-	}
-}
-
-// bankTables creates the accounts 1..accounts with initial each, and the
-// ledger.
-func bankTables(t *testing.T, pool *pgxpool.Pool, accounts, initial int) (tbl, ledger string) {
-	tbl = newTable(t, pool, "id int PRIMARY KEY, balance int NOT NULL")
-	mustExec(t, pool, "INSERT INTO "+tbl+" SELECT g, $1 FROM generate_series(1, $2) g", initial, accounts)
-	ledger = newTable(t, pool, "tid bigint NOT NULL, src int NOT NULL, dst int NOT NULL, amt int NOT NULL")
-	return tbl, ledger
-}
-
 // A bank across three Runners over three pools (three processes) with
 // DatabaseKeys, under READ COMMITTED, where the keys are the only
 // protection of the read-modify-write: two keys named in either order,
@@ -177,12 +70,13 @@ func TestDatabaseKeysBankAcrossRunners(t *testing.T) {
 		pools = append(pools, p)
 		runners = append(runners, txnpgx.New(p, txn.DatabaseKeys(), txn.WithObserver(obs)))
 	}
-	tbl, ledger := bankTables(t, pools[0], accounts, initial)
-	out := runBank(t, testCtx(t), runners, tbl, ledger, accounts, 4, 25)
+	bank := &pgxDB{pool: pools[0]}
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
+	out := integrationtest.RunKeyBank(t, testCtx(t), bank, runners, tbl, ledger, accounts, 4, 25)
 	for _, o := range out {
-		require.NoError(t, o.err)
+		require.NoError(t, o.Err)
 	}
-	checkBank(t, pools[0], tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	assert.Empty(t, obs.retryCodes(), "transactions holding their keys conflicted")
 	assert.Zero(t, advisoryLocks(t, pools[0]))
 }
@@ -195,12 +89,13 @@ func TestKeysBankInProcess(t *testing.T) {
 	pool := newPool(t, cfg)
 	obs := &recorder{}
 	r := txnpgx.New(pool, txn.WithObserver(obs))
-	tbl, ledger := bankTables(t, pool, accounts, initial)
-	out := runBank(t, testCtx(t), []*txnpgx.Runner{r}, tbl, ledger, accounts, 12, 25)
+	bank := &pgxDB{pool: pool}
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
+	out := integrationtest.RunKeyBank(t, testCtx(t), bank, []*txnpgx.Runner{r}, tbl, ledger, accounts, 12, 25)
 	for _, o := range out {
-		require.NoError(t, o.err)
+		require.NoError(t, o.Err)
 	}
-	checkBank(t, pool, tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	assert.Empty(t, obs.retryCodes(), "transactions holding their keys conflicted")
 }
 
@@ -220,7 +115,8 @@ func TestDatabaseKeysBankWithKilledConnections(t *testing.T) {
 		runners = append(runners, txnpgx.New(newPool(t, cfg), txn.DatabaseKeys(), txn.NoReconnectBudget()))
 	}
 	admin := newPool(t, nil)
-	tbl, ledger := bankTables(t, admin, accounts, initial)
+	bank := &pgxDB{pool: admin}
+	tbl, ledger := integrationtest.KeyBankTables(t, bank, accounts, initial)
 	ctx := testCtx(t)
 	stop := make(chan struct{})
 	killed := make(chan int, 1)
@@ -241,10 +137,10 @@ func TestDatabaseKeysBankWithKilledConnections(t *testing.T) {
 			}
 		}
 	}()
-	out := runBank(t, ctx, runners, tbl, ledger, accounts, 3, 20)
+	out := integrationtest.RunKeyBank(t, ctx, bank, runners, tbl, ledger, accounts, 3, 20)
 	close(stop)
 	t.Logf("%d connections killed", <-killed)
-	checkBank(t, admin, tbl, ledger, accounts, initial, out)
+	integrationtest.CheckKeyBank(t, bank, tbl, ledger, accounts, initial, out)
 	for advisoryLocks(t, admin) != 0 {
 		require.NoError(t, ctx.Err(), "advisory locks outlived their sessions")
 	}
