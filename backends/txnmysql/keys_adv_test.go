@@ -382,46 +382,11 @@ func TestDatabaseKeysOverlappingSetsAnyOrder(t *testing.T) {
 		admin = readCommitted(t, 3)
 		runners = append(runners, txnmysql.New(admin, txn.DatabaseKeys(), txn.WithObserver(obs)))
 	}
-	tbl := createTable(t, admin, "id VARCHAR(8) PRIMARY KEY, v INT NOT NULL")
-	_, err := admin.Exec("INSERT INTO " + tbl + " VALUES ('a', 0), ('b', 0), ('c', 0)")
-	require.NoError(t, err)
-	sets := [][]string{{"a", "b"}, {"b", "a"}, {"a", "b", "c"}, {"c", "a"}, {"c", "b", "a"}, {"b", "c"}, {"a", "c", "b"}}
-	ctx := testCtx(t)
-	var want [3]atomic.Int32
-	var wg sync.WaitGroup
-	for ri, r := range runners {
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 10 {
-					set := sets[(ri*7+g*3+i)%len(sets)]
-					err := r.Run(ctx, func(ctx context.Context, tx *sql.Tx) error {
-						for _, k := range set {
-							var v int
-							if err := tx.QueryRowContext(ctx, "SELECT v FROM "+tbl+" WHERE id = ?", k).Scan(&v); err != nil {
-								return err
-							}
-							if _, err := tx.ExecContext(ctx, "UPDATE "+tbl+" SET v = ? WHERE id = ?", v+1, k); err != nil {
-								return err
-							}
-						}
-						return nil
-					}, txn.Keys(set...))
-					if assert.NoError(t, err) {
-						for _, k := range set {
-							want[k[0]-'a'].Add(1)
-						}
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	for i, k := range []string{"a", "b", "c"} {
+	tbl, want := integrationtest.RunKeySets(t, testCtx(t), mariaDB(admin), runners)
+	for i, k := range integrationtest.KeySetRows() {
 		var got int
 		require.NoError(t, admin.QueryRow("SELECT v FROM "+tbl+" WHERE id = ?", k).Scan(&got))
-		assert.Equal(t, int(want[i].Load()), got, "row %s: lost update", k)
+		assert.Equal(t, want[i], got, "row %s: lost update", k)
 		eventuallyFree(t, admin, k)
 	}
 	retries, _ := obs.Snapshot()

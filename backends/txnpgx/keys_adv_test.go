@@ -328,43 +328,9 @@ func TestDatabaseKeysOverlappingSetsAnyOrder(t *testing.T) {
 		admin = p
 		runners = append(runners, txnpgx.New(p, txn.DatabaseKeys(), txn.WithObserver(obs)))
 	}
-	tbl := newTable(t, admin, "id text PRIMARY KEY, v int NOT NULL")
-	mustExec(t, admin, "INSERT INTO "+tbl+" VALUES ('a', 0), ('b', 0), ('c', 0)")
-	sets := [][]string{{"a", "b"}, {"b", "a"}, {"a", "b", "c"}, {"c", "a"}, {"c", "b", "a"}, {"b", "c"}, {"a", "c", "b"}}
-	ctx := testCtx(t)
-	var want [3]atomic.Int32
-	var wg sync.WaitGroup
-	for ri, r := range runners {
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 10 {
-					set := sets[(ri*7+g*3+i)%len(sets)]
-					err := r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-						for _, k := range set {
-							var v int
-							if err := tx.QueryRow(ctx, "SELECT v FROM "+tbl+" WHERE id = $1", k).Scan(&v); err != nil {
-								return err
-							}
-							if _, err := tx.Exec(ctx, "UPDATE "+tbl+" SET v = $1 WHERE id = $2", v+1, k); err != nil {
-								return err
-							}
-						}
-						return nil
-					}, txn.Keys(set...))
-					if assert.NoError(t, err) {
-						for _, k := range set {
-							want[k[0]-'a'].Add(1)
-						}
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	for i, k := range []string{"a", "b", "c"} {
-		assert.Equal(t, int(want[i].Load()), queryInt(t, admin, "SELECT v FROM "+tbl+" WHERE id = $1", k), "row %s: lost update", k)
+	tbl, want := integrationtest.RunKeySets(t, testCtx(t), &pgxDB{pool: admin}, runners)
+	for i, k := range integrationtest.KeySetRows() {
+		assert.Equal(t, want[i], queryInt(t, admin, "SELECT v FROM "+tbl+" WHERE id = $1", k), "row %s: lost update", k)
 	}
 	assert.Empty(t, obs.retryCodes(), "transactions holding their keys conflicted or deadlocked")
 	assert.Zero(t, advisoryLocks(t, admin))

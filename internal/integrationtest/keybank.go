@@ -129,3 +129,57 @@ func CheckKeyBank[T any](t *testing.T, db DB[T], tbl, ledger string, accounts, i
 		assert.Equal(t, want, got, "account %d: lost update", a)
 	}
 }
+
+// KeySetRows returns the rows RunKeySets increments.
+func KeySetRows() []string { return []string{"a", "b", "c"} }
+
+// RunKeySets creates a table of the counters KeySetRows and has four
+// goroutines of every Runner each make ten Runs through key sets of two or
+// three keys named in every order ({a,b} and {b,a}, {a,b,c} and {c,a},
+// ...), each read-modify-writing its rows in the order named, under
+// txn.Keys of its set. Every Run must succeed; it returns the table and
+// the number of increments committed per row of KeySetRows(), which a lost
+// update makes larger than the row's value.
+func RunKeySets[T any](t *testing.T, ctx context.Context, db DB[T], runners []*txn.Runner[T]) (tbl string, want []int) {
+	t.Helper()
+	tbl = CreateTable(t, db, "keysets", "id VARCHAR(8) PRIMARY KEY, v INT NOT NULL")
+	for _, k := range KeySetRows() {
+		require.NoError(t, db.Exec(context.Background(), "INSERT INTO "+tbl+" (id, v) VALUES (?, 0)", k))
+	}
+	sets := [][]string{{"a", "b"}, {"b", "a"}, {"a", "b", "c"}, {"c", "a"}, {"c", "b", "a"}, {"b", "c"}, {"a", "c", "b"}}
+	var counts [3]atomic.Int32
+	var wg sync.WaitGroup
+	for ri, r := range runners {
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 10 {
+					set := sets[(ri*7+g*3+i)%len(sets)]
+					err := r.Run(ctx, func(ctx context.Context, tx T) error {
+						for _, k := range set {
+							v, err := db.TxInt(ctx, tx, "SELECT v FROM "+tbl+" WHERE id = ?", k)
+							if err != nil {
+								return err
+							}
+							if err := db.TxExec(ctx, tx, "UPDATE "+tbl+" SET v = ? WHERE id = ?", v+1, k); err != nil {
+								return err
+							}
+						}
+						return nil
+					}, txn.Keys(set...))
+					if assert.NoError(t, err) {
+						for _, k := range set {
+							counts[k[0]-'a'].Add(1)
+						}
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range counts {
+		want = append(want, int(counts[i].Load()))
+	}
+	return tbl, want
+}
