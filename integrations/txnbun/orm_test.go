@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/internal/integrationtest"
@@ -63,20 +62,7 @@ func TestRunInTxConflictRestartsRun(t *testing.T) {
 		wg.Wait()
 		require.NoError(t, errs[0])
 		require.NoError(t, errs[1])
-		n, err := b.Ints(ctx, "SELECT n FROM "+counter+" WHERE id = 1")
-		require.NoError(t, err)
-		assert.Equal(t, []int{2}, n, "no update lost, none doubled")
-		retries, commits := rec.Snapshot()
-		assert.Equal(t, 2, commits)
-		require.NotEmpty(t, retries)
-		for _, e := range retries {
-			assert.True(t, d.Conflict(e.Err), "retried on the driver's error: %v", e.Err)
-		}
-		if !d.SingleWriter {
-			got, err := b.Strings(ctx, "SELECT name FROM "+log+" ORDER BY name")
-			require.NoError(t, err)
-			assert.Equal(t, []string{fmt.Sprintf("g0-a%d", calls[0].Load()), fmt.Sprintf("g1-a%d", calls[1].Load())}, got)
-		}
+		integrationtest.CheckRacedPair(t, ctx, b, rec, counter, log, &calls)
 	})
 }
 

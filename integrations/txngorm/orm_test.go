@@ -89,21 +89,7 @@ func TestGormTransactionConflictRestartsRun(t *testing.T) {
 				wg.Wait()
 				require.NoError(t, errs[0])
 				require.NoError(t, errs[1])
-				n, err := db.Ints(ctx, "SELECT n FROM "+counter+" WHERE id = 1")
-				require.NoError(t, err)
-				assert.Equal(t, []int{2}, n, "no update lost, none doubled")
-				retries, commits := rec.Snapshot()
-				assert.Equal(t, 2, commits)
-				require.NotEmpty(t, retries)
-				for _, e := range retries {
-					assert.True(t, d.Conflict(e.Err), "retried on the driver's error: %v", e.Err)
-				}
-				if !d.SingleWriter {
-					got, err := db.Strings(ctx, "SELECT name FROM "+log+" ORDER BY name")
-					require.NoError(t, err)
-					want := []string{fmt.Sprintf("g0-a%d", calls[0].Load()), fmt.Sprintf("g1-a%d", calls[1].Load())}
-					assert.Equal(t, want, got, "only the committed attempts' rows")
-				}
+				integrationtest.CheckRacedPair(t, ctx, db, rec, counter, log, &calls)
 			})
 		}
 	})

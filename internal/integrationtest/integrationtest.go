@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 )
@@ -280,4 +282,31 @@ func RunAll[T any](t *testing.T, prefix string, dbs []Opener[T]) {
 	scenario("BankWorkload", func(t *testing.T, db DB[T]) { BankWorkload(t, db, prefix) })
 	scenario("ContextEndsDuringFn", func(t *testing.T, db DB[T]) { ContextEndsDuringFn(t, db, prefix) })
 	scenario("CancelJustBeforeCommit", func(t *testing.T, db DB[T]) { CancelJustBeforeCommit(t, db, prefix, db.Runner()) })
+}
+
+// CheckRacedPair checks what two Runs left that raced on the row id = 1
+// of counter, each incrementing it once and logging its attempt as
+// "g<run>-a<attempt>" in log, with calls counting each Run's attempts and
+// rec observing both: the counter is 2 (no update lost, none doubled), both
+// committed, every retry was on the driver's conflict error, and, where
+// the database lets transactions run side by side, log holds only the
+// committed attempts' rows.
+func CheckRacedPair[T any](t *testing.T, ctx context.Context, db DB[T], rec *Recorder, counter, log string, calls *[2]atomic.Int32) {
+	t.Helper()
+	d := db.Dialect()
+	n, err := db.Ints(ctx, "SELECT n FROM "+counter+" WHERE id = 1")
+	require.NoError(t, err)
+	assert.Equal(t, []int{2}, n, "no update lost, none doubled")
+	retries, commits := rec.Snapshot()
+	assert.Equal(t, 2, commits)
+	require.NotEmpty(t, retries)
+	for _, e := range retries {
+		assert.True(t, d.Conflict(e.Err), "retried on the driver's error: %v", e.Err)
+	}
+	if !d.SingleWriter {
+		got, err := db.Strings(ctx, "SELECT name FROM "+log+" ORDER BY name")
+		require.NoError(t, err)
+		want := []string{fmt.Sprintf("g0-a%d", calls[0].Load()), fmt.Sprintf("g1-a%d", calls[1].Load())}
+		assert.Equal(t, want, got, "only the committed attempts' rows")
+	}
 }
