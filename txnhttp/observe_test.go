@@ -4,64 +4,21 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 
 	"github.com/txnkit/txn"
+	"github.com/txnkit/txn/internal/integrationtest"
 	"github.com/txnkit/txn/txnhttp"
-	"github.com/txnkit/txn/txntest"
 )
-
-// opsObserver is a txntest.Recorder that also keeps the Operation of every
-// event.
-type opsObserver struct {
-	txntest.Recorder
-	mu  sync.Mutex
-	ops []string
-}
-
-func (o *opsObserver) add(op string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.ops = append(o.ops, op)
-}
-
-func (o *opsObserver) take() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	ops := o.ops
-	o.ops = nil
-	return ops
-}
-
-func (o *opsObserver) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
-	o.add(e.Operation)
-	o.Recorder.AttemptStarted(ctx, e)
-}
-
-func (o *opsObserver) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
-	o.add(e.Operation)
-	o.Recorder.RetryScheduled(ctx, e)
-}
-
-func (o *opsObserver) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
-	o.add(e.Operation)
-	o.Recorder.GaveUp(ctx, e)
-}
-
-func (o *opsObserver) Committed(ctx context.Context, e txn.CommitEvent) {
-	o.add(e.Operation)
-	o.Recorder.Committed(ctx, e)
-}
 
 // TestEveryEventOfARequestCarriesItsRoute: the attempts, retries, commit
 // and give-ups of a request, whatever its outcome (retried and committed,
 // 503 after the attempt limit, the handler's own 400, a client that has
 // gone before the first attempt), all carry the route pattern.
 func TestEveryEventOfARequestCarriesItsRoute(t *testing.T) {
-	o := &opsObserver{}
+	o := &integrationtest.OpsRecorder{}
 	_, r := newRunner(t, txn.WithObserver(o))
 	mw := txnhttp.New(r, txnhttp.CallOptions(func(*http.Request) []txn.CallOption { return []txn.CallOption{txn.MaxAttempts(3)} }))
 	n := 0
@@ -79,10 +36,10 @@ func TestEveryEventOfARequestCarriesItsRoute(t *testing.T) {
 	check := func(route string, code int, want string, send func() int) {
 		t.Helper()
 		o.Reset()
-		o.take()
+		o.Take()
 		assert.Equal(t, code, send(), route)
 		assert.Equal(t, want, o.String(), route)
-		ops := o.take()
+		ops := o.Take()
 		for i, op := range ops {
 			assert.Equal(t, route, op, "%s: event %d", route, i)
 		}

@@ -2,7 +2,6 @@ package txngrpc_test
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -15,48 +14,14 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/integrations/internal/grpctest"
 	"github.com/txnkit/txn/integrations/txngrpc"
-	"github.com/txnkit/txn/txntest"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
-
-// eventOps is a txntest.Recorder that also keeps the Operation of every
-// event.
-type eventOps struct {
-	txntest.Recorder
-	mu  sync.Mutex
-	ops []string
-}
-
-func (o *eventOps) add(op string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.ops = append(o.ops, op)
-}
-
-func (o *eventOps) AttemptStarted(ctx context.Context, e txn.AttemptEvent) {
-	o.add(e.Operation)
-	o.Recorder.AttemptStarted(ctx, e)
-}
-
-func (o *eventOps) RetryScheduled(ctx context.Context, e txn.RetryEvent) {
-	o.add(e.Operation)
-	o.Recorder.RetryScheduled(ctx, e)
-}
-
-func (o *eventOps) GaveUp(ctx context.Context, e txn.GiveUpEvent) {
-	o.add(e.Operation)
-	o.Recorder.GaveUp(ctx, e)
-}
-
-func (o *eventOps) Committed(ctx context.Context, e txn.CommitEvent) {
-	o.add(e.Operation)
-	o.Recorder.Committed(ctx, e)
-}
 
 // TestEveryEventOfACallCarriesItsMethod: the attempts, retries, commit and
 // give-ups of a call, retried and committed, or Aborted after the attempt
 // limit, all carry the full method name.
 func TestEveryEventOfACallCarriesItsMethod(t *testing.T) {
-	o := &eventOps{}
+	o := &integrationtest.OpsRecorder{}
 	_, r := newRunner(t, txn.WithObserver(o))
 	var fail atomic.Int32
 	fail.Store(1)
@@ -76,10 +41,9 @@ func TestEveryEventOfACallCarriesItsMethod(t *testing.T) {
 	_, err = add(context.Background(), conn, 1)
 	assert.Equal(t, codes.Aborted, status.Code(err))
 	assert.Equal(t, "attempt 1, retry retryable, attempt 2, gave up retryable", o.String())
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	assert.Len(t, o.ops, 8)
-	for i, op := range o.ops {
+	ops := o.Take()
+	assert.Len(t, ops, 8)
+	for i, op := range ops {
 		assert.Equal(t, addMethod, op, "event %d", i)
 	}
 }
