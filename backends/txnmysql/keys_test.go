@@ -155,26 +155,5 @@ func TestDatabaseKeysWaitEndsWithContext(t *testing.T) {
 // that fails before calling it ends the Run with ctx.
 func holdKey(t *testing.T, ctx context.Context, r *txnmysql.Runner, key string) (finish func() error) {
 	t.Helper()
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- r.Run(ctx, func(ctx context.Context, _ *sql.Tx) error {
-			close(entered)
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}, txn.Keys(key))
-	}()
-	select {
-	case <-entered:
-	case err := <-done:
-		require.FailNow(t, "the Run holding the key returned before fn", "%v", err)
-	}
-	return func() error {
-		close(release)
-		return <-done
-	}
+	return integrationtest.Hold(t, ctx, r, nil, txn.Keys(key))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
 	"github.com/txnkit/txn/internal/faultproxy"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 func TestPoolSizeIsMaxConns(t *testing.T) {
@@ -452,28 +453,7 @@ func keyWaiters(t *testing.T, pool *pgxpool.Pool, key string) int {
 // that fails before calling it ends the Run with ctx.
 func holdKey(t *testing.T, ctx context.Context, r *txnpgx.Runner, key string) (finish func() error) {
 	t.Helper()
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- r.Run(ctx, func(ctx context.Context, _ pgx.Tx) error {
-			close(entered)
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}, txn.Keys(key))
-	}()
-	select {
-	case <-entered:
-	case err := <-done:
-		require.FailNow(t, "the Run holding the key returned before fn", "%v", err)
-	}
-	return func() error {
-		close(release)
-		return <-done
-	}
+	return integrationtest.Hold(t, ctx, r, nil, txn.Keys(key))
 }
 
 // Over a single *pgx.Conn, a keyed Run commits, releases its keys with its

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/txnkit/txn"
 	"github.com/txnkit/txn/backends/txnpgx"
+	"github.com/txnkit/txn/internal/integrationtest"
 )
 
 // probePool is a pool of 4 connections at the server's own
@@ -45,31 +46,11 @@ func contend(t *testing.T, r *txnpgx.Runner, tbl string) {
 // holdBeside starts a Run on r that runs first (when not nil) and then
 // holds its transaction open; it returns once that Run is inside fn, with
 // release, which lets the Run commit and waits for it (once; later calls
-// do nothing). A Run started
-// meanwhile on a contended r is admitted beside it, as a probe.
+// do nothing). A Run started meanwhile on a contended r is admitted beside
+// it, as a probe.
 func holdBeside(t *testing.T, r *txnpgx.Runner, first func(context.Context, pgx.Tx) error) (release func()) {
-	ctx := testCtx(t)
-	hold, inside, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		assert.NoError(t, r.Run(ctx, func(ctx context.Context, tx pgx.Tx) error {
-			if first != nil {
-				if err := first(ctx, tx); err != nil {
-					return err
-				}
-			}
-			close(inside)
-			<-hold
-			return nil
-		}))
-	}()
-	select {
-	case <-inside:
-	case <-done:
-		require.FailNow(t, "the held Run ended early")
-	}
-	var once sync.Once
-	return func() { once.Do(func() { close(hold); <-done }) }
+	finish := integrationtest.Hold(t, testCtx(t), r, first)
+	return func() { assert.NoError(t, finish()) }
 }
 
 // A probe of the adaptive limit that deadlocks with the attempt running

@@ -310,3 +310,44 @@ func CheckRacedPair[T any](t *testing.T, ctx context.Context, db DB[T], rec *Rec
 		assert.Equal(t, want, got, "only the committed attempts' rows")
 	}
 }
+
+// Hold starts a Run on r, with opts, whose fn runs first (when not nil) and
+// then keeps the transaction open until finish is called or ctx ends. It
+// returns once the Run is inside fn, holding what it was admitted with (its
+// keys, its slot of the adaptive limit). finish lets the Run commit and
+// returns what Run returned; later calls return the same.
+func Hold[T any](t *testing.T, ctx context.Context, r *txn.Runner[T], first func(context.Context, T) error, opts ...txn.CallOption) (finish func() error) {
+	t.Helper()
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(ctx context.Context, tx T) error {
+			if first != nil {
+				if err := first(ctx, tx); err != nil {
+					return err
+				}
+			}
+			close(entered)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}, opts...)
+	}()
+	select {
+	case <-entered:
+	case err := <-done:
+		require.FailNow(t, "the held Run returned before it held", "%v", err)
+	}
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			close(release)
+			err = <-done
+		})
+		return err
+	}
+}
